@@ -1,0 +1,151 @@
+//! Yjs-compatible collaborative rooms, independent of any transport.
+//!
+//! # Layout
+//! - [`protocol`]: the y-sync wire format, sans-IO (bytes in, typed messages out).
+//! - [`Rooms`] (`rooms.rs`): the registry that loads a room on first join and unloads it
+//!   after its last client has gone and a grace period passed.
+//! - `room.rs`: one actor task per document owning its `yrs::Doc` and awareness; the only
+//!   place a document is mutated.
+//! - [`outbox`]: the per-socket queue rooms write into without ever waiting on a client.
+//! - [`store`]: the `Store` seam (snapshot + update log) and an in-memory implementation.
+//! - [`fanout`]: the `Fanout` seam between server nodes and an in-process implementation.
+//! - [`metrics`]: Prometheus metrics for rooms.
+//!
+//! The server crate owns sockets, HTTP and configuration parsing; this crate never sees them.
+
+pub mod fanout;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+mod room;
+mod rooms;
+pub mod store;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use fanout::{Fanout, LocalFanout, NodeId};
+pub use metrics::CollabMetrics;
+pub use outbox::{Outbox, OutboxReceiver, Route, outbox};
+pub use protocol::{ClientMessage, ProtocolError};
+pub use rooms::{JoinError, Membership, Rooms};
+pub use store::{MemoryStore, Store, StoreError};
+
+/// The name of a shared document, as it appears in URLs and in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocId(Arc<str>);
+
+/// The longest document name accepted, in bytes.
+pub const MAX_DOC_ID_LEN: usize = 256;
+
+/// Why a string is not a valid document name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocIdError {
+    /// Empty names are not allowed.
+    #[error("document id is empty")]
+    Empty,
+    /// Longer than [`MAX_DOC_ID_LEN`].
+    #[error("document id is longer than {MAX_DOC_ID_LEN} bytes")]
+    TooLong,
+    /// Control characters would corrupt logs and keys.
+    #[error("document id contains a control character")]
+    ControlCharacter,
+}
+
+impl DocId {
+    /// Validates a document name.
+    pub fn new(name: &str) -> Result<Self, DocIdError> {
+        if name.is_empty() {
+            return Err(DocIdError::Empty);
+        }
+        if name.len() > MAX_DOC_ID_LEN {
+            return Err(DocIdError::TooLong);
+        }
+        if name.chars().any(char::is_control) {
+            return Err(DocIdError::ControlCharacter);
+        }
+        Ok(Self(name.into()))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a room closed a client's connection to it. The server maps each to a WebSocket close
+/// code (see `docs/protocol.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent bytes that are not valid y-sync or not a valid update.
+    InvalidMessage,
+    /// Applying the client's update would exceed the maximum document size.
+    DocumentTooLarge,
+    /// The client did not read its frames fast enough; reconnecting resyncs it.
+    Lagging,
+    /// The store failed; the room was unloaded so no unsaved state is served. Reconnect.
+    StorageUnavailable,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl CloseReason {
+    /// A short human-readable explanation, sent as the close reason.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::InvalidMessage => "invalid y-sync message",
+            Self::DocumentTooLarge => "document size limit exceeded",
+            Self::Lagging => "client too slow to keep up; reconnect to resync",
+            Self::StorageUnavailable => "storage unavailable; reconnect later",
+            Self::ShuttingDown => "server shutting down",
+        }
+    }
+}
+
+/// Tunables for rooms. The server fills this from its configuration.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// How long a room with no clients stays loaded before it is flushed and unloaded.
+    pub unload_grace: Duration,
+    /// The largest a document may grow (encoded bytes, approximated by the sum of applied
+    /// updates since the last snapshot plus the snapshot).
+    pub max_document_bytes: usize,
+    /// Compact the update log into a snapshot after this many appended updates...
+    pub compact_after_updates: usize,
+    /// ...or after this many appended bytes, whichever comes first.
+    pub compact_after_bytes: usize,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self {
+            unload_grace: Duration::from_secs(30),
+            max_document_bytes: 64 * 1024 * 1024,
+            compact_after_updates: 1000,
+            compact_after_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_ids_are_validated() {
+        assert!(DocId::new("class-1/notes").is_ok());
+        assert_eq!(DocId::new(""), Err(DocIdError::Empty));
+        assert_eq!(DocId::new("a\nb"), Err(DocIdError::ControlCharacter));
+        assert_eq!(
+            DocId::new(&"x".repeat(MAX_DOC_ID_LEN + 1)),
+            Err(DocIdError::TooLong)
+        );
+    }
+}

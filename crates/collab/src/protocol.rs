@@ -1,0 +1,210 @@
+//! The y-sync wire protocol, sans-IO: bytes in, typed messages out, and back.
+//!
+//! The encoding itself is `yrs::sync`'s; this module only adds what a server needs on top:
+//! strict frame decoding (a truncated or trailing-garbage frame is an error, not "end of
+//! input"), update validation before anything reaches a room, and encoders that produce
+//! ready-to-send `Bytes` so one encoding can be shared by every receiver.
+
+use bytes::Bytes;
+use yrs::StateVector;
+use yrs::Update;
+use yrs::encoding::read::Cursor;
+use yrs::encoding::read::Read;
+use yrs::encoding::write::Write;
+use yrs::sync::protocol::{
+    MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1, MSG_SYNC_STEP_2,
+    MSG_SYNC_UPDATE,
+};
+use yrs::sync::{AwarenessUpdate, Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
+
+/// Why a frame from a client was refused. The connection that sent it is closed; the room
+/// and everyone else carry on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The frame is not a sequence of complete y-sync messages.
+    #[error("malformed y-sync frame: {0}")]
+    Malformed(#[from] yrs::encoding::read::Error),
+    /// The frame carried no message at all.
+    #[error("empty frame")]
+    Empty,
+    /// A message kind this server does not accept from clients (for example `Auth`).
+    #[error("unsupported y-sync message kind {0}")]
+    Unsupported(u8),
+}
+
+/// A validated message from a client, ready for a room.
+#[derive(Debug)]
+pub enum ClientMessage {
+    /// Sync step 1: the client's state vector; the room answers with what the client lacks.
+    SyncStep1(StateVector),
+    /// Sync step 2 or a plain update: document changes. Decoded already, so a corrupt update
+    /// never reaches the room's document.
+    Update {
+        /// The decoded update.
+        update: Update,
+        /// Its encoded size, counted against the document size limit.
+        encoded_len: usize,
+    },
+    /// An awareness update (presence, cursors). Kept encoded: the room re-broadcasts it as is.
+    Awareness(AwarenessUpdate),
+    /// The client asks for every peer's awareness state.
+    AwarenessQuery,
+}
+
+/// Decodes one WebSocket binary frame into the messages it carries.
+///
+/// Stock y-websocket clients send one message per frame, but the protocol allows several
+/// back to back, so all are read. Unlike `yrs::sync::MessageReader`, a message cut short is
+/// an error here rather than a silent end of input. The envelope (tags and length prefixes)
+/// is read with yrs' own primitives; payloads are decoded by yrs.
+pub fn decode_frame(frame: &[u8]) -> Result<Vec<ClientMessage>, ProtocolError> {
+    let mut cursor = Cursor::new(frame);
+    let mut messages = Vec::with_capacity(1);
+    while cursor.has_content() {
+        messages.push(decode_message(&mut cursor)?);
+    }
+    if messages.is_empty() {
+        return Err(ProtocolError::Empty);
+    }
+    Ok(messages)
+}
+
+fn decode_message(cursor: &mut Cursor<'_>) -> Result<ClientMessage, ProtocolError> {
+    let tag: u8 = cursor.read_var()?;
+    match tag {
+        MSG_SYNC => {
+            let sync_tag: u8 = cursor.read_var()?;
+            let payload = cursor.read_buf()?;
+            match sync_tag {
+                MSG_SYNC_STEP_1 => Ok(ClientMessage::SyncStep1(StateVector::decode_v1(payload)?)),
+                MSG_SYNC_STEP_2 | MSG_SYNC_UPDATE => Ok(ClientMessage::Update {
+                    update: Update::decode_v1(payload)?,
+                    encoded_len: payload.len(),
+                }),
+                _ => Err(ProtocolError::Malformed(
+                    yrs::encoding::read::Error::UnexpectedValue,
+                )),
+            }
+        }
+        MSG_AWARENESS => {
+            let payload = cursor.read_buf()?;
+            Ok(ClientMessage::Awareness(AwarenessUpdate::decode_v1(
+                payload,
+            )?))
+        }
+        MSG_QUERY_AWARENESS => Ok(ClientMessage::AwarenessQuery),
+        other => Err(ProtocolError::Unsupported(other)),
+    }
+}
+
+/// `Sync step 1` carrying the server's state vector.
+pub fn encode_sync_step1(state_vector: &StateVector) -> Bytes {
+    encode(&Message::Sync(SyncMessage::SyncStep1(state_vector.clone())))
+}
+
+/// `Sync step 2` carrying an encoded update (the part of the document the peer lacks).
+pub fn encode_sync_step2(update: &[u8]) -> Bytes {
+    encode_sync_payload(MSG_SYNC_STEP_2, update)
+}
+
+/// A document update broadcast.
+pub fn encode_update(update: &[u8]) -> Bytes {
+    encode_sync_payload(MSG_SYNC_UPDATE, update)
+}
+
+/// An awareness update broadcast.
+pub fn encode_awareness(update: &AwarenessUpdate) -> Bytes {
+    let payload = update.encode_v1();
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(MSG_AWARENESS);
+    encoder.write_buf(&payload);
+    Bytes::from(encoder.to_vec())
+}
+
+/// A request for every peer's awareness state.
+pub fn encode_awareness_query() -> Bytes {
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(MSG_QUERY_AWARENESS);
+    Bytes::from(encoder.to_vec())
+}
+
+// Writes the sync envelope around `payload` without first copying it into a `Vec` owned by a
+// `SyncMessage`: updates can be megabytes, and every copy shows up in join-storm memory.
+fn encode_sync_payload(tag: u8, payload: &[u8]) -> Bytes {
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(MSG_SYNC);
+    encoder.write_var(tag);
+    encoder.write_buf(payload);
+    Bytes::from(encoder.to_vec())
+}
+
+fn encode(message: &Message) -> Bytes {
+    Bytes::from(message.encode_v1())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{Doc, GetString, ReadTxn, Text, Transact};
+
+    fn update_with_text(text: &str) -> Vec<u8> {
+        let doc = Doc::new();
+        let body = doc.get_or_insert_text("body");
+        let mut txn = doc.transact_mut();
+        body.insert(&mut txn, 0, text);
+        txn.encode_update_v1()
+    }
+
+    #[test]
+    fn round_trips_an_update_frame() {
+        let update = update_with_text("hello");
+        let frame = encode_update(&update);
+        let mut messages = decode_frame(&frame).expect("valid frame");
+        assert_eq!(messages.len(), 1);
+        let Some(ClientMessage::Update { update, .. }) = messages.pop() else {
+            panic!("expected an update");
+        };
+        let doc = Doc::new();
+        let body = doc.get_or_insert_text("body");
+        doc.transact_mut().apply_update(update).expect("apply");
+        assert_eq!(body.get_string(&doc.transact()), "hello");
+    }
+
+    #[test]
+    fn reads_several_messages_in_one_frame() {
+        let mut frame = encode_sync_step1(&Doc::new().transact().state_vector()).to_vec();
+        frame.extend_from_slice(&encode_awareness_query());
+        let messages = decode_frame(&frame).expect("valid frame");
+        assert!(matches!(
+            messages.as_slice(),
+            [ClientMessage::SyncStep1(_), ClientMessage::AwarenessQuery]
+        ));
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error_not_end_of_input() {
+        let frame = encode_update(&update_with_text("hello world"));
+        let truncated = &frame[..frame.len() - 3];
+        assert!(matches!(
+            decode_frame(truncated),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_update_payload_is_rejected_before_reaching_a_room() {
+        let frame = encode_update(&[0xff, 0xff, 0xff, 0x01, 0x02]);
+        assert!(decode_frame(&frame).is_err());
+    }
+
+    #[test]
+    fn empty_frame_and_unknown_kinds_are_rejected() {
+        assert!(matches!(decode_frame(&[]), Err(ProtocolError::Empty)));
+        assert!(matches!(
+            decode_frame(&[7, 1, 0]),
+            Err(ProtocolError::Unsupported(7))
+        ));
+    }
+}

@@ -1,0 +1,536 @@
+//! One room: the actor that owns a document and its awareness.
+//!
+//! Architecture invariant: an update is appended to the store *before* any client or other
+//! node sees it. If the store fails, the room closes every client with
+//! `StorageUnavailable` and unloads, so it never serves state that is not durable; clients
+//! reconnect and resend what they have (Yjs sync makes that lossless).
+//!
+//! Updates arriving together are applied in one transaction and go out as one merged update:
+//! one store append and one encoded frame for many client edits (group commit).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use yrs::sync::{Awareness, AwarenessUpdate};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::fanout::{FanoutMessage, FanoutPayload, NodeId, Subscription};
+use crate::outbox::{Outbox, Route, SendError};
+use crate::protocol::{self, ClientMessage};
+use crate::{CloseReason, CollabMetrics, DocId, Fanout, RoomConfig, Store, StoreError};
+
+/// Identifies one client's membership in a room.
+pub(crate) type MemberId = u64;
+
+/// How many queued commands a room takes in one turn; bounds the latency a burst adds.
+const MAX_BATCH: usize = 256;
+
+/// What a room is asked to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Join {
+        member: MemberId,
+        outbox: Outbox,
+        route: Route,
+        reply: oneshot::Sender<()>,
+    },
+    Client {
+        member: MemberId,
+        message: ClientMessage,
+    },
+    Leave {
+        member: MemberId,
+    },
+}
+
+/// Everything a room needs from the registry that spawned it.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomContext {
+    pub store: Arc<dyn Store>,
+    pub fanout: Arc<dyn Fanout>,
+    pub node: NodeId,
+    pub config: RoomConfig,
+    pub metrics: CollabMetrics,
+    pub shutdown: CancellationToken,
+}
+
+/// Why a room stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// No clients for the grace period: flushed and unloaded.
+    Idle,
+    /// The server is shutting down.
+    Shutdown,
+    /// The store failed; the room dropped its in-memory state.
+    StorageFailed,
+}
+
+#[derive(Debug)]
+struct Member {
+    outbox: Outbox,
+    route: Route,
+    /// Awareness client ids this member has announced; cleared for it when it leaves.
+    awareness_clients: HashSet<ClientID>,
+}
+
+pub(crate) struct Room {
+    doc_id: DocId,
+    awareness: Awareness,
+    members: HashMap<MemberId, Member>,
+    context: RoomContext,
+    /// Encoded `SyncStep2` with the whole document, shared by every joiner that starts from
+    /// an empty state (the join-storm case). Dropped whenever the document changes.
+    full_state: Option<Bytes>,
+    /// Log entries appended since the last snapshot, and their bytes.
+    log_updates: usize,
+    log_bytes: usize,
+    /// The newest sequence number this room knows is in the store.
+    last_seq: i64,
+    /// Approximate encoded size of the document (snapshot + log).
+    document_bytes: usize,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("doc_id", &self.doc_id)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Room {
+    /// Loads a document from the store.
+    pub(crate) async fn load(doc_id: DocId, context: RoomContext) -> Result<Self, StoreError> {
+        let stored = context.store.load(&doc_id).await?;
+        let doc = Doc::new();
+        let mut document_bytes = 0;
+        let mut last_seq = 0;
+        {
+            let mut txn = doc.transact_mut();
+            let parts = stored
+                .snapshot
+                .iter()
+                .map(Vec::as_slice)
+                .chain(stored.updates.iter().map(|update| update.bytes.as_slice()));
+            for bytes in parts {
+                document_bytes += bytes.len();
+                // A stored update that no longer decodes is skipped rather than making the
+                // whole document unreadable; it is logged so an operator can investigate.
+                match Update::decode_v1(bytes) {
+                    Ok(update) => {
+                        if let Err(error) = txn.apply_update(update) {
+                            tracing::error!(doc = %doc_id, %error, "stored update does not apply");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(doc = %doc_id, %error, "stored update does not decode");
+                    }
+                }
+            }
+        }
+        if let Some(last) = stored.updates.last() {
+            last_seq = last.seq;
+        }
+        Ok(Self {
+            doc_id,
+            awareness: Awareness::new(doc),
+            members: HashMap::new(),
+            log_updates: stored.updates.len(),
+            log_bytes: stored.updates.iter().map(|update| update.bytes.len()).sum(),
+            context,
+            full_state: None,
+            last_seq,
+            document_bytes,
+        })
+    }
+
+    /// Runs the room until it is idle past the grace period, the server shuts down, or the
+    /// store fails. Commands still queued when it stops are answered by the caller
+    /// (`Rooms`), which dropped this room's handle first.
+    pub(crate) async fn run(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        mut subscription: Option<Subscription>,
+    ) -> Exit {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let idle = self.members.is_empty();
+            let grace = tokio::time::sleep(self.context.config.unload_grace);
+            tokio::select! {
+                biased;
+                () = self.context.shutdown.cancelled() => {
+                    self.close_all(CloseReason::ShuttingDown);
+                    self.compact_if_needed(true).await;
+                    return Exit::Shutdown;
+                }
+                received = commands.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        // Every handle is gone: the registry itself was dropped.
+                        return Exit::Shutdown;
+                    }
+                    if let Err(error) = self.handle_batch(&mut batch).await {
+                        tracing::error!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "store failed; unloading room");
+                        self.context.metrics.store_errors.inc();
+                        self.close_all(CloseReason::StorageUnavailable);
+                        return Exit::StorageFailed;
+                    }
+                }
+                Some(message) = next_fanout(&mut subscription) => {
+                    self.handle_fanout(message);
+                }
+                () = grace, if idle => {
+                    self.compact_if_needed(true).await;
+                    return Exit::Idle;
+                }
+            }
+        }
+    }
+
+    async fn handle_batch(&mut self, batch: &mut Vec<Command>) -> Result<(), StoreError> {
+        let mut commands = batch.drain(..).peekable();
+        while let Some(command) = commands.next() {
+            match command {
+                Command::Client {
+                    member,
+                    message: ClientMessage::Update { update, encoded_len },
+                } => {
+                    // Apply this update and every update directly behind it in one
+                    // transaction, so they are persisted and broadcast as one.
+                    let mut updates = vec![(member, update, encoded_len)];
+                    while let Some(Command::Client {
+                        message: ClientMessage::Update { .. },
+                        ..
+                    }) = commands.peek()
+                    {
+                        if let Some(Command::Client {
+                            member,
+                            message: ClientMessage::Update { update, encoded_len },
+                        }) = commands.next()
+                        {
+                            updates.push((member, update, encoded_len));
+                        }
+                    }
+                    self.apply_client_updates(updates).await?;
+                }
+                Command::Client {
+                    member,
+                    message: ClientMessage::SyncStep1(state_vector),
+                } => {
+                    let reply = self.sync_step2_for(&state_vector);
+                    self.send_to(member, reply);
+                }
+                Command::Client {
+                    member,
+                    message: ClientMessage::Awareness(update),
+                } => self.apply_client_awareness(member, update),
+                Command::Client {
+                    member,
+                    message: ClientMessage::AwarenessQuery,
+                } => {
+                    if let Ok(update) = self.awareness.update() {
+                        self.send_to(member, protocol::encode_awareness(&update));
+                    }
+                }
+                Command::Join {
+                    member,
+                    outbox,
+                    route,
+                    reply,
+                } => {
+                    self.join(member, outbox, route);
+                    let _ = reply.send(());
+                }
+                Command::Leave { member } => self.leave(member),
+            }
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, member: MemberId, outbox: Outbox, route: Route) {
+        let state_vector = self.awareness.doc().transact().state_vector();
+        let _ = outbox.send(route, protocol::encode_sync_step1(&state_vector));
+        if let Ok(update) = self.awareness.update()
+            && !update.clients.is_empty()
+        {
+            let _ = outbox.send(route, protocol::encode_awareness(&update));
+        }
+        self.members.insert(
+            member,
+            Member {
+                outbox,
+                route,
+                awareness_clients: HashSet::new(),
+            },
+        );
+        self.context.metrics.room_members.inc();
+    }
+
+    fn leave(&mut self, member: MemberId) {
+        let Some(left) = self.members.remove(&member) else {
+            return;
+        };
+        self.context.metrics.room_members.dec();
+        if left.awareness_clients.is_empty() {
+            return;
+        }
+        for client in &left.awareness_clients {
+            self.awareness.remove_state(*client);
+        }
+        if let Ok(removal) = self
+            .awareness
+            .update_with_clients(left.awareness_clients.iter().copied())
+        {
+            self.broadcast(protocol::encode_awareness(&removal), None);
+            self.publish(FanoutPayload::Awareness(Bytes::from(removal.encode_v1())));
+        }
+    }
+
+    fn sync_step2_for(&mut self, state_vector: &StateVector) -> Bytes {
+        if state_vector.is_empty() {
+            if let Some(full_state) = &self.full_state {
+                return full_state.clone();
+            }
+            let encoded = self
+                .awareness
+                .doc()
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            let message = protocol::encode_sync_step2(&encoded);
+            self.full_state = Some(message.clone());
+            return message;
+        }
+        let diff = self
+            .awareness
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(state_vector);
+        protocol::encode_sync_step2(&diff)
+    }
+
+    async fn apply_client_updates(
+        &mut self,
+        updates: Vec<(MemberId, Update, usize)>,
+    ) -> Result<(), StoreError> {
+        let mut senders = HashSet::new();
+        let mut rejected = Vec::new();
+        let diff = {
+            let mut txn = self.awareness.doc().transact_mut();
+            let mut accepted_bytes = 0;
+            for (member, update, encoded_len) in updates {
+                if !self.members.contains_key(&member) {
+                    continue; // closed earlier in this batch
+                }
+                if self.document_bytes + accepted_bytes + encoded_len
+                    > self.context.config.max_document_bytes
+                {
+                    rejected.push((member, CloseReason::DocumentTooLarge));
+                    continue;
+                }
+                if let Err(error) = txn.apply_update(update) {
+                    tracing::warn!(doc = %self.doc_id, member, %error, "update does not apply");
+                    rejected.push((member, CloseReason::InvalidMessage));
+                    continue;
+                }
+                accepted_bytes += encoded_len;
+                senders.insert(member);
+            }
+            let changed = txn.before_state() != txn.after_state() || !txn.delete_set().is_empty();
+            changed.then(|| txn.encode_update_v1())
+        };
+        for (member, reason) in rejected {
+            self.context.metrics.messages_rejected.inc();
+            self.kick(member, reason);
+        }
+        let Some(diff) = diff else {
+            return Ok(());
+        };
+        self.full_state = None;
+        self.context.metrics.updates_applied.inc();
+
+        let started = Instant::now();
+        let seq = self.context.store.append(&self.doc_id, &diff).await?;
+        self.context
+            .metrics
+            .persist_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.last_seq = seq;
+        self.log_updates += 1;
+        self.log_bytes += diff.len();
+        self.document_bytes += diff.len();
+
+        // The sender already has its own edit; when several members contributed, each gets
+        // the merged update (re-applying known changes is a no-op in Yjs).
+        let only_sender = (senders.len() == 1)
+            .then(|| senders.iter().next().copied())
+            .flatten();
+        self.broadcast(protocol::encode_update(&diff), only_sender);
+        self.publish(FanoutPayload::Update(Bytes::from(diff)));
+        self.compact_if_needed(false).await;
+        Ok(())
+    }
+
+    fn apply_client_awareness(&mut self, member: MemberId, update: AwarenessUpdate) {
+        let Some(joined) = self.members.get_mut(&member) else {
+            return;
+        };
+        for (client, entry) in &update.clients {
+            if &*entry.json == "null" {
+                joined.awareness_clients.remove(client);
+            } else {
+                joined.awareness_clients.insert(*client);
+            }
+        }
+        let encoded = protocol::encode_awareness(&update);
+        if let Err(error) = self.awareness.apply_update(update.clone()) {
+            tracing::warn!(doc = %self.doc_id, member, %error, "awareness update rejected");
+            return;
+        }
+        self.broadcast(encoded, Some(member));
+        self.publish(FanoutPayload::Awareness(Bytes::from(update.encode_v1())));
+    }
+
+    fn handle_fanout(&mut self, message: FanoutMessage) {
+        match message.payload {
+            FanoutPayload::Update(bytes) => {
+                let update = match Update::decode_v1(&bytes) {
+                    Ok(update) => update,
+                    Err(error) => {
+                        tracing::warn!(doc = %self.doc_id, %error, "fan-out update does not decode");
+                        return;
+                    }
+                };
+                if let Err(error) = self.awareness.doc().transact_mut().apply_update(update) {
+                    tracing::warn!(doc = %self.doc_id, %error, "fan-out update does not apply");
+                    return;
+                }
+                self.full_state = None;
+                self.document_bytes += bytes.len();
+                self.broadcast(protocol::encode_update(&bytes), None);
+            }
+            FanoutPayload::Awareness(bytes) => match AwarenessUpdate::decode_v1(&bytes) {
+                Ok(update) => {
+                    let encoded = protocol::encode_awareness(&update);
+                    if self.awareness.apply_update(update).is_ok() {
+                        self.broadcast(encoded, None);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(doc = %self.doc_id, %error, "fan-out awareness does not decode");
+                }
+            },
+        }
+    }
+
+    /// Sends `payload` to every member but `except`; members that cannot keep up are closed.
+    fn broadcast(&mut self, payload: Bytes, except: Option<MemberId>) {
+        let mut dropped = Vec::new();
+        let mut delivered = 0u64;
+        for (id, member) in &self.members {
+            if Some(*id) == except {
+                continue;
+            }
+            match member.outbox.send(member.route, payload.clone()) {
+                Ok(()) => delivered += 1,
+                Err(SendError::Lagging) => dropped.push((*id, Some(CloseReason::Lagging))),
+                Err(SendError::Closed) => dropped.push((*id, None)),
+            }
+        }
+        self.context.metrics.deliveries.inc_by(delivered);
+        for (id, reason) in dropped {
+            match reason {
+                Some(reason) => self.kick(id, reason),
+                None => self.leave(id),
+            }
+        }
+    }
+
+    fn send_to(&mut self, member: MemberId, payload: Bytes) {
+        let Some(joined) = self.members.get(&member) else {
+            return;
+        };
+        match joined.outbox.send(joined.route, payload) {
+            Ok(()) => {
+                self.context.metrics.deliveries.inc();
+            }
+            Err(SendError::Lagging) => self.kick(member, CloseReason::Lagging),
+            Err(SendError::Closed) => self.leave(member),
+        }
+    }
+
+    /// Closes one member's connection to this room.
+    fn kick(&mut self, member: MemberId, reason: CloseReason) {
+        if let Some(joined) = self.members.get(&member) {
+            tracing::info!(doc = %self.doc_id, member, ?reason, "closing member");
+            joined.outbox.close(joined.route, reason);
+        }
+        self.leave(member);
+    }
+
+    fn close_all(&mut self, reason: CloseReason) {
+        let members: Vec<MemberId> = self.members.keys().copied().collect();
+        for member in members {
+            self.kick(member, reason);
+        }
+    }
+
+    /// Hands a message to the other nodes. Never waits: a failure only costs other nodes a
+    /// live update (their clients catch up on their next sync), so it is logged, not fatal.
+    fn publish(&self, payload: FanoutPayload) {
+        let message = FanoutMessage {
+            origin: self.context.node,
+            payload,
+        };
+        if let Err(error) = self.context.fanout.publish(&self.doc_id, message) {
+            tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "fan-out publish failed");
+        }
+    }
+
+    /// Folds the update log into a snapshot when it has grown past the configured limits, or
+    /// whenever `force` is set and the log is not empty (on unload and shutdown, so the next
+    /// load is one read). A failure is logged and retried at the next trigger: the log alone
+    /// is still complete.
+    async fn compact_if_needed(&mut self, force: bool) {
+        let config = &self.context.config;
+        let over_limit = self.log_updates >= config.compact_after_updates
+            || self.log_bytes >= config.compact_after_bytes;
+        if self.log_updates == 0 || !(force || over_limit) {
+            return;
+        }
+        let snapshot = self
+            .awareness
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        match self
+            .context
+            .store
+            .compact(&self.doc_id, &snapshot, self.last_seq)
+            .await
+        {
+            Ok(()) => {
+                self.context.metrics.compactions.inc();
+                self.log_updates = 0;
+                self.log_bytes = 0;
+                self.document_bytes = snapshot.len();
+            }
+            Err(error) => {
+                self.context.metrics.store_errors.inc();
+                tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "compaction failed; log kept");
+            }
+        }
+    }
+}
+
+async fn next_fanout(subscription: &mut Option<Subscription>) -> Option<FanoutMessage> {
+    match subscription {
+        Some(subscription) => subscription.messages.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,287 @@
+//! The room registry: finds or loads the room for a document, and unloads it when idle.
+//!
+//! Architecture invariant: at most one live room per document per node. A room deregisters
+//! itself *before* it refuses the commands still queued to it, so a joiner that raced with
+//! an unload simply retries and meets a freshly loaded room.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::fanout::NodeId;
+use crate::outbox::{Outbox, Route};
+use crate::room::{Command, Exit, MemberId, Room, RoomContext};
+use crate::{ClientMessage, CollabMetrics, DocId, Fanout, RoomConfig, Store};
+
+/// Commands a room buffers before senders wait: back-pressure on clients that write faster
+/// than the room applies.
+const COMMAND_BUFFER: usize = 1024;
+
+/// How often a join is retried when it races with a room unloading or failing to load.
+const JOIN_ATTEMPTS: usize = 3;
+
+/// Why a client could not join a room.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// The room could not be loaded (the store failed); try again later.
+    #[error("room could not be loaded")]
+    Unavailable,
+}
+
+/// The room was unloaded (store failure or shutdown) while a member was still sending.
+#[derive(Debug, thiserror::Error)]
+#[error("room is gone")]
+pub struct RoomGone;
+
+/// All rooms of this node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Rooms {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    // A std mutex: held only for map lookups and inserts, never across an await.
+    rooms: Mutex<HashMap<DocId, RoomSlot>>,
+    context: RoomContext,
+    tracker: TaskTracker,
+    next_member: AtomicU64,
+    next_generation: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct RoomSlot {
+    commands: mpsc::Sender<Command>,
+    generation: u64,
+}
+
+/// One client's place in one room. Send it the client's messages; dropping it leaves.
+#[derive(Debug)]
+pub struct Membership {
+    doc: DocId,
+    member: MemberId,
+    commands: mpsc::Sender<Command>,
+    left: bool,
+}
+
+impl Rooms {
+    /// A registry whose rooms persist to `store` and meet other nodes through `fanout`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        fanout: Arc<dyn Fanout>,
+        node: NodeId,
+        config: RoomConfig,
+        metrics: CollabMetrics,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                rooms: Mutex::new(HashMap::new()),
+                context: RoomContext {
+                    store,
+                    fanout,
+                    node,
+                    config,
+                    metrics,
+                    shutdown: CancellationToken::new(),
+                },
+                tracker: TaskTracker::new(),
+                next_member: AtomicU64::new(1),
+                next_generation: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Joins `doc`'s room, loading it if needed. The room immediately queues its sync step 1
+    /// (and current awareness) into `outbox` under `route`.
+    pub async fn join(
+        &self,
+        doc: DocId,
+        outbox: Outbox,
+        route: Route,
+    ) -> Result<Membership, JoinError> {
+        let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..JOIN_ATTEMPTS {
+            if self.inner.context.shutdown.is_cancelled() {
+                return Err(JoinError::ShuttingDown);
+            }
+            let slot = self.room_for(&doc);
+            let (reply, joined) = oneshot::channel();
+            let command = Command::Join {
+                member,
+                outbox: outbox.clone(),
+                route,
+                reply,
+            };
+            if slot.commands.send(command).await.is_ok() && joined.await.is_ok() {
+                return Ok(Membership {
+                    doc,
+                    member,
+                    commands: slot.commands,
+                    left: false,
+                });
+            }
+            // The room stopped before taking us in (unload race or failed load): make sure
+            // its stale slot is gone, then try a fresh one.
+            self.inner.remove_if_current(&doc, slot.generation);
+        }
+        Err(JoinError::Unavailable)
+    }
+
+    /// Rooms currently registered.
+    pub fn loaded(&self) -> usize {
+        self.inner.lock_rooms().len()
+    }
+
+    /// Closes every client (`ShuttingDown`), flushes every room and waits for all room tasks.
+    pub async fn shutdown(&self) {
+        self.inner.context.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+
+    fn room_for(&self, doc: &DocId) -> RoomSlot {
+        let mut rooms = self.inner.lock_rooms();
+        if let Some(slot) = rooms.get(doc)
+            && !slot.commands.is_closed()
+        {
+            return slot.clone();
+        }
+        let (commands, receiver) = mpsc::channel(COMMAND_BUFFER);
+        let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+        let slot = RoomSlot {
+            commands,
+            generation,
+        };
+        rooms.insert(doc.clone(), slot.clone());
+        let span = tracing::info_span!("room", doc = %doc);
+        self.inner.tracker.spawn(
+            run_room(self.inner.clone(), doc.clone(), receiver, generation).instrument(span),
+        );
+        slot
+    }
+}
+
+impl Inner {
+    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<DocId, RoomSlot>> {
+        // Critical sections are single map operations: a poisoned map is still consistent.
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn remove_if_current(&self, doc: &DocId, generation: u64) {
+        let mut rooms = self.lock_rooms();
+        if rooms.get(doc).is_some_and(|slot| slot.generation == generation) {
+            rooms.remove(doc);
+        }
+    }
+}
+
+/// Decrements a gauge when dropped, so a panicking room task still counts as gone.
+struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl GaugeGuard {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn run_room(
+    inner: Arc<Inner>,
+    doc: DocId,
+    mut commands: mpsc::Receiver<Command>,
+    generation: u64,
+) {
+    let context = inner.context.clone();
+    let _task = GaugeGuard::new(&context.metrics.room_tasks);
+    let subscription = match context.fanout.subscribe(&doc, context.node).await {
+        Ok(subscription) => Some(subscription),
+        Err(error) => {
+            tracing::warn!(error = &error as &dyn std::error::Error, "fan-out subscribe failed; room serves this node only");
+            None
+        }
+    };
+    match Room::load(doc.clone(), context.clone()).await {
+        Ok(mut room) => {
+            let _loaded = GaugeGuard::new(&context.metrics.rooms_loaded);
+            tracing::debug!("room loaded");
+            let exit = room.run(&mut commands, subscription).await;
+            if exit != Exit::StorageFailed {
+                tracing::debug!(?exit, "room unloaded");
+            }
+        }
+        Err(error) => {
+            context.metrics.store_errors.inc();
+            tracing::error!(error = &error as &dyn std::error::Error, "room could not be loaded");
+        }
+    }
+    // Deregister first, then refuse what is still queued: dropping a join's reply makes the
+    // joiner retry, and it will now find no slot and load a fresh room.
+    inner.remove_if_current(&doc, generation);
+    commands.close();
+    while commands.try_recv().is_ok() {}
+}
+
+impl Membership {
+    /// The document this membership is for.
+    pub fn doc(&self) -> &DocId {
+        &self.doc
+    }
+
+    /// Hands a client's message to the room. Waits when the room is busy (back-pressure).
+    pub async fn send(&self, message: ClientMessage) -> Result<(), RoomGone> {
+        self.commands
+            .send(Command::Client {
+                member: self.member,
+                message,
+            })
+            .await
+            .map_err(|_| RoomGone)
+    }
+
+    /// Leaves the room (its awareness states are removed for the others).
+    pub async fn leave(mut self) {
+        self.left = true;
+        let _ = self
+            .commands
+            .send(Command::Leave {
+                member: self.member,
+            })
+            .await;
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if self.left {
+            return;
+        }
+        let leave = Command::Leave {
+            member: self.member,
+        };
+        if let Err(mpsc::error::TrySendError::Full(leave)) = self.commands.try_send(leave) {
+            // The room is busy: deliver the leave later rather than leak the member.
+            let commands = self.commands.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = commands.send(leave).await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Room behaviour through the public API: real rooms, in-memory and failing stores, two
+//! "nodes" joined by `LocalFanout`. No sockets: outboxes stand in for clients.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lectern_collab::outbox::{OutboxReceiver, outbox};
+use lectern_collab::protocol::{self, ClientMessage, decode_frame};
+use lectern_collab::store::{StoredDoc, StoreError};
+use lectern_collab::{
+    CloseReason, CollabMetrics, DocId, Fanout, LocalFanout, MemoryStore, Membership, NodeId,
+    RoomConfig, Rooms, Store,
+};
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+
+/// A test client: a yrs document, a membership and the outbox the room writes into.
+struct Client {
+    doc: Doc,
+    membership: Membership,
+    inbox: OutboxReceiver,
+}
+
+impl Client {
+    async fn join(rooms: &Rooms, doc: &str) -> Self {
+        let (sender, inbox) = outbox(16 * 1024 * 1024);
+        let membership = rooms
+            .join(DocId::new(doc).expect("doc id"), sender, 0)
+            .await
+            .expect("join");
+        let client = Self {
+            doc: Doc::new(),
+            membership,
+            inbox,
+        };
+        let state_vector = client.doc.transact().state_vector();
+        client.send(protocol::encode_sync_step1(&state_vector)).await;
+        client
+    }
+
+    async fn send(&self, frame: Bytes) {
+        for message in decode_frame(&frame).expect("valid frame") {
+            self.membership.send(message).await.expect("room alive");
+        }
+    }
+
+    async fn insert(&self, index: u32, text: &str) {
+        let update = {
+            let body = self.doc.get_or_insert_text("body");
+            let mut txn = self.doc.transact_mut();
+            body.insert(&mut txn, index, text);
+            txn.encode_update_v1()
+        };
+        self.send(protocol::encode_update(&update)).await;
+    }
+
+    fn text(&self) -> String {
+        let body = self.doc.get_or_insert_text("body");
+        body.get_string(&self.doc.transact())
+    }
+
+    /// Applies every frame the room has queued for this client (waiting for at least one).
+    async fn receive(&mut self) -> Vec<Message> {
+        let mut messages = Vec::new();
+        let first = tokio::time::timeout(Duration::from_secs(5), self.inbox.recv())
+            .await
+            .expect("a frame within 5 s")
+            .expect("outbox open");
+        messages.push(self.apply(&first.payload));
+        while let Some(item) = self.inbox.try_recv() {
+            messages.push(self.apply(&item.payload));
+        }
+        messages
+    }
+
+    /// Receives until `text` is what the document says.
+    async fn receive_until_text(&mut self, text: &str) {
+        while self.text() != text {
+            self.receive().await;
+        }
+    }
+
+    fn apply(&self, frame: &[u8]) -> Message {
+        let message = Message::decode_v1(frame).expect("server frame decodes");
+        if let Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) =
+            &message
+        {
+            let update = Update::decode_v1(update).expect("update decodes");
+            self.doc
+                .transact_mut()
+                .apply_update(update)
+                .expect("update applies");
+        }
+        message
+    }
+}
+
+fn config() -> RoomConfig {
+    RoomConfig {
+        unload_grace: Duration::from_millis(50),
+        ..RoomConfig::default()
+    }
+}
+
+fn rooms_with(store: Arc<dyn Store>, config: RoomConfig) -> (Rooms, CollabMetrics) {
+    let metrics = CollabMetrics::default();
+    let rooms = Rooms::new(
+        store,
+        Arc::new(LocalFanout::new()),
+        NodeId(1),
+        config,
+        metrics.clone(),
+    );
+    (rooms, metrics)
+}
+
+async fn wait_for(mut condition: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 5 s");
+}
+
+#[tokio::test]
+async fn two_clients_converge_and_the_sender_gets_no_echo() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut alice = Client::join(&rooms, "notes").await;
+    let mut bob = Client::join(&rooms, "notes").await;
+    alice.receive().await; // step 1 + step 2 of the empty doc
+    bob.receive().await;
+
+    alice.insert(0, "hello").await;
+    bob.receive_until_text("hello").await;
+    bob.insert(5, " world").await;
+    alice.receive_until_text("hello world").await;
+
+    // Nothing else is queued for Alice: her own edit was not echoed back.
+    assert!(alice.inbox.try_recv().is_none());
+}
+
+#[tokio::test]
+async fn late_joiner_receives_full_state_shared_between_joiners() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let writer = Client::join(&rooms, "big").await;
+    writer.insert(0, &"x".repeat(100_000)).await;
+
+    let mut payloads = Vec::new();
+    for _ in 0..3 {
+        let mut joiner = Client::join(&rooms, "big").await;
+        let step2 = loop {
+            let item = joiner.inbox.recv().await.expect("frame");
+            if matches!(
+                Message::decode_v1(&item.payload),
+                Ok(Message::Sync(SyncMessage::SyncStep2(_)))
+            ) {
+                break item.payload;
+            }
+        };
+        joiner.apply(&step2);
+        assert_eq!(joiner.text().len(), 100_000);
+        payloads.push(step2);
+    }
+    // One encoding of the document served every joiner: the same buffer, not copies.
+    assert!(payloads.windows(2).all(|pair| pair[0].as_ptr() == pair[1].as_ptr()));
+}
+
+#[tokio::test]
+async fn awareness_is_relayed_and_removed_when_its_owner_leaves() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let alice = Client::join(&rooms, "presence").await;
+    let mut bob = Client::join(&rooms, "presence").await;
+    bob.receive().await;
+
+    let mut awareness = yrs::sync::Awareness::new(alice.doc.clone());
+    awareness.set_local_state(serde_like_state()).expect("state");
+    let update = awareness.update().expect("awareness update");
+    alice.send(protocol::encode_awareness(&update)).await;
+
+    let announced = loop {
+        let messages = bob.receive().await;
+        if let Some(Message::Awareness(update)) = messages
+            .into_iter()
+            .find(|message| matches!(message, Message::Awareness(_)))
+        {
+            break update;
+        }
+    };
+    let client = alice.doc.client_id();
+    assert!(announced.clients[&client].json.contains("alice"));
+
+    alice.membership.leave().await;
+    let removed = loop {
+        let messages = bob.receive().await;
+        if let Some(Message::Awareness(update)) = messages
+            .into_iter()
+            .find(|message| matches!(message, Message::Awareness(_)))
+        {
+            break update;
+        }
+    };
+    assert_eq!(&*removed.clients[&client].json, "null");
+}
+
+fn serde_like_state() -> std::collections::HashMap<&'static str, &'static str> {
+    std::collections::HashMap::from([("user", "alice")])
+}
+
+#[tokio::test]
+async fn an_update_past_the_document_limit_is_refused_and_not_applied() {
+    let config = RoomConfig {
+        max_document_bytes: 1_000,
+        ..config()
+    };
+    let (rooms, metrics) = rooms_with(Arc::new(MemoryStore::new()), config);
+    let mut small = Client::join(&rooms, "limited").await;
+    let big = Client::join(&rooms, "limited").await;
+    small.receive().await;
+
+    big.insert(0, &"y".repeat(5_000)).await;
+    big.inbox.close_requested().await;
+    assert_eq!(
+        big.inbox.take_close_requests()[0].reason,
+        CloseReason::DocumentTooLarge
+    );
+    assert_eq!(metrics.messages_rejected.get(), 1);
+
+    // The room carries on for everyone else, without the refused text.
+    small.insert(0, "ok").await;
+    let mut observer = Client::join(&rooms, "limited").await;
+    observer.receive_until_text("ok").await;
+}
+
+#[tokio::test]
+async fn idle_room_is_flushed_unloaded_and_reloads_the_same_content() {
+    let store = Arc::new(MemoryStore::new());
+    let (rooms, metrics) = rooms_with(store.clone(), config());
+    let writer = Client::join(&rooms, "lifecycle").await;
+    writer.insert(0, "persisted").await;
+    let mut reader = Client::join(&rooms, "lifecycle").await;
+    reader.receive_until_text("persisted").await;
+    assert_eq!(metrics.rooms_loaded.get(), 1);
+    assert_eq!(metrics.room_members.get(), 2);
+
+    writer.membership.leave().await;
+    reader.membership.leave().await;
+    wait_for(|| rooms.loaded() == 0 && metrics.room_tasks.get() == 0).await;
+    assert_eq!(metrics.rooms_loaded.get(), 0);
+    assert_eq!(metrics.room_members.get(), 0);
+
+    // Unloading compacted the log into a snapshot.
+    let stored = store
+        .load(&DocId::new("lifecycle").expect("doc id"))
+        .await
+        .expect("load");
+    assert!(stored.snapshot.is_some());
+    assert!(stored.updates.is_empty());
+
+    let mut again = Client::join(&rooms, "lifecycle").await;
+    again.receive_until_text("persisted").await;
+}
+
+#[tokio::test]
+async fn log_is_compacted_after_the_configured_number_of_updates() {
+    let store = Arc::new(MemoryStore::new());
+    let config = RoomConfig {
+        compact_after_updates: 5,
+        ..config()
+    };
+    let (rooms, metrics) = rooms_with(store.clone(), config);
+    let mut client = Client::join(&rooms, "compact").await;
+    let mut observer = Client::join(&rooms, "compact").await;
+    client.receive().await;
+    for index in 0..12 {
+        client.insert(index, "a").await;
+        // One at a time, so each becomes its own log entry.
+        observer.receive_until_text(&"a".repeat(index as usize + 1)).await;
+    }
+    assert_eq!(metrics.compactions.get(), 2);
+    let stored = store
+        .load(&DocId::new("compact").expect("doc id"))
+        .await
+        .expect("load");
+    assert_eq!(stored.updates.len(), 2);
+    assert!(stored.snapshot.is_some());
+}
+
+/// A store whose appends fail while `failing` is set.
+#[derive(Debug, Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    failing: AtomicBool,
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
+        self.inner.load(doc).await
+    }
+    async fn append(&self, doc: &DocId, update: &[u8]) -> Result<i64, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("disk on fire".into()));
+        }
+        self.inner.append(doc, update).await
+    }
+    async fn compact(&self, doc: &DocId, snapshot: &[u8], seq: i64) -> Result<(), StoreError> {
+        self.inner.compact(doc, snapshot, seq).await
+    }
+}
+
+#[tokio::test]
+async fn store_failure_closes_the_room_without_serving_unsaved_state() {
+    let store = Arc::new(FlakyStore::default());
+    let (rooms, metrics) = rooms_with(store.clone(), config());
+    let writer = Client::join(&rooms, "flaky").await;
+    let mut watcher = Client::join(&rooms, "flaky").await;
+    writer.insert(0, "saved ").await;
+    watcher.receive_until_text("saved ").await;
+
+    store.failing.store(true, Ordering::SeqCst);
+    writer.insert(6, "lost?").await;
+    watcher.inbox.close_requested().await;
+    assert_eq!(
+        watcher.inbox.take_close_requests()[0].reason,
+        CloseReason::StorageUnavailable
+    );
+    // The unsaved edit never reached the watcher.
+    assert_eq!(watcher.text(), "saved ");
+    assert!(metrics.store_errors.get() >= 1);
+    wait_for(|| rooms.loaded() == 0).await;
+
+    // Once storage is back, the writer reconnects and its sync restores the edit.
+    store.failing.store(false, Ordering::SeqCst);
+    let (sender, _inbox) = outbox(1024 * 1024);
+    let rejoined = rooms
+        .join(DocId::new("flaky").expect("doc id"), sender, 0)
+        .await
+        .expect("rejoin");
+    let update = writer
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    for message in decode_frame(&protocol::encode_sync_step2(&update)).expect("frame") {
+        rejoined.send(message).await.expect("send");
+    }
+    let mut fresh = Client::join(&rooms, "flaky").await;
+    fresh.receive_until_text("saved lost?").await;
+}
+
+#[tokio::test]
+async fn rooms_on_two_nodes_share_updates_through_fanout() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let fanout: Arc<dyn Fanout> = Arc::new(LocalFanout::new());
+    let node = |id| {
+        Rooms::new(
+            store.clone(),
+            fanout.clone(),
+            NodeId(id),
+            config(),
+            CollabMetrics::default(),
+        )
+    };
+    let (first, second) = (node(1), node(2));
+    let on_first = Client::join(&first, "shared").await;
+    let mut on_second = Client::join(&second, "shared").await;
+    on_first.insert(0, "across nodes").await;
+    on_second.receive_until_text("across nodes").await;
+
+    // Persisted once, by the node that received it.
+    let stored = store
+        .load(&DocId::new("shared").expect("doc id"))
+        .await
+        .expect("load");
+    assert_eq!(stored.updates.len(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_closes_members_and_stops_every_room_task() {
+    let (rooms, metrics) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let clients = [
+        Client::join(&rooms, "a").await,
+        Client::join(&rooms, "b").await,
+    ];
+    rooms.shutdown().await;
+    assert_eq!(metrics.room_tasks.get(), 0);
+    for client in &clients {
+        assert_eq!(
+            client.inbox.take_close_requests()[0].reason,
+            CloseReason::ShuttingDown
+        );
+    }
+    let (sender, _inbox) = outbox(1024);
+    assert!(
+        rooms
+            .join(DocId::new("c").expect("doc id"), sender, 0)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn malformed_frames_never_reach_a_room() {
+    assert!(decode_frame(&[0, 2, 200, 1, 2]).is_err());
+    assert!(matches!(
+        decode_frame(&protocol::encode_awareness_query()).as_deref(),
+        Ok([ClientMessage::AwarenessQuery])
+    ));
+}
