@@ -130,19 +130,11 @@ impl OutboxReceiver {
         Some(item)
     }
 
-    /// Waits until some room asks for a close.
-    pub async fn close_requested(&self) {
-        loop {
-            if !self.lock_closes().is_empty() {
-                return;
-            }
-            self.shared.close_signal.notified().await;
+    /// A handle on this socket's close requests, usable while frames are being received.
+    pub fn close_requests(&self) -> CloseRequests {
+        CloseRequests {
+            shared: self.shared.clone(),
         }
-    }
-
-    /// Takes the pending close requests.
-    pub fn take_close_requests(&self) -> Vec<CloseRequest> {
-        std::mem::take(&mut *self.lock_closes())
     }
 
     /// Bytes queued and not yet taken by the writer.
@@ -150,17 +142,42 @@ impl OutboxReceiver {
         self.shared.queued_bytes.load(Ordering::Relaxed)
     }
 
-    fn lock_closes(&self) -> std::sync::MutexGuard<'_, Vec<CloseRequest>> {
-        self.shared
-            .closes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn mark_sent(&self, item: &Outbound) {
         self.shared
             .queued_bytes
             .fetch_sub(item.payload.len(), Ordering::Relaxed);
+    }
+}
+
+/// The close requests rooms made for one socket (held by its writer).
+#[derive(Debug, Clone)]
+pub struct CloseRequests {
+    shared: Arc<Shared>,
+}
+
+impl CloseRequests {
+    /// Waits until some room asks for a close.
+    pub async fn requested(&self) {
+        loop {
+            // Register interest before checking, so a request made in between is not missed.
+            let notified = self.shared.close_signal.notified();
+            if !self.lock().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes the pending close requests.
+    pub fn take(&self) -> Vec<CloseRequest> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CloseRequest>> {
+        self.shared
+            .closes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -183,9 +200,10 @@ mod tests {
         let (outbox, receiver) = outbox(1024);
         outbox.send(0, Bytes::from_static(b"queued")).expect("send");
         outbox.close(0, CloseReason::Lagging);
-        receiver.close_requested().await;
+        let closes = receiver.close_requests();
+        closes.requested().await;
         assert_eq!(
-            receiver.take_close_requests(),
+            closes.take(),
             vec![CloseRequest {
                 route: 0,
                 reason: CloseReason::Lagging

@@ -224,9 +224,9 @@ async fn an_update_past_the_document_limit_is_refused_and_not_applied() {
     small.receive().await;
 
     big.insert(0, &"y".repeat(5_000)).await;
-    big.inbox.close_requested().await;
+    big.inbox.close_requests().requested().await;
     assert_eq!(
-        big.inbox.take_close_requests()[0].reason,
+        big.inbox.close_requests().take()[0].reason,
         CloseReason::DocumentTooLarge
     );
     assert_eq!(metrics.messages_rejected.get(), 1);
@@ -325,9 +325,9 @@ async fn store_failure_closes_the_room_without_serving_unsaved_state() {
 
     store.failing.store(true, Ordering::SeqCst);
     writer.insert(6, "lost?").await;
-    watcher.inbox.close_requested().await;
+    watcher.inbox.close_requests().requested().await;
     assert_eq!(
-        watcher.inbox.take_close_requests()[0].reason,
+        watcher.inbox.close_requests().take()[0].reason,
         CloseReason::StorageUnavailable
     );
     // The unsaved edit never reached the watcher.
@@ -391,7 +391,7 @@ async fn shutdown_closes_members_and_stops_every_room_task() {
     assert_eq!(metrics.room_tasks.get(), 0);
     for client in &clients {
         assert_eq!(
-            client.inbox.take_close_requests()[0].reason,
+            client.inbox.close_requests().take()[0].reason,
             CloseReason::ShuttingDown
         );
     }

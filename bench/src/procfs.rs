@@ -1,0 +1,193 @@
+//! Server (and generator) resource use from `/proc`.
+//!
+//! CPU is `utime + stime` of `/proc/<pid>/stat`, which covers every thread of the process;
+//! memory is `VmRSS` / `VmHWM` of `/proc/<pid>/status`. A [`Sampler`] thread reads both every
+//! few milliseconds into a time series, so figures can be cut to any window afterwards and
+//! the sampling never waits behind the tokio workers that drive the load.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Clock ticks per second of `/proc/<pid>/stat` times. `USER_HZ` is part of the Linux
+/// user-space ABI and 100 on every mainstream architecture.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// The longest a sampler runs (a bound on its loop): one day at the sampling interval.
+const MAX_SAMPLER_RUN: Duration = Duration::from_secs(24 * 3600);
+
+/// Which process to read: a pid, or the generator itself.
+#[derive(Debug, Clone, Copy)]
+pub enum Proc {
+    Pid(u32),
+    Myself,
+}
+
+impl Proc {
+    fn path(self, file: &str) -> String {
+        match self {
+            Proc::Pid(pid) => format!("/proc/{pid}/{file}"),
+            Proc::Myself => format!("/proc/self/{file}"),
+        }
+    }
+
+    /// User + system CPU time consumed so far, in seconds.
+    pub fn cpu_secs(self) -> Option<f64> {
+        let stat = std::fs::read_to_string(self.path("stat")).ok()?;
+        parse_cpu_ticks(&stat).map(|t| t as f64 / TICKS_PER_SEC)
+    }
+
+    /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+    pub fn status_kb(self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(self.path("status")).ok()?;
+        parse_status_kb(&status, field)
+    }
+
+    pub fn rss_kb(self) -> Option<u64> {
+        self.status_kb("VmRSS")
+    }
+}
+
+/// `utime + stime` from the text of `/proc/<pid>/stat`. The command name (field 2) may hold
+/// spaces and parentheses, so fields are counted from the last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_ascii_whitespace();
+    // After the name: state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+    // cmajflt utime(14) stime(15).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_ascii_whitespace().next()?.parse().ok()
+    })
+}
+
+/// One reading of the sampled processes.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When it was taken.
+    pub at: Instant,
+    /// Server resident set, KiB (`None` without a server pid or once it is gone).
+    pub server_rss_kb: Option<u64>,
+    /// Server CPU seconds so far.
+    pub server_cpu: Option<f64>,
+    /// Generator CPU seconds so far.
+    pub own_cpu: Option<f64>,
+}
+
+impl Sample {
+    pub fn take(server: Option<u32>) -> Sample {
+        Sample {
+            at: Instant::now(),
+            server_rss_kb: server.and_then(|pid| Proc::Pid(pid).rss_kb()),
+            server_cpu: server.and_then(|pid| Proc::Pid(pid).cpu_secs()),
+            own_cpu: Proc::Myself.cpu_secs(),
+        }
+    }
+}
+
+/// A thread sampling the server and the generator until [`Sampler::finish`].
+#[derive(Debug)]
+pub struct Sampler {
+    /// Set to stop the thread.
+    stop: Arc<AtomicBool>,
+    /// The thread; returns the series.
+    handle: JoinHandle<Vec<Sample>>,
+}
+
+impl Sampler {
+    pub fn start(server: Option<u32>, every: Duration) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let max = (MAX_SAMPLER_RUN.as_secs_f64() / every.as_secs_f64()) as usize;
+        let handle = std::thread::spawn(move || {
+            let mut series = Vec::with_capacity(4096);
+            let mut next = Instant::now();
+            for _ in 0..max {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                series.push(Sample::take(server));
+                next += every;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            series
+        });
+        Sampler { stop, handle }
+    }
+
+    /// Stops the thread and returns the series, oldest first.
+    pub fn finish(self) -> Series {
+        self.stop.store(true, Ordering::Relaxed);
+        Series(self.handle.join().unwrap_or_default())
+    }
+}
+
+/// A finished time series.
+#[derive(Debug, Default)]
+pub struct Series(pub Vec<Sample>);
+
+impl Series {
+    fn within(&self, from: Instant, to: Instant) -> impl Iterator<Item = &Sample> {
+        self.0.iter().filter(move |s| s.at >= from && s.at <= to)
+    }
+
+    /// Largest server RSS sampled in `[from, to]`.
+    pub fn peak_rss_kb(&self, from: Instant, to: Instant) -> Option<u64> {
+        self.within(from, to).filter_map(|s| s.server_rss_kb).max()
+    }
+
+    /// Average CPU cores used in `[from, to]` by the server and by the generator, from the
+    /// first and last samples inside the window (wall time between those two samples).
+    pub fn cores(&self, from: Instant, to: Instant) -> (Option<f64>, Option<f64>) {
+        let first = self.within(from, to).next();
+        let last = self.within(from, to).last();
+        let (Some(a), Some(b)) = (first, last) else {
+            return (None, None);
+        };
+        let wall = b.at.duration_since(a.at).as_secs_f64();
+        if wall < 0.05 {
+            return (None, None);
+        }
+        let rate = |x: Option<f64>, y: Option<f64>| Some((y? - x?).max(0.0) / wall);
+        (rate(a.server_cpu, b.server_cpu), rate(a.own_cpu, b.own_cpu))
+    }
+
+    /// CPU seconds the server consumed in `[from, to]` (first to last sample inside).
+    pub fn server_cpu_secs(&self, from: Instant, to: Instant) -> Option<f64> {
+        let a = self.within(from, to).next()?;
+        let b = self.within(from, to).last()?;
+        Some((b.server_cpu? - a.server_cpu?).max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_a_hostile_command_name() {
+        let stat = "4242 (node ) (x) S 1 4242 4242 0 -1 4194560 2000 0 0 0 150 25 0 0 20 0 11 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(175));
+    }
+
+    #[test]
+    fn status_fields() {
+        let status = "Name:\tnode\nVmHWM:\t  90000 kB\nVmRSS:\t   81234 kB\n";
+        assert_eq!(parse_status_kb(status, "VmRSS"), Some(81234));
+        assert_eq!(parse_status_kb(status, "VmHWM"), Some(90000));
+        assert_eq!(parse_status_kb(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        assert!(Proc::Myself.cpu_secs().is_some());
+        assert!(Proc::Myself.rss_kb().is_some_and(|kb| kb > 0));
+    }
+}

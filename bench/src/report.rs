@@ -1,0 +1,234 @@
+//! Human-readable tables. "n/a" stands for a figure that could not be measured (no
+//! `--server-pid`, or no samples in the window).
+
+use std::fmt::Write as _;
+
+use crate::saturate;
+use crate::stats::Dist;
+use crate::steady;
+use crate::storm;
+
+fn num(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.prec$}"))
+}
+
+fn mib(kb: Option<u64>) -> String {
+    kb.map_or_else(
+        || "n/a".to_owned(),
+        |kb| format!("{:.1} MiB", kb as f64 / 1024.0),
+    )
+}
+
+fn dist(d: &Dist) -> String {
+    format!(
+        "p50 {:>8} ms   p99 {:>8} ms   max {:>8} ms   (n={})",
+        num(d.p50_ms, 2),
+        num(d.p99_ms, 2),
+        num(d.max_ms, 2),
+        d.n
+    )
+}
+
+/// The header line shared by every mode.
+pub fn header(mode: &str, protocol: &str, url: &str) -> String {
+    format!("lectern-bench {mode}  protocol={protocol}  url={url}\n")
+}
+
+pub fn steady(o: &steady::Outcome) -> String {
+    let mut s = String::new();
+    let c = &o.convergence;
+    let v = &o.server;
+    let _ = writeln!(
+        s,
+        "  load              {} rooms x {} clients, {} edits/s per client, {:.1} s measured after {:.1} s warm-up",
+        o.rooms, o.clients_per_room, o.rate, o.duration_s, o.warmup_s
+    );
+    let _ = writeln!(s, "  connect+sync      {}", dist(&o.connect_sync));
+    let _ = writeln!(s, "  fan-out latency   {}", dist(&o.fanout));
+    let _ = writeln!(
+        s,
+        "  edits             {} in window = {:.2}/s per client (target {})",
+        o.edits_in_window, o.edit_rate_achieved, o.rate
+    );
+    let _ = writeln!(
+        s,
+        "  delivered         {:.0} updates/s (expected {:.0}/s, ratio {})",
+        o.delivered_per_sec,
+        o.expected_per_sec,
+        num(o.delivery_ratio, 3)
+    );
+    let _ = writeln!(
+        s,
+        "  server CPU        {} cores ({} s) -> {} deliveries per core-second",
+        num(v.cores, 2),
+        num(v.cpu_s, 2),
+        num(v.deliveries_per_core_s, 0)
+    );
+    let _ = writeln!(
+        s,
+        "  server RSS        baseline {}, after connect {}, peak {}, end {}, after close {}",
+        mib(v.rss_baseline_kb),
+        mib(v.rss_after_connect_kb),
+        mib(v.rss_peak_kb),
+        mib(v.rss_end_kb),
+        mib(v.rss_after_close_kb)
+    );
+    let _ = writeln!(s, "  RSS per room      {} KiB", num(v.rss_per_room_kb, 0));
+    let _ = writeln!(s, "  generator CPU     {} cores", num(o.generator_cores, 2));
+    let _ = writeln!(
+        s,
+        "  convergence       {}: {}/{} deliveries seen over the run, {} missing, {} rooms failed{}; {} own edits echoed (not counted), {} foreign markers{}",
+        if c.converged { "OK" } else { "FAILED" },
+        c.deliveries_seen,
+        c.deliveries_expected,
+        c.deliveries_missing,
+        c.rooms_failed,
+        if c.drained { "" } else { " (drain timed out)" },
+        c.echoes,
+        c.foreign_markers,
+        match c.docs_identical {
+            Some(true) => "; documents identical",
+            Some(false) => "; DOCUMENTS DIFFER",
+            None => "",
+        }
+    );
+    for e in &c.errors {
+        let _ = writeln!(s, "  error             {e}");
+    }
+    s
+}
+
+pub fn saturate(o: &saturate::Outcome) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  vary {:?}; a step holds if converged, fan-out p99 <= {} ms, delivered/expected >= {}",
+        o.vary, o.p99_limit_ms, o.min_ratio
+    );
+    let _ = writeln!(
+        s,
+        "  {:>4} {:>5} {:>7} {:>8} {:>10} {:>10} {:>6} {:>8} {:>8} {:>6} {:>10} {:>6} {:>9}  result",
+        "step",
+        "rooms",
+        "clients",
+        "rate",
+        "offered/s",
+        "deliv/s",
+        "ratio",
+        "p50 ms",
+        "p99 ms",
+        "cores",
+        "deliv/c-s",
+        "gen c",
+        "peak RSS"
+    );
+    for (i, st) in o.steps.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  {:>4} {:>5} {:>7} {:>8} {:>10.0} {:>10} {:>6} {:>8} {:>8} {:>6} {:>10} {:>6} {:>9}  {}",
+            i,
+            st.rooms,
+            st.clients_per_room,
+            st.rate,
+            st.offered_per_sec,
+            num(st.delivered_per_sec, 0),
+            num(st.delivery_ratio, 3),
+            num(st.fanout_p50_ms, 2),
+            num(st.fanout_p99_ms, 2),
+            num(st.server_cores, 2),
+            num(st.deliveries_per_core_s, 0),
+            num(st.generator_cores, 2),
+            mib(st.rss_peak_kb),
+            st.reason.as_deref().unwrap_or("held")
+        );
+    }
+    match o.knee {
+        Some(k) => {
+            let _ = writeln!(
+                s,
+                "  knee              step {k}: {} deliveries/s sustained, {} deliveries per server core-second",
+                num(o.knee_delivered_per_sec, 0),
+                num(o.knee_deliveries_per_core_s, 0)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  knee              none: the first step already lagged");
+        }
+    }
+    s
+}
+
+pub fn storm(o: &storm::Outcome) -> String {
+    let mut s = String::new();
+    let v = &o.server;
+    let _ = writeln!(
+        s,
+        "  document          {} bytes of text in {} items; sync step 2 is {} bytes",
+        o.text_bytes, o.items, o.state_bytes
+    );
+    let _ = writeln!(
+        s,
+        "  build             {:.2} s to send, {:.2} s until a fresh client synced all of it",
+        o.build_s, o.settle_s
+    );
+    let _ = writeln!(
+        s,
+        "  storm             {} clients at once; all received full state in {} s",
+        o.clients,
+        num(o.all_received_s, 3)
+    );
+    let _ = writeln!(
+        s,
+        "  per client        {}  (storm start -> step 2)",
+        dist(&o.per_client)
+    );
+    let _ = writeln!(
+        s,
+        "  connect+sync      {}  (own connect -> step 2)",
+        dist(&o.connect_sync)
+    );
+    let _ = writeln!(
+        s,
+        "  server RSS        before {}, peak {} (+{}), after {}; VmHWM {} -> {}",
+        mib(v.rss_before_kb),
+        mib(v.rss_peak_kb),
+        v.rss_delta_kb.map_or("n/a".to_owned(), |d| format!(
+            "{:.1} MiB",
+            d as f64 / 1024.0
+        )),
+        mib(v.rss_after_kb),
+        mib(v.hwm_before_kb),
+        mib(v.hwm_after_kb)
+    );
+    let _ = writeln!(
+        s,
+        "  server CPU        {} s during the storm; generator {} cores",
+        num(v.cpu_s, 2),
+        num(o.generator_cores, 2)
+    );
+    let _ = writeln!(
+        s,
+        "  verification      {}: {}/{} received, {} verified (text length), {} distinct payloads",
+        if o.converged { "OK" } else { "FAILED" },
+        o.received,
+        o.clients,
+        o.verified,
+        o.distinct_payloads
+    );
+    for e in &o.errors {
+        let _ = writeln!(s, "  error             {e}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_figures_read_n_a() {
+        assert_eq!(num(None, 2), "n/a");
+        assert_eq!(num(Some(1.234), 1), "1.2");
+        assert_eq!(mib(Some(2048)), "2.0 MiB");
+    }
+}

@@ -1,0 +1,137 @@
+//! Persistence on SQLite (the embedded default) or PostgreSQL, through sqlx.
+//!
+//! # Layout
+//! - this file: [`Database`], the pool for one backend chosen by URL, with its migrations
+//!   (`migrations/sqlite` and `migrations/postgres`: one folder per backend, the same schema
+//!   semantics, applied at connect).
+//! - [`documents`]: [`SqlDocumentStore`], the `lectern_collab::Store` for room documents.
+//! - [`testing`]: helpers that give tests a fresh PostgreSQL database.
+//!
+//! Queries are written out per backend rather than through `sqlx::Any`: the two dialects
+//! differ (placeholders, types), and seeing both side by side keeps them honestly equal.
+
+pub mod documents;
+pub mod testing;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use documents::SqlDocumentStore;
+
+/// How long a SQLite connection waits for another writer before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SQLite allows one writer at a time; a few connections let reads overlap a write.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
+/// PostgreSQL connections per server node.
+const POSTGRES_MAX_CONNECTIONS: u32 = 16;
+
+/// How long to wait for a free pooled connection before reporting the database unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    #[error("unsupported database URL scheme in {0:?} (expected sqlite:// or postgres://)")]
+    UnsupportedUrl(String),
+    /// Connecting or querying failed.
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+    /// Applying the schema migrations failed.
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored update could not be decoded while compacting its document.
+    #[error("stored update does not decode")]
+    UndecodableUpdate(#[source] yrs::encoding::read::Error),
+    /// A stored update decoded but could not be applied while compacting its document.
+    #[error("stored update does not apply")]
+    InapplicableUpdate(#[source] yrs::error::UpdateError),
+    /// A blocking helper task panicked or was cancelled.
+    #[error("background task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A connection pool to one backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// The embedded default: one SQLite file in WAL mode.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL server, for several server nodes sharing one database.
+    Postgres(PgPool),
+}
+
+impl Database {
+    /// Connects to `url` (`sqlite://FILE` — created if missing — or `postgres://...`) and
+    /// applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        let database = if url.starts_with("sqlite:") {
+            // WAL with synchronous=NORMAL: a commit survives a crash of this process (the
+            // write-ahead guarantee rooms rely on); a power loss may lose the last commits.
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(SQLITE_MAX_CONNECTIONS)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Self::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(POSTGRES_MAX_CONNECTIONS)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect(url)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Self::Postgres(pool)
+        } else {
+            return Err(DbError::UnsupportedUrl(url.to_owned()));
+        };
+        Ok(database)
+    }
+
+    /// Which backend this is, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Checks that the database answers (for readiness probes).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        match self {
+            Self::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Self::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The room document store on this database.
+    pub fn document_store(&self) -> Arc<dyn lectern_collab::Store> {
+        Arc::new(SqlDocumentStore::new(self.clone()))
+    }
+
+    /// Waits for in-flight queries and closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}

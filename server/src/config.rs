@@ -1,0 +1,140 @@
+//! Server configuration: one typed struct, read once from flags and `LECTERN_*` variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Lectern: a realtime collaboration server for classrooms (Yjs-compatible).
+#[derive(Debug, Parser)]
+#[command(name = "lectern", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (embedded defaults: SQLite under --data-dir, in-process fan-out).
+    Serve(Config),
+}
+
+/// Everything `lectern serve` can be told. Every flag can also be set through the
+/// environment variable named next to it.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LECTERN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded database and local files.
+    #[arg(long, env = "LECTERN_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://FILE` or `postgres://...`. Default: SQLite at
+    /// `<data-dir>/lectern.db`.
+    #[arg(long, env = "LECTERN_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Largest WebSocket message accepted from a client, in bytes; larger ones close the
+    /// socket with code 1009.
+    #[arg(long, env = "LECTERN_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Largest a document may grow, in bytes; an update beyond it closes the sender with
+    /// code 1009 and is not applied.
+    #[arg(long, env = "LECTERN_MAX_DOCUMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_document_bytes: usize,
+
+    /// Unsent bytes a client may have queued before it is closed as too slow (code 1013);
+    /// it reconnects and resyncs.
+    #[arg(long, env = "LECTERN_MAX_QUEUED_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_queued_bytes: usize,
+
+    /// Documents one multiplexed socket may have open at once.
+    #[arg(long, env = "LECTERN_MAX_DOCS_PER_SOCKET", default_value_t = 64)]
+    pub max_docs_per_socket: usize,
+
+    /// How long a room with no clients stays in memory before it is flushed and unloaded,
+    /// in milliseconds.
+    #[arg(long, env = "LECTERN_ROOM_GRACE_MS", default_value_t = 30_000)]
+    pub room_grace_ms: u64,
+
+    /// Compact a document's update log into a snapshot after this many updates.
+    #[arg(long, env = "LECTERN_COMPACT_AFTER_UPDATES", default_value_t = 1000)]
+    pub compact_after_updates: usize,
+
+    /// Compact a document's update log into a snapshot after this many bytes.
+    #[arg(long, env = "LECTERN_COMPACT_AFTER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub compact_after_bytes: usize,
+
+    /// How long shutdown waits for rooms to flush and sockets to close, in milliseconds.
+    #[arg(long, env = "LECTERN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "LECTERN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Config {
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("lectern.db").display()),
+        }
+    }
+
+    /// Room tunables derived from this configuration.
+    pub fn room_config(&self) -> lectern_collab::RoomConfig {
+        lectern_collab::RoomConfig {
+            unload_grace: Duration::from_millis(self.room_grace_ms),
+            max_document_bytes: self.max_document_bytes,
+            compact_after_updates: self.compact_after_updates,
+            compact_after_bytes: self.compact_after_bytes,
+        }
+    }
+
+    /// A configuration with every default, listening on `listen`, storing under `data_dir`.
+    /// For tests and embedding.
+    pub fn with_defaults(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        let mut config = Cli::parse_from(["lectern", "serve"]);
+        let Command::Serve(config) = &mut config.command;
+        config.listen = listen;
+        config.data_dir = data_dir;
+        config.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_database_is_sqlite_in_the_data_dir() {
+        let config = Config::with_defaults(
+            "127.0.0.1:0".parse().expect("addr"),
+            PathBuf::from("/tmp/lectern-x"),
+        );
+        assert_eq!(config.database_url(), "sqlite:///tmp/lectern-x/lectern.db");
+    }
+}

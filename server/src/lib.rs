@@ -1,0 +1,190 @@
+//! The `lectern` server: HTTP and WebSocket wiring around the domain crates.
+//!
+//! # Layout
+//! - `config.rs`: the one typed configuration (flags + `LECTERN_*` environment).
+//! - `ws.rs`: WebSocket upgrade, the per-socket reader and writer, close codes.
+//! - `metrics.rs`: the Prometheus registry and the `/metrics` text.
+//! - this file: [`AppState`], the router ([`app`]) and the serve loop with graceful
+//!   shutdown ([`serve`]).
+//!
+//! Rooms, sync and persistence live in `lectern-collab` and `lectern-db`; this crate only
+//! connects them to sockets and configuration.
+
+pub mod config;
+pub mod metrics;
+pub mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use lectern_collab::{DocId, LocalFanout, NodeId, Rooms};
+use lectern_db::Database;
+
+pub use config::Config;
+use metrics::Metrics;
+
+/// Shared handles for request handlers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    rooms: Rooms,
+    database: Database,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl AppState {
+    /// Connects the database (running migrations) and sets up rooms.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating data directory {}", config.data_dir.display())
+        })?;
+        let database = Database::connect(&config.database_url())
+            .await
+            .context("connecting to the database")?;
+        let metrics = Metrics::new();
+        let rooms = Rooms::new(
+            database.document_store(),
+            Arc::new(LocalFanout::new()),
+            NodeId::random(),
+            config.room_config(),
+            metrics.collab.clone(),
+        );
+        Ok(Self(Arc::new(Inner {
+            config,
+            rooms,
+            database,
+            metrics,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        })))
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// The room registry.
+    pub fn rooms(&self) -> &Rooms {
+        &self.0.rooms
+    }
+
+    /// All metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.0.shutdown.clone()
+    }
+
+    pub(crate) fn connections(&self) -> &TaskTracker {
+        &self.0.connections
+    }
+
+    /// Closes every socket with 1001, flushes every room, waits (bounded) for sockets to
+    /// finish, and closes the database.
+    pub async fn shutdown(&self) {
+        self.0.shutdown.cancel();
+        self.0.rooms.shutdown().await;
+        self.0.connections.close();
+        let timeout = Duration::from_millis(self.0.config.shutdown_timeout_ms);
+        if tokio::time::timeout(timeout, self.0.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sockets did not close in time");
+        }
+        self.0.database.close().await;
+    }
+}
+
+/// The HTTP router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/ws", get(multiplexed_socket))
+        .route("/ws/{*doc}", get(document_socket))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then shuts down gracefully.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let token = state.shutdown_token();
+    let signal = async move {
+        shutdown.await;
+        token.cancel();
+    };
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(signal)
+        .await
+        .context("serving HTTP")?;
+    state.shutdown().await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.0.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    match state.0.database.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(error) => {
+            tracing::warn!(error = &error as &dyn std::error::Error, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn document_socket(
+    State(state): State<AppState>,
+    Path(doc): Path<String>,
+    request: Request,
+) -> Response {
+    match DocId::new(&doc) {
+        Ok(doc) => ws::upgrade(request, state, ws::Target::Document(doc)),
+        Err(error) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+    }
+}
+
+async fn multiplexed_socket(State(state): State<AppState>, request: Request) -> Response {
+    ws::upgrade(request, state, ws::Target::Multiplexed)
+}

@@ -1,0 +1,8 @@
+//! Server integration tests: the real server on 127.0.0.1:0, real sockets, real databases.
+//!
+//! `node` runs the end-to-end suite with stock Yjs clients from npm (tests/node).
+
+mod http;
+mod node;
+mod support;
+mod websocket;

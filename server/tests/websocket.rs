@@ -1,0 +1,102 @@
+//! WebSocket behaviour at the byte level: close codes for bad input, limits, shutdown.
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, Text, Transact};
+
+use lectern_collab::protocol;
+
+use crate::support::{TestServer, close_code, connect, send_binary};
+
+/// Reads binary frames until one decodes as sync step 2.
+async fn read_sync_step2(socket: &mut crate::support::Client) -> Vec<u8> {
+    loop {
+        let message = socket
+            .next()
+            .await
+            .expect("socket open")
+            .expect("frame");
+        if let Message::Binary(bytes) = message
+            && let Ok(yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep2(update))) =
+                yrs::sync::Message::decode_v1(&bytes)
+        {
+            return update;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_frame_closes_with_1007_and_the_room_carries_on() {
+    let server = TestServer::start(|_| {}).await;
+    let mut good = connect(&server.ws("/ws/room")).await;
+    let doc = Doc::new();
+    let update = {
+        let text = doc.get_or_insert_text("body");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, "kept");
+        txn.encode_update_v1()
+    };
+    send_binary(&mut good, protocol::encode_update(&update).to_vec()).await;
+
+    let mut bad = connect(&server.ws("/ws/room")).await;
+    let frame = protocol::encode_update(&update);
+    send_binary(&mut bad, frame[..frame.len() - 2].to_vec()).await;
+    assert_eq!(close_code(&mut bad).await, Some(1007));
+
+    let mut late = connect(&server.ws("/ws/room")).await;
+    let empty = Doc::new().transact().state_vector();
+    send_binary(&mut late, protocol::encode_sync_step1(&empty).to_vec()).await;
+    let state = read_sync_step2(&mut late).await;
+    let copy = Doc::new();
+    copy.transact_mut()
+        .apply_update(yrs::Update::decode_v1(&state).expect("decode"))
+        .expect("apply");
+    let text = copy.get_or_insert_text("body");
+    assert_eq!(yrs::GetString::get_string(&text, &copy.transact()), "kept");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_past_the_document_limit_closes_with_1009() {
+    let server = TestServer::start(|config| config.max_document_bytes = 2_000).await;
+    let mut socket = connect(&server.ws("/ws/limited")).await;
+    let doc = Doc::new();
+    let update = {
+        let text = doc.get_or_insert_text("body");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, &"z".repeat(10_000));
+        txn.encode_update_v1()
+    };
+    send_binary(&mut socket, protocol::encode_update(&update).to_vec()).await;
+    assert_eq!(close_code(&mut socket).await, Some(1009));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_documents_on_one_multiplexed_socket_closes_with_1008() {
+    let server = TestServer::start(|config| config.max_docs_per_socket = 2).await;
+    let mut socket = connect(&server.ws("/ws")).await;
+    let step1 = protocol::encode_sync_step1(&Doc::new().transact().state_vector());
+    for name in ["one", "two", "three"] {
+        let mut frame = Vec::new();
+        yrs::encoding::write::Write::write_string(&mut frame, name);
+        frame.extend_from_slice(&step1);
+        send_binary(&mut socket, frame).await;
+    }
+    assert_eq!(close_code(&mut socket).await, Some(1008));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_sockets_with_1001() {
+    let server = TestServer::start(|_| {}).await;
+    let mut socket = connect(&server.ws("/ws/closing")).await;
+    // Make sure the socket joined its room before shutting down.
+    let empty = Doc::new().transact().state_vector();
+    send_binary(&mut socket, protocol::encode_sync_step1(&empty).to_vec()).await;
+    read_sync_step2(&mut socket).await;
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(close_code(&mut socket).await, Some(1001));
+    stopping.await.expect("stopped");
+}
