@@ -7,6 +7,15 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 
+# Each PostgreSQL test creates its own lectern_test_* database; drop the previous run's.
+if command -v psql >/dev/null; then
+  psql -h 127.0.0.1 -U postgres -d postgres -Atc \
+    "SELECT datname FROM pg_database WHERE datname LIKE 'lectern_test_%'" |
+    while read -r name; do
+      psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$name\"" || true
+    done
+fi
+
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi

@@ -51,9 +51,8 @@ struct Inner {
 impl AppState {
     /// Connects the database (running migrations) and sets up rooms.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("creating data directory {}", config.data_dir.display())
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let database = Database::connect(&config.database_url())
             .await
             .context("connecting to the database")?;
@@ -157,7 +156,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     match state.0.database.ping().await {
         Ok(()) => "ready".into_response(),
         Err(error) => {
-            tracing::warn!(error = &error as &dyn std::error::Error, "readiness check failed");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "readiness check failed"
+            );
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
     }

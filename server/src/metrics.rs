@@ -59,7 +59,11 @@ impl Metrics {
             "WebSocket messages sent",
             sockets.messages_out.clone(),
         );
-        registry.register("bytes_in", "Payload bytes received", sockets.bytes_in.clone());
+        registry.register(
+            "bytes_in",
+            "Payload bytes received",
+            sockets.bytes_in.clone(),
+        );
         registry.register("bytes_out", "Payload bytes sent", sockets.bytes_out.clone());
         registry.register(
             "protocol_errors",

@@ -129,14 +129,17 @@ pub fn upgrade(mut request: Request, state: AppState, target: Target) -> Respons
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(state.config().max_message_bytes))
-        .max_frame_size(Some(state.config().max_message_bytes));
+        .max_frame_size(Some(frame_limit(state.config().max_message_bytes)));
     let tracker = state.connections().clone();
     tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                        .await;
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 serve_socket(socket, state, target).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
@@ -153,12 +156,26 @@ pub fn upgrade(mut request: Request, state: AppState, target: Target) -> Respons
     response
 }
 
+/// The largest single WebSocket frame read before giving up on a socket.
+///
+/// Larger than the message limit on purpose: a frame up to this size is read whole, so the
+/// message-size check fails with the stream still in step and the client cleanly gets 1009.
+/// A frame beyond it is refused from its header alone; its unread payload then makes the
+/// kernel reset the connection, and the client may see 1006 instead of 1009.
+fn frame_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_mul(2)
+        .max(max_message_bytes.saturating_add(1024 * 1024))
+}
+
 fn validate_upgrade(headers: &HeaderMap) -> Result<String, &'static str> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
-            value
-                .to_str()
-                .is_ok_and(|value| value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+            value.to_str().is_ok_and(|value| {
+                value
+                    .split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
         })
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
@@ -242,7 +259,9 @@ struct Routes(Arc<Mutex<HashMap<Route, Bytes>>>);
 impl Routes {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Route, Bytes>> {
         // Held for single map operations only; a poisoned map is still consistent.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn prefix(&self, route: Route) -> Option<Bytes> {
@@ -344,7 +363,12 @@ impl Reader {
     }
 
     async fn join(&mut self, doc: DocId, route: Route) -> Result<(), ()> {
-        match self.state.rooms().join(doc.clone(), self.outbox.clone(), route).await {
+        match self
+            .state
+            .rooms()
+            .join(doc.clone(), self.outbox.clone(), route)
+            .await
+        {
             Ok(membership) => {
                 self.memberships.insert(route, membership);
                 self.routes_by_doc.insert(doc, route);
@@ -454,7 +478,9 @@ impl Writer {
         reader_done: CancellationToken,
         writer_done: CancellationToken,
     ) {
-        let close = self.write_until_close(&mut fatal, &shutdown, &reader_done).await;
+        let close = self
+            .write_until_close(&mut fatal, &shutdown, &reader_done)
+            .await;
         if let Some(close) = close {
             let _ = self.sink.send(close.frame()).await;
         }
@@ -491,7 +517,7 @@ impl Writer {
                     }
                 }
                 item = self.outbox.recv() => {
-                    let Some(item) = item else { return None };
+                    let item = item?;
                     if self.write_batch(item.route, item.payload).await.is_err() {
                         return None;
                     }
@@ -535,10 +561,16 @@ impl Writer {
             return self.sink.feed(Message::Binary(message)).await;
         }
         // Fragment: the first frame carries the prefix, the rest are zero-copy slices.
-        let head_len = FRAGMENT_BYTES.saturating_sub(prefix.len()).min(payload.len());
+        let head_len = FRAGMENT_BYTES
+            .saturating_sub(prefix.len())
+            .min(payload.len());
         let head = concat(&prefix, &payload[..head_len]);
         self.sink
-            .feed(Message::Frame(Frame::message(head, OpCode::Data(Data::Binary), false)))
+            .feed(Message::Frame(Frame::message(
+                head,
+                OpCode::Data(Data::Binary),
+                false,
+            )))
             .await?;
         let mut offset = head_len;
         while offset < payload.len() {

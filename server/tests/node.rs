@@ -22,5 +22,8 @@ async fn stock_yjs_clients_from_npm() {
         command.env("LECTERN_TEST_POSTGRES_URL_FOR_NODE", url);
     }
     let status = command.status().expect("node runs (is Node.js installed?)");
-    assert!(status.success(), "the Node end-to-end suite failed: {status}");
+    assert!(
+        status.success(),
+        "the Node end-to-end suite failed: {status}"
+    );
 }

@@ -14,7 +14,6 @@ use lectern::{AppState, Config};
 /// A server running in this process on an ephemeral port.
 pub struct TestServer {
     pub address: SocketAddr,
-    pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _data_dir: tempfile::TempDir,
@@ -33,12 +32,11 @@ impl TestServer {
         adjust(&mut config);
         let state = AppState::build(config).await.expect("state");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(lectern::serve(state.clone(), listener, async move {
+        let task = tokio::spawn(lectern::serve(state, listener, async move {
             let _ = stopped.await;
         }));
         Self {
             address,
-            state,
             stop: Some(stop),
             task: Some(task),
             _data_dir: data_dir,

@@ -12,11 +12,7 @@ use crate::support::{TestServer, close_code, connect, send_binary};
 /// Reads binary frames until one decodes as sync step 2.
 async fn read_sync_step2(socket: &mut crate::support::Client) -> Vec<u8> {
     loop {
-        let message = socket
-            .next()
-            .await
-            .expect("socket open")
-            .expect("frame");
+        let message = socket.next().await.expect("socket open").expect("frame");
         if let Message::Binary(bytes) = message
             && let Ok(yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep2(update))) =
                 yrs::sync::Message::decode_v1(&bytes)

@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
+import { after } from 'node:test'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
@@ -18,6 +19,11 @@ const BIN = process.env.LECTERN_BIN
 if (!BIN) {
   throw new Error('LECTERN_BIN must point at the lectern binary (the Rust test harness sets it)')
 }
+
+// Servers still running when the file's tests end (a failed test skips its stop()) are
+// killed, so a failure is reported instead of hanging the runner on their open pipes.
+const running = new Set()
+after(() => { for (const child of running) child.kill('SIGKILL') })
 
 export function freshDataDir () {
   return mkdtempSync(join(tmpdir(), 'lectern-node-'))
@@ -52,7 +58,8 @@ export async function startServer ({ dataDir = freshDataDir(), args = [], env = 
     })
     child.on('exit', code => reject(new Error(`lectern exited early (${code}): ${stderr}`)))
   })
-  const exited = once(child, 'exit')
+  running.add(child)
+  const exited = once(child, 'exit').finally(() => running.delete(child))
   return {
     address,
     dataDir,

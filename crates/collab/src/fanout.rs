@@ -124,7 +124,9 @@ impl Drop for LocalUnsubscribe {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Critical sections are plain map edits; a poisoned lock still guards a consistent map.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl LocalFanout {
@@ -155,12 +157,11 @@ impl Fanout for LocalFanout {
     fn publish(&self, doc: &DocId, message: FanoutMessage) -> Result<(), FanoutError> {
         let subscribers = lock(&self.subscribers);
         for subscriber in subscribers.get(doc).into_iter().flatten() {
-            if subscriber.node != message.origin {
-                if let Err(mpsc::error::TrySendError::Full(_)) =
+            if subscriber.node != message.origin
+                && let Err(mpsc::error::TrySendError::Full(_)) =
                     subscriber.sender.try_send(message.clone())
-                {
-                    tracing::warn!(doc = %doc, "fan-out subscriber is lagging; message dropped");
-                }
+            {
+                tracing::warn!(doc = %doc, "fan-out subscriber is lagging; message dropped");
             }
         }
         Ok(())

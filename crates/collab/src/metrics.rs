@@ -50,8 +50,16 @@ impl CollabMetrics {
     /// Creates the metrics and registers them under `registry` (prefix it as you like).
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
-        registry.register("rooms_loaded", "Rooms loaded in memory", metrics.rooms_loaded.clone());
-        registry.register("room_tasks", "Room actor tasks alive", metrics.room_tasks.clone());
+        registry.register(
+            "rooms_loaded",
+            "Rooms loaded in memory",
+            metrics.rooms_loaded.clone(),
+        );
+        registry.register(
+            "room_tasks",
+            "Room actor tasks alive",
+            metrics.room_tasks.clone(),
+        );
         registry.register(
             "room_members",
             "Client memberships across all rooms",
@@ -77,8 +85,16 @@ impl CollabMetrics {
             "Time to append an update to the store",
             metrics.persist_seconds.clone(),
         );
-        registry.register("compactions", "Update log compactions", metrics.compactions.clone());
-        registry.register("store_errors", "Failed store operations", metrics.store_errors.clone());
+        registry.register(
+            "compactions",
+            "Update log compactions",
+            metrics.compactions.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed store operations",
+            metrics.store_errors.clone(),
+        );
         metrics
     }
 }

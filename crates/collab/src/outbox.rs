@@ -188,9 +188,17 @@ mod tests {
     #[tokio::test]
     async fn caps_queued_bytes_but_always_takes_one_frame() {
         let (outbox, mut receiver) = outbox(10);
-        outbox.send(0, Bytes::from(vec![0; 64])).expect("first frame");
-        assert_eq!(outbox.send(0, Bytes::from(vec![0; 1])), Err(SendError::Lagging));
-        assert_eq!(receiver.recv().await.map(|item| item.payload.len()), Some(64));
+        outbox
+            .send(0, Bytes::from(vec![0; 64]))
+            .expect("first frame");
+        assert_eq!(
+            outbox.send(0, Bytes::from(vec![0; 1])),
+            Err(SendError::Lagging)
+        );
+        assert_eq!(
+            receiver.recv().await.map(|item| item.payload.len()),
+            Some(64)
+        );
         outbox.send(0, Bytes::from(vec![0; 8])).expect("room again");
         assert_eq!(receiver.queued_bytes(), 8);
     }

@@ -12,8 +12,7 @@ use yrs::encoding::read::Cursor;
 use yrs::encoding::read::Read;
 use yrs::encoding::write::Write;
 use yrs::sync::protocol::{
-    MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1, MSG_SYNC_STEP_2,
-    MSG_SYNC_UPDATE,
+    MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1, MSG_SYNC_STEP_2, MSG_SYNC_UPDATE,
 };
 use yrs::sync::{AwarenessUpdate, Message, SyncMessage};
 use yrs::updates::decoder::Decode;

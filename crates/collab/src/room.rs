@@ -166,6 +166,15 @@ impl Room {
             tokio::select! {
                 biased;
                 () = self.context.shutdown.cancelled() => {
+                    // Apply what clients already sent before closing them: their edits are
+                    // kept, not left for them to resend after reconnecting.
+                    while let Ok(command) = commands.try_recv() {
+                        batch.push(command);
+                    }
+                    if let Err(error) = self.handle_batch(&mut batch).await {
+                        tracing::error!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "store failed during shutdown");
+                        self.context.metrics.store_errors.inc();
+                    }
                     self.close_all(CloseReason::ShuttingDown);
                     self.compact_if_needed(true).await;
                     return Exit::Shutdown;
@@ -199,7 +208,11 @@ impl Room {
             match command {
                 Command::Client {
                     member,
-                    message: ClientMessage::Update { update, encoded_len },
+                    message:
+                        ClientMessage::Update {
+                            update,
+                            encoded_len,
+                        },
                 } => {
                     // Apply this update and every update directly behind it in one
                     // transaction, so they are persisted and broadcast as one.
@@ -211,7 +224,11 @@ impl Room {
                     {
                         if let Some(Command::Client {
                             member,
-                            message: ClientMessage::Update { update, encoded_len },
+                            message:
+                                ClientMessage::Update {
+                                    update,
+                                    encoded_len,
+                                },
                         }) = commands.next()
                         {
                             updates.push((member, update, encoded_len));

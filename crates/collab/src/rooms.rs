@@ -179,7 +179,10 @@ impl Inner {
 
     fn remove_if_current(&self, doc: &DocId, generation: u64) {
         let mut rooms = self.lock_rooms();
-        if rooms.get(doc).is_some_and(|slot| slot.generation == generation) {
+        if rooms
+            .get(doc)
+            .is_some_and(|slot| slot.generation == generation)
+        {
             rooms.remove(doc);
         }
     }
@@ -212,7 +215,10 @@ async fn run_room(
     let subscription = match context.fanout.subscribe(&doc, context.node).await {
         Ok(subscription) => Some(subscription),
         Err(error) => {
-            tracing::warn!(error = &error as &dyn std::error::Error, "fan-out subscribe failed; room serves this node only");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "fan-out subscribe failed; room serves this node only"
+            );
             None
         }
     };
@@ -227,7 +233,10 @@ async fn run_room(
         }
         Err(error) => {
             context.metrics.store_errors.inc();
-            tracing::error!(error = &error as &dyn std::error::Error, "room could not be loaded");
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "room could not be loaded"
+            );
         }
     }
     // Deregister first, then refuse what is still queued: dropping a join's reply makes the

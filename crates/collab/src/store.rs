@@ -52,8 +52,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Replaces the snapshot with `snapshot` and deletes log entries with `seq <= through_seq`,
     /// atomically: a crash leaves either the old or the new state, never a mix.
-    async fn compact(&self, doc: &DocId, snapshot: &[u8], through_seq: i64)
-    -> Result<(), StoreError>;
+    async fn compact(
+        &self,
+        doc: &DocId,
+        snapshot: &[u8],
+        through_seq: i64,
+    ) -> Result<(), StoreError>;
 }
 
 /// A store that keeps everything in memory: for tests and for throwaway deployments.
@@ -117,7 +121,10 @@ impl Store for MemoryStore {
         self.with_docs(|docs| {
             let entry = docs.entry(doc.clone()).or_default();
             entry.stored.snapshot = Some(snapshot.to_vec());
-            entry.stored.updates.retain(|update| update.seq > through_seq);
+            entry
+                .stored
+                .updates
+                .retain(|update| update.seq > through_seq);
         });
         Ok(())
     }

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use lectern_collab::outbox::{OutboxReceiver, outbox};
 use lectern_collab::protocol::{self, ClientMessage, decode_frame};
-use lectern_collab::store::{StoredDoc, StoreError};
+use lectern_collab::store::{StoreError, StoredDoc};
 use lectern_collab::{
-    CloseReason, CollabMetrics, DocId, Fanout, LocalFanout, MemoryStore, Membership, NodeId,
+    CloseReason, CollabMetrics, DocId, Fanout, LocalFanout, Membership, MemoryStore, NodeId,
     RoomConfig, Rooms, Store,
 };
 use yrs::sync::{Message, SyncMessage};
@@ -38,7 +38,9 @@ impl Client {
             inbox,
         };
         let state_vector = client.doc.transact().state_vector();
-        client.send(protocol::encode_sync_step1(&state_vector)).await;
+        client
+            .send(protocol::encode_sync_step1(&state_vector))
+            .await;
         client
     }
 
@@ -168,7 +170,11 @@ async fn late_joiner_receives_full_state_shared_between_joiners() {
         payloads.push(step2);
     }
     // One encoding of the document served every joiner: the same buffer, not copies.
-    assert!(payloads.windows(2).all(|pair| pair[0].as_ptr() == pair[1].as_ptr()));
+    assert!(
+        payloads
+            .windows(2)
+            .all(|pair| pair[0].as_ptr() == pair[1].as_ptr())
+    );
 }
 
 #[tokio::test]
@@ -179,7 +185,9 @@ async fn awareness_is_relayed_and_removed_when_its_owner_leaves() {
     bob.receive().await;
 
     let mut awareness = yrs::sync::Awareness::new(alice.doc.clone());
-    awareness.set_local_state(serde_like_state()).expect("state");
+    awareness
+        .set_local_state(serde_like_state())
+        .expect("state");
     let update = awareness.update().expect("awareness update");
     alice.send(protocol::encode_awareness(&update)).await;
 
@@ -280,7 +288,9 @@ async fn log_is_compacted_after_the_configured_number_of_updates() {
     for index in 0..12 {
         client.insert(index, "a").await;
         // One at a time, so each becomes its own log entry.
-        observer.receive_until_text(&"a".repeat(index as usize + 1)).await;
+        observer
+            .receive_until_text(&"a".repeat(index as usize + 1))
+            .await;
     }
     assert_eq!(metrics.compactions.get(), 2);
     let stored = store

@@ -38,23 +38,19 @@ impl SqlDocumentStore {
     async fn snapshot(&self, doc: &str) -> Result<Option<SnapshotRow>, DbError> {
         let row = match &self.database {
             Database::Sqlite(pool) => {
-                sqlx::query(
-                    "SELECT snapshot, through_seq FROM document_snapshots WHERE doc_id = ?",
-                )
-                .bind(doc)
-                .fetch_optional(pool)
-                .await?
-                .map(|row| (row.get(0), row.get(1)))
+                sqlx::query("SELECT snapshot, through_seq FROM document_snapshots WHERE doc_id = ?")
+                    .bind(doc)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|row| (row.get(0), row.get(1)))
             }
-            Database::Postgres(pool) => {
-                sqlx::query(
-                    "SELECT snapshot, through_seq FROM document_snapshots WHERE doc_id = $1",
-                )
-                .bind(doc)
-                .fetch_optional(pool)
-                .await?
-                .map(|row| (row.get(0), row.get(1)))
-            }
+            Database::Postgres(pool) => sqlx::query(
+                "SELECT snapshot, through_seq FROM document_snapshots WHERE doc_id = $1",
+            )
+            .bind(doc)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| (row.get(0), row.get(1))),
         };
         Ok(row.map(|(snapshot, through_seq)| SnapshotRow {
             snapshot,
@@ -112,27 +108,26 @@ impl SqlDocumentStore {
     }
 
     async fn append_update(&self, doc: &str, update: &[u8]) -> Result<i64, DbError> {
-        let seq = match &self.database {
-            Database::Sqlite(pool) => {
-                sqlx::query_scalar(
+        let seq =
+            match &self.database {
+                Database::Sqlite(pool) => sqlx::query_scalar(
                     "INSERT INTO document_updates (doc_id, update_v1) VALUES (?, ?) RETURNING seq",
                 )
                 .bind(doc)
                 .bind(update)
                 .fetch_one(pool)
-                .await?
-            }
-            Database::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "INSERT INTO document_updates (doc_id, update_v1) VALUES ($1, $2) \
+                .await?,
+                Database::Postgres(pool) => {
+                    sqlx::query_scalar(
+                        "INSERT INTO document_updates (doc_id, update_v1) VALUES ($1, $2) \
                      RETURNING seq",
-                )
-                .bind(doc)
-                .bind(update)
-                .fetch_one(pool)
-                .await?
-            }
-        };
+                    )
+                    .bind(doc)
+                    .bind(update)
+                    .fetch_one(pool)
+                    .await?
+                }
+            };
         Ok(seq)
     }
 
@@ -249,7 +244,9 @@ fn merge(parts: &[Vec<u8>]) -> Result<Vec<u8>, DbError> {
                 .map_err(DbError::InapplicableUpdate)?;
         }
     }
-    let state = doc.transact().encode_state_as_update_v1(&StateVector::default());
+    let state = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
     Ok(state)
 }
 
