@@ -27,8 +27,11 @@ pub use documents::SqlDocumentStore;
 /// How long a SQLite connection waits for another writer before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// SQLite allows one writer at a time; a few connections let reads overlap a write.
-const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// SQLite allows one writer at a time. With several connections, two rooms appending at
+/// once meet SQLite's busy handler, which *sleeps* (1 ms and up) before retrying: a latency
+/// spike on the broadcast path. One connection makes them queue in the pool instead, which
+/// costs microseconds.
+const SQLITE_MAX_CONNECTIONS: u32 = 1;
 
 /// PostgreSQL connections per server node.
 const POSTGRES_MAX_CONNECTIONS: u32 = 16;
