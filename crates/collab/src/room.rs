@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -94,6 +95,19 @@ pub(crate) struct Room {
     last_seq: i64,
     /// Approximate encoded size of the document (snapshot + log).
     document_bytes: usize,
+    /// A compaction running in the background, if any: compacting a big log takes
+    /// milliseconds, which must not stall the room's broadcasts.
+    compaction: Option<Compaction>,
+}
+
+/// A background compaction and what it covers, to settle the log counters when it ends.
+#[derive(Debug)]
+struct Compaction {
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+    /// Log entries and bytes folded into the snapshot being written.
+    log_updates: usize,
+    log_bytes: usize,
+    snapshot_bytes: usize,
 }
 
 impl std::fmt::Debug for Room {
@@ -148,6 +162,7 @@ impl Room {
             full_state: None,
             last_seq,
             document_bytes,
+            compaction: None,
         })
     }
 
@@ -176,7 +191,7 @@ impl Room {
                         self.context.metrics.store_errors.inc();
                     }
                     self.close_all(CloseReason::ShuttingDown);
-                    self.compact_if_needed(true).await;
+                    self.compact_before_unload().await;
                     return Exit::Shutdown;
                 }
                 received = commands.recv_many(&mut batch, MAX_BATCH) => {
@@ -194,8 +209,11 @@ impl Room {
                 Some(message) = next_fanout(&mut subscription) => {
                     self.handle_fanout(message);
                 }
+                result = compaction_done(&mut self.compaction) => {
+                    self.finish_compaction(result);
+                }
                 () = grace, if idle => {
-                    self.compact_if_needed(true).await;
+                    self.compact_before_unload().await;
                     return Exit::Idle;
                 }
             }
@@ -389,7 +407,7 @@ impl Room {
             .flatten();
         self.broadcast(protocol::encode_update(&diff), only_sender);
         self.publish(FanoutPayload::Update(Bytes::from(diff)));
-        self.compact_if_needed(false).await;
+        self.start_compaction_if_needed();
         Ok(())
     }
 
@@ -509,39 +527,92 @@ impl Room {
         }
     }
 
-    /// Folds the update log into a snapshot when it has grown past the configured limits, or
-    /// whenever `force` is set and the log is not empty (on unload and shutdown, so the next
-    /// load is one read). A failure is logged and retried at the next trigger: the log alone
-    /// is still complete.
-    async fn compact_if_needed(&mut self, force: bool) {
+    /// Starts folding the update log into a snapshot in the background once the log has
+    /// grown past the configured limits. A failure is logged and retried at the next
+    /// trigger: the log alone is still complete.
+    fn start_compaction_if_needed(&mut self) {
         let config = &self.context.config;
         let over_limit = self.log_updates >= config.compact_after_updates
             || self.log_bytes >= config.compact_after_bytes;
-        if self.log_updates == 0 || !(force || over_limit) {
+        if !over_limit || self.compaction.is_some() {
             return;
         }
-        let snapshot = self
-            .awareness
-            .doc()
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        match self
-            .context
-            .store
-            .compact(&self.doc_id, &snapshot, self.last_seq)
-            .await
-        {
+        self.spawn_compaction();
+    }
+
+    /// Writes the current state as the snapshot through the last appended update, in a task
+    /// the room polls from its loop.
+    fn spawn_compaction(&mut self) {
+        let snapshot = self.encode_snapshot();
+        let snapshot_bytes = snapshot.len();
+        let (store, doc_id, through_seq) = (
+            self.context.store.clone(),
+            self.doc_id.clone(),
+            self.last_seq,
+        );
+        let task = tokio::spawn(
+            async move { store.compact(&doc_id, &snapshot, through_seq).await }
+                .instrument(tracing::Span::current()),
+        );
+        self.compaction = Some(Compaction {
+            task,
+            log_updates: self.log_updates,
+            log_bytes: self.log_bytes,
+            snapshot_bytes,
+        });
+    }
+
+    /// Settles the log counters once a background compaction has ended.
+    fn finish_compaction(&mut self, result: Result<(), StoreError>) {
+        let Some(done) = self.compaction.take() else {
+            return;
+        };
+        match result {
             Ok(()) => {
                 self.context.metrics.compactions.inc();
-                self.log_updates = 0;
-                self.log_bytes = 0;
-                self.document_bytes = snapshot.len();
+                // Updates appended while it ran are still in the log.
+                self.log_updates -= done.log_updates;
+                self.log_bytes -= done.log_bytes;
+                self.document_bytes = done.snapshot_bytes + self.log_bytes;
             }
             Err(error) => {
                 self.context.metrics.store_errors.inc();
                 tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "compaction failed; log kept");
             }
         }
+    }
+
+    /// Before unloading: waits for a running compaction, then folds whatever log is left into
+    /// the snapshot, so the next load is one read.
+    async fn compact_before_unload(&mut self) {
+        if self.compaction.is_some() {
+            let result = compaction_done(&mut self.compaction).await;
+            self.finish_compaction(result);
+        }
+        if self.log_updates == 0 {
+            return;
+        }
+        self.spawn_compaction();
+        let result = compaction_done(&mut self.compaction).await;
+        self.finish_compaction(result);
+    }
+
+    fn encode_snapshot(&self) -> Vec<u8> {
+        self.awareness
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+}
+
+/// Resolves when the running compaction ends; never, when none runs.
+async fn compaction_done(compaction: &mut Option<Compaction>) -> Result<(), StoreError> {
+    match compaction {
+        Some(running) => match (&mut running.task).await {
+            Ok(result) => result,
+            Err(join_error) => Err(StoreError::Backend(Box::new(join_error))),
+        },
+        None => std::future::pending().await,
     }
 }
 
