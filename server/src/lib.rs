@@ -24,6 +24,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -136,6 +137,13 @@ pub async fn serve(
         shutdown.await;
         token.cancel();
     };
+    // Nagle's algorithm would hold small frames (a keystroke's update) until the peer's
+    // delayed ACK, ~40 ms on Linux: fatal to fan-out latency.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(signal)
         .await
