@@ -1,5 +1,6 @@
 //! Server configuration: one typed struct, read once from flags and `LECTERN_*` variables.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,6 +79,96 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "LECTERN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Secret (at least 32 bytes) signing access and document tokens (HS256). Unset: a
+    /// random per-process secret, so tokens do not survive a restart or work across nodes.
+    #[arg(long, env = "LECTERN_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "LECTERN_ACCESS_TOKEN_TTL_SECS", default_value_t = 15 * 60)]
+    pub access_token_ttl_secs: u64,
+
+    /// Lifetime of refresh tokens, in seconds (each use rotates it).
+    #[arg(long, env = "LECTERN_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+
+    /// Lifetime of document tokens minted with the API key, in seconds.
+    #[arg(long, env = "LECTERN_DOC_TOKEN_TTL_SECS", default_value_t = 15 * 60)]
+    pub doc_token_ttl_secs: u64,
+
+    /// Server API key that embedders exchange for document tokens (POST
+    /// /api/v1/doc-tokens). Unset: that endpoint refuses every request.
+    #[arg(long, env = "LECTERN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+
+    /// PEM file with an RSA (RS256) or EC P-256 (ES256) public key; access tokens signed by
+    /// its private key are accepted (claims: sub, role, optional docs).
+    #[arg(
+        long,
+        env = "LECTERN_EXTERNAL_JWT_PUBLIC_KEY_PEM",
+        conflicts_with = "external_jwt_secret"
+    )]
+    pub external_jwt_public_key_pem: Option<PathBuf>,
+
+    /// Shared secret (at least 32 bytes); HS256 access tokens signed with it by another
+    /// identity system are accepted (claims: sub, role, optional docs).
+    #[arg(long, env = "LECTERN_EXTERNAL_JWT_SECRET", hide_env_values = true)]
+    pub external_jwt_secret: Option<Secret>,
+
+    /// The `aud` externally signed tokens must carry.
+    #[arg(long, env = "LECTERN_EXTERNAL_JWT_AUDIENCE", default_value = "lectern")]
+    pub external_jwt_audience: String,
+
+    /// The `iss` externally signed tokens must carry; unset: any issuer but Lectern itself.
+    #[arg(long, env = "LECTERN_EXTERNAL_JWT_ISSUER")]
+    pub external_jwt_issuer: Option<String>,
+
+    /// Requests per minute one signed-in user may make to /api/v1 (sustained rate).
+    #[arg(long, env = "LECTERN_RATE_LIMIT_PER_MINUTE", default_value_t = 300)]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests one signed-in user may make to /api/v1 in a burst.
+    #[arg(long, env = "LECTERN_RATE_LIMIT_BURST", default_value_t = 60)]
+    pub rate_limit_burst: u32,
+
+    /// Login and registration attempts per minute for one email address (also the burst).
+    #[arg(
+        long,
+        env = "LECTERN_LOGIN_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 10
+    )]
+    pub login_rate_limit_per_minute: u32,
+}
+
+/// A configured secret. `Debug` prints `***`, so logging the configuration (or anything
+/// holding it) never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(secret: String) -> Self {
+        Self(secret)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(secret: &str) -> Self {
+        Self(secret.to_owned())
+    }
 }
 
 /// How logs are written.
@@ -127,6 +218,17 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn secrets_parse_from_flags_and_never_print() {
+        let cli = Cli::parse_from(["lectern", "serve", "--jwt-secret", "s3cr3t-value"]);
+        let Command::Serve(config) = cli.command;
+        assert_eq!(
+            config.jwt_secret.as_ref().map(Secret::expose),
+            Some("s3cr3t-value")
+        );
+        assert!(!format!("{config:?}").contains("s3cr3t-value"));
     }
 
     #[test]

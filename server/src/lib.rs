@@ -4,12 +4,16 @@
 //! - `config.rs`: the one typed configuration (flags + `LECTERN_*` environment).
 //! - `ws.rs`: WebSocket upgrade, the per-socket reader and writer, close codes.
 //! - `metrics.rs`: the Prometheus registry and the `/metrics` text.
+//! - `auth/`: token issuing and verification, passwords, refresh tokens.
+//! - `api/`: the REST API under `/api/v1` (accounts, classrooms, document tokens).
 //! - this file: [`AppState`], the router ([`app`]) and the serve loop with graceful
 //!   shutdown ([`serve`]).
 //!
 //! Rooms, sync and persistence live in `lectern-collab` and `lectern-db`; this crate only
 //! connects them to sockets and configuration.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod ws;
@@ -47,6 +51,8 @@ struct Inner {
     metrics: Metrics,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    authenticator: auth::Authenticator,
+    rate_limits: api::RateLimits,
 }
 
 impl AppState {
@@ -65,7 +71,12 @@ impl AppState {
             config.room_config(),
             metrics.collab.clone(),
         );
+        let authenticator =
+            auth::Authenticator::from_config(&config).context("configuring authentication")?;
+        let rate_limits = api::rate_limits(&config);
         Ok(Self(Arc::new(Inner {
+            authenticator,
+            rate_limits,
             config,
             rooms,
             database,
@@ -88,6 +99,19 @@ impl AppState {
     /// All metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// Issues and verifies tokens (REST and WebSocket).
+    pub fn authenticator(&self) -> &auth::Authenticator {
+        &self.0.authenticator
+    }
+
+    pub(crate) fn rate_limits(&self) -> &api::RateLimits {
+        &self.0.rate_limits
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.0.database
     }
 
     pub(crate) fn shutdown_token(&self) -> CancellationToken {
@@ -123,6 +147,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ws", get(multiplexed_socket))
         .route("/ws/{*doc}", get(document_socket))
+        .nest("/api/v1", api::router())
         .with_state(state)
 }
 

@@ -5,11 +5,16 @@
 //!   (`migrations/sqlite` and `migrations/postgres`: one folder per backend, the same schema
 //!   semantics, applied at connect).
 //! - [`documents`]: [`SqlDocumentStore`], the `lectern_collab::Store` for room documents.
+//! - [`accounts`]: [`Accounts`], users and their rotating refresh tokens.
+//! - [`classrooms`]: [`Classrooms`], classrooms, join codes and memberships.
 //! - [`testing`]: helpers that give tests a fresh PostgreSQL database.
 //!
 //! Queries are written out per backend rather than through `sqlx::Any`: the two dialects
 //! differ (placeholders, types), and seeing both side by side keeps them honestly equal.
 
+pub mod accounts;
+mod checkpoint;
+pub mod classrooms;
 pub mod documents;
 pub mod testing;
 
@@ -22,6 +27,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use accounts::Accounts;
+pub use classrooms::Classrooms;
 pub use documents::SqlDocumentStore;
 
 /// How long a SQLite connection waits for another writer before failing.
@@ -60,6 +67,21 @@ pub enum DbError {
     /// A blocking helper task panicked or was cancelled.
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
+    /// Another account already uses this email address.
+    #[error("email address already registered")]
+    EmailTaken,
+    /// Another classroom already uses this join code.
+    #[error("join code already in use")]
+    JoinCodeTaken,
+    /// A stored role is not one this version knows (written by a newer version?).
+    #[error("unknown role {0:?} in the database")]
+    UnknownRole(String),
+}
+
+/// Whether `error` is a unique-constraint violation (both backends report it the same way
+/// through sqlx), so callers can turn it into a typed [`DbError`].
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())
 }
 
 /// A connection pool to one backend. Cheap to clone.
@@ -82,13 +104,15 @@ impl Database {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .pragma("wal_autocheckpoint", "0");
             let pool = SqlitePoolOptions::new()
                 .max_connections(SQLITE_MAX_CONNECTIONS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            checkpoint::spawn_checkpointer(&options, pool.clone()).await?;
             Self::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = PgPoolOptions::new()

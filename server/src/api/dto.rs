@@ -1,0 +1,257 @@
+//! Wire types of the REST API: every request and response body, in one place.
+//!
+//! API boundary: these shapes (field names, enum spellings) are what the TypeScript SDK is
+//! checked against, through the OpenAPI document generated from them. Database types never
+//! go on the wire directly; handlers convert.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use lectern_db::accounts::{Role as DbRole, User};
+use lectern_db::classrooms::{Enrolment, Member, MemberRole as DbMemberRole};
+
+use crate::api::error::ErrorCode;
+use crate::auth::DocAccess;
+
+/// Every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The machine-readable code and a human-readable message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code to branch on.
+    pub code: ErrorCode,
+    /// For people; may change wording at any time.
+    pub message: String,
+}
+
+/// A server-wide account role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Teaches; may create classrooms.
+    Faculty,
+    /// Learns; enrols with join codes.
+    Student,
+    /// Operates the server (not available at registration).
+    Admin,
+}
+
+impl From<DbRole> for Role {
+    fn from(role: DbRole) -> Self {
+        match role {
+            DbRole::Faculty => Self::Faculty,
+            DbRole::Student => Self::Student,
+            DbRole::Admin => Self::Admin,
+        }
+    }
+}
+
+/// The roles one may register with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterRole {
+    /// A teacher account.
+    Faculty,
+    /// A student account.
+    Student,
+}
+
+impl From<RegisterRole> for DbRole {
+    fn from(role: RegisterRole) -> Self {
+        match role {
+            RegisterRole::Faculty => Self::Faculty,
+            RegisterRole::Student => Self::Student,
+        }
+    }
+}
+
+/// A role inside one classroom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    /// Teaches this classroom.
+    Faculty,
+    /// Enrolled in this classroom.
+    Student,
+}
+
+impl From<DbMemberRole> for MemberRole {
+    fn from(role: DbMemberRole) -> Self {
+        match role {
+            DbMemberRole::Faculty => Self::Faculty,
+            DbMemberRole::Student => Self::Student,
+        }
+    }
+}
+
+/// `POST /api/v1/auth/register`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Login name; compared case-insensitively.
+    pub email: String,
+    /// Shown to classmates (1–100 characters).
+    pub display_name: String,
+    /// 8–1024 characters.
+    pub password: String,
+    /// `faculty` or `student`.
+    pub role: RegisterRole,
+}
+
+/// `POST /api/v1/auth/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The registered email.
+    pub email: String,
+    /// The password.
+    pub password: String,
+}
+
+/// `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token from the last session response.
+    pub refresh_token: String,
+}
+
+/// An account as others may see it (plus the email, shown only to its owner).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserResponse {
+    /// Account id.
+    pub id: String,
+    /// Email address (lower-cased).
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Server-wide role.
+    pub role: Role,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+impl From<User> for UserResponse {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            display_name: user.display_name,
+            role: user.role.into(),
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// Tokens for a signed-in user: after register, login and refresh.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionResponse {
+    /// Who is signed in.
+    pub user: UserResponse,
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Single use: exchange at `/auth/refresh` for a new pair.
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: u64,
+}
+
+/// `POST /api/v1/doc-tokens` (authenticated with the server API key).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocTokenRequest {
+    /// The document id (as in `/ws/{doc}`).
+    pub doc: String,
+    /// `full` (read and write) or `read`.
+    pub access: DocAccess,
+}
+
+/// A document token for one document.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DocTokenResponse {
+    /// The token to open the document with.
+    pub token: String,
+    /// The document it opens.
+    pub doc: String,
+    /// What it allows.
+    pub access: DocAccess,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// `POST /api/v1/classrooms`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClassroomRequest {
+    /// 1–200 characters.
+    pub name: String,
+}
+
+/// `POST /api/v1/classrooms/join`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinClassroomRequest {
+    /// The 8-character code faculty shared; case, spaces and dashes are ignored.
+    pub join_code: String,
+}
+
+/// A classroom as one of its members sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClassroomResponse {
+    /// Classroom id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The caller's role in it.
+    pub role: MemberRole,
+    /// The current join code; only shown to faculty.
+    pub join_code: Option<String>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+impl From<Enrolment> for ClassroomResponse {
+    fn from(enrolment: Enrolment) -> Self {
+        let Enrolment { classroom, role } = enrolment;
+        Self {
+            id: classroom.id,
+            name: classroom.name,
+            role: role.into(),
+            join_code: (role == DbMemberRole::Faculty).then_some(classroom.join_code),
+            created_at: classroom.created_at,
+        }
+    }
+}
+
+/// One member of a classroom.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberResponse {
+    /// Account id.
+    pub user_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// Role in this classroom.
+    pub role: MemberRole,
+    /// When they joined, Unix seconds.
+    pub joined_at: i64,
+}
+
+impl From<Member> for MemberResponse {
+    fn from(member: Member) -> Self {
+        Self {
+            user_id: member.user_id,
+            display_name: member.display_name,
+            role: member.role.into(),
+            joined_at: member.joined_at,
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The one error type of the REST API and its stable, machine-readable codes.
+//!
+//! API boundary: [`ErrorCode`] strings are a contract. The TypeScript SDK branches on them,
+//! so a code is never renamed or reused for another meaning; new failure kinds get new
+//! codes. Every [`ApiError`] maps to its status and code in ONE exhaustive `match`
+//! ([`ApiError::parts`]), so adding a variant without deciding its status does not compile.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use lectern_db::DbError;
+
+use crate::api::dto::{ErrorBody, ErrorDetail};
+use crate::auth::AuthError;
+use crate::auth::password::PasswordError;
+
+/// Stable error codes sent as `{"error": {"code": ...}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body or a parameter is malformed or fails validation.
+    InvalidRequest,
+    /// 401: no `Authorization: Bearer` token was sent.
+    Unauthenticated,
+    /// 401: the token is malformed, forged, for another audience or algorithm.
+    InvalidToken,
+    /// 401: the token has expired; refresh it.
+    TokenExpired,
+    /// 401: wrong email or password.
+    InvalidCredentials,
+    /// 401: the refresh token is unknown, expired or revoked; log in again.
+    InvalidRefreshToken,
+    /// 401: the refresh token was already used; its whole family is now revoked.
+    RefreshTokenReused,
+    /// 401: the API key is wrong (or none is configured).
+    InvalidApiKey,
+    /// 403: authenticated, but not allowed to do this.
+    Forbidden,
+    /// 404: no such resource (or route).
+    NotFound,
+    /// 404: no classroom has this join code (it may have been rotated).
+    InvalidJoinCode,
+    /// 409: an account with this email already exists.
+    EmailTaken,
+    /// 409: the last faculty member cannot leave or be removed.
+    LastFaculty,
+    /// 413: the request body is larger than the limit.
+    PayloadTooLarge,
+    /// 429: too many requests for this user; see `Retry-After`.
+    RateLimited,
+    /// 500: something failed on the server; details are in its log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation checks.
+    pub const ALL: [ErrorCode; 16] = [
+        Self::InvalidRequest,
+        Self::Unauthenticated,
+        Self::InvalidToken,
+        Self::TokenExpired,
+        Self::InvalidCredentials,
+        Self::InvalidRefreshToken,
+        Self::RefreshTokenReused,
+        Self::InvalidApiKey,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::InvalidJoinCode,
+        Self::EmailTaken,
+        Self::LastFaculty,
+        Self::PayloadTooLarge,
+        Self::RateLimited,
+        Self::Internal,
+    ];
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::Unauthenticated => "unauthenticated",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidRefreshToken => "invalid_refresh_token",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::InvalidJoinCode => "invalid_join_code",
+            Self::EmailTaken => "email_taken",
+            Self::LastFaculty => "last_faculty",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed; the message says what to fix.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No bearer token.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// A token that does not verify.
+    #[error("invalid token")]
+    InvalidToken,
+    /// A token past its expiry.
+    #[error("token expired")]
+    TokenExpired,
+    /// Wrong email or password.
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    /// Unknown, expired or revoked refresh token.
+    #[error("refresh token is not valid; log in again")]
+    InvalidRefreshToken,
+    /// A refresh token presented a second time.
+    #[error("refresh token was already used; all sessions of this login are revoked")]
+    RefreshTokenReused,
+    /// Wrong or unconfigured API key.
+    #[error("invalid API key")]
+    InvalidApiKey,
+    /// Not allowed.
+    #[error("not allowed")]
+    Forbidden,
+    /// No such resource.
+    #[error("not found")]
+    NotFound,
+    /// No classroom has this join code.
+    #[error("no classroom has this join code")]
+    InvalidJoinCode,
+    /// Email already registered.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Would leave a classroom without faculty.
+    #[error("a classroom must keep at least one faculty member")]
+    LastFaculty,
+    /// Body over the limit.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// Over the rate limit.
+    #[error("too many requests")]
+    RateLimited {
+        /// When the caller may try again.
+        retry_after: Duration,
+    },
+    /// A server-side failure; logged, never described to the client.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// Wraps any server-side failure.
+    pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(error))
+    }
+
+    /// The HTTP status and code. The one place that decides them.
+    pub fn parts(&self) -> (StatusCode, ErrorCode) {
+        match self {
+            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
+            Self::InvalidToken => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken),
+            Self::TokenExpired => (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired),
+            Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials),
+            Self::InvalidRefreshToken => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidRefreshToken),
+            Self::RefreshTokenReused => (StatusCode::UNAUTHORIZED, ErrorCode::RefreshTokenReused),
+            Self::InvalidApiKey => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidApiKey),
+            Self::Forbidden => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Self::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::InvalidJoinCode => (StatusCode::NOT_FOUND, ErrorCode::InvalidJoinCode),
+            Self::EmailTaken => (StatusCode::CONFLICT, ErrorCode::EmailTaken),
+            Self::LastFaculty => (StatusCode::CONFLICT, ErrorCode::LastFaculty),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        if let Self::Internal(source) = &self {
+            // Logged here, once, with its source chain; the client only sees "internal".
+            tracing::error!(
+                error = &**source as &dyn std::error::Error,
+                "request failed"
+            );
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Self::RateLimited { retry_after } = &self {
+            // Whole seconds, rounded up: "0" would invite an immediate retry.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::EmailTaken => Self::EmailTaken,
+            // Everything else (including a join-code collision that outlived its retries)
+            // is the server's problem, not the caller's.
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Expired => Self::TokenExpired,
+            AuthError::Malformed
+            | AuthError::WrongAlgorithm
+            | AuthError::BadSignature
+            | AuthError::NotYetValid
+            | AuthError::WrongAudience
+            | AuthError::WrongIssuer
+            | AuthError::InvalidClaims => {
+                tracing::debug!(error = &error as &dyn std::error::Error, "token rejected");
+                Self::InvalidToken
+            }
+            AuthError::Signing(_) => Self::internal(error),
+        }
+    }
+}
+
+impl From<PasswordError> for ApiError {
+    fn from(error: PasswordError) -> Self {
+        Self::internal(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_snake_case_and_serialize_as_documented() {
+        for code in ErrorCode::ALL {
+            let text = code.as_str();
+            assert!(
+                text.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{text}"
+            );
+            assert_eq!(
+                serde_json::to_value(code).expect("serialize"),
+                serde_json::Value::String(text.into())
+            );
+        }
+    }
+
+    /// docs/api.md is what SDK authors read: every code must be in its table.
+    #[test]
+    fn every_code_is_documented() {
+        let docs = include_str!("../../../docs/api.md");
+        for code in ErrorCode::ALL {
+            assert!(
+                docs.contains(&format!("`{}`", code.as_str())),
+                "{} missing from docs/api.md",
+                code.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn rate_limited_responses_say_when_to_retry() {
+        let response = ApiError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+}

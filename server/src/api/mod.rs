@@ -1,0 +1,135 @@
+//! The REST API under `/api/v1`: accounts, classrooms and document tokens, JSON in and out.
+//!
+//! # Layout
+//! - `dto.rs`: every wire type (the SDK's contract), with OpenAPI schemas.
+//! - `error.rs`: [`ApiError`] and the stable [`ErrorCode`]s; one exhaustive status mapping.
+//! - `extract.rs`: bearer-token and JSON extractors that fail with [`ApiError`].
+//! - `rate_limit.rs`: per-user token buckets.
+//! - `accounts.rs`, `classrooms.rs`, `doc_tokens.rs`: the handlers.
+//! - this file: the router and the OpenAPI document (`GET /api/v1/openapi.json`).
+//!
+//! See `docs/api.md` for the auth model, lifetimes, limits and error codes.
+
+pub mod accounts;
+pub mod classrooms;
+pub mod doc_tokens;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod rate_limit;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+pub use error::{ApiError, ErrorCode};
+pub use rate_limit::{RateLimiter, RateLimits};
+
+use crate::{AppState, Config};
+
+/// Largest JSON body accepted, in bytes. Every request here is small; the limit keeps a
+/// client from making the server buffer megabytes before validation rejects them.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The routes, to be nested under `/api/v1`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/auth/register", post(accounts::register))
+        .route("/auth/login", post(accounts::login))
+        .route("/auth/refresh", post(accounts::refresh))
+        .route("/auth/logout", post(accounts::logout))
+        .route("/me", get(accounts::me))
+        .route("/doc-tokens", post(doc_tokens::create))
+        .route(
+            "/classrooms",
+            get(classrooms::list_mine).post(classrooms::create),
+        )
+        .route("/classrooms/join", post(classrooms::join))
+        .route("/classrooms/{id}", get(classrooms::get))
+        .route(
+            "/classrooms/{id}/join-code",
+            post(classrooms::rotate_join_code),
+        )
+        .route("/classrooms/{id}/members", get(classrooms::members))
+        .route(
+            "/classrooms/{id}/members/{user_id}",
+            delete(classrooms::remove_member),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Rate limiters configured from `config`.
+pub fn rate_limits(config: &Config) -> RateLimits {
+    RateLimits {
+        api: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
+        login: RateLimiter::new(
+            config.login_rate_limit_per_minute,
+            config.login_rate_limit_per_minute,
+        ),
+    }
+}
+
+/// Unknown paths under `/api/v1` answer in the API's error format too.
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The OpenAPI document, generated from the handlers and DTOs.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Lectern API", version = "1", description = "Accounts, classrooms and document tokens. See docs/api.md."),
+    paths(
+        accounts::register,
+        accounts::login,
+        accounts::refresh,
+        accounts::logout,
+        accounts::me,
+        doc_tokens::create,
+        classrooms::create,
+        classrooms::list_mine,
+        classrooms::get,
+        classrooms::join,
+        classrooms::rotate_join_code,
+        classrooms::members,
+        classrooms::remove_member,
+    ),
+    components(schemas(dto::ErrorBody, dto::ErrorDetail, ErrorCode)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "auth", description = "Accounts and tokens"),
+        (name = "classrooms", description = "Classrooms and membership"),
+        (name = "embedding", description = "Document tokens for embedders"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the two bearer schemes: access tokens and the server API key.
+#[derive(Debug)]
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
