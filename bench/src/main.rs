@@ -48,8 +48,8 @@ struct Cli {
 /// Options every mode takes.
 #[derive(Debug, Args)]
 struct Global {
-    /// Base WebSocket URL; y-websocket documents are `<url>/<doc>`. Loopback only.
-    /// Lectern: ws://127.0.0.1:8080/ws; reference server and Hocuspocus: ws://127.0.0.1:PORT
+    /// Base WebSocket URL, loopback only; y-websocket documents are `<url>/<doc>` (Lectern:
+    /// ws://127.0.0.1:8080/ws, reference server and Hocuspocus: ws://127.0.0.1:PORT).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
     /// Wire dialect of the server.
@@ -85,10 +85,10 @@ enum Mode {
 /// Load shape shared by `steady` and `saturate`.
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Rooms (documents).
+    /// Rooms (documents) [default: steady 1, saturate 4].
     #[arg(short = 'R', long)]
     rooms: Option<u32>,
-    /// Clients per room.
+    /// Clients per room [default: steady 50, saturate 25].
     #[arg(short = 'C', long)]
     clients: Option<u32>,
     /// Seconds of editing before the measured window.
@@ -135,7 +135,7 @@ struct SaturateArgs {
     #[arg(long, default_value_t = 1.5)]
     factor: f64,
     /// Most steps to run.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 16)]
     max_steps: u32,
     /// A step lags above this fan-out p99, ms.
     #[arg(long, default_value_t = 50.0)]

@@ -143,26 +143,38 @@ impl Series {
         self.within(from, to).filter_map(|s| s.server_rss_kb).max()
     }
 
-    /// Average CPU cores used in `[from, to]` by the server and by the generator, from the
-    /// first and last samples inside the window (wall time between those two samples).
+    /// The samples enclosing `[from, to]`: the last one at or before `from` and the first
+    /// one at or after `to` (or the nearest ones the series has).
+    fn enclosing(&self, from: Instant, to: Instant) -> Option<(&Sample, &Sample)> {
+        let a = self
+            .0
+            .iter()
+            .rev()
+            .find(|s| s.at <= from)
+            .or_else(|| self.0.first())?;
+        let b = self
+            .0
+            .iter()
+            .find(|s| s.at >= to)
+            .or_else(|| self.0.last())?;
+        (b.at > a.at).then_some((a, b))
+    }
+
+    /// Average CPU cores the server and the generator used over `[from, to]` (widened to the
+    /// enclosing samples, so the resolution is the sampling interval plus the 10 ms tick of
+    /// `/proc/<pid>/stat`).
     pub fn cores(&self, from: Instant, to: Instant) -> (Option<f64>, Option<f64>) {
-        let first = self.within(from, to).next();
-        let last = self.within(from, to).last();
-        let (Some(a), Some(b)) = (first, last) else {
+        let Some((a, b)) = self.enclosing(from, to) else {
             return (None, None);
         };
         let wall = b.at.duration_since(a.at).as_secs_f64();
-        if wall < 0.05 {
-            return (None, None);
-        }
         let rate = |x: Option<f64>, y: Option<f64>| Some((y? - x?).max(0.0) / wall);
         (rate(a.server_cpu, b.server_cpu), rate(a.own_cpu, b.own_cpu))
     }
 
-    /// CPU seconds the server consumed in `[from, to]` (first to last sample inside).
+    /// CPU seconds the server consumed over `[from, to]` (enclosing samples).
     pub fn server_cpu_secs(&self, from: Instant, to: Instant) -> Option<f64> {
-        let a = self.within(from, to).next()?;
-        let b = self.within(from, to).last()?;
+        let (a, b) = self.enclosing(from, to)?;
         Some((b.server_cpu? - a.server_cpu?).max(0.0))
     }
 }
@@ -183,6 +195,26 @@ mod tests {
         assert_eq!(parse_status_kb(status, "VmRSS"), Some(81234));
         assert_eq!(parse_status_kb(status, "VmHWM"), Some(90000));
         assert_eq!(parse_status_kb(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn cores_over_a_window_use_the_enclosing_samples() {
+        let t0 = Instant::now();
+        let at = |ms: u64, cpu: f64| Sample {
+            at: t0 + Duration::from_millis(ms),
+            server_rss_kb: Some(1000 + ms),
+            server_cpu: Some(cpu),
+            own_cpu: Some(cpu / 2.0),
+        };
+        let series = Series(vec![at(0, 1.0), at(500, 1.2), at(1000, 1.5), at(1500, 2.0)]);
+        let ms = |v| t0 + Duration::from_millis(v);
+        let (server, own) = series.cores(ms(100), ms(900));
+        assert!((server.expect("server") - 0.5).abs() < 1e-9);
+        assert!((own.expect("own") - 0.25).abs() < 1e-9);
+        let cpu = series.server_cpu_secs(ms(500), ms(1000)).expect("cpu");
+        assert!((cpu - 0.3).abs() < 1e-9);
+        assert_eq!(series.peak_rss_kb(ms(0), ms(1000)), Some(2000));
+        assert_eq!(Series::default().cores(ms(0), ms(1)), (None, None));
     }
 
     #[test]

@@ -12,6 +12,12 @@ fn num(v: Option<f64>, prec: usize) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.prec$}"))
 }
 
+/// An edit rate with at most two decimals and no trailing zeros.
+fn rate(r: f64) -> String {
+    let s = format!("{r:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 fn mib(kb: Option<u64>) -> String {
     kb.map_or_else(
         || "n/a".to_owned(),
@@ -77,6 +83,11 @@ pub fn steady(o: &steady::Outcome) -> String {
     let _ = writeln!(s, "  generator CPU     {} cores", num(o.generator_cores, 2));
     let _ = writeln!(
         s,
+        "  generator lag     {}  (5 ms timer wake-up delay)",
+        dist(&o.generator_lag)
+    );
+    let _ = writeln!(
+        s,
         "  convergence       {}: {}/{} deliveries seen over the run, {} missing, {} rooms failed{}; {} own edits echoed (not counted), {} foreign markers{}",
         if c.converged { "OK" } else { "FAILED" },
         c.deliveries_seen,
@@ -107,7 +118,7 @@ pub fn saturate(o: &saturate::Outcome) -> String {
     );
     let _ = writeln!(
         s,
-        "  {:>4} {:>5} {:>7} {:>8} {:>10} {:>10} {:>6} {:>8} {:>8} {:>6} {:>10} {:>6} {:>9}  result",
+        "  {:>4} {:>5} {:>7} {:>8} {:>10} {:>10} {:>6} {:>8} {:>8} {:>6} {:>10} {:>6} {:>8} {:>9}  result",
         "step",
         "rooms",
         "clients",
@@ -120,16 +131,17 @@ pub fn saturate(o: &saturate::Outcome) -> String {
         "cores",
         "deliv/c-s",
         "gen c",
+        "lag p99",
         "peak RSS"
     );
     for (i, st) in o.steps.iter().enumerate() {
         let _ = writeln!(
             s,
-            "  {:>4} {:>5} {:>7} {:>8} {:>10.0} {:>10} {:>6} {:>8} {:>8} {:>6} {:>10} {:>6} {:>9}  {}",
+            "  {:>4} {:>5} {:>7} {:>8} {:>10.0} {:>10} {:>6} {:>8} {:>8} {:>6} {:>10} {:>6} {:>8} {:>9}  {}",
             i,
             st.rooms,
             st.clients_per_room,
-            st.rate,
+            rate(st.rate),
             st.offered_per_sec,
             num(st.delivered_per_sec, 0),
             num(st.delivery_ratio, 3),
@@ -138,6 +150,7 @@ pub fn saturate(o: &saturate::Outcome) -> String {
             num(st.server_cores, 2),
             num(st.deliveries_per_core_s, 0),
             num(st.generator_cores, 2),
+            num(st.generator_lag_p99_ms, 1),
             mib(st.rss_peak_kb),
             st.reason.as_deref().unwrap_or("held")
         );
@@ -146,9 +159,14 @@ pub fn saturate(o: &saturate::Outcome) -> String {
         Some(k) => {
             let _ = writeln!(
                 s,
-                "  knee              step {k}: {} deliveries/s sustained, {} deliveries per server core-second",
+                "  knee              step {k}: {} deliveries/s sustained, {} deliveries per server core-second{}",
                 num(o.knee_delivered_per_sec, 0),
-                num(o.knee_deliveries_per_core_s, 0)
+                num(o.knee_deliveries_per_core_s, 0),
+                if o.lag_found {
+                    ""
+                } else {
+                    " (no step lagged: the knee lies further; raise --max-steps)"
+                }
             );
         }
         None => {
@@ -230,5 +248,8 @@ mod tests {
         assert_eq!(num(None, 2), "n/a");
         assert_eq!(num(Some(1.234), 1), "1.2");
         assert_eq!(mib(Some(2048)), "2.0 MiB");
+        assert_eq!(rate(172.995_117), "173");
+        assert_eq!(rate(4.5), "4.5");
+        assert_eq!(rate(2.0), "2");
     }
 }

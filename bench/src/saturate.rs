@@ -54,6 +54,8 @@ pub struct Step {
     pub server_cores: Option<f64>,
     pub deliveries_per_core_s: Option<f64>,
     pub generator_cores: Option<f64>,
+    /// p99 of the generator's timer wake-up delay (see `steady::Outcome::generator_lag`).
+    pub generator_lag_p99_ms: Option<f64>,
     pub rss_peak_kb: Option<u64>,
     pub converged: bool,
     pub held: bool,
@@ -69,6 +71,8 @@ pub struct Outcome {
     pub steps: Vec<Step>,
     /// Index of the last step that held.
     pub knee: Option<usize>,
+    /// Whether some step lagged; if not, the knee lies beyond the last step.
+    pub lag_found: bool,
     /// Delivered updates/s at the knee.
     pub knee_delivered_per_sec: Option<f64>,
     /// Deliveries per server core-second at the knee.
@@ -106,6 +110,7 @@ pub async fn run(
                 server_cores: None,
                 deliveries_per_core_s: None,
                 generator_cores: None,
+                generator_lag_p99_ms: None,
                 rss_peak_kb: None,
                 converged: false,
                 held: false,
@@ -128,7 +133,9 @@ pub async fn run(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let knee = steps.iter().rposition(|s| s.held);
+    let lag_found = steps.last().is_some_and(|s| !s.held);
     Ok(Outcome {
+        lag_found,
         vary: p.vary,
         p99_limit_ms: p.p99_limit_ms,
         min_ratio: p.min_ratio,
@@ -183,6 +190,7 @@ fn judge(o: &steady::Outcome, offered: f64, p: &Params) -> Step {
         server_cores: o.server.cores,
         deliveries_per_core_s: o.server.deliveries_per_core_s,
         generator_cores: o.generator_cores,
+        generator_lag_p99_ms: o.generator_lag.p99_ms,
         rss_peak_kb: o.server.rss_peak_kb,
         converged: o.convergence.converged,
         held: reason.is_none(),

@@ -98,6 +98,9 @@ pub struct Outcome {
     pub server: ServerFigures,
     /// CPU cores the generator itself used inside the window.
     pub generator_cores: Option<f64>,
+    /// How late a 5 ms timer task of the generator woke up inside the window: when this is
+    /// small while fan-out latency is large, the delay is the server's, not the generator's.
+    pub generator_lag: Dist,
     pub convergence: Convergence,
 }
 
@@ -329,6 +332,7 @@ pub async fn run(
         p.duration.as_secs_f64()
     );
     phase_tx.send_replace(Phase::Go(sched));
+    let lag = tokio::spawn(scheduler_lag(window_start, window_end));
     sleep_until(window_end.into()).await;
 
     let drain_deadline = window_end + p.drain_timeout;
@@ -344,6 +348,7 @@ pub async fn run(
     }
     let rss_end = rss();
     phase_tx.send_replace(Phase::Stop);
+    let mut lag = lag.await.unwrap_or_default();
     let mut outcomes = Vec::with_capacity(n as usize);
     for t in tasks {
         outcomes.push(t.await.context("client task panicked")?);
@@ -411,6 +416,7 @@ pub async fn run(
         delivery_ratio: (expected_per_sec > 0.0).then(|| delivered_per_sec / expected_per_sec),
         server,
         generator_cores,
+        generator_lag: Dist::from_micros(&mut lag),
         convergence,
     })
 }
@@ -591,6 +597,14 @@ impl ClientTask {
                     };
                     let data = match msg {
                         Some(Ok(Message::Binary(data))) => data,
+                        // The writer closes the socket once it sees Stop, and the watch
+                        // channel may wake it before this reader: the server's reply to that
+                        // close is the end of the run, not an error.
+                        Some(Ok(Message::Close(_)) | Err(_)) | None
+                            if matches!(*self.phase.borrow(), Phase::Stop) =>
+                        {
+                            return Ok(());
+                        }
                         Some(Ok(Message::Close(frame))) => {
                             bail!("server closed the connection: {frame:?}")
                         }
@@ -776,6 +790,20 @@ impl Reception {
         out.echoes = self.echoes;
         out.foreign = self.foreign;
     }
+}
+
+/// Wakes every 5 ms in `[from, to)` and returns how late each wake-up was, in µs.
+async fn scheduler_lag(from: Instant, to: Instant) -> Vec<u32> {
+    const EVERY: Duration = Duration::from_millis(5);
+    let mut lateness = Vec::with_capacity(4096);
+    let mut next = from;
+    while next < to {
+        sleep_until(next.into()).await;
+        let now = Instant::now();
+        lateness.push(micros(now.saturating_duration_since(next)));
+        next = (next + EVERY).max(now);
+    }
+    lateness
 }
 
 /// A deterministic number in [0, 1) per client (splitmix64), to spread edit phases.
