@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 
 /// Lectern: a realtime collaboration server for classrooms (Yjs-compatible).
 #[derive(Debug, Parser)]
-#[command(name = "lectern", version, about, long_about = None)]
+// A flag given twice takes its last value, so wrappers can append overrides.
+#[command(name = "lectern", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -75,6 +76,11 @@ pub struct Config {
     /// How long shutdown waits for rooms to flush and sockets to close, in milliseconds.
     #[arg(long, env = "LECTERN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+
+    /// What WebSocket clients without a token may do: `none` (closed with 4401), `read`, or
+    /// `write` (any document; only for trusted networks, demos and load tests).
+    #[arg(long, env = "LECTERN_ANONYMOUS_ACCESS", value_enum, default_value_t = AnonymousAccess::None)]
+    pub anonymous_access: AnonymousAccess,
 
     /// Log format.
     #[arg(long, env = "LECTERN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -169,6 +175,17 @@ impl From<&str> for Secret {
     fn from(secret: &str) -> Self {
         Self(secret.to_owned())
     }
+}
+
+/// What a WebSocket client without a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnonymousAccess {
+    /// Nothing: the socket is closed with 4401.
+    None,
+    /// Open any document read-only.
+    Read,
+    /// Open and edit any document (a trusted network, demos, load tests).
+    Write,
 }
 
 /// How logs are written.

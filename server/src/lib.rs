@@ -5,17 +5,22 @@
 //! - `ws.rs`: WebSocket upgrade, the per-socket reader and writer, close codes.
 //! - `metrics.rs`: the Prometheus registry and the `/metrics` text.
 //! - `auth/`: token issuing and verification, passwords, refresh tokens.
-//! - `api/`: the REST API under `/api/v1` (accounts, classrooms, document tokens).
+//! - `api/`: the REST API under `/api/v1` (accounts, classrooms, sessions, document tokens).
+//! - `access.rs`: who may open which document, read or write (one pure `decide`).
+//! - `room_effects.rs`: what REST changes (lock, end, removal, handouts) do to open rooms.
 //! - this file: [`AppState`], the router ([`app`]) and the serve loop with graceful
 //!   shutdown ([`serve`]).
 //!
 //! Rooms, sync and persistence live in `lectern-collab` and `lectern-db`; this crate only
 //! connects them to sockets and configuration.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod credentials;
 pub mod metrics;
+pub mod room_effects;
 pub mod ws;
 
 use std::future::Future;
@@ -38,6 +43,7 @@ use lectern_db::Database;
 
 pub use config::Config;
 use metrics::Metrics;
+use room_effects::RoomEffects;
 
 /// Shared handles for request handlers. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -53,6 +59,7 @@ struct Inner {
     connections: TaskTracker,
     authenticator: auth::Authenticator,
     rate_limits: api::RateLimits,
+    room_effects: RoomEffects,
 }
 
 impl AppState {
@@ -74,9 +81,11 @@ impl AppState {
         let authenticator =
             auth::Authenticator::from_config(&config).context("configuring authentication")?;
         let rate_limits = api::rate_limits(&config);
+        let room_effects = RoomEffects::new(rooms.clone(), database.clone());
         Ok(Self(Arc::new(Inner {
             authenticator,
             rate_limits,
+            room_effects,
             config,
             rooms,
             database,
@@ -108,6 +117,11 @@ impl AppState {
 
     pub(crate) fn rate_limits(&self) -> &api::RateLimits {
         &self.0.rate_limits
+    }
+
+    /// Applies REST-side changes (lock, end, removal, handouts) to open rooms.
+    pub fn room_effects(&self) -> &RoomEffects {
+        &self.0.room_effects
     }
 
     pub(crate) fn database(&self) -> &Database {

@@ -39,6 +39,8 @@ use lectern_collab::protocol::decode_frame;
 use lectern_collab::{CloseReason, DocId, Membership};
 
 use crate::AppState;
+use crate::auth::AuthError;
+use crate::credentials::{self, Credentials};
 use crate::metrics::SocketMetrics;
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -77,6 +79,12 @@ pub mod close_code {
     pub const INTERNAL_ERROR: u16 = 1011;
     /// The client read too slowly and was dropped; reconnect to resync.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// No valid token (missing, malformed, expired or revoked); reconnect with a new one.
+    pub const UNAUTHENTICATED: u16 = 4401;
+    /// The token is valid but does not allow this document (or no longer does).
+    pub const FORBIDDEN: u16 = 4403;
+    /// The live session ended; reopen the document to review it read-only.
+    pub const SESSION_ENDED: u16 = 4410;
 }
 
 /// What a socket serves.
@@ -107,6 +115,9 @@ impl Close {
             CloseReason::Lagging => close_code::TRY_AGAIN_LATER,
             CloseReason::StorageUnavailable => close_code::INTERNAL_ERROR,
             CloseReason::ShuttingDown => close_code::GOING_AWAY,
+            CloseReason::Unauthenticated => close_code::UNAUTHENTICATED,
+            CloseReason::Forbidden => close_code::FORBIDDEN,
+            CloseReason::SessionEnded => close_code::SESSION_ENDED,
         };
         Self::new(code, reason.description())
     }
@@ -125,6 +136,9 @@ pub fn upgrade(mut request: Request, state: AppState, target: Target) -> Respons
         Ok(key) => key,
         Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
     };
+    let credentials =
+        Credentials::from_request(state.authenticator(), request.uri(), request.headers());
+    let select_subprotocol = credentials::offers_subprotocol(request.headers());
     let on_upgrade = hyper::upgrade::on(&mut request);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -140,7 +154,7 @@ pub fn upgrade(mut request: Request, state: AppState, target: Target) -> Respons
                     Some(config),
                 )
                 .await;
-                serve_socket(socket, state, target).await;
+                serve_socket(socket, state, target, credentials).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
@@ -152,6 +166,12 @@ pub fn upgrade(mut request: Request, state: AppState, target: Target) -> Respons
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if select_subprotocol {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(credentials::SUBPROTOCOL),
+        );
     }
     response
 }
@@ -203,7 +223,12 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn serve_socket(socket: Socket, state: AppState, target: Target) {
+async fn serve_socket(
+    socket: Socket,
+    state: AppState,
+    target: Target,
+    credentials: Result<Credentials, AuthError>,
+) {
     let metrics = state.metrics().sockets.clone();
     metrics.connections.inc();
     let _guard = ConnectionGuard(metrics.clone());
@@ -240,6 +265,7 @@ async fn serve_socket(socket: Socket, state: AppState, target: Target) {
         next_route: 0,
         metrics,
         fatal: Some(fatal_sender),
+        credentials,
     };
     reader
         .run(stream, target, closed_routes, writer_done.clone())
@@ -276,6 +302,8 @@ fn doc_prefix(doc: &DocId) -> Bytes {
 }
 
 struct Reader {
+    /// What the socket authenticated as; `Err` when its token did not verify.
+    credentials: Result<Credentials, AuthError>,
     state: AppState,
     outbox: Outbox,
     routes: Routes,
@@ -294,15 +322,33 @@ impl Reader {
         mut closed_routes: mpsc::UnboundedReceiver<Route>,
         writer_done: CancellationToken,
     ) {
+        let expires_at = match &self.credentials {
+            Ok(credentials) => credentials.expires_at(),
+            Err(error) => {
+                tracing::info!(%error, "closing socket: token refused");
+                self.close_socket(Close::new(
+                    close_code::UNAUTHENTICATED,
+                    "invalid or expired token",
+                ));
+                return self.drain_until_closed(&mut stream, &writer_done).await;
+            }
+        };
         if let Target::Document(doc) = &target
             && self.join(doc.clone(), 0).await.is_err()
         {
             return self.drain_until_closed(&mut stream, &writer_done).await;
         }
+        let expiry = until_unix_time(expires_at);
+        tokio::pin!(expiry);
         loop {
             tokio::select! {
                 biased;
                 () = writer_done.cancelled() => break,
+                () = &mut expiry => {
+                    tracing::info!("closing socket: token expired");
+                    self.close_socket(Close::new(close_code::UNAUTHENTICATED, "token expired"));
+                    return self.drain_until_closed(&mut stream, &writer_done).await;
+                }
                 Some(route) = closed_routes.recv() => self.forget_route(route),
                 message = stream.next() => {
                     let outcome = match message {
@@ -332,9 +378,7 @@ impl Reader {
                     if let Err(close) = outcome {
                         self.metrics.protocol_errors.inc();
                         tracing::info!(code = close.code, reason = close.reason, "closing socket");
-                        if let Some(fatal) = self.fatal.take() {
-                            let _ = fatal.send(close);
-                        }
+                        self.close_socket(close);
                         return self.drain_until_closed(&mut stream, &writer_done).await;
                     }
                 }
@@ -362,11 +406,32 @@ impl Reader {
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
     }
 
+    /// Asks the writer to close the whole socket with `close`.
+    fn close_socket(&mut self, close: Close) {
+        if let Some(fatal) = self.fatal.take() {
+            let _ = fatal.send(close);
+        }
+    }
+
     async fn join(&mut self, doc: DocId, route: Route) -> Result<(), ()> {
+        // Only called once the credentials verified (see `run`).
+        let Ok(credentials) = &self.credentials else {
+            return Err(());
+        };
+        let Some(access) = credentials.access(&self.state, &doc).await else {
+            let reason = match credentials {
+                Credentials::Anonymous => CloseReason::Unauthenticated,
+                Credentials::User(_) | Credentials::Document(_) => CloseReason::Forbidden,
+            };
+            tracing::info!(%doc, ?reason, "document refused");
+            self.outbox.close(route, reason);
+            return Err(());
+        };
+        let guest = credentials.guest(access);
         match self
             .state
             .rooms()
-            .join(doc.clone(), self.outbox.clone(), route)
+            .join(doc.clone(), guest, self.outbox.clone(), route)
             .await
         {
             Ok(membership) => {
@@ -602,6 +667,17 @@ impl Writer {
         body.write_string(close.reason);
         let _ = self.closed_routes.send(route);
         self.sink.send(Message::Binary(Bytes::from(body))).await
+    }
+}
+
+/// Resolves at `unix_secs` (never, for `None`).
+async fn until_unix_time(unix_secs: Option<u64>) {
+    match unix_secs {
+        Some(at) => {
+            let remaining = at.saturating_sub(crate::auth::now_secs());
+            tokio::time::sleep(Duration::from_secs(remaining)).await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -17,16 +17,16 @@ use crate::support::TestServer;
 /// The signing secret tests that forge tokens configure.
 const SECRET: &str = "integration-test-secret-at-least-32-bytes";
 
-/// A server plus an HTTP client for it.
-struct Api {
+/// A server plus an HTTP client for it (also used by the `sessions` tests).
+pub(crate) struct Api {
     server: TestServer,
     client: reqwest::Client,
-    backend: &'static str,
+    pub(crate) backend: &'static str,
 }
 
 /// One server on SQLite and, when PostgreSQL is reachable, one on a fresh PostgreSQL
 /// database; `adjust` applies to both.
-async fn servers(adjust: impl Fn(&mut Config)) -> Vec<Api> {
+pub(crate) async fn servers(adjust: impl Fn(&mut Config)) -> Vec<Api> {
     let mut apis = vec![Api::new(
         TestServer::start(|config| adjust(config)).await,
         "sqlite",
@@ -76,23 +76,38 @@ impl Api {
         (status, body)
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
         let url = self.server.http(&format!("/api/v1{path}"));
         self.send(self.client.post(url).json(&body), token).await
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         let url = self.server.http(&format!("/api/v1{path}"));
         self.send(self.client.get(url), token).await
     }
 
-    async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         let url = self.server.http(&format!("/api/v1{path}"));
         self.send(self.client.delete(url), token).await
     }
 
+    pub(crate) async fn put(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let url = self.server.http(&format!("/api/v1{path}"));
+        self.send(self.client.put(url).json(&body), token).await
+    }
+
     /// Registers an account and returns its session.
-    async fn register(&self, email: &str, role: &str) -> Session {
+    pub(crate) async fn register(&self, email: &str, role: &str) -> Session {
         let (status, body) = self
             .post(
                 "/auth/register",
@@ -104,16 +119,16 @@ impl Api {
         Session::from(body)
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.server.stop().await;
     }
 }
 
 /// The useful parts of a session response.
-struct Session {
-    access: String,
+pub(crate) struct Session {
+    pub(crate) access: String,
     refresh: String,
-    user_id: String,
+    pub(crate) user_id: String,
 }
 
 impl From<Value> for Session {
@@ -129,7 +144,7 @@ impl From<Value> for Session {
     }
 }
 
-fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no code>")
 }
 
@@ -723,6 +738,15 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/v1/classrooms/{id}/join-code", "post"),
         ("/api/v1/classrooms/{id}/members", "get"),
         ("/api/v1/classrooms/{id}/members/{user_id}", "delete"),
+        ("/api/v1/classrooms/{id}/sessions", "post"),
+        ("/api/v1/classrooms/{id}/sessions/current", "get"),
+        ("/api/v1/classrooms/{id}/templates", "post"),
+        ("/api/v1/sessions/{id}", "get"),
+        ("/api/v1/sessions/{id}/lock", "post"),
+        ("/api/v1/sessions/{id}/unlock", "post"),
+        ("/api/v1/sessions/{id}/end", "post"),
+        ("/api/v1/sessions/{id}/focus", "put"),
+        ("/api/v1/sessions/{id}/handouts", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|item| item.get(method)).is_some(),

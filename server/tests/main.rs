@@ -5,5 +5,6 @@
 mod api;
 mod http;
 mod node;
+mod sessions;
 mod support;
 mod websocket;

@@ -9,6 +9,11 @@ use lectern_collab::protocol;
 
 use crate::support::{TestServer, close_code, connect, send_binary};
 
+/// These tests are about the y-sync protocol, so tokenless clients may write.
+fn anonymous_writers(config: &mut lectern::Config) {
+    config.anonymous_access = lectern::config::AnonymousAccess::Write;
+}
+
 /// Reads binary frames until one decodes as sync step 2.
 async fn read_sync_step2(socket: &mut crate::support::Client) -> Vec<u8> {
     loop {
@@ -24,7 +29,7 @@ async fn read_sync_step2(socket: &mut crate::support::Client) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_truncated_frame_closes_with_1007_and_the_room_carries_on() {
-    let server = TestServer::start(|_| {}).await;
+    let server = TestServer::start(anonymous_writers).await;
     let mut good = connect(&server.ws("/ws/room")).await;
     let doc = Doc::new();
     let update = {
@@ -55,7 +60,11 @@ async fn a_truncated_frame_closes_with_1007_and_the_room_carries_on() {
 
 #[tokio::test]
 async fn an_update_past_the_document_limit_closes_with_1009() {
-    let server = TestServer::start(|config| config.max_document_bytes = 2_000).await;
+    let server = TestServer::start(|config| {
+        anonymous_writers(config);
+        config.max_document_bytes = 2_000;
+    })
+    .await;
     let mut socket = connect(&server.ws("/ws/limited")).await;
     let doc = Doc::new();
     let update = {
@@ -71,7 +80,11 @@ async fn an_update_past_the_document_limit_closes_with_1009() {
 
 #[tokio::test]
 async fn too_many_documents_on_one_multiplexed_socket_closes_with_1008() {
-    let server = TestServer::start(|config| config.max_docs_per_socket = 2).await;
+    let server = TestServer::start(|config| {
+        anonymous_writers(config);
+        config.max_docs_per_socket = 2;
+    })
+    .await;
     let mut socket = connect(&server.ws("/ws")).await;
     let step1 = protocol::encode_sync_step1(&Doc::new().transact().state_vector());
     for name in ["one", "two", "three"] {
@@ -86,7 +99,7 @@ async fn too_many_documents_on_one_multiplexed_socket_closes_with_1008() {
 
 #[tokio::test]
 async fn graceful_shutdown_closes_sockets_with_1001() {
-    let server = TestServer::start(|_| {}).await;
+    let server = TestServer::start(anonymous_writers).await;
     let mut socket = connect(&server.ws("/ws/closing")).await;
     // Make sure the socket joined its room before shutting down.
     let empty = Doc::new().transact().state_vector();

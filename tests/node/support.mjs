@@ -34,7 +34,10 @@ export function freshDataDir () {
  * @param {{dataDir?: string, args?: string[], env?: Record<string,string>}} options
  */
 export async function startServer ({ dataDir = freshDataDir(), args = [], env = {} } = {}) {
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...args], {
+  // These tests exercise the y-websocket protocol with tokenless stock clients; the token
+  // and permission tests set their own access flags after these (later flags win).
+  const base = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--anonymous-access', 'write']
+  const child = spawn(BIN, [...base, ...args], {
     env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })

@@ -29,7 +29,7 @@ pub use fanout::{Fanout, LocalFanout, NodeId};
 pub use metrics::CollabMetrics;
 pub use outbox::{Outbox, OutboxReceiver, Route, outbox};
 pub use protocol::{ClientMessage, ProtocolError};
-pub use rooms::{JoinError, Membership, Rooms};
+pub use rooms::{JoinError, Membership, RoomError, Rooms};
 pub use store::{MemoryStore, Store, StoreError};
 
 /// The name of a shared document, as it appears in URLs and in the store.
@@ -80,6 +80,45 @@ impl fmt::Display for DocId {
     }
 }
 
+/// What a member may do in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Receive the document and awareness, send awareness; document updates are refused.
+    Read,
+    /// Read and edit.
+    Write,
+}
+
+/// Who joins a room: the user behind the connection and what they may do. Permission
+/// changes address users, not connections, because one user may have several tabs open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guest {
+    /// A stable id of the user (account id, or a token's subject).
+    pub user: Arc<str>,
+    /// What the user may do on joining.
+    pub access: Access,
+}
+
+impl Guest {
+    /// A guest with `access`.
+    pub fn new(user: &str, access: Access) -> Self {
+        Self {
+            user: user.into(),
+            access,
+        }
+    }
+}
+
+/// A change to one user's presence in a room, decided by the server (a session was locked,
+/// a student removed from the class, a token expired...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessChange {
+    /// From now on the user's connections may do this.
+    Set(Access),
+    /// Close the user's connections to this room.
+    Close(CloseReason),
+}
+
 /// Why a room closed a client's connection to it. The server maps each to a WebSocket close
 /// code (see `docs/protocol.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +133,12 @@ pub enum CloseReason {
     StorageUnavailable,
     /// The server is shutting down.
     ShuttingDown,
+    /// The client's credentials expired or were revoked; reconnect with a fresh token.
+    Unauthenticated,
+    /// The client may no longer open this document (for example removed from the class).
+    Forbidden,
+    /// The live session this document belongs to has ended; it stays readable for review.
+    SessionEnded,
 }
 
 impl CloseReason {
@@ -105,6 +150,9 @@ impl CloseReason {
             Self::Lagging => "client too slow to keep up; reconnect to resync",
             Self::StorageUnavailable => "storage unavailable; reconnect later",
             Self::ShuttingDown => "server shutting down",
+            Self::Unauthenticated => "credentials expired or revoked; reconnect with a new token",
+            Self::Forbidden => "access to this document was withdrawn",
+            Self::SessionEnded => "the session has ended; the document is now read-only",
         }
     }
 }

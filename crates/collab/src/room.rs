@@ -19,15 +19,22 @@ use tracing::Instrument;
 use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
 
 use crate::fanout::{FanoutMessage, FanoutPayload, NodeId, Subscription};
 use crate::outbox::{Outbox, Route, SendError};
 use crate::protocol::{self, ClientMessage};
-use crate::{CloseReason, CollabMetrics, DocId, Fanout, RoomConfig, Store, StoreError};
+use crate::{
+    Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, RoomConfig, Store,
+    StoreError,
+};
 
 /// Identifies one client's membership in a room.
 pub(crate) type MemberId = u64;
+
+/// The member id under which the server itself edits documents (see `Rooms::apply_update`).
+/// Client memberships are numbered from 1.
+pub(crate) const SERVER_MEMBER: MemberId = 0;
 
 /// How many queued commands a room takes in one turn; bounds the latency a burst adds.
 const MAX_BATCH: usize = 256;
@@ -37,6 +44,7 @@ const MAX_BATCH: usize = 256;
 pub(crate) enum Command {
     Join {
         member: MemberId,
+        guest: Guest,
         outbox: Outbox,
         route: Route,
         reply: oneshot::Sender<()>,
@@ -48,6 +56,41 @@ pub(crate) enum Command {
     Leave {
         member: MemberId,
     },
+    /// Changes the access of every connection of the named users.
+    ChangeAccess {
+        changes: Vec<(Arc<str>, AccessChange)>,
+    },
+    /// Lists the users connected to this room.
+    Users {
+        reply: oneshot::Sender<Vec<Arc<str>>>,
+    },
+    /// An edit made by the server itself (AI output, a copied template...): persisted and
+    /// broadcast to every member like a client's update.
+    ServerUpdate {
+        /// An encoded (v1) update the caller has already checked decodes.
+        update: Bytes,
+        reply: oneshot::Sender<()>,
+    },
+    /// Runs a server-side edit on the document itself (so it builds on the current state),
+    /// then persists and broadcasts what it changed.
+    Edit {
+        edit: ServerEdit,
+        reply: oneshot::Sender<()>,
+    },
+    /// Encodes the whole document state.
+    EncodeState {
+        reply: oneshot::Sender<Vec<u8>>,
+    },
+}
+
+/// A server-side edit: a function the room runs inside a write transaction.
+#[derive(Clone)]
+pub(crate) struct ServerEdit(pub Arc<dyn Fn(&mut TransactionMut<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for ServerEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerEdit")
+    }
 }
 
 /// Everything a room needs from the registry that spawned it.
@@ -74,6 +117,10 @@ pub(crate) enum Exit {
 
 #[derive(Debug)]
 struct Member {
+    /// The user behind this connection.
+    user: Arc<str>,
+    /// What this connection may do; updates from read-only members are refused.
+    access: Access,
     outbox: Outbox,
     route: Route,
     /// Awareness client ids this member has announced; cleared for it when it leaves.
@@ -275,20 +322,54 @@ impl Room {
                 }
                 Command::Join {
                     member,
+                    guest,
                     outbox,
                     route,
                     reply,
                 } => {
-                    self.join(member, outbox, route);
+                    self.join(member, guest, outbox, route);
                     let _ = reply.send(());
                 }
                 Command::Leave { member } => self.leave(member),
+                Command::ChangeAccess { changes } => self.change_access(&changes),
+                Command::Users { reply } => {
+                    let users = self.members.values().map(|member| member.user.clone());
+                    let _ = reply.send(users.collect());
+                }
+                Command::ServerUpdate { update, reply } => {
+                    match Update::decode_v1(&update) {
+                        Ok(decoded) => {
+                            let updates = vec![(SERVER_MEMBER, decoded, update.len())];
+                            self.apply_client_updates(updates).await?;
+                        }
+                        Err(error) => {
+                            tracing::error!(doc = %self.doc_id, %error, "server update does not decode");
+                        }
+                    }
+                    let _ = reply.send(());
+                }
+                Command::Edit { edit, reply } => {
+                    let diff = {
+                        let mut txn = self.awareness.doc().transact_mut();
+                        (edit.0)(&mut txn);
+                        let changed =
+                            txn.before_state() != txn.after_state() || !txn.delete_set().is_empty();
+                        changed.then(|| txn.encode_update_v1())
+                    };
+                    if let Some(diff) = diff {
+                        self.commit(diff, None).await?;
+                    }
+                    let _ = reply.send(());
+                }
+                Command::EncodeState { reply } => {
+                    let _ = reply.send(self.encode_snapshot());
+                }
             }
         }
         Ok(())
     }
 
-    fn join(&mut self, member: MemberId, outbox: Outbox, route: Route) {
+    fn join(&mut self, member: MemberId, guest: Guest, outbox: Outbox, route: Route) {
         let state_vector = self.awareness.doc().transact().state_vector();
         let _ = outbox.send(route, protocol::encode_sync_step1(&state_vector));
         if let Ok(update) = self.awareness.update()
@@ -299,12 +380,29 @@ impl Room {
         self.members.insert(
             member,
             Member {
+                user: guest.user,
+                access: guest.access,
                 outbox,
                 route,
                 awareness_clients: HashSet::new(),
             },
         );
         self.context.metrics.room_members.inc();
+    }
+
+    fn change_access(&mut self, changes: &[(Arc<str>, AccessChange)]) {
+        let mut closing = Vec::new();
+        for (id, member) in &mut self.members {
+            let change = changes.iter().find(|(user, _)| *user == member.user);
+            match change {
+                Some((_, AccessChange::Set(access))) => member.access = *access,
+                Some((_, AccessChange::Close(reason))) => closing.push((*id, *reason)),
+                None => {}
+            }
+        }
+        for (member, reason) in closing {
+            self.kick(member, reason);
+        }
     }
 
     fn leave(&mut self, member: MemberId) {
@@ -359,8 +457,17 @@ impl Room {
             let mut txn = self.awareness.doc().transact_mut();
             let mut accepted_bytes = 0;
             for (member, update, encoded_len) in updates {
-                if !self.members.contains_key(&member) {
-                    continue; // closed earlier in this batch
+                let access = match self.members.get(&member) {
+                    Some(joined) => joined.access,
+                    None if member == SERVER_MEMBER => Access::Write,
+                    None => continue, // closed earlier in this batch
+                };
+                if access == Access::Read {
+                    // Refused without closing: the client may still follow the document and
+                    // send awareness. Its local edit stays local.
+                    tracing::debug!(doc = %self.doc_id, member, "update from a read-only member refused");
+                    self.context.metrics.messages_rejected.inc();
+                    continue;
                 }
                 if self.document_bytes + accepted_bytes + encoded_len
                     > self.context.config.max_document_bytes
@@ -386,6 +493,17 @@ impl Room {
         let Some(diff) = diff else {
             return Ok(());
         };
+        // The sender already has its own edit; when several members contributed, each gets
+        // the merged update (re-applying known changes is a no-op in Yjs).
+        let only_sender = (senders.len() == 1)
+            .then(|| senders.iter().next().copied())
+            .flatten();
+        self.commit(diff, only_sender).await
+    }
+
+    /// Makes an update already applied to the document durable, then sends it to every
+    /// member but `except` and to the other nodes.
+    async fn commit(&mut self, diff: Vec<u8>, except: Option<MemberId>) -> Result<(), StoreError> {
         self.full_state = None;
         self.context.metrics.updates_applied.inc();
 
@@ -400,12 +518,7 @@ impl Room {
         self.log_bytes += diff.len();
         self.document_bytes += diff.len();
 
-        // The sender already has its own edit; when several members contributed, each gets
-        // the merged update (re-applying known changes is a no-op in Yjs).
-        let only_sender = (senders.len() == 1)
-            .then(|| senders.iter().next().copied())
-            .flatten();
-        self.broadcast(protocol::encode_update(&diff), only_sender);
+        self.broadcast(protocol::encode_update(&diff), except);
         self.publish(FanoutPayload::Update(Bytes::from(diff)));
         self.start_compaction_if_needed();
         Ok(())

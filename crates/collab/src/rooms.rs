@@ -8,15 +8,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+use yrs::updates::decoder::Decode;
+use yrs::{TransactionMut, Update};
 
 use crate::fanout::NodeId;
 use crate::outbox::{Outbox, Route};
-use crate::room::{Command, Exit, MemberId, Room, RoomContext};
-use crate::{ClientMessage, CollabMetrics, DocId, Fanout, RoomConfig, Store};
+use crate::room::{Command, Exit, MemberId, Room, RoomContext, ServerEdit};
+use crate::{AccessChange, ClientMessage, CollabMetrics, DocId, Fanout, Guest, RoomConfig, Store};
 
 /// Commands a room buffers before senders wait: back-pressure on clients that write faster
 /// than the room applies.
@@ -34,6 +37,20 @@ pub enum JoinError {
     /// The room could not be loaded (the store failed); try again later.
     #[error("room could not be loaded")]
     Unavailable,
+}
+
+/// Why the server's own request to a room failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// The room could not be loaded, or failed (the store failed); try again later.
+    #[error("room unavailable")]
+    Unavailable,
+    /// The update to apply is not a valid (v1) Yjs update.
+    #[error("not a valid update")]
+    InvalidUpdate(#[source] yrs::encoding::read::Error),
 }
 
 /// The room was unloaded (store failure or shutdown) while a member was still sending.
@@ -104,6 +121,7 @@ impl Rooms {
     pub async fn join(
         &self,
         doc: DocId,
+        guest: Guest,
         outbox: Outbox,
         route: Route,
     ) -> Result<Membership, JoinError> {
@@ -116,6 +134,7 @@ impl Rooms {
             let (reply, joined) = oneshot::channel();
             let command = Command::Join {
                 member,
+                guest: guest.clone(),
                 outbox: outbox.clone(),
                 route,
                 reply,
@@ -133,6 +152,91 @@ impl Rooms {
             self.inner.remove_if_current(&doc, slot.generation);
         }
         Err(JoinError::Unavailable)
+    }
+
+    /// Applies an edit made by the server itself (loading the room if needed): persisted,
+    /// then broadcast to every member. Returns once it is durable.
+    pub async fn apply_update(&self, doc: &DocId, update: Vec<u8>) -> Result<(), RoomError> {
+        Update::decode_v1(&update).map_err(RoomError::InvalidUpdate)?;
+        let update = Bytes::from(update);
+        self.request(doc, |reply| Command::ServerUpdate {
+            update: update.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Edits `doc` on the server (loading the room if needed): `edit` runs inside a write
+    /// transaction on the room's own document, so it builds on the current state; what it
+    /// changes is persisted, then broadcast to every member. Returns once it is durable.
+    pub async fn edit(
+        &self,
+        doc: &DocId,
+        edit: impl Fn(&mut TransactionMut<'_>) + Send + Sync + 'static,
+    ) -> Result<(), RoomError> {
+        let edit = ServerEdit(Arc::new(edit));
+        self.request(doc, |reply| Command::Edit {
+            edit: edit.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// The whole state of `doc` as one encoded (v1) update, loading the room if needed.
+    pub async fn encode_state(&self, doc: &DocId) -> Result<Vec<u8>, RoomError> {
+        self.request(doc, |reply| Command::EncodeState { reply })
+            .await
+    }
+
+    /// The users connected to `doc` on this node (empty when its room is not loaded).
+    pub async fn users(&self, doc: &DocId) -> Vec<Arc<str>> {
+        let Some(slot) = self.loaded_room(doc) else {
+            return Vec::new();
+        };
+        let (reply, users) = oneshot::channel();
+        if slot.commands.send(Command::Users { reply }).await.is_err() {
+            return Vec::new();
+        }
+        users.await.unwrap_or_default()
+    }
+
+    /// Changes what the named users' connections to `doc` on this node may do. A room that
+    /// is not loaded has no connections, so there is nothing to change.
+    pub async fn change_access(&self, doc: &DocId, changes: Vec<(Arc<str>, AccessChange)>) {
+        if let Some(slot) = self.loaded_room(doc) {
+            let _ = slot.commands.send(Command::ChangeAccess { changes }).await;
+        }
+    }
+
+    /// Sends the command `make` builds to `doc`'s room (loading it if needed) and waits for
+    /// its reply, retrying when the room unloads in between.
+    async fn request<T>(
+        &self,
+        doc: &DocId,
+        make: impl Fn(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, RoomError> {
+        for _ in 0..JOIN_ATTEMPTS {
+            if self.inner.context.shutdown.is_cancelled() {
+                return Err(RoomError::ShuttingDown);
+            }
+            let slot = self.room_for(doc);
+            let (reply, answer) = oneshot::channel();
+            if slot.commands.send(make(reply)).await.is_ok()
+                && let Ok(value) = answer.await
+            {
+                return Ok(value);
+            }
+            self.inner.remove_if_current(doc, slot.generation);
+        }
+        Err(RoomError::Unavailable)
+    }
+
+    fn loaded_room(&self, doc: &DocId) -> Option<RoomSlot> {
+        self.inner
+            .lock_rooms()
+            .get(doc)
+            .filter(|slot| !slot.commands.is_closed())
+            .cloned()
     }
 
     /// Rooms currently registered.

@@ -11,8 +11,8 @@ use lectern_collab::outbox::{OutboxReceiver, outbox};
 use lectern_collab::protocol::{self, ClientMessage, decode_frame};
 use lectern_collab::store::{StoreError, StoredDoc};
 use lectern_collab::{
-    CloseReason, CollabMetrics, DocId, Fanout, LocalFanout, Membership, MemoryStore, NodeId,
-    RoomConfig, Rooms, Store,
+    Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, LocalFanout,
+    Membership, MemoryStore, NodeId, RoomConfig, Rooms, Store,
 };
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::decoder::Decode;
@@ -27,9 +27,13 @@ struct Client {
 
 impl Client {
     async fn join(rooms: &Rooms, doc: &str) -> Self {
+        Self::join_as(rooms, doc, Guest::new("someone", Access::Write)).await
+    }
+
+    async fn join_as(rooms: &Rooms, doc: &str, guest: Guest) -> Self {
         let (sender, inbox) = outbox(16 * 1024 * 1024);
         let membership = rooms
-            .join(DocId::new(doc).expect("doc id"), sender, 0)
+            .join(DocId::new(doc).expect("doc id"), guest, sender, 0)
             .await
             .expect("join");
         let client = Self {
@@ -349,7 +353,12 @@ async fn store_failure_closes_the_room_without_serving_unsaved_state() {
     store.failing.store(false, Ordering::SeqCst);
     let (sender, _inbox) = outbox(1024 * 1024);
     let rejoined = rooms
-        .join(DocId::new("flaky").expect("doc id"), sender, 0)
+        .join(
+            DocId::new("flaky").expect("doc id"),
+            Guest::new("someone", Access::Write),
+            sender,
+            0,
+        )
         .await
         .expect("rejoin");
     let update = writer
@@ -408,7 +417,12 @@ async fn shutdown_closes_members_and_stops_every_room_task() {
     let (sender, _inbox) = outbox(1024);
     assert!(
         rooms
-            .join(DocId::new("c").expect("doc id"), sender, 0)
+            .join(
+                DocId::new("c").expect("doc id"),
+                Guest::new("someone", Access::Write),
+                sender,
+                0
+            )
             .await
             .is_err()
     );
@@ -421,4 +435,139 @@ async fn malformed_frames_never_reach_a_room() {
         decode_frame(&protocol::encode_awareness_query()).as_deref(),
         Ok([ClientMessage::AwarenessQuery])
     ));
+}
+
+#[tokio::test]
+async fn a_read_only_member_follows_but_its_edits_are_refused() {
+    let (rooms, metrics) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut teacher = Client::join_as(&rooms, "lesson", Guest::new("teacher", Access::Write)).await;
+    let mut student = Client::join_as(&rooms, "lesson", Guest::new("student", Access::Read)).await;
+    teacher.receive().await;
+    student.receive().await;
+
+    student.insert(0, "graffiti").await;
+    teacher.insert(0, "lesson plan").await;
+    // The student follows the teacher (its own edit stays local to it)...
+    while !student.text().contains("lesson plan") {
+        student.receive().await;
+    }
+    assert!(student.text().contains("graffiti"));
+    // The teacher got nothing from the student, and the room holds only the teacher's text.
+    assert!(teacher.inbox.try_recv().is_none());
+    assert_eq!(metrics.messages_rejected.get(), 1);
+    let state = rooms
+        .encode_state(&DocId::new("lesson").expect("doc id"))
+        .await
+        .expect("state");
+    let copy = Doc::new();
+    copy.transact_mut()
+        .apply_update(Update::decode_v1(&state).expect("decode"))
+        .expect("apply");
+    let body = copy.get_or_insert_text("body");
+    assert_eq!(body.get_string(&copy.transact()), "lesson plan");
+}
+
+#[tokio::test]
+async fn access_changes_address_users_and_can_close_them() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let doc = DocId::new("class-notes").expect("doc id");
+    let mut teacher = Client::join_as(&rooms, "class-notes", Guest::new("t", Access::Write)).await;
+    let mut ann = Client::join_as(&rooms, "class-notes", Guest::new("ann", Access::Write)).await;
+    let mut bob = Client::join_as(&rooms, "class-notes", Guest::new("bob", Access::Write)).await;
+    for client in [&mut teacher, &mut ann, &mut bob] {
+        client.receive().await;
+    }
+    let mut users: Vec<String> = rooms
+        .users(&doc)
+        .await
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["ann", "bob", "t"]);
+
+    // Lock: ann becomes read-only; bob is removed from the class.
+    rooms
+        .change_access(
+            &doc,
+            vec![
+                ("ann".into(), AccessChange::Set(Access::Read)),
+                ("bob".into(), AccessChange::Close(CloseReason::Forbidden)),
+            ],
+        )
+        .await;
+    bob.inbox.close_requests().requested().await;
+    assert_eq!(
+        bob.inbox.close_requests().take()[0].reason,
+        CloseReason::Forbidden
+    );
+
+    ann.insert(0, "refused").await;
+    teacher.insert(0, "kept").await;
+    while !ann.text().contains("kept") {
+        ann.receive().await;
+    }
+    assert_eq!(teacher.text(), "kept");
+    assert!(
+        teacher.inbox.try_recv().is_none(),
+        "ann's edit reached the teacher"
+    );
+}
+
+#[tokio::test]
+async fn server_edits_are_stored_and_reach_every_member() {
+    let store = Arc::new(MemoryStore::new());
+    let (rooms, _) = rooms_with(store.clone(), config());
+    let doc = DocId::new("ai-notes").expect("doc id");
+    let mut watcher = Client::join(&rooms, "ai-notes").await;
+    watcher.receive().await;
+
+    let author = Doc::new();
+    let update = {
+        let body = author.get_or_insert_text("body");
+        let mut txn = author.transact_mut();
+        body.insert(&mut txn, 0, "written by the server");
+        txn.encode_update_v1()
+    };
+    rooms.apply_update(&doc, update).await.expect("apply");
+    watcher.receive_until_text("written by the server").await;
+    assert_eq!(store.load(&doc).await.expect("load").updates.len(), 1);
+
+    let garbage = rooms.apply_update(&doc, vec![0xff, 0xff, 0x01]).await;
+    assert!(matches!(
+        garbage,
+        Err(lectern_collab::RoomError::InvalidUpdate(_))
+    ));
+}
+
+#[tokio::test]
+async fn server_edits_build_on_the_current_state() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let doc = DocId::new("focus").expect("doc id");
+    let mut watcher = Client::join(&rooms, "focus").await;
+    watcher.receive().await;
+    watcher.insert(0, "typed by a person").await;
+    for section in ["intro", "photosynthesis"] {
+        rooms
+            .edit(&doc, move |txn| {
+                let meta = yrs::WriteTxn::get_or_insert_map(txn, "meta");
+                yrs::Map::insert(&meta, txn, "focus", section);
+            })
+            .await
+            .expect("edit");
+    }
+    // The second write supersedes the first because it was made on top of it (a write from a
+    // fresh document would be concurrent and could lose to the first).
+    let focus = loop {
+        watcher.receive().await;
+        let meta = watcher.doc.get_or_insert_map("meta");
+        let txn = watcher.doc.transact();
+        if let Some(yrs::Out::Any(yrs::Any::String(value))) = yrs::Map::get(&meta, &txn, "focus")
+            && &*value == "photosynthesis"
+        {
+            break value;
+        }
+    };
+    assert_eq!(&*focus, "photosynthesis");
+    assert_eq!(watcher.text(), "typed by a person");
 }

@@ -7,6 +7,8 @@
 //! - [`documents`]: [`SqlDocumentStore`], the `lectern_collab::Store` for room documents.
 //! - [`accounts`]: [`Accounts`], users and their rotating refresh tokens.
 //! - [`classrooms`]: [`Classrooms`], classrooms, join codes and memberships.
+//! - [`sessions`]: [`Sessions`], live sessions and the registry of classroom documents
+//!   (which classroom, session and student a document id belongs to).
 //! - [`testing`]: helpers that give tests a fresh PostgreSQL database.
 //!
 //! Queries are written out per backend rather than through `sqlx::Any`: the two dialects
@@ -16,6 +18,7 @@ pub mod accounts;
 mod checkpoint;
 pub mod classrooms;
 pub mod documents;
+pub mod sessions;
 pub mod testing;
 
 use std::str::FromStr;
@@ -30,6 +33,7 @@ use sqlx::sqlite::{
 pub use accounts::Accounts;
 pub use classrooms::Classrooms;
 pub use documents::SqlDocumentStore;
+pub use sessions::Sessions;
 
 /// How long a SQLite connection waits for another writer before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,6 +80,15 @@ pub enum DbError {
     /// A stored role is not one this version knows (written by a newer version?).
     #[error("unknown role {0:?} in the database")]
     UnknownRole(String),
+    /// The classroom already has a session that has not ended.
+    #[error("the classroom already has a running session")]
+    SessionAlreadyRunning,
+    /// A stored session state is not one this version knows.
+    #[error("unknown session state {0:?} in the database")]
+    UnknownSessionState(String),
+    /// A stored document kind is not one this version knows.
+    #[error("unknown document kind {0:?} in the database")]
+    UnknownDocKind(String),
 }
 
 /// Whether `error` is a unique-constraint violation (both backends report it the same way

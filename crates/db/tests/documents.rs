@@ -9,7 +9,6 @@ use crate::backends;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
-
 fn doc_id(name: &str) -> DocId {
     DocId::new(name).expect("doc id")
 }
@@ -214,7 +213,11 @@ async fn rooms_reload_what_they_stored() {
         );
         let notes = doc_id("room-notes");
         let (outbox, _inbox) = lectern_collab::outbox(1 << 20);
-        let membership = rooms.join(notes.clone(), outbox, 0).await.expect("join");
+        let guest = lectern_collab::Guest::new("writer", lectern_collab::Access::Write);
+        let membership = rooms
+            .join(notes.clone(), guest, outbox, 0)
+            .await
+            .expect("join");
         let writer = Doc::new();
         for word in ["w1 ", "w2 ", "w3 ", "w4 ", "w5 "] {
             let frame = lectern_collab::protocol::encode_update(&edit(&writer, word));

@@ -8,7 +8,6 @@ use lectern_db::{Accounts, Classrooms, DbError};
 
 use crate::backends;
 
-
 fn user(id: &str, email: &str, role: Role) -> User {
     User {
         id: id.into(),

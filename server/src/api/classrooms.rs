@@ -11,7 +11,7 @@ use rand::Rng as _;
 
 use lectern_db::accounts::Role;
 use lectern_db::classrooms::{Classroom, Enrolment, MemberRole, Removal};
-use lectern_db::{Classrooms, DbError};
+use lectern_db::{Classrooms, DbError, Sessions};
 
 use crate::AppState;
 use crate::api::dto::{
@@ -246,7 +246,8 @@ pub async fn members(
 }
 
 /// Leaves the classroom (`user_id` = `me` or the caller's id), or, for its faculty, removes
-/// a student. Faculty cannot remove other faculty; the last faculty cannot leave.
+/// a student. Faculty cannot remove other faculty; the last faculty cannot leave. Open
+/// sockets of the removed member on the classroom's documents lose their access.
 #[utoipa::path(
     delete, path = "/api/v1/classrooms/{id}/members/{user_id}", tag = "classrooms",
     security(("bearer" = [])),
@@ -284,7 +285,14 @@ pub async fn remove_member(
         }
     }
     match classrooms.remove_member(&id, &target).await? {
-        Removal::Removed => Ok(StatusCode::NO_CONTENT),
+        Removal::Removed => {
+            // Whoever left may have sockets open on the classroom's documents.
+            let doc_ids = Sessions::new(state.database().clone())
+                .doc_ids_of_classroom(&id)
+                .await?;
+            state.room_effects().access_changed(doc_ids).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
         Removal::NotMember => Err(ApiError::NotFound),
         Removal::LastFaculty => Err(ApiError::LastFaculty),
     }

@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 
 use lectern_db::accounts::{Role as DbRole, User};
 use lectern_db::classrooms::{Enrolment, Member, MemberRole as DbMemberRole};
+use lectern_db::sessions::{DocKind, Document, SessionState as DbSessionState};
 
+use crate::access::Access;
 use crate::api::error::ErrorCode;
 use crate::auth::DocAccess;
 
@@ -254,4 +256,153 @@ impl From<Member> for MemberResponse {
             joined_at: member.joined_at,
         }
     }
+}
+
+/// Where a live session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Running: students edit the session's documents.
+    Live,
+    /// Running, but students only read.
+    Locked,
+    /// Over: documents stay readable for review. Final.
+    Ended,
+}
+
+impl From<DbSessionState> for SessionState {
+    fn from(state: DbSessionState) -> Self {
+        match state {
+            DbSessionState::Live => Self::Live,
+            DbSessionState::Locked => Self::Locked,
+            DbSessionState::Ended => Self::Ended,
+        }
+    }
+}
+
+/// What a document is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    /// A session's shared notes.
+    Notes,
+    /// A session's shared mindmap.
+    Mindmap,
+    /// A session's chat.
+    Chat,
+    /// A classroom document faculty hand out.
+    Template,
+    /// One student's copy of a handed-out template.
+    Fork,
+}
+
+impl From<DocKind> for DocumentKind {
+    fn from(kind: DocKind) -> Self {
+        match kind {
+            DocKind::Notes => Self::Notes,
+            DocKind::Mindmap => Self::Mindmap,
+            DocKind::Chat => Self::Chat,
+            DocKind::Template => Self::Template,
+            DocKind::Fork => Self::Fork,
+        }
+    }
+}
+
+/// What the caller may do with a document over the WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentAccess {
+    /// Receive the document and awareness; updates are refused.
+    Read,
+    /// Read and edit.
+    Write,
+}
+
+impl From<Access> for DocumentAccess {
+    fn from(access: Access) -> Self {
+        match access {
+            Access::Read => Self::Read,
+            Access::Write => Self::Write,
+        }
+    }
+}
+
+/// A document the caller may open, and how.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DocumentResponse {
+    /// Open it at `/ws/{doc_id}` (or in the multiplexed socket).
+    pub doc_id: String,
+    /// What it is for.
+    pub kind: DocumentKind,
+    /// The caller's access to it (at the time of the response).
+    pub access: DocumentAccess,
+    /// For forks: the student it belongs to.
+    pub owner_user_id: Option<String>,
+    /// For forks: the document it was copied from.
+    pub template_doc_id: Option<String>,
+}
+
+impl DocumentResponse {
+    /// `document` as seen by a caller with `access` to it.
+    pub fn new(document: Document, access: Access) -> Self {
+        Self {
+            doc_id: document.doc_id,
+            kind: document.kind.into(),
+            access: access.into(),
+            owner_user_id: document.owner_user_id,
+            template_doc_id: document.template_doc_id,
+        }
+    }
+}
+
+/// The follow-the-teacher focus: which document (and optionally which part of it) faculty
+/// are on. `PUT /api/v1/sessions/{id}/focus` sets it; session responses carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Focus {
+    /// A document of the session's classroom.
+    pub doc_id: String,
+    /// Where in it, as the client defines (a heading id, a mindmap node...); at most 200
+    /// characters.
+    #[serde(default)]
+    pub section: Option<String>,
+}
+
+/// A live session and the documents the caller may open in it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LiveSessionResponse {
+    /// Session id.
+    pub id: String,
+    /// The classroom it runs in.
+    pub classroom_id: String,
+    /// Live, locked or ended.
+    pub state: SessionState,
+    /// The faculty account that started it.
+    pub started_by: String,
+    /// Start time, Unix seconds.
+    pub started_at: i64,
+    /// End time, Unix seconds; `null` while running.
+    pub ended_at: Option<i64>,
+    /// Where faculty are, if they set it.
+    pub focus: Option<Focus>,
+    /// The documents the caller may open, with their access: the session's notes, mindmap
+    /// and chat, then forks (faculty see every fork, a student only their own).
+    pub documents: Vec<DocumentResponse>,
+}
+
+/// `POST /api/v1/sessions/{id}/handouts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoutRequest {
+    /// A template (or session document) of the session's classroom to copy for each student.
+    pub template_doc_id: String,
+}
+
+/// Every student's fork of one handed-out template.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HandoutResponse {
+    /// The document the forks were copied from.
+    pub template_doc_id: String,
+    /// One fork per student, by owner.
+    pub forks: Vec<DocumentResponse>,
 }

@@ -14,9 +14,11 @@ use serde::Serialize;
 
 use lectern_db::DbError;
 
+use crate::access::AccessError;
 use crate::api::dto::{ErrorBody, ErrorDetail};
 use crate::auth::AuthError;
 use crate::auth::password::PasswordError;
+use crate::room_effects::RoomEffectsError;
 
 /// Stable error codes sent as `{"error": {"code": ...}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -48,6 +50,10 @@ pub enum ErrorCode {
     EmailTaken,
     /// 409: the last faculty member cannot leave or be removed.
     LastFaculty,
+    /// 409: the classroom already has a live or locked session; end it first.
+    SessionAlreadyRunning,
+    /// 409: the session has ended and cannot change any more.
+    SessionEnded,
     /// 413: the request body is larger than the limit.
     PayloadTooLarge,
     /// 429: too many requests for this user; see `Retry-After`.
@@ -58,7 +64,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation checks.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::InvalidToken,
@@ -72,6 +78,8 @@ impl ErrorCode {
         Self::InvalidJoinCode,
         Self::EmailTaken,
         Self::LastFaculty,
+        Self::SessionAlreadyRunning,
+        Self::SessionEnded,
         Self::PayloadTooLarge,
         Self::RateLimited,
         Self::Internal,
@@ -93,6 +101,8 @@ impl ErrorCode {
             Self::InvalidJoinCode => "invalid_join_code",
             Self::EmailTaken => "email_taken",
             Self::LastFaculty => "last_faculty",
+            Self::SessionAlreadyRunning => "session_already_running",
+            Self::SessionEnded => "session_ended",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
@@ -142,6 +152,12 @@ pub enum ApiError {
     /// Would leave a classroom without faculty.
     #[error("a classroom must keep at least one faculty member")]
     LastFaculty,
+    /// The classroom already runs a session.
+    #[error("this classroom already has a running session; end it first")]
+    SessionAlreadyRunning,
+    /// The session has ended.
+    #[error("this session has ended")]
+    SessionEnded,
     /// Body over the limit.
     #[error("request body is too large")]
     PayloadTooLarge,
@@ -178,6 +194,8 @@ impl ApiError {
             Self::InvalidJoinCode => (StatusCode::NOT_FOUND, ErrorCode::InvalidJoinCode),
             Self::EmailTaken => (StatusCode::CONFLICT, ErrorCode::EmailTaken),
             Self::LastFaculty => (StatusCode::CONFLICT, ErrorCode::LastFaculty),
+            Self::SessionAlreadyRunning => (StatusCode::CONFLICT, ErrorCode::SessionAlreadyRunning),
+            Self::SessionEnded => (StatusCode::CONFLICT, ErrorCode::SessionEnded),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
@@ -217,6 +235,7 @@ impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {
             DbError::EmailTaken => Self::EmailTaken,
+            DbError::SessionAlreadyRunning => Self::SessionAlreadyRunning,
             // Everything else (including a join-code collision that outlived its retries)
             // is the server's problem, not the caller's.
             other => Self::internal(other),
@@ -240,6 +259,18 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Signing(_) => Self::internal(error),
         }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(error: AccessError) -> Self {
+        Self::internal(error)
+    }
+}
+
+impl From<RoomEffectsError> for ApiError {
+    fn from(error: RoomEffectsError) -> Self {
+        Self::internal(error)
     }
 }
 

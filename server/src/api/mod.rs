@@ -5,7 +5,7 @@
 //! - `error.rs`: [`ApiError`] and the stable [`ErrorCode`]s; one exhaustive status mapping.
 //! - `extract.rs`: bearer-token and JSON extractors that fail with [`ApiError`].
 //! - `rate_limit.rs`: per-user token buckets.
-//! - `accounts.rs`, `classrooms.rs`, `doc_tokens.rs`: the handlers.
+//! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`: the handlers.
 //! - this file: the router and the OpenAPI document (`GET /api/v1/openapi.json`).
 //!
 //! See `docs/api.md` for the auth model, lifetimes, limits and error codes.
@@ -17,9 +17,10 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod rate_limit;
+pub mod sessions;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -58,6 +59,18 @@ pub fn router() -> Router<AppState> {
             "/classrooms/{id}/members/{user_id}",
             delete(classrooms::remove_member),
         )
+        .route("/classrooms/{id}/sessions", post(sessions::start))
+        .route("/classrooms/{id}/sessions/current", get(sessions::current))
+        .route(
+            "/classrooms/{id}/templates",
+            post(sessions::create_template),
+        )
+        .route("/sessions/{id}", get(sessions::get))
+        .route("/sessions/{id}/lock", post(sessions::lock))
+        .route("/sessions/{id}/unlock", post(sessions::unlock))
+        .route("/sessions/{id}/end", post(sessions::end))
+        .route("/sessions/{id}/focus", put(sessions::set_focus))
+        .route("/sessions/{id}/handouts", post(sessions::hand_out))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
@@ -85,7 +98,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 /// The OpenAPI document, generated from the handlers and DTOs.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Lectern API", version = "1", description = "Accounts, classrooms and document tokens. See docs/api.md."),
+    info(title = "Lectern API", version = "1", description = "Accounts, classrooms, live sessions and document tokens. See docs/api.md."),
     paths(
         accounts::register,
         accounts::login,
@@ -100,12 +113,22 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         classrooms::rotate_join_code,
         classrooms::members,
         classrooms::remove_member,
+        sessions::start,
+        sessions::current,
+        sessions::get,
+        sessions::lock,
+        sessions::unlock,
+        sessions::end,
+        sessions::set_focus,
+        sessions::hand_out,
+        sessions::create_template,
     ),
     components(schemas(dto::ErrorBody, dto::ErrorDetail, ErrorCode)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "classrooms", description = "Classrooms and membership"),
+        (name = "sessions", description = "Live sessions, their documents and handouts"),
         (name = "embedding", description = "Document tokens for embedders"),
     )
 )]

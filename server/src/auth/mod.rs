@@ -147,6 +147,8 @@ pub struct Principal {
     pub origin: Origin,
     /// For external tokens: the documents the token is limited to, if it says so.
     pub docs: Option<Vec<String>>,
+    /// When the token expires, Unix seconds: a socket opened with it closes then (4401).
+    pub expires_at: u64,
 }
 
 /// What a document token allows.
@@ -166,6 +168,8 @@ pub struct DocGrant {
     pub doc: String,
     /// What it allows there.
     pub access: DocAccess,
+    /// When the token expires, Unix seconds: a socket opened with it closes then (4401).
+    pub expires_at: u64,
 }
 
 /// A freshly signed token and how long it lives.
@@ -226,6 +230,8 @@ struct ExternalClaims {
     /// Documents the token is limited to, if any.
     #[serde(default)]
     docs: Option<Vec<String>>,
+    /// Expiry, Unix seconds (required and checked by the validation).
+    exp: u64,
 }
 
 /// Only for routing a token to the right key before verifying it.
@@ -410,6 +416,7 @@ impl Authenticator {
                     role: Role::parse(&claims.role).map_err(|_| AuthError::InvalidClaims)?,
                     origin: Origin::External,
                     docs: claims.docs,
+                    expires_at: claims.exp,
                 })
             }
             _ => {
@@ -424,6 +431,7 @@ impl Authenticator {
                     role: Role::parse(&claims.role).map_err(|_| AuthError::InvalidClaims)?,
                     origin: Origin::Local,
                     docs: None,
+                    expires_at: claims.exp,
                 })
             }
         }
@@ -436,6 +444,7 @@ impl Authenticator {
         Ok(DocGrant {
             doc: claims.doc,
             access: claims.access,
+            expires_at: claims.exp,
         })
     }
 
@@ -636,13 +645,12 @@ mod tests {
         let doc = auth
             .issue_doc_token("class/notes", DocAccess::Read)
             .expect("doc");
+        let grant = auth.verify_doc_token(&doc.token).expect("verify");
         assert_eq!(
-            auth.verify_doc_token(&doc.token).expect("verify"),
-            DocGrant {
-                doc: "class/notes".into(),
-                access: DocAccess::Read
-            }
+            (grant.doc.as_str(), grant.access),
+            ("class/notes", DocAccess::Read)
         );
+        assert!(grant.expires_at > now_secs());
         // Rejected (by its claims' shape or its audience, whichever is checked first).
         assert!(auth.verify_access(&doc.token).is_err());
         let access = auth.issue_access("u", Role::Student).expect("access");

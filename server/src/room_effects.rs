@@ -1,0 +1,162 @@
+//! What REST changes do to open rooms: the seam between the API handlers (which change
+//! sessions, memberships and forks in the database) and the rooms and sockets those
+//! changes affect.
+//!
+//! Handlers call these after the database change has committed, and before answering, so
+//! a client that got its response can rely on the effect having been applied. Every
+//! method is safe to call again with the same arguments.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lectern_collab::{Access, AccessChange, CloseReason, DocId, RoomError, Rooms};
+use lectern_db::{Accounts, Database, DbError, Sessions};
+use yrs::{Any, Map, WriteTxn};
+
+use crate::access::AccessError;
+use crate::api::dto::Focus;
+use crate::auth::{Origin, Principal};
+use crate::credentials;
+
+/// The shared map every session document carries for the server's annotations; clients
+/// read `focus` from it to follow the teacher.
+pub const SESSION_MAP: &str = "lectern";
+
+/// Why an effect on open rooms could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomEffectsError {
+    /// Reading what the effect needs from the database failed.
+    #[error("database access for a room effect failed")]
+    Database(#[from] DbError),
+    /// Deciding a user's new access failed.
+    #[error("deciding access failed")]
+    Access(#[from] AccessError),
+    /// A room could not be loaded or written.
+    #[error("room unavailable")]
+    Room(#[from] RoomError),
+    /// A stored document id is not a valid room name.
+    #[error("invalid document id {0:?}")]
+    InvalidDocId(String),
+}
+
+/// Applies REST-side changes to open rooms. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RoomEffects {
+    /// The rooms of this node.
+    rooms: Rooms,
+    /// The database the changes were made in.
+    database: Database,
+}
+
+impl RoomEffects {
+    /// Effects on `rooms`, reading from `database`.
+    pub fn new(rooms: Rooms, database: Database) -> Self {
+        Self { rooms, database }
+    }
+
+    /// A fork of `template_doc_id` was registered as `fork_doc_id`: give it the
+    /// template's content. Called once per new fork by `POST /sessions/{id}/handouts`.
+    pub async fn fork_created(
+        &self,
+        template_doc_id: &str,
+        fork_doc_id: &str,
+    ) -> Result<(), RoomEffectsError> {
+        let state = self.rooms.encode_state(&doc_id(template_doc_id)?).await?;
+        self.rooms
+            .apply_update(&doc_id(fork_doc_id)?, state)
+            .await?;
+        Ok(())
+    }
+
+    /// Who may do what on `doc_ids` may have changed (a session was locked or unlocked, a
+    /// member left or was removed from the classroom): re-decide the access of every open
+    /// socket on them. Sockets that lost access are closed with 4403; the others are
+    /// downgraded or upgraded in place.
+    pub async fn access_changed(&self, doc_ids: Vec<String>) -> Result<(), RoomEffectsError> {
+        let accounts = Accounts::new(self.database.clone());
+        for doc in doc_ids {
+            let doc = doc_id(&doc)?;
+            let mut changes = Vec::new();
+            for tag in self.rooms.users(&doc).await {
+                let Some(user_id) = credentials::user_id_of_tag(&tag) else {
+                    continue; // anonymous and document-token access do not depend on classes
+                };
+                let access = match accounts.user_by_id(user_id).await? {
+                    Some(user) => {
+                        let principal = Principal {
+                            subject: user.id,
+                            role: user.role,
+                            origin: Origin::Local,
+                            docs: None,
+                            expires_at: 0,
+                        };
+                        crate::access::resolve(&self.database, &principal, doc.as_str()).await?
+                    }
+                    None => None,
+                };
+                changes.push((tag, to_change(access)));
+            }
+            if !changes.is_empty() {
+                self.rooms.change_access(&doc, changes).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The session owning `doc_ids` (its own documents and its forks) has ended: every
+    /// socket on them is closed with 4410; reopening gives read-only access for review.
+    pub async fn session_ended(&self, doc_ids: Vec<String>) -> Result<(), RoomEffectsError> {
+        for doc in doc_ids {
+            let doc = doc_id(&doc)?;
+            let changes: Vec<_> = self
+                .rooms
+                .users(&doc)
+                .await
+                .into_iter()
+                .map(|tag| (tag, AccessChange::Close(CloseReason::SessionEnded)))
+                .collect();
+            self.rooms.change_access(&doc, changes).await;
+        }
+        Ok(())
+    }
+
+    /// Faculty of session `session_id` moved the follow-the-teacher focus to `focus`: it is
+    /// written into the `lectern` map (key `focus`: `{doc_id, section}`) of every document of
+    /// the session, so every client of the session sees it live.
+    pub async fn focus_changed(
+        &self,
+        session_id: &str,
+        focus: &Focus,
+    ) -> Result<(), RoomEffectsError> {
+        let mut value = HashMap::from([("doc_id".to_owned(), Any::from(focus.doc_id.as_str()))]);
+        if let Some(section) = &focus.section {
+            value.insert("section".to_owned(), Any::from(section.as_str()));
+        }
+        let value = Any::Map(Arc::new(value));
+        let documents = Sessions::new(self.database.clone())
+            .documents_of_session(session_id)
+            .await?;
+        for document in documents {
+            let value = value.clone();
+            self.rooms
+                .edit(&doc_id(&document.doc_id)?, move |txn| {
+                    let map = txn.get_or_insert_map(SESSION_MAP);
+                    map.insert(txn, "focus", value.clone());
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What a socket's new access means for it.
+fn to_change(access: Option<Access>) -> AccessChange {
+    match access {
+        Some(access) => AccessChange::Set(access),
+        None => AccessChange::Close(CloseReason::Forbidden),
+    }
+}
+
+fn doc_id(name: &str) -> Result<DocId, RoomEffectsError> {
+    DocId::new(name).map_err(|_| RoomEffectsError::InvalidDocId(name.to_owned()))
+}
