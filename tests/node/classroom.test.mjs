@@ -108,3 +108,69 @@ test('a token passed as a bearer subprotocol works and the server selects `lecte
   socket.close()
   await server.stop()
 })
+
+test('handouts: each student edits a copy of the template that other students cannot open', async () => {
+  const server = await startServer({ args: ['--anonymous-access', 'none'] })
+  const rest = api(server)
+  const faculty = await rest.register('prof@school.test', 'faculty')
+  const ann = await rest.register('ann@school.test', 'student')
+  const bob = await rest.register('bob@school.test', 'student')
+  const classroom = await rest.post('/classrooms', { name: 'Physics' }, faculty.access_token)
+  for (const student of [ann, bob]) {
+    await rest.post('/classrooms/join', { join_code: classroom.join_code }, student.access_token)
+  }
+  const template = await rest.post(`/classrooms/${classroom.id}/templates`, {}, faculty.access_token)
+  const author = connect(server, template.doc_id, { params: { token: faculty.access_token } })
+  await synced(author)
+  author.text.insert(0, 'Worksheet: measure g.')
+  // The template is written before it is handed out: read it back through a second client.
+  const check = connect(server, template.doc_id, { params: { token: faculty.access_token } })
+  await eventually(() => check.text.toString() === 'Worksheet: measure g.', { message: 'template saved' })
+  destroy(author, check)
+
+  const session = await rest.post(`/classrooms/${classroom.id}/sessions`, {}, faculty.access_token)
+  await rest.post(`/sessions/${session.id}/handouts`, { template_doc_id: template.doc_id }, faculty.access_token)
+  const annView = await rest.get(`/sessions/${session.id}`, ann.access_token)
+  const annFork = annView.documents.find(doc => doc.kind === 'fork')
+  assert.equal(annFork.owner_user_id, ann.user.id)
+
+  const mine = connect(server, annFork.doc_id, { params: { token: ann.access_token } })
+  await synced(mine)
+  assert.equal(mine.text.toString(), 'Worksheet: measure g.')
+  mine.text.insert(mine.text.length, ' Ann: 9.8')
+  const teacher = connect(server, annFork.doc_id, { params: { token: faculty.access_token } })
+  await eventually(() => teacher.text.toString() === 'Worksheet: measure g. Ann: 9.8', { message: 'faculty sees the fork' })
+
+  const peek = await rawSocket(`${server.ws}/${annFork.doc_id}?token=${bob.access_token}`)
+  assert.equal((await closed(peek)).code, 4403)
+
+  // Follow the teacher: the focus lands in every session document's `lectern` map.
+  const notesDoc = session.documents.find(doc => doc.kind === 'notes').doc_id
+  const follower = connect(server, notesDoc, { params: { token: bob.access_token } })
+  await synced(follower)
+  const focus = { doc_id: notesDoc, section: 'results' }
+  const response = await fetch(`${server.http}/api/v1/sessions/${session.id}/focus`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${faculty.access_token}` },
+    body: JSON.stringify(focus)
+  })
+  assert.ok(response.ok, `focus: ${response.status}`)
+  await eventually(() => follower.doc.getMap('lectern').get('focus')?.section === 'results', { message: 'focus to arrive' })
+  destroy(mine, teacher, follower)
+  await server.stop()
+})
+
+test('a socket closes with 4401 when its token expires', async () => {
+  const server = await startServer({ args: ['--anonymous-access', 'none', '--access-token-ttl-secs', '1'] })
+  const rest = api(server)
+  const faculty = await rest.register('prof@school.test', 'faculty')
+  const classroom = await rest.post('/classrooms', { name: 'History' }, faculty.access_token)
+  const session = await rest.post(`/classrooms/${classroom.id}/sessions`, {}, faculty.access_token)
+  const notes = session.documents.find(doc => doc.kind === 'notes').doc_id
+  const socket = await rawSocket(`${server.ws}/${notes}?token=${faculty.access_token}`)
+  const started = Date.now()
+  const { code } = await closed(socket)
+  assert.equal(code, 4401)
+  assert.ok(Date.now() - started < 3000, 'closed within a second of expiry')
+  await server.stop()
+})

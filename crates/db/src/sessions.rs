@@ -241,6 +241,7 @@ fn documents_from_rows(rows: Vec<DocumentRow>) -> Result<Vec<Document>, DbError>
 /// Sessions and the document registry in SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct Sessions {
+    /// The pool every query runs on.
     database: Database,
 }
 

@@ -18,8 +18,6 @@ CREATE TABLE sessions (
 CREATE UNIQUE INDEX sessions_one_running_per_classroom
     ON sessions (classroom_id) WHERE state <> 'ended';
 
-CREATE INDEX sessions_by_classroom ON sessions (classroom_id, started_at);
-
 -- Which classroom (and session) a document id belongs to, so access can be decided from
 -- its id. Document content lives in document_snapshots/document_updates under the same id.
 CREATE TABLE documents (
