@@ -55,8 +55,9 @@ const MAX_FRAMES_PER_FLUSH: usize = 512;
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Per-socket read buffer: small, because a classroom server holds thousands of mostly idle
-/// sockets; tungstenite grows it for large messages.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// sockets and a keystroke's update is tens of bytes; tungstenite grows it for large
+/// messages.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// Multiplexed socket, client to server: stop receiving this document.
 pub const MSG_LEAVE_DOC: u8 = 100;

@@ -221,7 +221,9 @@ impl Room {
         commands: &mut mpsc::Receiver<Command>,
         mut subscription: Option<Subscription>,
     ) -> Exit {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Grows with the first burst instead of up front: most rooms are quiet, and 256
+        // commands' worth of capacity was the largest part of an idle room's memory.
+        let mut batch = Vec::new();
         loop {
             let idle = self.members.is_empty();
             let grace = tokio::time::sleep(self.context.config.unload_grace);
