@@ -24,7 +24,7 @@ fn authenticator() -> Authenticator {
 fn tokens(c: &mut Criterion) {
     let auth = authenticator();
     let access = auth
-        .issue_access("user-1", Role::Student)
+        .issue_access("user-1", Role::Student, "login-1")
         .expect("token")
         .token;
     let doc = auth

@@ -103,9 +103,22 @@ impl Credentials {
 
     /// The guest a room admits for these credentials with `access`.
     pub fn guest(&self, access: Access) -> Guest {
+        let session = match self {
+            Self::User(principal) => principal.session.as_deref().map(Arc::from),
+            Self::Anonymous | Self::Document(_) => None,
+        };
         Guest {
             user: self.user_tag(),
+            session,
             access,
+        }
+    }
+
+    /// The login session these credentials belong to, if it can be revoked.
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            Self::User(principal) => principal.session.as_deref(),
+            Self::Anonymous | Self::Document(_) => None,
         }
     }
 }

@@ -89,6 +89,7 @@ impl RoomEffects {
                             origin: Origin::Local,
                             docs: None,
                             expires_at: 0,
+                            session: None,
                         };
                         crate::access::resolve(&self.database, &principal, doc.as_str()).await?
                     }
@@ -101,6 +102,14 @@ impl RoomEffects {
             }
         }
         Ok(())
+    }
+
+    /// Login session `family_id` was revoked (logout, or refresh-token reuse): close every
+    /// socket opened with its access tokens, in every room of this node, with 4401.
+    pub async fn session_revoked(&self, family_id: &str) {
+        self.rooms
+            .close_session(family_id, CloseReason::Unauthenticated)
+            .await;
     }
 
     /// The session owning `doc_ids` (its own documents and its forks) has ended: every

@@ -38,6 +38,8 @@ use lectern_collab::outbox::{Outbox, OutboxReceiver, Route};
 use lectern_collab::protocol::decode_frame;
 use lectern_collab::{CloseReason, DocId, Membership};
 
+use lectern_db::Accounts;
+
 use crate::AppState;
 use crate::auth::AuthError;
 use crate::credentials::{self, Credentials};
@@ -334,6 +336,10 @@ impl Reader {
                 return self.drain_until_closed(&mut stream, &writer_done).await;
             }
         };
+        if let Err(close) = self.check_session().await {
+            self.close_socket(close);
+            return self.drain_until_closed(&mut stream, &writer_done).await;
+        }
         if let Target::Document(doc) = &target
             && self.join(doc.clone(), 0).await.is_err()
         {
@@ -405,6 +411,33 @@ impl Reader {
             }
         };
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
+    }
+
+    /// Refuses tokens of a login session that was signed out (or whose refresh token was
+    /// reused): their signature stays valid until they expire, the session does not.
+    async fn check_session(&self) -> Result<(), Close> {
+        let Some(session) = self
+            .credentials
+            .as_ref()
+            .ok()
+            .and_then(Credentials::session)
+        else {
+            return Ok(());
+        };
+        match Accounts::new(self.state.database().clone())
+            .family_revoked(session)
+            .await
+        {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Close::new(close_code::UNAUTHENTICATED, "signed out")),
+            Err(error) => {
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "session lookup failed"
+                );
+                Err(Close::from_room(CloseReason::StorageUnavailable))
+            }
+        }
     }
 
     /// Asks the writer to close the whole socket with `close`.

@@ -344,7 +344,7 @@ async fn bad_access_tokens_are_401_with_their_code() {
     };
     let claims = |exp: u64| {
         json!({"iss": "lectern", "aud": "lectern-api", "sub": "someone", "role": "faculty",
-               "iat": now() - 7200, "nbf": now() - 7200, "exp": exp})
+               "sid": "login-1", "iat": now() - 7200, "nbf": now() - 7200, "exp": exp})
     };
     let expired = sign(&claims(now() - 3600), SECRET);
     let (status, body) = api.get("/me", Some(&expired)).await;

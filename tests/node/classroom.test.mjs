@@ -67,6 +67,19 @@ test('a class co-edits with tokens; lock refuses student edits; end closes with 
   const forged = await rawSocket(`${server.ws}/${notes}?token=${ann.access_token.slice(0, -4)}AAAA`)
   assert.equal((await closed(forged)).code, 4401)
 
+  // Removing a student from the class closes their open sockets with 4403 at once.
+  const extra = await rest.register('zoe@school.test', 'student')
+  await rest.post('/classrooms/join', { join_code: classroom.join_code }, extra.access_token)
+  const z = connect(server, notes, { params: { token: extra.access_token } })
+  await synced(z)
+  const removed = nextClose(z)
+  z.provider.shouldConnect = false
+  const response = await fetch(`${server.http}/api/v1/classrooms/${classroom.id}/members/${extra.user.id}`,
+    { method: 'DELETE', headers: { authorization: `Bearer ${faculty.access_token}` } })
+  assert.ok(response.ok, `remove member: ${response.status}`)
+  assert.equal(await removed, 4403)
+  destroy(z)
+
   // Lock: Ann's edit stays local to her and never reaches the others.
   await rest.post(`/sessions/${session.id}/lock`, {}, faculty.access_token)
   a.text.insert(0, 'LOCKED-OUT ')
@@ -172,5 +185,31 @@ test('a socket closes with 4401 when its token expires', async () => {
   const { code } = await closed(socket)
   assert.equal(code, 4401)
   assert.ok(Date.now() - started < 3000, 'closed within a second of expiry')
+  await server.stop()
+})
+
+test('signing out closes that login\'s sockets with 4401 and refuses its tokens', async () => {
+  const server = await startServer({ args: ['--anonymous-access', 'none'] })
+  const rest = api(server)
+  const faculty = await rest.register('prof@school.test', 'faculty')
+  const classroom = await rest.post('/classrooms', { name: 'Art' }, faculty.access_token)
+  const session = await rest.post(`/classrooms/${classroom.id}/sessions`, {}, faculty.access_token)
+  const notes = session.documents.find(doc => doc.kind === 'notes').doc_id
+  // A second login (another device) of the same account is not signed out.
+  const otherDevice = await rest.post('/auth/login', { email: 'prof@school.test', password: 'correct horse battery' })
+
+  const laptop = await rawSocket(`${server.ws}/${notes}?token=${faculty.access_token}`)
+  const phone = connect(server, notes, { params: { token: otherDevice.access_token } })
+  await synced(phone)
+  const laptopClosed = closed(laptop)
+  await rest.post('/auth/logout', { refresh_token: faculty.refresh_token })
+  assert.equal((await laptopClosed).code, 4401)
+  const again = await rawSocket(`${server.ws}/${notes}?token=${faculty.access_token}`)
+  assert.equal((await closed(again)).code, 4401)
+
+  phone.text.insert(0, 'still connected')
+  const check = connect(server, notes, { params: { token: otherDevice.access_token } })
+  await eventually(() => check.text.toString() === 'still connected', { message: 'other device unaffected' })
+  destroy(phone, check)
   await server.stop()
 })

@@ -156,8 +156,12 @@ test('after SIGKILL every update another client saw is still there (PostgreSQL)'
 test('SIGTERM closes sockets with 1001 and exits cleanly', async () => {
   const server = await startServer()
   const a = connect(server, 'shutdown')
-  await synced(a)
+  const watcher = connect(server, 'shutdown')
+  await Promise.all([synced(a), synced(watcher)])
   a.text.insert(0, 'before shutdown')
+  // Once another client has it, the server has made it durable (write-ahead).
+  await eventually(() => watcher.text.toString() === 'before shutdown', { message: 'edit to reach the server' })
+  destroy(watcher)
   const closeCode = new Promise(resolve => a.provider.on('connection-close', event => resolve(event?.code)))
   a.provider.shouldConnect = false
   assert.equal(await server.stop('SIGTERM'), 0)

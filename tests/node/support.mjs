@@ -22,8 +22,14 @@ if (!BIN) {
 
 // Servers still running when the file's tests end (a failed test skips its stop()) are
 // killed, so a failure is reported instead of hanging the runner on their open pipes.
+// Clients a failed test did not destroy are destroyed too (their timers would keep the
+// runner alive as well).
 const running = new Set()
-after(() => { for (const child of running) child.kill('SIGKILL') })
+const clients = new Set()
+after(() => {
+  for (const child of running) child.kill('SIGKILL')
+  destroy(...clients)
+})
 
 export function freshDataDir () {
   return mkdtempSync(join(tmpdir(), 'lectern-node-'))
@@ -86,7 +92,9 @@ export function connect (server, room, { doc = new Y.Doc(), ...options } = {}) {
     maxBackoffTime: 200,
     ...options
   })
-  return { doc, provider, text: doc.getText('body') }
+  const client = { doc, provider, text: doc.getText('body') }
+  clients.add(client)
+  return client
 }
 
 export function synced (client) {
@@ -114,10 +122,11 @@ export async function eventually (condition, { timeoutMs = 10000, message = 'con
 
 /** Disconnects clients for good. The doc is destroyed too: that stops its awareness timer,
  * which would otherwise keep the test process alive. */
-export function destroy (...clients) {
-  for (const client of clients) {
+export function destroy (...targets) {
+  for (const client of targets) {
     client.provider.destroy()
     client.doc.destroy()
+    clients.delete(client)
   }
 }
 

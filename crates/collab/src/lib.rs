@@ -95,6 +95,9 @@ pub enum Access {
 pub struct Guest {
     /// A stable id of the user (account id, or a token's subject).
     pub user: Arc<str>,
+    /// The login session the connection authenticated in, if it can be revoked: signing out
+    /// closes the connections of that session only, not the user's other devices.
+    pub session: Option<Arc<str>>,
     /// What the user may do on joining.
     pub access: Access,
 }
@@ -104,6 +107,7 @@ impl Guest {
     pub fn new(user: &str, access: Access) -> Self {
         Self {
             user: user.into(),
+            session: None,
             access,
         }
     }

@@ -60,6 +60,11 @@ pub(crate) enum Command {
     ChangeAccess {
         changes: Vec<(Arc<str>, AccessChange)>,
     },
+    /// Closes the connections that authenticated in login session `session`.
+    CloseSession {
+        session: Arc<str>,
+        reason: CloseReason,
+    },
     /// Lists the users connected to this room.
     Users {
         reply: oneshot::Sender<Vec<Arc<str>>>,
@@ -119,6 +124,8 @@ pub(crate) enum Exit {
 struct Member {
     /// The user behind this connection.
     user: Arc<str>,
+    /// The login session it authenticated in, if revocable.
+    session: Option<Arc<str>>,
     /// What this connection may do; updates from read-only members are refused.
     access: Access,
     outbox: Outbox,
@@ -334,6 +341,17 @@ impl Room {
                 }
                 Command::Leave { member } => self.leave(member),
                 Command::ChangeAccess { changes } => self.change_access(&changes),
+                Command::CloseSession { session, reason } => {
+                    let closing: Vec<MemberId> = self
+                        .members
+                        .iter()
+                        .filter(|(_, member)| member.session.as_ref() == Some(&session))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for member in closing {
+                        self.kick(member, reason);
+                    }
+                }
                 Command::Users { reply } => {
                     let users = self.members.values().map(|member| member.user.clone());
                     let _ = reply.send(users.collect());
@@ -383,6 +401,7 @@ impl Room {
             member,
             Member {
                 user: guest.user,
+                session: guest.session,
                 access: guest.access,
                 outbox,
                 route,

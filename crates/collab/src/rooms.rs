@@ -19,7 +19,10 @@ use yrs::{TransactionMut, Update};
 use crate::fanout::NodeId;
 use crate::outbox::{Outbox, Route};
 use crate::room::{Command, Exit, MemberId, Room, RoomContext, ServerEdit};
-use crate::{AccessChange, ClientMessage, CollabMetrics, DocId, Fanout, Guest, RoomConfig, Store};
+use crate::{
+    AccessChange, ClientMessage, CloseReason, CollabMetrics, DocId, Fanout, Guest, RoomConfig,
+    Store,
+};
 
 /// Commands a room buffers before senders wait: back-pressure on clients that write faster
 /// than the room applies.
@@ -205,6 +208,20 @@ impl Rooms {
     pub async fn change_access(&self, doc: &DocId, changes: Vec<(Arc<str>, AccessChange)>) {
         if let Some(slot) = self.loaded_room(doc) {
             let _ = slot.commands.send(Command::ChangeAccess { changes }).await;
+        }
+    }
+
+    /// Closes, in every loaded room of this node, the connections that authenticated in
+    /// login session `session` (it was signed out or its refresh token was stolen).
+    pub async fn close_session(&self, session: &str, reason: CloseReason) {
+        let slots: Vec<RoomSlot> = self.inner.lock_rooms().values().cloned().collect();
+        let session: Arc<str> = session.into();
+        for slot in slots {
+            let command = Command::CloseSession {
+                session: session.clone(),
+                reason,
+            };
+            let _ = slot.commands.send(command).await;
         }
     }
 

@@ -93,7 +93,10 @@ pub enum Rotation {
     Revoked,
     /// The token had already been used: it was stolen or replayed, so its whole family is
     /// now revoked.
-    Reused,
+    Reused {
+        /// The revoked family.
+        family_id: String,
+    },
 }
 
 /// Accounts and refresh tokens in SQLite or PostgreSQL.
@@ -298,7 +301,7 @@ impl Accounts {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let outcome = classify(state, now);
-                if outcome == Rotation::Reused {
+                if matches!(outcome, Rotation::Reused { .. }) {
                     sqlx::query(
                         "UPDATE refresh_tokens SET revoked_at = ? \
                          WHERE family_id = (SELECT family_id FROM refresh_tokens \
@@ -349,7 +352,7 @@ impl Accounts {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let outcome = classify(state, now);
-                if outcome == Rotation::Reused {
+                if matches!(outcome, Rotation::Reused { .. }) {
                     sqlx::query(
                         "UPDATE refresh_tokens SET revoked_at = $1 \
                          WHERE family_id = (SELECT family_id FROM refresh_tokens \
@@ -367,9 +370,39 @@ impl Accounts {
         }
     }
 
-    /// Revokes the family of the token hashed as `token_hash` (logout). Returns whether the
-    /// token was known.
-    pub async fn revoke_family(&self, token_hash: &[u8], now: i64) -> Result<bool, DbError> {
+    /// Whether login session (refresh-token family) `family_id` was revoked: by logout, or
+    /// because one of its refresh tokens was reused.
+    pub async fn family_revoked(&self, family_id: &str) -> Result<bool, DbError> {
+        let revoked: Option<i64> = match &self.database {
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT 1 FROM refresh_tokens \
+                     WHERE family_id = ? AND revoked_at IS NOT NULL LIMIT 1",
+                )
+                .bind(family_id)
+                .fetch_optional(pool)
+                .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT 1::BIGINT FROM refresh_tokens \
+                     WHERE family_id = $1 AND revoked_at IS NOT NULL LIMIT 1",
+                )
+                .bind(family_id)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        Ok(revoked.is_some())
+    }
+
+    /// Revokes the family of the token hashed as `token_hash` (logout). Returns the revoked
+    /// family, if the token was known.
+    pub async fn revoke_family(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<String>, DbError> {
         let family: Option<String> = match &self.database {
             Database::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
@@ -413,7 +446,7 @@ impl Accounts {
                 family
             }
         };
-        Ok(family.is_some())
+        Ok(family)
     }
 }
 
@@ -423,7 +456,7 @@ fn classify(state: Option<TokenStateRow>, now: i64) -> Rotation {
     match state {
         None => Rotation::Unknown,
         Some((_, _, _, Some(_revoked))) => Rotation::Revoked,
-        Some((_, _, Some(_used), None)) => Rotation::Reused,
+        Some((family_id, _, Some(_used), None)) => Rotation::Reused { family_id },
         Some((_, expires_at, None, None)) if expires_at <= now => Rotation::Expired,
         // Unreachable in practice (the claiming UPDATE would have matched); treat as
         // unknown rather than guess.

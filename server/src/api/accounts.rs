@@ -57,24 +57,30 @@ async fn new_session(state: &AppState, user: User) -> Result<SessionResponse, Ap
     let refresh = RefreshToken::generate();
     let now = now_secs();
     let refresh_ttl = state.config().refresh_token_ttl_secs;
+    let family_id = uuid::Uuid::new_v4().to_string();
     Accounts::new(state.database().clone())
         .insert_refresh_token(&NewRefreshToken {
             token_hash: refresh.hash,
-            family_id: uuid::Uuid::new_v4().to_string(),
+            family_id: family_id.clone(),
             user_id: user.id.clone(),
             created_at: seconds(now),
             expires_at: seconds(now.saturating_add(refresh_ttl)),
         })
         .await?;
-    session_response(state, user, refresh.token)
+    session_response(state, user, refresh.token, &family_id)
 }
 
+/// A signed-in answer: a fresh access token in login session `family_id` and its refresh
+/// token.
 fn session_response(
     state: &AppState,
     user: User,
     refresh_token: String,
+    family_id: &str,
 ) -> Result<SessionResponse, ApiError> {
-    let access = state.authenticator().issue_access(&user.id, user.role)?;
+    let access = state
+        .authenticator()
+        .issue_access(&user.id, user.role, family_id)?;
     Ok(SessionResponse {
         user: user.into(),
         access_token: access.token,
@@ -199,10 +205,13 @@ pub async fn refresh(
                 tracing::debug!(%family_id, "refresh token of a deleted account");
                 return Err(ApiError::InvalidRefreshToken);
             };
-            Ok(Json(session_response(&state, user, next.token)?))
+            Ok(Json(session_response(
+                &state, user, next.token, &family_id,
+            )?))
         }
-        Rotation::Reused => {
-            tracing::warn!("refresh token reused: its family is revoked");
+        Rotation::Reused { family_id } => {
+            tracing::warn!(%family_id, "refresh token reused: its family is revoked");
+            state.room_effects().session_revoked(&family_id).await;
             Err(ApiError::RefreshTokenReused)
         }
         Rotation::Unknown | Rotation::Expired | Rotation::Revoked => {
@@ -212,7 +221,9 @@ pub async fn refresh(
 }
 
 /// Signs out: revokes the refresh token and every token rotated from the same login.
-/// Idempotent: unknown tokens also get 204. Access tokens stay valid until they expire.
+/// Idempotent: unknown tokens also get 204. Sockets opened with the login's access tokens
+/// are closed (4401) and refused from then on; on the REST API those access tokens stay
+/// valid until they expire.
 #[utoipa::path(
     post, path = "/api/v1/auth/logout", tag = "auth",
     request_body = RefreshRequest,
@@ -222,9 +233,12 @@ pub async fn logout(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
-    Accounts::new(state.database().clone())
+    let revoked = Accounts::new(state.database().clone())
         .revoke_family(&refresh::hash(&request.refresh_token), seconds(now_secs()))
         .await?;
+    if let Some(family_id) = revoked {
+        state.room_effects().session_revoked(&family_id).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

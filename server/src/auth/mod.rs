@@ -149,6 +149,9 @@ pub struct Principal {
     pub docs: Option<Vec<String>>,
     /// When the token expires, Unix seconds: a socket opened with it closes then (4401).
     pub expires_at: u64,
+    /// For our own access tokens: the login session (refresh-token family) it was issued
+    /// in. Signing out revokes the session, and sockets opened with its tokens close.
+    pub session: Option<String>,
 }
 
 /// What a document token allows.
@@ -192,6 +195,8 @@ struct AccessClaims {
     sub: String,
     /// The account's role when the token was issued.
     role: String,
+    /// The login session (refresh-token family id) the token belongs to.
+    sid: String,
     /// Issued at, Unix seconds. Not checked by the library; required by this struct.
     iat: u64,
     /// Not before, Unix seconds.
@@ -360,8 +365,13 @@ impl Authenticator {
         })
     }
 
-    /// Signs an access token for local account `user_id`.
-    pub fn issue_access(&self, user_id: &str, role: Role) -> Result<Issued, AuthError> {
+    /// Signs an access token for local account `user_id`, in login session `session_id`.
+    pub fn issue_access(
+        &self,
+        user_id: &str,
+        role: Role,
+        session_id: &str,
+    ) -> Result<Issued, AuthError> {
         let now = now_secs();
         let expires_in = self.access_ttl.as_secs();
         let claims = AccessClaims {
@@ -369,6 +379,7 @@ impl Authenticator {
             aud: ACCESS_AUDIENCE.into(),
             sub: user_id.into(),
             role: role.as_str().into(),
+            sid: session_id.into(),
             iat: now,
             nbf: now,
             exp: now + expires_in,
@@ -417,6 +428,7 @@ impl Authenticator {
                     origin: Origin::External,
                     docs: claims.docs,
                     expires_at: claims.exp,
+                    session: None,
                 })
             }
             _ => {
@@ -432,6 +444,7 @@ impl Authenticator {
                     origin: Origin::Local,
                     docs: None,
                     expires_at: claims.exp,
+                    session: Some(claims.sid),
                 })
             }
         }
@@ -529,7 +542,7 @@ mod tests {
     fn access_claims(now: u64) -> serde_json::Value {
         json!({
             "iss": ISSUER, "aud": ACCESS_AUDIENCE, "sub": "user-1", "role": "student",
-            "iat": now, "nbf": now, "exp": now + 600,
+            "sid": "login-1", "iat": now, "nbf": now, "exp": now + 600,
         })
     }
 
@@ -544,7 +557,9 @@ mod tests {
     #[test]
     fn issued_access_tokens_verify() {
         let auth = authenticator();
-        let issued = auth.issue_access("user-1", Role::Faculty).expect("issue");
+        let issued = auth
+            .issue_access("user-1", Role::Faculty, "login-1")
+            .expect("issue");
         assert_eq!(issued.expires_in, 900);
         let principal = auth.verify_access(&issued.token).expect("verify");
         assert_eq!(principal.subject, "user-1");
@@ -653,7 +668,9 @@ mod tests {
         assert!(grant.expires_at > now_secs());
         // Rejected (by its claims' shape or its audience, whichever is checked first).
         assert!(auth.verify_access(&doc.token).is_err());
-        let access = auth.issue_access("u", Role::Student).expect("access");
+        let access = auth
+            .issue_access("u", Role::Student, "login-1")
+            .expect("access");
         assert!(auth.verify_doc_token(&access.token).is_err());
     }
 
@@ -755,7 +772,9 @@ mod tests {
             Err(AuthError::WrongIssuer)
         ));
         // Our own tokens still verify next to an external issuer.
-        let ours = auth.issue_access("local", Role::Student).expect("issue");
+        let ours = auth
+            .issue_access("local", Role::Student, "login-1")
+            .expect("issue");
         assert_eq!(
             auth.verify_access(&ours.token).expect("verify").origin,
             Origin::Local
