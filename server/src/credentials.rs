@@ -103,13 +103,9 @@ impl Credentials {
 
     /// The guest a room admits for these credentials with `access`.
     pub fn guest(&self, access: Access) -> Guest {
-        let session = match self {
-            Self::User(principal) => principal.session.as_deref().map(Arc::from),
-            Self::Anonymous | Self::Document(_) => None,
-        };
         Guest {
             user: self.user_tag(),
-            session,
+            session: self.session().map(Arc::from),
             access,
         }
     }

@@ -28,8 +28,9 @@ use crate::{
 /// than the room applies.
 const COMMAND_BUFFER: usize = 1024;
 
-/// How often a join is retried when it races with a room unloading or failing to load.
-const JOIN_ATTEMPTS: usize = 3;
+/// How often a request to a room (a join, a server edit...) is retried when it races with
+/// the room unloading or failing to load.
+const REQUEST_ATTEMPTS: usize = 3;
 
 /// Why a client could not join a room.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,13 @@ pub enum RoomError {
     /// The update to apply is not a valid (v1) Yjs update.
     #[error("not a valid update")]
     InvalidUpdate(#[source] yrs::encoding::read::Error),
+}
+
+/// Why [`Rooms::request_room`] got no answer.
+#[derive(Debug)]
+enum RequestFailed {
+    ShuttingDown,
+    Unavailable,
 }
 
 /// The room was unloaded (store failure or shutdown) while a member was still sending.
@@ -129,32 +137,25 @@ impl Rooms {
         route: Route,
     ) -> Result<Membership, JoinError> {
         let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
-        for _ in 0..JOIN_ATTEMPTS {
-            if self.inner.context.shutdown.is_cancelled() {
-                return Err(JoinError::ShuttingDown);
-            }
-            let slot = self.room_for(&doc);
-            let (reply, joined) = oneshot::channel();
-            let command = Command::Join {
+        let ((), commands) = self
+            .request_room(&doc, |reply| Command::Join {
                 member,
                 guest: guest.clone(),
                 outbox: outbox.clone(),
                 route,
                 reply,
-            };
-            if slot.commands.send(command).await.is_ok() && joined.await.is_ok() {
-                return Ok(Membership {
-                    doc,
-                    member,
-                    commands: slot.commands,
-                    left: false,
-                });
-            }
-            // The room stopped before taking us in (unload race or failed load): make sure
-            // its stale slot is gone, then try a fresh one.
-            self.inner.remove_if_current(&doc, slot.generation);
-        }
-        Err(JoinError::Unavailable)
+            })
+            .await
+            .map_err(|failed| match failed {
+                RequestFailed::ShuttingDown => JoinError::ShuttingDown,
+                RequestFailed::Unavailable => JoinError::Unavailable,
+            })?;
+        Ok(Membership {
+            doc,
+            member,
+            commands,
+            left: false,
+        })
     }
 
     /// Applies an edit made by the server itself (loading the room if needed): persisted,
@@ -232,20 +233,36 @@ impl Rooms {
         doc: &DocId,
         make: impl Fn(oneshot::Sender<T>) -> Command,
     ) -> Result<T, RoomError> {
-        for _ in 0..JOIN_ATTEMPTS {
+        match self.request_room(doc, make).await {
+            Ok((value, _)) => Ok(value),
+            Err(RequestFailed::ShuttingDown) => Err(RoomError::ShuttingDown),
+            Err(RequestFailed::Unavailable) => Err(RoomError::Unavailable),
+        }
+    }
+
+    /// Like [`Rooms::request`], also returning the command channel of the room that
+    /// answered (a joiner keeps it to send its messages).
+    async fn request_room<T>(
+        &self,
+        doc: &DocId,
+        make: impl Fn(oneshot::Sender<T>) -> Command,
+    ) -> Result<(T, mpsc::Sender<Command>), RequestFailed> {
+        for _ in 0..REQUEST_ATTEMPTS {
             if self.inner.context.shutdown.is_cancelled() {
-                return Err(RoomError::ShuttingDown);
+                return Err(RequestFailed::ShuttingDown);
             }
             let slot = self.room_for(doc);
             let (reply, answer) = oneshot::channel();
             if slot.commands.send(make(reply)).await.is_ok()
                 && let Ok(value) = answer.await
             {
-                return Ok(value);
+                return Ok((value, slot.commands));
             }
+            // The room stopped before answering (unload race or failed load): make sure its
+            // stale slot is gone, then try a fresh one.
             self.inner.remove_if_current(doc, slot.generation);
         }
-        Err(RoomError::Unavailable)
+        Err(RequestFailed::Unavailable)
     }
 
     fn loaded_room(&self, doc: &DocId) -> Option<RoomSlot> {
