@@ -1,0 +1,111 @@
+//! The streaming generation backend: messages in, tokens out.
+//!
+//! Every generator (the local ONNX model, an OpenAI-compatible HTTP API) implements
+//! [`Backend`]; live AI jobs only ever see this trait.
+
+use std::fmt;
+use std::pin::Pin;
+
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// Who said a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions for the model.
+    System,
+    /// The person asking.
+    User,
+    /// The model's earlier answers.
+    Assistant,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub content: String,
+}
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRequest {
+    /// The conversation so far; the model continues it.
+    pub messages: Vec<Message>,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Sampling temperature; 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass (1.0 disables it).
+    pub top_p: f32,
+}
+
+/// Tokens counted for one generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+}
+
+/// One item of a generation stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The next piece of text (one token, or a few when a backend batches them).
+    Token(String),
+    /// The generation finished; always the last item of a stream that did not fail.
+    Done(Usage),
+}
+
+/// Why a generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend is not configured or its model is not prepared; the message says how
+    /// to fix it.
+    #[error("AI backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the request (bad request, authentication, unknown model).
+    #[error("AI backend rejected the request: {0}")]
+    Rejected(String),
+    /// The backend is overloaded or rate limited, after retries.
+    #[error("AI backend is busy: {0}")]
+    Busy(String),
+    /// No first token, or no progress, within the configured time.
+    #[error("AI backend timed out: {0}")]
+    Timeout(String),
+    /// The connection failed or the stream broke off.
+    #[error("AI backend connection failed: {0}")]
+    Transport(String),
+    /// The backend answered something that is not a valid stream.
+    #[error("AI backend sent an invalid response: {0}")]
+    Protocol(String),
+    /// Running the local model failed.
+    #[error("local model failed: {0}")]
+    Inference(String),
+    /// The caller cancelled the generation.
+    #[error("generation cancelled")]
+    Cancelled,
+}
+
+/// A stream of generated text; ends after [`Event::Done`] or the first error.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, BackendError>> + Send>>;
+
+/// A text generator that streams tokens.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// A short name for logs and metrics (`"openai"`, `"local"`).
+    fn name(&self) -> &str;
+
+    /// Starts generating. The stream stops (with [`BackendError::Cancelled`]) soon after
+    /// `cancel` fires; dropping the stream also stops the generation.
+    async fn generate(
+        &self,
+        request: GenerationRequest,
+        cancel: CancellationToken,
+    ) -> Result<EventStream, BackendError>;
+}

@@ -1,0 +1,1 @@
+//! Preparing model files from registry packages into a models directory.

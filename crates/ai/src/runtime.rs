@@ -1,0 +1,1 @@
+//! Loading the ONNX Runtime shared library (once per process).

@@ -1,0 +1,3 @@
+mod embed;
+mod openai;
+mod local;

@@ -1,0 +1,1 @@
+//! Course material: format sniffing, text extraction with positions, chunking, vector search.

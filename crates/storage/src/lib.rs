@@ -1,0 +1,1 @@
+//! Object storage for uploaded course material: local directory or S3.
