@@ -11,6 +11,7 @@
 //! | session notes/mindmap/chat | write | — | write while live, read when locked or ended | none |
 //! | a student's fork | write | write until the session ends, then read | none | none |
 //! | template | write | — | read | none |
+//! | materials feed (`classroom/{id}/materials`) | read | — | read | none |
 //! | not registered | none | — | none | none |
 //!
 //! Accounts with the server-wide `admin` role write everywhere. Document tokens and
@@ -58,6 +59,9 @@ pub enum DocFacts {
     },
     /// A classroom template.
     Template,
+    /// The classroom's materials feed: upload and ingestion progress, written only by the
+    /// server (see `materials::feed`).
+    MaterialsFeed,
 }
 
 impl DocFacts {
@@ -97,6 +101,8 @@ pub fn decide(facts: &DocFacts, caller: &Caller<'_>) -> Option<Access> {
         return Some(Access::Write);
     }
     match (caller.membership?, facts) {
+        // Written by the server alone; a member's edit would corrupt what everyone sees.
+        (_, DocFacts::MaterialsFeed) => Some(Access::Read),
         (MemberRole::Faculty, _) => Some(Access::Write),
         (MemberRole::Student, DocFacts::Session { state }) => match state {
             SessionState::Live => Some(Access::Write),
@@ -137,12 +143,17 @@ pub async fn resolve(
     if principal.role == Role::Admin {
         return Ok(Some(Access::Write));
     }
-    let Some(entry) = Sessions::new(db.clone()).document(doc_id).await? else {
-        return Ok(None);
+    let (facts, classroom_id) = match crate::materials::feed::classroom_of(doc_id) {
+        Some(classroom_id) => (DocFacts::MaterialsFeed, classroom_id.to_owned()),
+        None => {
+            let Some(entry) = Sessions::new(db.clone()).document(doc_id).await? else {
+                return Ok(None);
+            };
+            (DocFacts::of(&entry)?, entry.document.classroom_id)
+        }
     };
-    let facts = DocFacts::of(&entry)?;
     let membership = Classrooms::new(db.clone())
-        .membership(&entry.document.classroom_id, &principal.subject)
+        .membership(&classroom_id, &principal.subject)
         .await?;
     Ok(decide(
         &facts,
@@ -169,7 +180,7 @@ mod tests {
 
     /// Every document shape, with "me" as the owner of one of the forks.
     fn all_facts() -> Vec<DocFacts> {
-        let mut facts = vec![DocFacts::Template];
+        let mut facts = vec![DocFacts::Template, DocFacts::MaterialsFeed];
         for state in STATES {
             facts.push(DocFacts::Session { state });
             for owner in ["me", "someone-else"] {
@@ -192,8 +203,9 @@ mod tests {
         let student = membership == Some(MemberRole::Student);
         let faculty = membership == Some(MemberRole::Faculty);
         match facts {
+            _ if !faculty && !student => None,
+            DocFacts::MaterialsFeed => Some(Read),
             _ if faculty => Some(Write),
-            _ if !student => None,
             DocFacts::Session { state } if *state == SessionState::Live => Some(Write),
             DocFacts::Session { .. } => Some(Read),
             DocFacts::Fork { owner_user_id, .. } if owner_user_id != "me" => None,
@@ -223,7 +235,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 10 * 3 * 3);
+        assert_eq!(checked, 11 * 3 * 3);
     }
 
     fn student(membership: Option<MemberRole>) -> Caller<'static> {

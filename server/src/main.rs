@@ -4,12 +4,18 @@ use anyhow::Context as _;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use lectern::config::{Cli, Command, LogFormat};
+use lectern::config::{Cli, Command, LogFormat, PrepareModels};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let Command::Serve(config) = cli.command;
+    let config = match cli.command {
+        Command::Serve(config) => *config,
+        Command::PrepareModels(options) => {
+            init_logging(LogFormat::Text);
+            return prepare_models(options).await;
+        }
+    };
     init_logging(config.log_format);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -18,8 +24,25 @@ async fn main() -> anyhow::Result<()> {
     let address = listener.local_addr().context("reading the bound address")?;
     let database = config.database_url();
     let state = lectern::AppState::build(config).await?;
+    // Begin preparing the local models now, so a first-time download shows its progress
+    // at start rather than when the first upload needs it.
+    state.library().model().start_loading();
     tracing::info!(%address, database = %redact(&database), "lectern listening");
     lectern::serve(state, listener, shutdown_signal()).await
+}
+
+/// `lectern prepare-models`: the same preparation `serve` runs on first use, in the
+/// foreground, printing its progress.
+async fn prepare_models(options: PrepareModels) -> anyhow::Result<()> {
+    let dir = lectern_ai::models::ModelsDir::new(options.models_dir);
+    tokio::task::spawn_blocking(move || {
+        let progress = |line: &str| println!("{line}");
+        lectern_ai::models::prepare_embeddings(&dir, &progress)
+            .map(|_| ())
+            .with_context(|| format!("preparing models in {}", dir.path().display()))
+    })
+    .await
+    .context("the preparation thread failed")?
 }
 
 fn init_logging(format: LogFormat) {

@@ -51,7 +51,7 @@ impl Api {
     fn new(server: TestServer, backend: &'static str) -> Self {
         Self {
             server,
-            client: reqwest::Client::new(),
+            client: crate::support::http_client(),
             backend,
         }
     }
@@ -117,6 +117,23 @@ impl Api {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{} {body}", self.backend);
         Session::from(body)
+    }
+
+    pub(crate) fn server(&self) -> &TestServer {
+        &self.server
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends `request` with `token`; the status and the JSON body (`null` when empty).
+    pub(crate) async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        self.send(request, token).await
     }
 
     pub(crate) async fn stop(self) {

@@ -4,6 +4,7 @@
 
 mod api;
 mod http;
+mod materials;
 mod node;
 mod sessions;
 mod support;

@@ -29,6 +29,9 @@ impl TestServer {
             .expect("bind");
         let address = listener.local_addr().expect("address");
         let mut config = Config::with_defaults(address, data_dir.path().to_path_buf());
+        // One prepared models directory shared by every test (prepared by scripts/test.sh,
+        // or by the first test that needs it).
+        config.models_dir = Some(lectern_ai::testing::models_dir().path().to_path_buf());
         adjust(&mut config);
         let state = AppState::build(config).await.expect("state");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -41,6 +44,11 @@ impl TestServer {
             task: Some(task),
             _data_dir: data_dir,
         }
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
     }
 
     pub fn http(&self, path: &str) -> String {
@@ -93,4 +101,12 @@ pub async fn send_binary(socket: &mut Client, bytes: Vec<u8>) {
         .send(Message::Binary(bytes.into()))
         .await
         .expect("send");
+}
+
+/// An HTTP client for the tests. lectern-ai builds reqwest without a default TLS crypto
+/// provider (it configures aws-lc itself), and reqwest refuses to build a client without
+/// one, even for plain HTTP; so the tests install aws-lc as the process default.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
 }

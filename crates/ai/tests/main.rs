@@ -1,3 +1,3 @@
 mod embed;
-mod openai;
 mod local;
+mod openai;

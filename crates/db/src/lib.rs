@@ -9,6 +9,8 @@
 //! - [`classrooms`]: [`Classrooms`], classrooms, join codes and memberships.
 //! - [`sessions`]: [`Sessions`], live sessions and the registry of classroom documents
 //!   (which classroom, session and student a document id belongs to).
+//! - [`materials`]: [`Materials`], course material uploaded to a classroom, its ingestion
+//!   state, and its text chunks with their embeddings.
 //! - [`testing`]: helpers that give tests a fresh PostgreSQL database.
 //!
 //! Queries are written out per backend rather than through `sqlx::Any`: the two dialects
@@ -18,6 +20,7 @@ pub mod accounts;
 mod checkpoint;
 pub mod classrooms;
 pub mod documents;
+pub mod materials;
 pub mod sessions;
 pub mod testing;
 
@@ -33,6 +36,7 @@ use sqlx::sqlite::{
 pub use accounts::Accounts;
 pub use classrooms::Classrooms;
 pub use documents::SqlDocumentStore;
+pub use materials::Materials;
 pub use sessions::Sessions;
 
 /// How long a SQLite connection waits for another writer before failing.
@@ -89,6 +93,12 @@ pub enum DbError {
     /// A stored document kind is not one this version knows.
     #[error("unknown document kind {0:?} in the database")]
     UnknownDocKind(String),
+    /// A stored material format or status is not one this version knows.
+    #[error("unknown material format or status {0:?} in the database")]
+    UnknownMaterialValue(String),
+    /// A stored embedding is not a whole number of f32s.
+    #[error("stored embedding of {0} bytes is not a list of f32s")]
+    CorruptEmbedding(usize),
 }
 
 /// Whether `error` is a unique-constraint violation (both backends report it the same way

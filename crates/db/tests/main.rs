@@ -4,6 +4,7 @@
 
 mod documents;
 mod identity;
+mod materials;
 mod sessions;
 
 use lectern_db::{Database, testing};

@@ -59,7 +59,7 @@ fn now() -> i64 {
 
 /// The classroom and the caller's role in it: 404 if it does not exist, 403 if the caller
 /// is not a member.
-async fn membership(
+pub(crate) async fn membership(
     classrooms: &Classrooms,
     id: &str,
     account: &Account,
@@ -287,9 +287,10 @@ pub async fn remove_member(
     match classrooms.remove_member(&id, &target).await? {
         Removal::Removed => {
             // Whoever left may have sockets open on the classroom's documents.
-            let doc_ids = Sessions::new(state.database().clone())
+            let mut doc_ids = Sessions::new(state.database().clone())
                 .doc_ids_of_classroom(&id)
                 .await?;
+            doc_ids.push(crate::materials::feed::doc_id_of(&id));
             state.room_effects().access_changed(doc_ids).await?;
             Ok(StatusCode::NO_CONTENT)
         }

@@ -9,6 +9,9 @@ use utoipa::ToSchema;
 
 use lectern_db::accounts::{Role as DbRole, User};
 use lectern_db::classrooms::{Enrolment, Member, MemberRole as DbMemberRole};
+use lectern_db::materials::{
+    Material, MaterialChunk, MaterialFormat as DbMaterialFormat, MaterialStatus as DbMaterialStatus,
+};
 use lectern_db::sessions::{DocKind, Document, SessionState as DbSessionState};
 
 use crate::access::Access;
@@ -405,4 +408,171 @@ pub struct HandoutResponse {
     pub template_doc_id: String,
     /// One fork per student, by owner.
     pub forks: Vec<DocumentResponse>,
+}
+
+/// A file's type, sniffed from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MaterialFormat {
+    /// PDF.
+    Pdf,
+    /// Word (.docx).
+    Docx,
+    /// Markdown.
+    Markdown,
+    /// Plain UTF-8 text.
+    Text,
+}
+
+impl From<DbMaterialFormat> for MaterialFormat {
+    fn from(format: DbMaterialFormat) -> Self {
+        match format {
+            DbMaterialFormat::Pdf => Self::Pdf,
+            DbMaterialFormat::Docx => Self::Docx,
+            DbMaterialFormat::Markdown => Self::Markdown,
+            DbMaterialFormat::Text => Self::Text,
+        }
+    }
+}
+
+/// Where a material is in its ingestion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MaterialStatus {
+    /// Stored and readable; waiting to be embedded.
+    Queued,
+    /// Its text is being split into passages.
+    Extracting,
+    /// Its passages are being embedded (`progress` in percent).
+    Embedding,
+    /// Searchable.
+    Ready,
+    /// Could not be ingested; `error` says why.
+    Failed,
+}
+
+impl From<DbMaterialStatus> for MaterialStatus {
+    fn from(status: DbMaterialStatus) -> Self {
+        match status {
+            DbMaterialStatus::Queued => Self::Queued,
+            DbMaterialStatus::Extracting => Self::Extracting,
+            DbMaterialStatus::Embedding => Self::Embedding,
+            DbMaterialStatus::Ready => Self::Ready,
+            DbMaterialStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+/// A file uploaded to a classroom.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MaterialResponse {
+    /// Material id.
+    pub id: String,
+    /// The classroom it belongs to.
+    pub classroom_id: String,
+    /// Who uploaded it.
+    pub uploaded_by: String,
+    /// The name it was uploaded with.
+    pub file_name: String,
+    /// Its type, from its content.
+    pub format: MaterialFormat,
+    /// Size in bytes.
+    pub size_bytes: i64,
+    /// Ingestion state.
+    pub status: MaterialStatus,
+    /// Percent done within `status`.
+    pub progress: i32,
+    /// Why ingestion failed (only when `status` is `failed`).
+    pub error: Option<String>,
+    /// Pages (PDF) or sections found.
+    pub sections: Option<i32>,
+    /// Passages stored for search.
+    pub chunk_count: i32,
+    /// Upload time, Unix seconds.
+    pub created_at: i64,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+    /// The classroom's live feed document (open it over the WebSocket to watch progress).
+    pub feed_doc_id: String,
+}
+
+impl From<Material> for MaterialResponse {
+    fn from(material: Material) -> Self {
+        Self {
+            feed_doc_id: crate::materials::feed::doc_id_of(&material.classroom_id),
+            id: material.id,
+            classroom_id: material.classroom_id,
+            uploaded_by: material.uploaded_by,
+            file_name: material.file_name,
+            format: material.format.into(),
+            size_bytes: material.size_bytes,
+            status: material.status.into(),
+            progress: material.progress,
+            error: material.error,
+            sections: material.sections,
+            chunk_count: material.chunk_count,
+            created_at: material.created_at,
+            updated_at: material.updated_at,
+        }
+    }
+}
+
+/// A passage of a material, with where it is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChunkResponse {
+    /// The material.
+    pub material_id: String,
+    /// Position among the material's passages, from 0.
+    pub ordinal: i32,
+    /// 1-based PDF page.
+    pub page: Option<i32>,
+    /// Heading path (DOCX, Markdown), e.g. `"Cells > Mitochondria"`.
+    pub heading: Option<String>,
+    /// The passage.
+    pub text: String,
+}
+
+impl From<MaterialChunk> for ChunkResponse {
+    fn from(chunk: MaterialChunk) -> Self {
+        Self {
+            material_id: chunk.material_id,
+            ordinal: chunk.ordinal,
+            page: chunk.page,
+            heading: chunk.heading,
+            text: chunk.text,
+        }
+    }
+}
+
+/// `POST /api/v1/classrooms/{id}/search`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// A question or phrase, 1 to 2000 characters.
+    pub query: String,
+    /// Search only these materials of the classroom; all ready ones when absent.
+    #[serde(default)]
+    pub material_ids: Option<Vec<String>>,
+    /// How many passages to return, 1 to 50 (default 5).
+    #[serde(default)]
+    pub k: Option<usize>,
+}
+
+/// One passage found by a search.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchHitResponse {
+    /// The passage and where it is.
+    #[serde(flatten)]
+    pub chunk: ChunkResponse,
+    /// The material's file name (for citations).
+    pub file_name: String,
+    /// Cosine similarity to the query, -1 to 1.
+    pub score: f32,
+}
+
+/// The passages most similar in meaning to the query, best first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchResponse {
+    /// Best first.
+    pub hits: Vec<SearchHitResponse>,
 }

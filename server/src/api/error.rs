@@ -13,11 +13,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use lectern_db::DbError;
+use lectern_storage::StorageError;
 
 use crate::access::AccessError;
 use crate::api::dto::{ErrorBody, ErrorDetail};
 use crate::auth::AuthError;
 use crate::auth::password::PasswordError;
+use crate::materials::{SearchError, UploadError};
 use crate::room_effects::RoomEffectsError;
 
 /// Stable error codes sent as `{"error": {"code": ...}}`.
@@ -56,15 +58,24 @@ pub enum ErrorCode {
     SessionEnded,
     /// 413: the request body is larger than the limit.
     PayloadTooLarge,
+    /// 415: the uploaded file is not a PDF, Word (.docx), Markdown or text file (judged
+    /// by its content, not its name).
+    UnsupportedFileType,
+    /// 422: the uploaded file cannot be read: empty, password-protected, damaged, too
+    /// large once decompressed, or too slow to read. The message says which.
+    UnreadableFile,
     /// 429: too many requests for this user; see `Retry-After`.
     RateLimited,
     /// 500: something failed on the server; details are in its log.
     Internal,
+    /// 503: the AI model this needs is not ready (being prepared, or unavailable); the
+    /// message says why and how to fix it.
+    AiUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::InvalidToken,
@@ -81,8 +92,11 @@ impl ErrorCode {
         Self::SessionAlreadyRunning,
         Self::SessionEnded,
         Self::PayloadTooLarge,
+        Self::UnsupportedFileType,
+        Self::UnreadableFile,
         Self::RateLimited,
         Self::Internal,
+        Self::AiUnavailable,
     ];
 
     /// The wire spelling.
@@ -104,8 +118,11 @@ impl ErrorCode {
             Self::SessionAlreadyRunning => "session_already_running",
             Self::SessionEnded => "session_ended",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedFileType => "unsupported_file_type",
+            Self::UnreadableFile => "unreadable_file",
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
+            Self::AiUnavailable => "ai_unavailable",
         }
     }
 }
@@ -161,6 +178,15 @@ pub enum ApiError {
     /// Body over the limit.
     #[error("request body is too large")]
     PayloadTooLarge,
+    /// An upload of a type that is not supported; the message says what it looks like.
+    #[error("{0}")]
+    UnsupportedFileType(String),
+    /// An upload that cannot be read; the message says why.
+    #[error("{0}")]
+    UnreadableFile(String),
+    /// The AI model is not ready; the message says why.
+    #[error("{0}")]
+    AiUnavailable(String),
     /// Over the rate limit.
     #[error("too many requests")]
     RateLimited {
@@ -197,6 +223,14 @@ impl ApiError {
             Self::SessionAlreadyRunning => (StatusCode::CONFLICT, ErrorCode::SessionAlreadyRunning),
             Self::SessionEnded => (StatusCode::CONFLICT, ErrorCode::SessionEnded),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            Self::UnsupportedFileType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedFileType,
+            ),
+            Self::UnreadableFile(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::UnreadableFile)
+            }
+            Self::AiUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::AiUnavailable),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
@@ -271,6 +305,38 @@ impl From<AccessError> for ApiError {
 impl From<RoomEffectsError> for ApiError {
     fn from(error: RoomEffectsError) -> Self {
         Self::internal(error)
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(error: UploadError) -> Self {
+        match error {
+            UploadError::TooLarge { .. } => Self::PayloadTooLarge,
+            UploadError::Unsupported(reason) => Self::UnsupportedFileType(reason.to_string()),
+            UploadError::Unreadable(reason) => Self::UnreadableFile(reason.to_string()),
+            UploadError::Interrupted(reason) => {
+                Self::InvalidRequest(format!("the upload was interrupted: {reason}"))
+            }
+            UploadError::Storage(_) | UploadError::Database(_) => Self::internal(error),
+        }
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(error: SearchError) -> Self {
+        match error {
+            SearchError::ModelUnavailable(reason) => Self::AiUnavailable(reason.to_string()),
+            SearchError::Embedding(_) | SearchError::Database(_) => Self::internal(error),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::NotFound { .. } => Self::NotFound,
+            other => Self::internal(other),
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! - `error.rs`: [`ApiError`] and the stable [`ErrorCode`]s; one exhaustive status mapping.
 //! - `extract.rs`: bearer-token and JSON extractors that fail with [`ApiError`].
 //! - `rate_limit.rs`: per-user token buckets.
-//! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`: the handlers.
+//! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`: the
+//!   handlers.
 //! - this file: the router and the OpenAPI document (`GET /api/v1/openapi.json`).
 //!
 //! See `docs/api.md` for the auth model, lifetimes, limits and error codes.
@@ -16,6 +17,7 @@ pub mod doc_tokens;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod materials;
 pub mod rate_limit;
 pub mod sessions;
 
@@ -71,6 +73,17 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{id}/end", post(sessions::end))
         .route("/sessions/{id}/focus", put(sessions::set_focus))
         .route("/sessions/{id}/handouts", post(sessions::hand_out))
+        .route(
+            "/classrooms/{id}/materials",
+            get(materials::list).post(materials::upload),
+        )
+        .route("/classrooms/{id}/search", post(materials::search))
+        .route(
+            "/materials/{id}",
+            get(materials::get).delete(materials::delete),
+        )
+        .route("/materials/{id}/content", get(materials::content))
+        .route("/materials/{id}/chunks", get(materials::chunks))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
@@ -98,7 +111,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 /// The OpenAPI document, generated from the handlers and DTOs.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Lectern API", version = "1", description = "Accounts, classrooms, live sessions and document tokens. See docs/api.md."),
+    info(title = "Lectern API", version = "1", description = "Accounts, classrooms, live sessions, document tokens and course material. See docs/api.md."),
     paths(
         accounts::register,
         accounts::login,
@@ -122,6 +135,13 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         sessions::set_focus,
         sessions::hand_out,
         sessions::create_template,
+        materials::upload,
+        materials::list,
+        materials::get,
+        materials::content,
+        materials::chunks,
+        materials::delete,
+        materials::search,
     ),
     components(schemas(dto::ErrorBody, dto::ErrorDetail, ErrorCode)),
     modifiers(&SecuritySchemes),
@@ -130,6 +150,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         (name = "classrooms", description = "Classrooms and membership"),
         (name = "sessions", description = "Live sessions, their documents and handouts"),
         (name = "embedding", description = "Document tokens for embedders"),
+        (name = "materials", description = "Course material: upload, ingestion, search"),
     )
 )]
 pub struct ApiDoc;

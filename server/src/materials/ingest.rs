@@ -1,0 +1,248 @@
+//! The ingestion worker: takes queued materials one at a time and turns them into
+//! searchable chunks, recording each step in the database and the classroom's feed.
+//!
+//! One worker per node, one material at a time: embedding keeps a core busy, and a
+//! second material in parallel would only slow the first (and realtime rooms) down.
+//! A failure fails that material, with a reason its uploader can act on, never the worker.
+
+use lectern_db::materials::{Material, MaterialChunk, MaterialStatus};
+use lectern_library::{ChunkConfig, ExtractError, Extracted};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::{IngestJob, Library, library_format};
+use crate::auth::now_secs;
+
+/// Passages embedded per model call; also how often progress is reported.
+const EMBED_BATCH: usize = 32;
+
+/// Why one material's ingestion stopped.
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    /// The material was deleted while it was being ingested; nothing to report.
+    #[error("the material was deleted")]
+    Gone,
+    /// The file's text could not be read (only after a restart; uploads check it first).
+    #[error(transparent)]
+    Unreadable(#[from] ExtractError),
+    /// The embedding model is unavailable.
+    #[error("the embedding model is unavailable: {0}")]
+    ModelUnavailable(String),
+    /// Something on the server failed; logged, and the uploader told to try again.
+    #[error("{0}")]
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl IngestError {
+    fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(error))
+    }
+
+    /// What the uploader is told.
+    fn reason(&self) -> String {
+        match self {
+            Self::Internal(_) => {
+                "the server could not process the file; delete it and upload it again".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+fn now() -> i64 {
+    i64::try_from(now_secs()).unwrap_or(i64::MAX)
+}
+
+/// Runs until `shutdown`: ingests each queued material in turn.
+pub(super) async fn run(
+    library: Library,
+    mut queue: mpsc::UnboundedReceiver<IngestJob>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let job = tokio::select! {
+            () = shutdown.cancelled() => return,
+            job = queue.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let span = tracing::info_span!("ingest", material_id = %job.material_id);
+        // A material interrupted by shutdown stays in its unfinished state in the
+        // database and is picked up again at the next start.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = ingest(&library, job).instrument(span) => {}
+        }
+    }
+}
+
+async fn ingest(library: &Library, job: IngestJob) {
+    let material_id = job.material_id.clone();
+    match steps(library, job).await {
+        Ok(()) | Err(IngestError::Gone) => {}
+        Err(error) => {
+            if let IngestError::Internal(source) = &error {
+                tracing::error!(
+                    error = &**source as &dyn std::error::Error,
+                    "ingestion failed"
+                );
+            } else {
+                tracing::info!(reason = %error, "material refused");
+            }
+            let reason = error.reason();
+            let updated = library
+                .0
+                .materials
+                .set_status(
+                    &material_id,
+                    MaterialStatus::Failed,
+                    0,
+                    Some(&reason),
+                    None,
+                    now(),
+                )
+                .await;
+            match updated {
+                Ok(true) => publish(library, &material_id).await,
+                Ok(false) => {}
+                Err(error) => tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "could not record the failure"
+                ),
+            }
+        }
+    }
+}
+
+/// Records a new state and shows it in the feed; `Gone` if the material was deleted.
+async fn set_status(
+    library: &Library,
+    material_id: &str,
+    status: MaterialStatus,
+    progress: i32,
+    sections: Option<i32>,
+) -> Result<(), IngestError> {
+    let exists = library
+        .0
+        .materials
+        .set_status(material_id, status, progress, None, sections, now())
+        .await
+        .map_err(IngestError::internal)?;
+    if !exists {
+        return Err(IngestError::Gone);
+    }
+    publish(library, material_id).await;
+    Ok(())
+}
+
+async fn publish(library: &Library, material_id: &str) {
+    match library.0.materials.get(material_id).await {
+        Ok(Some(material)) => library.0.feed.publish(&material).await,
+        Ok(None) => {}
+        Err(error) => tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "could not read the material for the feed"
+        ),
+    }
+}
+
+async fn material(library: &Library, material_id: &str) -> Result<Material, IngestError> {
+    library
+        .0
+        .materials
+        .get(material_id)
+        .await
+        .map_err(IngestError::internal)?
+        .ok_or(IngestError::Gone)
+}
+
+async fn steps(library: &Library, job: IngestJob) -> Result<(), IngestError> {
+    let material = material(library, &job.material_id).await?;
+    set_status(library, &material.id, MaterialStatus::Extracting, 0, None).await?;
+    let extracted = match job.extracted {
+        Some(extracted) => extracted,
+        None => extract_again(library, &material).await?,
+    };
+
+    let chunks = tokio::task::spawn_blocking(move || {
+        lectern_library::chunk(&extracted, &ChunkConfig::default())
+    })
+    .await
+    .map_err(IngestError::internal)?;
+    if chunks.is_empty() {
+        return Err(ExtractError::NoText.into());
+    }
+    set_status(library, &material.id, MaterialStatus::Embedding, 0, None).await?;
+
+    let embeddings = library
+        .0
+        .model
+        .wait()
+        .await
+        .map_err(|reason| IngestError::ModelUnavailable(reason.to_string()))?;
+    let total = chunks.len();
+    let mut embedded = Vec::with_capacity(total);
+    for batch in chunks.chunks(EMBED_BATCH) {
+        let texts = batch.iter().map(|chunk| chunk.text.clone()).collect();
+        let vectors = embeddings
+            .embed(texts)
+            .await
+            .map_err(IngestError::internal)?;
+        for (chunk, vector) in batch.iter().zip(vectors) {
+            let stored = MaterialChunk {
+                material_id: material.id.clone(),
+                ordinal: i32::try_from(chunk.ordinal).unwrap_or(i32::MAX),
+                page: chunk.page.and_then(|page| i32::try_from(page).ok()),
+                heading: chunk.heading.clone(),
+                text: chunk.text.clone(),
+            };
+            embedded.push((stored, vector));
+        }
+        if embedded.len() < total {
+            let progress = i32::try_from(embedded.len() * 100 / total).unwrap_or(99);
+            set_status(
+                library,
+                &material.id,
+                MaterialStatus::Embedding,
+                progress,
+                None,
+            )
+            .await?;
+        }
+    }
+
+    let finished = library
+        .0
+        .materials
+        .finish(&material.id, &embedded, now())
+        .await
+        .map_err(IngestError::internal)?;
+    if !finished {
+        return Err(IngestError::Gone);
+    }
+    let vectors: Vec<_> = embedded
+        .into_iter()
+        .map(|(chunk, vector)| (chunk.ordinal, vector))
+        .collect();
+    library
+        .0
+        .indexes
+        .add_material(&material.classroom_id, &material.id, &vectors)
+        .await;
+    publish(library, &material.id).await;
+    tracing::info!(chunks = total, "material ready");
+    Ok(())
+}
+
+/// After a restart the extracted text is gone: read the stored file again.
+async fn extract_again(library: &Library, material: &Material) -> Result<Extracted, IngestError> {
+    let key =
+        lectern_storage::ObjectKey::new(&material.object_key).map_err(IngestError::internal)?;
+    let extracted = library
+        .extract(&key, library_format(material.format))
+        .await
+        .map_err(IngestError::internal)??;
+    Ok(extracted)
+}

@@ -1,0 +1,478 @@
+//! Course material: uploads into object storage, ingestion (extract → chunk → embed) in
+//! the background, and semantic search. This module wires `lectern-storage`,
+//! `lectern-library`, `lectern-ai` and `lectern-db` together; each owns its domain logic.
+//!
+//! # Layout
+//! - this file: [`Library`], the handle the REST handlers use (upload, delete, search).
+//! - `ingest.rs`: the background worker that turns a stored file into searchable chunks.
+//! - `feed.rs`: progress pushed live into the classroom's materials feed document.
+//! - `search.rs`: one in-memory vector index per classroom, loaded on demand.
+//! - `model.rs`: the embedding model, prepared and loaded in the background.
+//!
+//! An upload is answered after the file is stored *and its text extracted*: a file that
+//! cannot be read (encrypted, damaged, a zip bomb, not a supported type) is refused with a
+//! 4xx at once and nothing is kept. Chunking and embedding, the slow part, run in the
+//! background with progress.
+
+pub mod feed;
+mod ingest;
+pub mod model;
+pub mod search;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt, stream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use lectern_collab::Rooms;
+use lectern_db::materials::{Material, MaterialChunk, MaterialFormat, MaterialStatus};
+use lectern_db::{Database, DbError, Materials};
+use lectern_library::{ExtractError, Extracted, Format, Limits};
+use lectern_storage::{ByteStream, ObjectKey, ObjectStore, StorageError};
+
+pub use feed::MaterialsFeed;
+pub use model::{EmbeddingModel, ModelState};
+
+use search::SearchIndexes;
+
+/// Bytes read before deciding the format (the sniffer wants at least this much).
+const SNIFF_BYTES: usize = 8 * 1024;
+
+/// How long a search waits for the embedding model to load.
+const MODEL_WAIT: Duration = Duration::from_secs(20);
+
+/// Dimensions of the embedding model's vectors (all-MiniLM-L6-v2).
+pub const EMBEDDING_DIMS: usize = 384;
+
+/// Why an upload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The body exceeded the upload limit; nothing was kept.
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in effect.
+        limit: u64,
+    },
+    /// The bytes are not a supported type (detected from the content, not the name).
+    #[error(transparent)]
+    Unsupported(ExtractError),
+    /// The file is of a supported type but cannot be read (empty, encrypted, damaged, too
+    /// large once decompressed, too slow to read).
+    #[error(transparent)]
+    Unreadable(ExtractError),
+    /// The client's body broke off before the end.
+    #[error("the upload was interrupted: {0}")]
+    Interrupted(String),
+    /// The object store failed.
+    #[error("storing the file failed")]
+    Storage(#[from] StorageError),
+    /// The database failed.
+    #[error("recording the file failed")]
+    Database(#[from] DbError),
+}
+
+/// Why a search could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The embedding model is not ready; the text says why.
+    #[error("{0}")]
+    ModelUnavailable(Arc<str>),
+    /// Embedding the query failed.
+    #[error("embedding the query failed")]
+    Embedding(#[from] lectern_ai::embed::EmbedError),
+    /// The database failed.
+    #[error("reading the index failed")]
+    Database(#[from] DbError),
+}
+
+/// One search result, with what a citation needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The chunk and where it came from.
+    pub chunk: MaterialChunk,
+    /// The material's file name.
+    pub file_name: String,
+    /// Cosine similarity to the query, -1..=1.
+    pub score: f32,
+}
+
+/// Limits on uploads and ingestion.
+#[derive(Debug, Clone)]
+pub struct LibraryLimits {
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Bounds on one extraction.
+    pub extract: Limits,
+}
+
+/// A unit of work for the ingestion worker.
+#[derive(Debug)]
+struct IngestJob {
+    material_id: String,
+    /// The text, when the upload just extracted it; `None` after a restart (the worker
+    /// reads the file again).
+    extracted: Option<Extracted>,
+}
+
+/// Course material of every classroom: storage, ingestion and search. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Library(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    materials: Materials,
+    model: EmbeddingModel,
+    indexes: SearchIndexes,
+    feed: MaterialsFeed,
+    jobs: mpsc::UnboundedSender<IngestJob>,
+    limits: LibraryLimits,
+}
+
+impl Library {
+    /// Starts the library: the ingestion worker (stopped by `shutdown`), with every
+    /// material whose ingestion a previous run left unfinished queued again.
+    pub async fn start(
+        store: Arc<dyn ObjectStore>,
+        database: Database,
+        rooms: Rooms,
+        model: EmbeddingModel,
+        limits: LibraryLimits,
+        shutdown: CancellationToken,
+    ) -> Result<Self, DbError> {
+        let materials = Materials::new(database);
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let library = Self(Arc::new(Inner {
+            indexes: SearchIndexes::new(materials.clone(), EMBEDDING_DIMS),
+            feed: MaterialsFeed::new(rooms),
+            store,
+            materials,
+            model,
+            jobs,
+            limits,
+        }));
+        for material in library.0.materials.unfinished().await? {
+            tracing::info!(material_id = %material.id, "resuming unfinished ingestion");
+            library.enqueue(material.id, None);
+        }
+        tokio::spawn(ingest::run(library.clone(), queue, shutdown));
+        Ok(library)
+    }
+
+    /// The stored materials.
+    pub fn materials(&self) -> &Materials {
+        &self.0.materials
+    }
+
+    /// The embedding model.
+    pub fn model(&self) -> &EmbeddingModel {
+        &self.0.model
+    }
+
+    /// The limits in effect.
+    pub fn limits(&self) -> &LibraryLimits {
+        &self.0.limits
+    }
+
+    fn enqueue(&self, material_id: String, extracted: Option<Extracted>) {
+        // The worker lives as long as the server; if it is gone we are shutting down and
+        // the material stays queued in the database for the next start.
+        let _ = self.0.jobs.send(IngestJob {
+            material_id,
+            extracted,
+        });
+    }
+
+    /// Stores `body` as a new material of `classroom_id`, checks that its text can be
+    /// extracted, records it and queues its ingestion. Nothing is kept if it fails.
+    pub async fn upload(
+        &self,
+        classroom_id: &str,
+        uploaded_by: &str,
+        file_name: &str,
+        body: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+        now: i64,
+    ) -> Result<Material, UploadError> {
+        let limit = self.0.limits.max_upload_bytes;
+        let mut body = Box::pin(body);
+        let head = read_head(&mut body).await?;
+        let format = lectern_library::sniff(&head, file_name).map_err(|error| match error {
+            ExtractError::Unsupported { .. } => UploadError::Unsupported(error),
+            other => UploadError::Unreadable(other),
+        })?;
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let key = object_key(classroom_id, &id)?;
+        let limited = limit_size(stream::iter([Ok(head)]).chain(body), limit);
+        let size = match self.0.store.put(&key, Box::pin(limited)).await {
+            Ok(size) => size,
+            Err(StorageError::Body(error)) if error.kind() == std::io::ErrorKind::FileTooLarge => {
+                return Err(UploadError::TooLarge { limit });
+            }
+            Err(StorageError::Body(error)) => {
+                return Err(UploadError::Interrupted(error.to_string()));
+            }
+            Err(other) => return Err(other.into()),
+        };
+
+        let material = Material {
+            id,
+            classroom_id: classroom_id.to_owned(),
+            uploaded_by: uploaded_by.to_owned(),
+            file_name: file_name.to_owned(),
+            format: material_format(format),
+            size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            object_key: key.as_str().to_owned(),
+            status: MaterialStatus::Queued,
+            progress: 0,
+            error: None,
+            sections: None,
+            chunk_count: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.extract_and_record(&key, format, material).await {
+            Ok((material, extracted)) => {
+                self.0.feed.publish(&material).await;
+                self.enqueue(material.id.clone(), Some(extracted));
+                Ok(material)
+            }
+            Err(error) => {
+                if let Err(cleanup) = self.0.store.delete(&key).await {
+                    tracing::warn!(
+                        error = &cleanup as &dyn std::error::Error,
+                        key = key.as_str(),
+                        "could not remove a refused upload"
+                    );
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Extracts the stored file's text (refusing unreadable files) and records `material`.
+    async fn extract_and_record(
+        &self,
+        key: &ObjectKey,
+        format: Format,
+        mut material: Material,
+    ) -> Result<(Material, Extracted), UploadError> {
+        let extracted = self
+            .extract(key, format)
+            .await?
+            .map_err(UploadError::Unreadable)?;
+        material.sections = i32::try_from(extracted.sections.len()).ok();
+        self.0.materials.create(&material).await?;
+        Ok((material, extracted))
+    }
+
+    /// Reads a stored file and extracts its text on a thread of its own, within the
+    /// extraction limits. The outer error is the store's; the inner one the file's.
+    async fn extract(
+        &self,
+        key: &ObjectKey,
+        format: Format,
+    ) -> Result<Result<Extracted, ExtractError>, StorageError> {
+        let bytes = self
+            .0
+            .store
+            .get_bytes(key, self.0.limits.max_upload_bytes)
+            .await?;
+        let limits = self.0.limits.extract.clone();
+        let bytes: Arc<[u8]> = Arc::from(bytes.as_ref());
+        let extracted = tokio::task::spawn_blocking(move || {
+            lectern_library::extract_bounded(format, bytes, &limits)
+        })
+        .await
+        .unwrap_or_else(|error| {
+            Err(ExtractError::Malformed(format!(
+                "the reader stopped unexpectedly ({error})"
+            )))
+        });
+        Ok(extracted)
+    }
+
+    /// Streams a material's bytes.
+    pub async fn open(&self, material: &Material) -> Result<ByteStream, StorageError> {
+        self.0
+            .store
+            .get(&ObjectKey::new(&material.object_key)?)
+            .await
+    }
+
+    /// Deletes a material: its row and chunks, its bytes, its vectors and its feed entry.
+    pub async fn delete(&self, material_id: &str) -> Result<Option<Material>, UploadError> {
+        let Some(material) = self.0.materials.delete(material_id).await? else {
+            return Ok(None);
+        };
+        self.0
+            .indexes
+            .remove_material(&material.classroom_id, &material.id)
+            .await;
+        self.0
+            .store
+            .delete(&ObjectKey::new(&material.object_key)?)
+            .await?;
+        self.0
+            .feed
+            .remove(&material.classroom_id, &material.id)
+            .await;
+        Ok(Some(material))
+    }
+
+    /// The `k` passages of `classroom_id`'s ready materials (or of `material_ids` only)
+    /// most similar in meaning to `query`.
+    pub async fn search(
+        &self,
+        classroom_id: &str,
+        query: &str,
+        material_ids: Option<HashSet<String>>,
+        k: usize,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        // Loading a prepared model takes about a second; a first-time download takes
+        // minutes, and the caller is better told so than kept waiting.
+        let embeddings = tokio::time::timeout(MODEL_WAIT, self.0.model.wait())
+            .await
+            .map_err(|_| {
+                SearchError::ModelUnavailable(
+                    "the embedding model is still being prepared; try again in a minute".into(),
+                )
+            })?
+            .map_err(SearchError::ModelUnavailable)?;
+        let query = embeddings
+            .embed(vec![query.to_owned()])
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let hits = self
+            .0
+            .indexes
+            .search(classroom_id, query, material_ids, k)
+            .await?;
+        let mut results = Vec::with_capacity(hits.len());
+        let mut names = std::collections::HashMap::new();
+        for hit in hits {
+            let ordinal = i32::try_from(hit.chunk_id).unwrap_or(i32::MAX);
+            let Some(chunk) = self.0.materials.chunk(&hit.document_id, ordinal).await? else {
+                continue; // deleted since the index was read
+            };
+            if !names.contains_key(&hit.document_id) {
+                let name = self
+                    .0
+                    .materials
+                    .get(&hit.document_id)
+                    .await?
+                    .map(|material| material.file_name);
+                names.insert(hit.document_id.clone(), name);
+            }
+            let Some(Some(file_name)) = names.get(&hit.document_id) else {
+                continue;
+            };
+            results.push(SearchHit {
+                chunk,
+                file_name: file_name.clone(),
+                score: hit.score,
+            });
+        }
+        Ok(results)
+    }
+}
+
+/// Where a material's bytes live in the object store.
+fn object_key(classroom_id: &str, material_id: &str) -> Result<ObjectKey, StorageError> {
+    ObjectKey::new(&format!(
+        "classrooms/{classroom_id}/materials/{material_id}"
+    ))
+}
+
+fn material_format(format: Format) -> MaterialFormat {
+    match format {
+        Format::Pdf => MaterialFormat::Pdf,
+        Format::Docx => MaterialFormat::Docx,
+        Format::Markdown => MaterialFormat::Markdown,
+        Format::Text => MaterialFormat::Text,
+    }
+}
+
+/// The library format of a stored material.
+pub fn library_format(format: MaterialFormat) -> Format {
+    match format {
+        MaterialFormat::Pdf => Format::Pdf,
+        MaterialFormat::Docx => Format::Docx,
+        MaterialFormat::Markdown => Format::Markdown,
+        MaterialFormat::Text => Format::Text,
+    }
+}
+
+/// Reads at least [`SNIFF_BYTES`] (or everything, if shorter) from the front of `body`.
+async fn read_head<S>(body: &mut S) -> Result<Bytes, UploadError>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+{
+    let mut head = BytesMut::new();
+    while head.len() < SNIFF_BYTES {
+        match body.next().await {
+            Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+            Some(Err(error)) => return Err(UploadError::Interrupted(error.to_string())),
+            None => break,
+        }
+    }
+    Ok(head.freeze())
+}
+
+/// Passes `body` through, failing with [`std::io::ErrorKind::FileTooLarge`] as soon as it
+/// exceeds `limit` bytes (so the store aborts the write and keeps nothing).
+fn limit_size(
+    body: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    limit: u64,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let mut seen: u64 = 0;
+    body.map(move |chunk| {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len() as u64);
+        if seen > limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("upload exceeds {limit} bytes"),
+            ));
+        }
+        Ok(chunk)
+    })
+}
+
+/// Extraction limits for a configured time budget.
+pub fn extract_limits(timeout: Duration) -> Limits {
+    Limits {
+        max_time: timeout,
+        ..Limits::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_size_limit_fails_the_stream_as_soon_as_it_is_crossed() {
+        let chunks = (0..10).map(|_| Ok(Bytes::from_static(&[0; 100])));
+        let limited: Vec<_> = limit_size(stream::iter(chunks), 350).collect().await;
+        assert_eq!(limited.iter().filter(|chunk| chunk.is_ok()).count(), 3);
+        let error = limited[3].as_ref().expect_err("fourth chunk crosses");
+        assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
+    }
+
+    #[tokio::test]
+    async fn the_head_holds_enough_bytes_to_sniff_or_the_whole_short_file() {
+        let mut short = Box::pin(stream::iter([Ok(Bytes::from_static(b"hello"))]));
+        assert_eq!(read_head(&mut short).await.expect("head"), "hello");
+        let chunks = (0..5).map(|_| Ok(Bytes::from(vec![b'a'; 3000])));
+        let mut long = Box::pin(stream::iter(chunks));
+        let head = read_head(&mut long).await.expect("head");
+        assert_eq!(head.len(), 9000, "whole chunks until at least 8 KiB");
+        assert_eq!(long.count().await, 2, "the rest is left for the store");
+    }
+}
