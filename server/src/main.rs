@@ -31,15 +31,19 @@ async fn main() -> anyhow::Result<()> {
     lectern::serve(state, listener, shutdown_signal()).await
 }
 
-/// `lectern prepare-models`: the same preparation `serve` runs on first use, in the
-/// foreground, printing its progress.
+/// `lectern prepare-models`: the preparation `serve` runs on first use (the embedding
+/// model, and the local generator), in the foreground, printing its progress.
 async fn prepare_models(options: PrepareModels) -> anyhow::Result<()> {
     let dir = lectern_ai::models::ModelsDir::new(options.models_dir);
     tokio::task::spawn_blocking(move || {
         let progress = |line: &str| println!("{line}");
-        lectern_ai::models::prepare_embeddings(&dir, &progress)
-            .map(|_| ())
-            .with_context(|| format!("preparing models in {}", dir.path().display()))
+        lectern_ai::models::prepare_embeddings(&dir, &progress).with_context(|| {
+            format!("preparing the embedding model in {}", dir.path().display())
+        })?;
+        lectern_ai::local::prepare_generator(&dir, &progress).with_context(|| {
+            format!("preparing the local generator in {}", dir.path().display())
+        })?;
+        Ok(())
     })
     .await
     .context("the preparation thread failed")?

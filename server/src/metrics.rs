@@ -1,5 +1,5 @@
 //! The Prometheus registry: socket-level metrics owned here, room metrics from
-//! `lectern-collab`, and process/runtime gauges read at scrape time.
+//! `lectern-collab`, AI job metrics from `ai::metrics`, and process/runtime gauges read at scrape time.
 
 use std::fmt::Write as _;
 
@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use lectern_collab::CollabMetrics;
+
+use crate::ai::metrics::AiMetrics;
 
 /// Socket-level metrics.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub sockets: SocketMetrics,
     /// Room metrics, handed to `Rooms`.
     pub collab: CollabMetrics,
+    /// Live AI job metrics.
+    pub ai: AiMetrics,
     process_resident_bytes: Gauge,
     runtime_alive_tasks: Gauge,
 }
@@ -71,6 +75,7 @@ impl Metrics {
             sockets.protocol_errors.clone(),
         );
         let collab = CollabMetrics::register(&mut registry);
+        let ai = AiMetrics::register(&mut registry);
         let process_resident_bytes = Gauge::default();
         registry.register(
             "process_resident_bytes",
@@ -87,6 +92,7 @@ impl Metrics {
             registry,
             sockets,
             collab,
+            ai,
             process_resident_bytes,
             runtime_alive_tasks,
         }

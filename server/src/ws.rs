@@ -486,6 +486,9 @@ impl Reader {
     }
 
     async fn handle_document_frame(&mut self, frame: &[u8]) -> Result<(), Close> {
+        if crate::ai::control::is_request(frame) {
+            return self.handle_ai_request(0, frame);
+        }
         let messages = decode_frame(frame).map_err(|error| {
             tracing::info!(%error, "invalid frame");
             Close::new(close_code::INVALID_PAYLOAD, "invalid y-sync message")
@@ -516,6 +519,16 @@ impl Reader {
             }
             return Ok(());
         }
+        if crate::ai::control::is_request(body) {
+            // Answered on the document's route, so the document must be open here.
+            return match self.routes_by_doc.get(&doc).copied() {
+                Some(route) => self.handle_ai_request(route, body),
+                None => {
+                    tracing::debug!(%doc, "AI request for a document not open on this socket");
+                    Ok(())
+                }
+            };
+        }
         let messages = decode_frame(body).map_err(|error| {
             tracing::info!(%error, %doc, "invalid frame");
             invalid()
@@ -545,6 +558,44 @@ impl Reader {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// An AI control message (see `ai::control`): answered by a task of the AI service, so
+    /// a request waiting for the model never holds up this socket's document traffic.
+    fn handle_ai_request(&mut self, route: Route, message: &[u8]) -> Result<(), Close> {
+        let request = crate::ai::control::decode_request(message).map_err(|error| {
+            tracing::info!(%error, "invalid AI control message");
+            Close::new(close_code::INVALID_PAYLOAD, "invalid AI control message")
+        })?;
+        let requester = match &self.credentials {
+            Ok(Credentials::User(principal)) if principal.origin == crate::auth::Origin::Local => {
+                Some(crate::ai::Requester {
+                    user_id: principal.subject.clone(),
+                    role: principal.role,
+                })
+            }
+            _ => None,
+        };
+        let ai = self.state.ai().clone();
+        let outbox = self.outbox.clone();
+        let rate_limits_key = requester.as_ref().map(|r| format!("user:{}", r.user_id));
+        let rate_limited = rate_limits_key
+            .as_deref()
+            .and_then(|key| self.state.rate_limits().api.check(key).err());
+        let span = tracing::info_span!("ai_control");
+        let shutdown = ai.shutdown_token();
+        let task = async move {
+            let reply = tokio::select! {
+                () = shutdown.cancelled() => return,
+                reply = crate::ai::control::answer(&ai, requester, rate_limited, request) => reply,
+            };
+            // The socket may be gone by now; then nobody is waiting for the answer.
+            let _ = outbox.send(route, Bytes::from(reply));
+        };
+        self.state
+            .ai()
+            .spawn_owned(tracing::Instrument::instrument(task, span));
         Ok(())
     }
 

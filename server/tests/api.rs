@@ -43,11 +43,16 @@ pub(crate) async fn servers(adjust: impl Fn(&mut Config)) -> Vec<Api> {
 }
 
 /// A server on SQLite only, for checks that do not depend on the database.
-async fn sqlite(adjust: impl FnOnce(&mut Config)) -> Api {
+pub(crate) async fn sqlite(adjust: impl FnOnce(&mut Config)) -> Api {
     Api::new(TestServer::start(adjust).await, "sqlite")
 }
 
 impl Api {
+    /// An API client for a SQLite server started by the caller.
+    pub(crate) fn on(server: TestServer) -> Self {
+        Self::new(server, "sqlite")
+    }
+
     fn new(server: TestServer, backend: &'static str) -> Self {
         Self {
             server,

@@ -2,6 +2,7 @@
 //!
 //! `node` runs the end-to-end suite with stock Yjs clients from npm (tests/node).
 
+mod ai;
 mod api;
 mod http;
 mod materials;

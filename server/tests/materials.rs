@@ -770,3 +770,57 @@ async fn without_the_embedding_model_uploads_are_kept_and_search_says_why() {
     assert_eq!(response.status(), StatusCode::OK);
     api.stop().await;
 }
+
+#[tokio::test]
+async fn ingestion_interrupted_by_a_restart_is_resumed_from_the_stored_file() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let data_path = data_dir.path().to_path_buf();
+    // Same data and the same signing secret, so the second server accepts the first's tokens.
+    let in_data_dir = move |config: &mut lectern::Config| {
+        config.data_dir = data_path.clone();
+        config.jwt_secret = Some("restart-test-secret-of-at-least-32-bytes".into());
+    };
+
+    let api = crate::api::Api::on(crate::support::TestServer::start(in_data_dir.clone()).await);
+    let class = class(&api).await;
+    let teacher = class.teacher.access.clone();
+    let material = upload_ok(&api, &class, "cells.pdf", fixtures::pdf(&CELL_PAGES)).await;
+    ready(&api, &teacher, &material).await;
+    api.stop().await;
+
+    // As if the server had died mid-ingestion: the material is back to `embedding` with no
+    // passages (what a crash before `finish` leaves).
+    let url = format!("sqlite://{}", data_dir.path().join("lectern.db").display());
+    let database = lectern_db::Database::connect(&url).await.expect("database");
+    let materials = lectern_db::Materials::new(database.clone());
+    materials
+        .finish(&material, &[], 0)
+        .await
+        .expect("drop the passages");
+    materials
+        .set_status(
+            &material,
+            lectern_db::materials::MaterialStatus::Embedding,
+            40,
+            None,
+            None,
+            0,
+        )
+        .await
+        .expect("status");
+    database.close().await;
+
+    let api = crate::api::Api::on(crate::support::TestServer::start(in_data_dir).await);
+    let resumed = ready(&api, &teacher, &material).await;
+    assert_eq!(resumed["chunk_count"], 3, "{resumed}");
+    let (status, body) = search(
+        &api,
+        &teacher,
+        &class.id,
+        json!({"query": "Where in the cell is the electron transport chain?", "k": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["hits"][0]["page"], 3, "{body}");
+    api.stop().await;
+}

@@ -11,6 +11,7 @@
 //! - `testing` (feature `testing`): a shared prepared models directory and embedder for
 //!   integration tests.
 //! - [`openai`]: a [`Backend`](backend::Backend) streaming from OpenAI-compatible HTTP servers.
+//! - [`structured`]: prompts, parsing, repair and CRDT writers for structured outputs.
 
 pub mod backend;
 pub mod embed;
@@ -18,5 +19,6 @@ pub mod local;
 pub mod models;
 pub mod openai;
 pub mod runtime;
+pub mod structured;
 #[cfg(feature = "testing")]
 pub mod testing;

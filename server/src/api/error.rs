@@ -71,11 +71,14 @@ pub enum ErrorCode {
     /// 503: the AI model this needs is not ready (being prepared, or unavailable); the
     /// message says why and how to fix it.
     AiUnavailable,
+    /// 429: the classroom has used its AI token budget for today (UTC); `Retry-After` says
+    /// when it resets.
+    AiBudgetExhausted,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::InvalidToken,
@@ -97,6 +100,7 @@ impl ErrorCode {
         Self::RateLimited,
         Self::Internal,
         Self::AiUnavailable,
+        Self::AiBudgetExhausted,
     ];
 
     /// The wire spelling.
@@ -123,6 +127,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
             Self::AiUnavailable => "ai_unavailable",
+            Self::AiBudgetExhausted => "ai_budget_exhausted",
         }
     }
 }
@@ -187,6 +192,14 @@ pub enum ApiError {
     /// The AI model is not ready; the message says why.
     #[error("{0}")]
     AiUnavailable(String),
+    /// The classroom's AI budget for today is spent.
+    #[error("{message}")]
+    AiBudgetExhausted {
+        /// Says the limit and when it resets.
+        message: String,
+        /// Until the budget resets.
+        retry_after: Duration,
+    },
     /// Over the rate limit.
     #[error("too many requests")]
     RateLimited {
@@ -231,6 +244,9 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::UnreadableFile)
             }
             Self::AiUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::AiUnavailable),
+            Self::AiBudgetExhausted { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::AiBudgetExhausted)
+            }
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
@@ -254,7 +270,9 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if let Self::RateLimited { retry_after } = &self {
+        if let Self::RateLimited { retry_after } | Self::AiBudgetExhausted { retry_after, .. } =
+            &self
+        {
             // Whole seconds, rounded up: "0" would invite an immediate retry.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response

@@ -5,13 +5,14 @@
 //! - `error.rs`: [`ApiError`] and the stable [`ErrorCode`]s; one exhaustive status mapping.
 //! - `extract.rs`: bearer-token and JSON extractors that fail with [`ApiError`].
 //! - `rate_limit.rs`: per-user token buckets.
-//! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`: the
-//!   handlers.
+//! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`, `ai.rs`:
+//!   the handlers.
 //! - this file: the router and the OpenAPI document (`GET /api/v1/openapi.json`).
 //!
 //! See `docs/api.md` for the auth model, lifetimes, limits and error codes.
 
 pub mod accounts;
+pub mod ai;
 pub mod classrooms;
 pub mod doc_tokens;
 pub mod dto;
@@ -84,6 +85,9 @@ pub fn router() -> Router<AppState> {
         )
         .route("/materials/{id}/content", get(materials::content))
         .route("/materials/{id}/chunks", get(materials::chunks))
+        .route("/sessions/{id}/ai/jobs", post(ai::create_job))
+        .route("/ai/jobs/{id}", get(ai::get_job))
+        .route("/ai/jobs/{id}/cancel", post(ai::cancel_job))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
@@ -111,7 +115,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 /// The OpenAPI document, generated from the handlers and DTOs.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Lectern API", version = "1", description = "Accounts, classrooms, live sessions, document tokens and course material. See docs/api.md."),
+    info(title = "Lectern API", version = "1", description = "Accounts, classrooms, live sessions, document tokens, course material and live AI jobs. See docs/api.md and docs/ai.md."),
     paths(
         accounts::register,
         accounts::login,
@@ -142,6 +146,9 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         materials::chunks,
         materials::delete,
         materials::search,
+        ai::create_job,
+        ai::get_job,
+        ai::cancel_job,
     ),
     components(schemas(dto::ErrorBody, dto::ErrorDetail, ErrorCode)),
     modifiers(&SecuritySchemes),
@@ -151,6 +158,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         (name = "sessions", description = "Live sessions, their documents and handouts"),
         (name = "embedding", description = "Document tokens for embedders"),
         (name = "materials", description = "Course material: upload, ingestion, search"),
+        (name = "ai", description = "Live AI jobs streaming into session documents"),
     )
 )]
 pub struct ApiDoc;

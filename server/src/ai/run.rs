@@ -1,0 +1,811 @@
+//! What a job does, from retrieval to the last token in the document.
+//!
+//! Tokens are written in batches that adapt to the backend's speed: after each write
+//! becomes durable, every token that arrived meanwhile goes into the next transaction. A
+//! slow model therefore shows each token as it comes; a fast one does not pay one store
+//! append and one broadcast per token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{FutureExt as _, StreamExt as _};
+use yrs::types::Attrs;
+use yrs::updates::decoder::Decode;
+use yrs::{
+    Any, Array, ArrayPrelim, ArrayRef, Doc, GetString, In, Map, MapPrelim, MapRef, Out, Text,
+    TextPrelim, TextRef, Transact, TransactionMut, Update, WriteTxn,
+};
+
+use lectern_ai::backend::{
+    Backend, BackendError, Event, EventStream, GenerationRequest, Message, Role, Usage,
+};
+use lectern_ai::structured::{self, MindmapBuilder, ParseHints, PromptOptions, SourceExcerpt};
+use lectern_collab::{DocId, RoomError};
+
+use super::guard::{CacheKey, CacheKeyBuilder};
+use super::peer::AiPeer;
+use super::{AiService, JobEntry, Plan, now};
+use crate::api::dto::{AiJobKind, AiJobStatus};
+use crate::materials::SearchHit;
+
+/// Root `Y.Array` of the chat document.
+pub const CHAT_MESSAGES: &str = "messages";
+/// Root `Y.Text` of notes documents (and of translations).
+pub const NOTES_TEXT: &str = "content";
+/// Root `Y.Text` into which structured kinds stream their raw output.
+pub const DRAFT_TEXT: &str = "draft";
+/// The formatting attribute on AI text in shared texts humans also write: `{ai: job_id}`.
+pub const AI_ATTRIBUTE: &str = "ai";
+
+/// Most tokens written in one transaction.
+const MAX_BATCH_EVENTS: usize = 256;
+/// Passages retrieved for chat.
+const CHAT_PASSAGES: usize = 4;
+/// Passages retrieved for notes, mindmaps and structured kinds.
+const CONTEXT_PASSAGES: usize = 6;
+/// Longest passage text put into a prompt, in characters.
+const MAX_PASSAGE_CHARS: usize = 1500;
+/// Longest document text put into a prompt (qa, translate), in characters.
+const MAX_DOC_CHARS: usize = 8000;
+
+/// A job, owned by its task.
+pub(super) struct Job {
+    /// The service (registry, rooms, library, metrics, budget, cache).
+    pub service: AiService,
+    /// Its registry entry.
+    pub entry: Arc<JobEntry>,
+    /// What the checks decided.
+    pub plan: Plan,
+    /// The generator.
+    pub backend: Arc<dyn Backend>,
+    /// The account that started it.
+    pub requester: String,
+}
+
+/// How a job ended.
+enum Outcome {
+    Done { usage: Usage, cached: bool },
+    Cancelled,
+    Failed(String),
+}
+
+/// Why a job stopped early.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("the document could not be written; try again")]
+    Room(#[from] RoomError),
+    #[error("{0}")]
+    Sources(String),
+}
+
+/// Where the job's text goes in the replica.
+enum Sink {
+    /// Its own chat message: text, status, citations.
+    Message {
+        message: MapRef,
+        text: TextRef,
+        citations: ArrayRef,
+    },
+    /// An anchored region at the end of a shared text, marked `{ai: job_id}`.
+    Region { text: TextRef, attrs: Attrs },
+    /// The `mindmap` map, growing a node per completed outline line.
+    Mindmap {
+        builder: std::sync::Mutex<MindmapBuilder>,
+    },
+}
+
+impl Sink {
+    fn append(&self, txn: &mut TransactionMut<'_>, chunk: &str) {
+        match self {
+            Self::Message { text, .. } => {
+                let end = text.len(txn);
+                text.insert(txn, end, chunk);
+            }
+            Self::Region { text, attrs } => {
+                let end = text.len(txn);
+                text.insert_with_attributes(txn, end, chunk, attrs.clone());
+            }
+            Self::Mindmap { builder } => {
+                let events = builder
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(chunk);
+                for event in &events {
+                    structured::apply_mindmap_event(txn, event);
+                }
+            }
+        }
+    }
+
+    fn finish(&self, txn: &mut TransactionMut<'_>, status: AiJobStatus, error: Option<&str>) {
+        if let Self::Message { message, .. } = self {
+            message.insert(txn, "status", status.as_str());
+            if let Some(error) = error {
+                message.insert(txn, "error", error);
+            }
+        }
+    }
+
+    fn cite(&self, txn: &mut TransactionMut<'_>, hits: &[SearchHit]) {
+        if let Self::Message { citations, .. } = self {
+            for hit in hits {
+                citations.push_back(txn, citation(hit));
+            }
+        }
+    }
+}
+
+impl Job {
+    /// Runs the job to its end and records how it ended, in the registry and the document.
+    pub async fn run(self) {
+        let metrics = self.service.0.metrics.clone();
+        metrics.jobs_running.inc();
+        let accepted = Instant::now();
+        let (outcome, peer, sink) = self.execute(accepted).await;
+        let (status, error) = match &outcome {
+            Outcome::Done { usage, cached } => {
+                self.entry.update(|info| {
+                    info.prompt_tokens = usage.prompt_tokens;
+                    info.completion_tokens = usage.completion_tokens;
+                    info.cached = *cached;
+                });
+                (AiJobStatus::Done, None)
+            }
+            Outcome::Cancelled => (AiJobStatus::Cancelled, None),
+            Outcome::Failed(reason) => {
+                metrics
+                    .job_errors
+                    .get_or_create(&vec![("kind", self.plan.kind.as_str())])
+                    .inc();
+                tracing::info!(%reason, "AI job failed");
+                (AiJobStatus::Failed, Some(reason.clone()))
+            }
+        };
+        if let Some(peer) = &peer {
+            let recorded = peer
+                .write(|txn| {
+                    if let Some(sink) = &sink {
+                        sink.finish(txn, status, error.as_deref());
+                    }
+                    peer.put_status(txn, status.as_str(), error.as_deref());
+                })
+                .await;
+            if let Err(error) = recorded {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "could not record the job's end in its document"
+                );
+            }
+        }
+        self.entry.update(|info| {
+            info.status = status;
+            info.error = error;
+            info.finished_at = Some(now());
+        });
+        metrics.jobs_running.dec();
+    }
+
+    /// Everything up to the end of the stream; returns the peer and sink so `run` can
+    /// record the outcome in the document.
+    async fn execute(&self, accepted: Instant) -> (Outcome, Option<AiPeer>, Option<Sink>) {
+        let service = &self.service.0;
+        let plan = &self.plan;
+        if matches!(plan.kind, AiJobKind::Chat | AiJobKind::Qa)
+            && let Err(error) = self.post_question().await
+        {
+            return (
+                Outcome::Failed(JobError::from(error).to_string()),
+                None,
+                None,
+            );
+        }
+        let peer = match AiPeer::join(
+            &service.rooms,
+            plan.target.clone(),
+            &self.entry.snapshot().job_id,
+            plan.kind.as_str(),
+            &self.requester,
+        )
+        .await
+        {
+            Ok(peer) => peer,
+            Err(error) => {
+                return (
+                    Outcome::Failed(JobError::from(error).to_string()),
+                    None,
+                    None,
+                );
+            }
+        };
+        let sink = match self.open_sink(&peer).await {
+            Ok(sink) => sink,
+            Err(error) => return (Outcome::Failed(error.to_string()), Some(peer), None),
+        };
+        let outcome = self.generate(&peer, &sink, accepted).await;
+        (outcome, Some(peer), Some(sink))
+    }
+
+    async fn generate(&self, peer: &AiPeer, sink: &Sink, accepted: Instant) -> Outcome {
+        let cancel = self.entry.cancel.clone();
+        let (messages, hits, key) = match self.prompt().await {
+            Ok(prompt) => prompt,
+            Err(error) => return Outcome::Failed(error.to_string()),
+        };
+        if !hits.is_empty()
+            && let Err(error) = peer.write(|txn| sink.cite(txn, &hits)).await
+        {
+            return Outcome::Failed(JobError::from(error).to_string());
+        }
+        let service = &self.service.0;
+        let cached = service.cache.get(&key);
+        let is_cached = cached.is_some();
+        let stream = match cached {
+            Some(answer) => {
+                service.metrics.cache_hits.inc();
+                replay(&answer)
+            }
+            None => {
+                let request = GenerationRequest {
+                    messages,
+                    max_tokens: service.limits.max_tokens,
+                    temperature: 0.0,
+                    top_p: 1.0,
+                };
+                let started = tokio::select! {
+                    () = cancel.cancelled() => return Outcome::Cancelled,
+                    started = self.backend.generate(request, cancel.clone()) => started,
+                };
+                match started {
+                    Ok(stream) => stream,
+                    Err(BackendError::Cancelled) => return Outcome::Cancelled,
+                    Err(error) => return Outcome::Failed(error.to_string()),
+                }
+            }
+        };
+        let streamed = self.stream_into(peer, sink, stream, accepted).await;
+        match streamed {
+            Ok((text, usage)) => {
+                if !is_cached {
+                    self.service.charge(&self.plan.classroom_id, usage);
+                    service.cache.put(key, text.as_str().into());
+                }
+                if let Err(reason) = self.complete(peer, sink, &text).await {
+                    return Outcome::Failed(reason);
+                }
+                Outcome::Done {
+                    usage,
+                    cached: is_cached,
+                }
+            }
+            Err(JobError::Backend(BackendError::Cancelled)) => Outcome::Cancelled,
+            Err(error) => Outcome::Failed(error.to_string()),
+        }
+    }
+
+    /// Streams `stream` into the sink; returns the whole text and the usage.
+    async fn stream_into(
+        &self,
+        peer: &AiPeer,
+        sink: &Sink,
+        mut stream: EventStream,
+        accepted: Instant,
+    ) -> Result<(String, Usage), JobError> {
+        let metrics = &self.service.0.metrics;
+        let cancel = self.entry.cancel.clone();
+        let mut text = String::new();
+        let mut tokens: u64 = 0;
+        let mut first_token: Option<Instant> = None;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(BackendError::Cancelled.into()),
+                next = stream.next() => next,
+            };
+            // Everything that arrived while the last batch was being made durable.
+            let mut batch = String::new();
+            let mut batch_tokens = 0;
+            let mut end = None;
+            let mut event = next;
+            for _ in 0..MAX_BATCH_EVENTS {
+                match event {
+                    Some(Ok(Event::Token(token))) => {
+                        batch.push_str(&token);
+                        batch_tokens += 1;
+                    }
+                    Some(Ok(Event::Done(usage))) => {
+                        end = Some(Ok(usage));
+                        break;
+                    }
+                    Some(Err(error)) => {
+                        end = Some(Err(error));
+                        break;
+                    }
+                    None => {
+                        end = Some(Err(BackendError::Protocol(
+                            "the stream ended without finishing".into(),
+                        )));
+                        break;
+                    }
+                }
+                match stream.next().now_or_never() {
+                    Some(next) => event = next,
+                    None => break,
+                }
+            }
+            if !batch.is_empty() {
+                peer.write(|txn| sink.append(txn, &batch)).await?;
+                text.push_str(&batch);
+                tokens += batch_tokens;
+                metrics.tokens_generated.inc_by(batch_tokens);
+                if first_token.is_none() {
+                    first_token = Some(Instant::now());
+                    metrics
+                        .time_to_first_token_seconds
+                        .observe(accepted.elapsed().as_secs_f64());
+                    self.entry
+                        .update(|info| info.status = AiJobStatus::Streaming);
+                }
+            }
+            match end {
+                None => {}
+                Some(Ok(usage)) => {
+                    if let Some(first) = first_token {
+                        let seconds = first.elapsed().as_secs_f64();
+                        if seconds > 0.0 && tokens > 1 {
+                            metrics.tokens_per_second.observe(tokens as f64 / seconds);
+                        }
+                    }
+                    return Ok((text, usage));
+                }
+                Some(Err(error)) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// After the stream: mind maps take their last line; structured kinds are parsed,
+    /// validated and written, with one model-assisted repair if the output is unusable.
+    async fn complete(&self, peer: &AiPeer, sink: &Sink, text: &str) -> Result<(), String> {
+        let kind = self.plan.kind;
+        if let Sink::Mindmap { builder } = sink {
+            let (events, built) = {
+                let mut builder = builder
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (builder.finish(), builder.mindmap().is_some())
+            };
+            peer.write(|txn| {
+                for event in &events {
+                    structured::apply_mindmap_event(txn, event);
+                }
+            })
+            .await
+            .map_err(|error| JobError::from(error).to_string())?;
+            if built {
+                return Ok(());
+            }
+            // No outline lines: maybe the model answered in JSON; parse it whole.
+        }
+        if !matches!(
+            kind,
+            AiJobKind::Mindmap
+                | AiJobKind::Quiz
+                | AiJobKind::Flashcards
+                | AiJobKind::Exam
+                | AiJobKind::LessonPlan
+        ) {
+            return Ok(());
+        }
+        let structured_kind = structured_kind(kind);
+        let hints = ParseHints {
+            title: (!self.plan.prompt.is_empty()).then(|| self.plan.prompt.clone()),
+            duration_minutes: None,
+        };
+        let parsed = match structured::parse(structured_kind, text, &hints) {
+            Ok(parsed) => parsed,
+            Err(first) => {
+                tracing::info!(error = %first, "structured output unusable; one repair attempt");
+                let repaired = self.repair(structured_kind, text, &first).await?;
+                structured::parse(structured_kind, &repaired, &hints).map_err(|error| {
+                    format!(
+                        "the model's answer could not be turned into a {}: {error} (also after \
+                         one repair attempt)",
+                        structured_kind.label()
+                    )
+                })?
+            }
+        };
+        if !parsed.repairs.is_empty() {
+            tracing::info!(repairs = ?parsed.repairs, "structured output repaired");
+        }
+        let value = parsed.value;
+        peer.write(|txn| value.write(txn))
+            .await
+            .map_err(|error| JobError::from(error).to_string())
+    }
+
+    /// Asks the model once to fix `bad_output`; returns its whole new answer.
+    async fn repair(
+        &self,
+        kind: structured::Kind,
+        bad_output: &str,
+        error: &structured::StructuredError,
+    ) -> Result<String, String> {
+        let service = &self.service.0;
+        let request = GenerationRequest {
+            messages: structured::repair_prompt(kind, bad_output, error),
+            max_tokens: service.limits.max_tokens,
+            temperature: 0.0,
+            top_p: 1.0,
+        };
+        let cancel = self.entry.cancel.clone();
+        let mut stream = self
+            .backend
+            .generate(request, cancel)
+            .await
+            .map_err(|error| format!("the repair attempt failed: {error}"))?;
+        let mut text = String::new();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Token(token)) => text.push_str(&token),
+                Ok(Event::Done(usage)) => {
+                    self.service.charge(&self.plan.classroom_id, usage);
+                    return Ok(text);
+                }
+                Err(error) => return Err(format!("the repair attempt failed: {error}")),
+            }
+        }
+        Err("the repair attempt ended without an answer".into())
+    }
+
+    /// Chat and qa: the user's question goes into the chat first, as the server (not the
+    /// AI), so the answer that follows reads as a reply to it.
+    async fn post_question(&self) -> Result<(), RoomError> {
+        let job_id = self.entry.snapshot().job_id;
+        let question = self.plan.prompt.clone();
+        let author = self.requester.clone();
+        let created_at = now();
+        self.service
+            .0
+            .rooms
+            .edit(&self.plan.target, move |txn| {
+                let messages = txn.get_or_insert_array(CHAT_MESSAGES);
+                let message: MapPrelim = MapPrelim::from_iter([
+                    ("id", In::from(format!("{job_id}-question"))),
+                    ("role", In::from("user")),
+                    ("author", In::from(author.as_str())),
+                    ("text", In::from(TextPrelim::new(question.as_str()))),
+                    ("citations", In::from(ArrayPrelim::default())),
+                    ("status", In::from("done")),
+                    ("job_id", In::from(job_id.as_str())),
+                    ("created_at", In::from(created_at)),
+                ]);
+                messages.push_back(txn, message);
+            })
+            .await
+    }
+
+    /// Creates where the job writes, in the replica (shipped at once, so the class sees a
+    /// placeholder before the first token).
+    async fn open_sink(&self, peer: &AiPeer) -> Result<Sink, JobError> {
+        let job_id = self.entry.snapshot().job_id;
+        let kind = self.plan.kind;
+        let sink = peer
+            .write(|txn| match kind {
+                AiJobKind::Chat | AiJobKind::Qa => {
+                    let messages = txn.get_or_insert_array(CHAT_MESSAGES);
+                    let message = messages.push_back(
+                        txn,
+                        MapPrelim::from_iter([
+                            ("id", In::from(job_id.as_str())),
+                            ("role", In::from("assistant")),
+                            ("author", In::from("ai")),
+                            ("text", In::from(TextPrelim::new(""))),
+                            ("citations", In::from(ArrayPrelim::default())),
+                            ("status", In::from(AiJobStatus::Streaming.as_str())),
+                            ("job_id", In::from(job_id.as_str())),
+                            ("reply_to", In::from(format!("{job_id}-question"))),
+                            ("created_at", In::from(now())),
+                        ]),
+                    );
+                    let text = match message.get(txn, "text") {
+                        Some(Out::YText(text)) => Some(text),
+                        _ => None,
+                    };
+                    let citations = match message.get(txn, "citations") {
+                        Some(Out::YArray(array)) => Some(array),
+                        _ => None,
+                    };
+                    text.zip(citations).map(|(text, citations)| Sink::Message {
+                        message,
+                        text,
+                        citations,
+                    })
+                }
+                AiJobKind::Mindmap => {
+                    // One map per document: a new mind map replaces the previous one.
+                    structured::reset_mindmap(txn);
+                    let builder = if self.plan.prompt.is_empty() {
+                        MindmapBuilder::new()
+                    } else {
+                        MindmapBuilder::with_root(&self.plan.prompt)
+                    };
+                    Some(Sink::Mindmap {
+                        builder: std::sync::Mutex::new(builder),
+                    })
+                }
+                _ => {
+                    let root = match kind {
+                        AiJobKind::Notes | AiJobKind::Translate => NOTES_TEXT,
+                        _ => DRAFT_TEXT,
+                    };
+                    let text = txn.get_or_insert_text(root);
+                    let attrs = Attrs::from([(AI_ATTRIBUTE.into(), Any::from(job_id.as_str()))]);
+                    // Start the region on a fresh paragraph of its own.
+                    let existing = text.get_string(txn);
+                    if !existing.is_empty() && !existing.ends_with("\n\n") {
+                        let separator = if existing.ends_with('\n') {
+                            "\n"
+                        } else {
+                            "\n\n"
+                        };
+                        let end = text.len(txn);
+                        text.insert_with_attributes(txn, end, separator, attrs.clone());
+                    }
+                    Some(Sink::Region { text, attrs })
+                }
+            })
+            .await?;
+        sink.ok_or_else(|| JobError::Sources("the message could not be created".into()))
+    }
+
+    /// The conversation for the backend, the passages it cites, and the cache key.
+    async fn prompt(&self) -> Result<(Vec<Message>, Vec<SearchHit>, CacheKey), JobError> {
+        let plan = &self.plan;
+        let service = &self.service.0;
+        let mut key = CacheKeyBuilder::default()
+            .part(plan.kind.as_str())
+            .part(&service.model_name)
+            .part(&service.limits.max_tokens.to_string());
+        let (system, user, hits) = match plan.kind {
+            AiJobKind::Chat => {
+                let hits = self.retrieve(&plan.prompt, CHAT_PASSAGES).await?;
+                if hits.is_empty() {
+                    return Err(JobError::Sources(
+                        "no course material is ready to answer from; upload some first".into(),
+                    ));
+                }
+                (
+                    "You are a teaching assistant. Answer the question using only the numbered \
+                     passages. Cite the passages you use by number in square brackets, like [1]. \
+                     If the passages do not contain the answer, say so briefly."
+                        .to_owned(),
+                    format!("Passages:\n{}\nQuestion: {}", passages(&hits), plan.prompt),
+                    hits,
+                )
+            }
+            AiJobKind::Notes => {
+                let query = or_default(&plan.prompt, "key ideas, definitions and examples");
+                let hits = self.retrieve(query, CONTEXT_PASSAGES).await?;
+                if hits.is_empty() {
+                    return Err(JobError::Sources(
+                        "no course material is ready to take notes from; upload some first".into(),
+                    ));
+                }
+                (
+                    "You write concise study notes for students in Markdown: short headings and \
+                     bullet points, only facts from the passages."
+                        .to_owned(),
+                    format!(
+                        "Passages:\n{}\nWrite study notes{}.",
+                        passages(&hits),
+                        if plan.prompt.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" about: {}", plan.prompt)
+                        }
+                    ),
+                    hits,
+                )
+            }
+            AiJobKind::Qa => {
+                let notes = self.document_text(NOTES_TEXT).await?;
+                if notes.trim().is_empty() {
+                    return Err(JobError::Sources(
+                        "the session notes are empty; there is nothing to answer from".into(),
+                    ));
+                }
+                key = key.part(&notes);
+                (
+                    "You are a teaching assistant. Answer the question using only the class \
+                     notes. If the notes do not contain the answer, say so briefly."
+                        .to_owned(),
+                    format!("Class notes:\n{notes}\n\nQuestion: {}", plan.prompt),
+                    Vec::new(),
+                )
+            }
+            AiJobKind::Translate => {
+                let text = self.document_text(NOTES_TEXT).await?;
+                if text.trim().is_empty() {
+                    return Err(JobError::Sources(
+                        "the document to translate is empty".into(),
+                    ));
+                }
+                key = key.part(&text);
+                let language = plan.language.as_deref().unwrap_or("English");
+                (
+                    format!(
+                        "You are a translator. Translate the user's text into {language}. Keep the \
+                         Markdown structure. Answer with the translation only."
+                    ),
+                    text,
+                    Vec::new(),
+                )
+            }
+            AiJobKind::Mindmap
+            | AiJobKind::Quiz
+            | AiJobKind::Flashcards
+            | AiJobKind::Exam
+            | AiJobKind::LessonPlan => {
+                let query = or_default(&plan.prompt, "key ideas, definitions and examples");
+                // Without material the model may use general knowledge (the prompt says so).
+                let hits = self.retrieve(query, CONTEXT_PASSAGES).await?;
+                let excerpts: Vec<SourceExcerpt> = hits
+                    .iter()
+                    .enumerate()
+                    .map(|(index, hit)| SourceExcerpt {
+                        label: format!("[{}] {}", index + 1, place(hit)),
+                        text: hit.chunk.text.clone(),
+                    })
+                    .collect();
+                let messages = structured::messages(
+                    structured_kind(plan.kind),
+                    or_default(&plan.prompt, "the course material"),
+                    &excerpts,
+                    &PromptOptions::default(),
+                );
+                for hit in &hits {
+                    key = key
+                        .part(&hit.chunk.material_id)
+                        .part(&hit.chunk.ordinal.to_string());
+                }
+                for message in &messages {
+                    key = key.part(&message.content);
+                }
+                return Ok((messages, hits, key.finish()));
+            }
+        };
+        for hit in &hits {
+            key = key
+                .part(&hit.chunk.material_id)
+                .part(&hit.chunk.ordinal.to_string());
+        }
+        let messages = vec![
+            Message {
+                role: Role::System,
+                content: system,
+            },
+            Message {
+                role: Role::User,
+                content: user,
+            },
+        ];
+        for message in &messages {
+            key = key.part(&message.content);
+        }
+        Ok((messages, hits, key.finish()))
+    }
+
+    async fn retrieve(&self, query: &str, k: usize) -> Result<Vec<SearchHit>, JobError> {
+        self.service
+            .0
+            .library
+            .search(
+                &self.plan.classroom_id,
+                query,
+                self.plan.material_ids.clone(),
+                k,
+            )
+            .await
+            .map_err(|error| {
+                JobError::Sources(format!("retrieving course material failed: {error}"))
+            })
+    }
+
+    /// The current text of the plan's source document (root `root`), cut to what a prompt
+    /// holds (the end: the most recent notes).
+    async fn document_text(&self, root: &str) -> Result<String, JobError> {
+        let Some(source) = &self.plan.source else {
+            return Ok(String::new());
+        };
+        read_text(&self.service, source, root).await
+    }
+}
+
+/// The text of `root` in `doc`, at most [`MAX_DOC_CHARS`] (the end).
+async fn read_text(service: &AiService, doc: &DocId, root: &str) -> Result<String, JobError> {
+    let state = service.0.rooms.encode_state(doc).await?;
+    let replica = Doc::new();
+    let text = replica.get_or_insert_text(root);
+    let update = Update::decode_v1(&state).map_err(RoomError::InvalidUpdate)?;
+    let mut txn = replica.transact_mut();
+    txn.apply_update(update).map_err(|error| {
+        JobError::Sources(format!("the source document is unreadable: {error}"))
+    })?;
+    let whole = text.get_string(&txn);
+    let skip = whole.chars().count().saturating_sub(MAX_DOC_CHARS);
+    Ok(whole.chars().skip(skip).collect())
+}
+
+/// A cached answer as a stream, in word-sized pieces, so it reaches the document the same
+/// way a generated one does.
+fn replay(answer: &str) -> EventStream {
+    let mut events: Vec<Result<Event, BackendError>> = answer
+        .split_inclusive(char::is_whitespace)
+        .map(|piece| Ok(Event::Token(piece.to_owned())))
+        .collect();
+    events.push(Ok(Event::Done(Usage::default())));
+    Box::pin(futures_util::stream::iter(events))
+}
+
+/// Where a passage comes from: `file, p. N, heading`.
+fn place(hit: &SearchHit) -> String {
+    let mut place = hit.file_name.clone();
+    if let Some(page) = hit.chunk.page {
+        place.push_str(&format!(", p. {page}"));
+    }
+    if let Some(heading) = &hit.chunk.heading {
+        place.push_str(&format!(", {heading}"));
+    }
+    place
+}
+
+/// Numbered passages for a prompt: `[n] (file, p. N, heading) text`.
+fn passages(hits: &[SearchHit]) -> String {
+    let mut text = String::new();
+    for (index, hit) in hits.iter().enumerate() {
+        let passage: String = hit.chunk.text.chars().take(MAX_PASSAGE_CHARS).collect();
+        text.push_str(&format!("[{}] ({}) {passage}\n", index + 1, place(hit)));
+    }
+    text
+}
+
+/// The structured helper's kind for a structured job kind.
+fn structured_kind(kind: AiJobKind) -> structured::Kind {
+    match kind {
+        AiJobKind::Quiz => structured::Kind::Quiz,
+        AiJobKind::Flashcards => structured::Kind::Flashcards,
+        AiJobKind::Exam => structured::Kind::Exam,
+        AiJobKind::LessonPlan => structured::Kind::LessonPlan,
+        // Only called for structured kinds; the mind map is the remaining one.
+        AiJobKind::Mindmap
+        | AiJobKind::Chat
+        | AiJobKind::Notes
+        | AiJobKind::Qa
+        | AiJobKind::Translate => structured::Kind::Mindmap,
+    }
+}
+
+/// A citation as written into a chat message.
+fn citation(hit: &SearchHit) -> Any {
+    let page = hit
+        .chunk
+        .page
+        .map_or(Any::Null, |page| Any::from(f64::from(page)));
+    let heading = hit.chunk.heading.as_deref().map_or(Any::Null, Any::from);
+    Any::Map(Arc::new(HashMap::from([
+        (
+            "material_id".to_owned(),
+            Any::from(hit.chunk.material_id.as_str()),
+        ),
+        ("file_name".to_owned(), Any::from(hit.file_name.as_str())),
+        ("page".to_owned(), page),
+        ("heading".to_owned(), heading),
+    ])))
+}
+
+fn or_default<'a>(text: &'a str, default: &'a str) -> &'a str {
+    if text.is_empty() { default } else { text }
+}

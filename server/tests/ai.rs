@@ -1,0 +1,1209 @@
+//! Live AI jobs through the real server: a local OpenAI-compatible SSE server (real HTTP,
+//! real event-stream framing) stands in for the model, and Rust y-sync clients watch the
+//! documents the jobs stream into. One test runs the real local ONNX model end to end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode as AxumStatus, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt as _;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use yrs::encoding::read::{Cursor, Read};
+use yrs::encoding::write::Write;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Array, Doc, GetString, Out, StateVector, Text, Transact, Update, WriteTxn};
+
+use lectern::config::AiBackendKind;
+use lectern_library::testing as fixtures;
+use yrs::types::ToJson;
+
+use crate::api::{Api, Session, code, sqlite};
+use crate::support::{Client, TestServer, connect};
+
+/// How the fake model answers.
+#[derive(Debug, Clone)]
+enum Script {
+    /// These tokens, `gap` apart, then finish with this usage.
+    Tokens {
+        tokens: Vec<String>,
+        gap: Duration,
+        prompt_tokens: u32,
+    },
+    /// 500 Internal Server Error.
+    Fail500,
+    /// A few tokens, then the connection breaks.
+    BreakAfter(usize),
+}
+
+/// A local OpenAI-compatible server: `POST /v1/chat/completions` with SSE streaming.
+struct FakeModel {
+    base_url: String,
+    requests: Arc<AtomicUsize>,
+}
+
+async fn fake_model(script: Script) -> FakeModel {
+    fake_model_seq(vec![script]).await
+}
+
+/// A fake model answering the n-th request with `scripts[n]` (the last one from then on).
+async fn fake_model_seq(scripts: Vec<Script>) -> FakeModel {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let scripts = Arc::new(scripts);
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(move |_body: Bytes| {
+            let scripts = scripts.clone();
+            let counter = counter.clone();
+            async move {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                respond(scripts[n.min(scripts.len() - 1)].clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    FakeModel {
+        base_url: format!("http://{address}/v1"),
+        requests,
+    }
+}
+
+fn chunk(content: &str) -> Bytes {
+    let data = json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}],
+    });
+    Bytes::from(format!("data: {data}\n\n"))
+}
+
+fn respond(script: Script) -> Response {
+    let (parts, gap, fail_at_end): (Vec<Bytes>, Duration, bool) = match script {
+        Script::Fail500 => {
+            return (AxumStatus::INTERNAL_SERVER_ERROR, "model crashed").into_response();
+        }
+        Script::Tokens {
+            tokens,
+            gap,
+            prompt_tokens,
+        } => {
+            let mut parts: Vec<Bytes> = tokens.iter().map(|token| chunk(token)).collect();
+            let finish = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            parts.push(Bytes::from(format!("data: {finish}\n\n")));
+            let usage = json!({"choices": [], "usage": {
+                "prompt_tokens": prompt_tokens, "completion_tokens": tokens.len()}});
+            parts.push(Bytes::from(format!("data: {usage}\n\n")));
+            parts.push(Bytes::from_static(b"data: [DONE]\n\n"));
+            (parts, gap, false)
+        }
+        Script::BreakAfter(count) => (
+            (0..count)
+                .map(|index| chunk(&format!("part{index} ")))
+                .collect(),
+            Duration::from_millis(10),
+            true,
+        ),
+    };
+    let body = futures_util::stream::unfold(
+        (parts.into_iter(), true, fail_at_end),
+        move |(mut parts, first, fail)| async move {
+            if !first {
+                tokio::time::sleep(gap).await;
+            }
+            match parts.next() {
+                Some(part) => Some((Ok::<_, std::io::Error>(part), (parts, false, fail))),
+                None if fail => Some((
+                    Err(std::io::Error::other("scripted disconnect")),
+                    (parts, false, false),
+                )),
+                None => None,
+            }
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+fn tokens(text: &str) -> Vec<String> {
+    text.split_inclusive(' ').map(str::to_owned).collect()
+}
+
+const ANSWER: &str = "The electron transport chain sits in the inner membrane of the \
+                      mitochondrion [1], where it pumps protons to drive ATP synthase [1].";
+
+fn answering(gap_ms: u64) -> Script {
+    Script::Tokens {
+        tokens: tokens(ANSWER),
+        gap: Duration::from_millis(gap_ms),
+        prompt_tokens: 40,
+    }
+}
+
+async fn openai_server(model: &FakeModel, adjust: impl Fn(&mut lectern::Config)) -> Api {
+    let base_url = model.base_url.clone();
+    sqlite(move |config| {
+        config.ai_backend = AiBackendKind::Openai;
+        config.ai_base_url = Some(base_url.clone());
+        config.ai_model = Some("fake-model".into());
+        // The tests poll job status quickly; the REST limit is not what they check.
+        config.rate_limit_burst = 10_000;
+        adjust(config);
+    })
+    .await
+}
+
+/// A classroom with a live session, a teacher, a student and an outsider.
+struct Class {
+    id: String,
+    session: String,
+    teacher: Session,
+    student: Session,
+    outsider: Session,
+}
+
+async fn class(api: &Api) -> Class {
+    let teacher = api.register("teacher@example.edu", "faculty").await;
+    let (status, body) = api
+        .post(
+            "/classrooms",
+            Some(&teacher.access),
+            json!({"name": "Biology"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    let join_code = body["join_code"].as_str().expect("code").to_owned();
+    let student = api.register("student@example.edu", "student").await;
+    let outsider = api.register("outsider@example.edu", "student").await;
+    let (status, body) = api
+        .post(
+            "/classrooms/join",
+            Some(&student.access),
+            json!({"join_code": join_code}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .post(
+            &format!("/classrooms/{id}/sessions"),
+            Some(&teacher.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let session = body["id"].as_str().expect("session id").to_owned();
+    Class {
+        id,
+        session,
+        teacher,
+        student,
+        outsider,
+    }
+}
+
+const CELL_PAGES: [&str; 3] = [
+    "Cells are the basic unit of life. Every living organism is made of one or more cells, \
+     and new cells arise only from existing cells.",
+    "Photosynthesis in plant chloroplasts turns light, water and carbon dioxide into glucose \
+     and oxygen. Chlorophyll absorbs mostly red and blue light.",
+    "The electron transport chain sits in the inner membrane of the mitochondrion, where it \
+     pumps protons to drive ATP synthase.",
+];
+
+/// Uploads the three-page cells PDF and waits until it is searchable; returns its id.
+async fn upload_cells(api: &Api, class: &Class) -> String {
+    let form = Form::new().part(
+        "file",
+        Part::bytes(fixtures::pdf(&CELL_PAGES)).file_name("cells.pdf"),
+    );
+    let url = api
+        .server()
+        .http(&format!("/api/v1/classrooms/{}/materials", class.id));
+    let (status, body) = api
+        .call(
+            api.client().post(url).multipart(form),
+            Some(&class.teacher.access),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    for _ in 0..1200 {
+        let (_, body) = api
+            .get(&format!("/materials/{id}"), Some(&class.teacher.access))
+            .await;
+        match body["status"].as_str() {
+            Some("ready") => return id,
+            Some("failed") => panic!("ingestion failed: {body}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("material never became ready");
+}
+
+async fn start_job(api: &Api, class: &Class, token: &str, body: Value) -> (StatusCode, Value) {
+    api.post(
+        &format!("/sessions/{}/ai/jobs", class.session),
+        Some(token),
+        body,
+    )
+    .await
+}
+
+async fn start_ok(api: &Api, class: &Class, token: &str, body: Value) -> Value {
+    let (status, job) = start_job(api, class, token, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["status"], "queued");
+    job
+}
+
+/// Polls a job until it is over; returns it.
+async fn finished(api: &Api, token: &str, job_id: &str) -> Value {
+    for _ in 0..1200 {
+        let (status, job) = api.get(&format!("/ai/jobs/{job_id}"), Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        if matches!(
+            job["status"].as_str(),
+            Some("done" | "failed" | "cancelled")
+        ) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {job_id} never finished");
+}
+
+/// A y-sync client holding a replica of one document; every update it receives bumps a
+/// counter that tests wait on.
+struct Watcher {
+    doc: Doc,
+    updates: tokio::sync::watch::Receiver<usize>,
+    sink: SplitSink<Client, Message>,
+    replies: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+impl Watcher {
+    async fn open(server: &TestServer, doc_id: &str, token: &str) -> Self {
+        let socket = connect(&server.ws(&format!("/ws/{doc_id}?token={token}"))).await;
+        let (mut sink, mut stream) = socket.split();
+        let step1 =
+            yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep1(StateVector::default()));
+        sink.send(Message::Binary(step1.encode_v1().into()))
+            .await
+            .expect("send step 1");
+        let doc = Doc::new();
+        let (counter, updates) = tokio::sync::watch::channel(0);
+        let (reply_sender, replies) = tokio::sync::mpsc::unbounded_channel();
+        let replica = doc.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Binary(bytes) = message else {
+                    continue;
+                };
+                if bytes.first() == Some(&103) {
+                    let mut cursor = Cursor::new(&bytes[1..]);
+                    let json = cursor.read_string().expect("reply json");
+                    let _ = reply_sender.send(serde_json::from_str(json).expect("json"));
+                    continue;
+                }
+                let update = match yrs::sync::Message::decode_v1(&bytes) {
+                    Ok(yrs::sync::Message::Sync(
+                        yrs::sync::SyncMessage::SyncStep2(update)
+                        | yrs::sync::SyncMessage::Update(update),
+                    )) => update,
+                    _ => continue,
+                };
+                let update = Update::decode_v1(&update).expect("update");
+                replica.transact_mut().apply_update(update).expect("apply");
+                counter.send_modify(|count| *count += 1);
+            }
+        });
+        Self {
+            doc,
+            updates,
+            sink,
+            replies,
+        }
+    }
+
+    /// Waits until `check` holds on the replica (re-checked after every update).
+    async fn until<T>(&mut self, mut check: impl FnMut(&Doc) -> Option<T>) -> T {
+        let wait = async {
+            loop {
+                if let Some(value) = check(&self.doc) {
+                    return value;
+                }
+                self.updates.changed().await.expect("socket open");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(120), wait)
+            .await
+            .expect("condition within 120 s")
+    }
+
+    /// Edits the replica and sends the change to the server.
+    async fn edit(&mut self, edit: impl FnOnce(&mut yrs::TransactionMut<'_>)) {
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            edit(&mut txn);
+            txn.encode_update_v1()
+        };
+        let message = yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(update));
+        self.sink
+            .send(Message::Binary(message.encode_v1().into()))
+            .await
+            .expect("send update");
+    }
+
+    async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.sink
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("send");
+    }
+}
+
+/// The chat messages as JSON.
+fn messages(doc: &Doc) -> Vec<Value> {
+    let array = doc.get_or_insert_array("messages");
+    let txn = doc.transact();
+    let any = array.to_json(&txn);
+    serde_json::to_value(&any)
+        .ok()
+        .and_then(|value| value.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The assistant message of job `job_id`.
+fn answer(doc: &Doc, job_id: &str) -> Option<Value> {
+    messages(doc)
+        .into_iter()
+        .find(|message| message["job_id"] == job_id && message["role"] == "assistant")
+}
+
+fn notes_text(doc: &Doc) -> String {
+    let text = doc.get_or_insert_text("content");
+    let txn = doc.transact();
+    text.get_string(&txn)
+}
+
+fn chat_doc(class: &Class) -> String {
+    format!("session/{}/chat", class.session)
+}
+
+fn notes_doc(class: &Class) -> String {
+    format!("session/{}/notes", class.session)
+}
+
+#[tokio::test]
+async fn a_chat_answer_streams_into_the_shared_chat_with_citations_on_both_clients() {
+    let model = fake_model(answering(15)).await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    let material = upload_cells(&api, &class).await;
+    let mut teacher = Watcher::open(api.server(), &chat_doc(&class), &class.teacher.access).await;
+    let mut student = Watcher::open(api.server(), &chat_doc(&class), &class.student.access).await;
+
+    let job = start_ok(
+        &api,
+        &class,
+        &class.student.access,
+        json!({"kind": "chat", "prompt": "Where is the electron transport chain?"}),
+    )
+    .await;
+    let job_id = job["job_id"].as_str().expect("job id").to_owned();
+    assert_eq!(job["doc_id"], chat_doc(&class));
+
+    // The question first, then the answer growing: several distinct partial texts.
+    let mut partials = std::collections::BTreeSet::new();
+    let done = teacher
+        .until(|doc| {
+            let message = answer(doc, &job_id)?;
+            partials.insert(message["text"].as_str().unwrap_or_default().to_owned());
+            (message["status"] == "done").then_some(message)
+        })
+        .await;
+    assert!(partials.len() >= 4, "several partial updates: {partials:?}");
+    assert_eq!(done["text"], ANSWER);
+    assert_eq!(done["author"], "ai");
+    let all = messages(&teacher.doc);
+    let question = all
+        .iter()
+        .position(|message| message["role"] == "user" && message["job_id"] == job_id)
+        .expect("question");
+    let reply = all
+        .iter()
+        .position(|message| message["role"] == "assistant" && message["job_id"] == job_id)
+        .expect("answer");
+    assert!(question < reply, "the question comes first: {all:?}");
+    assert_eq!(all[question]["author"], class.student.user_id);
+
+    let citations = done["citations"].as_array().expect("citations");
+    assert!(!citations.is_empty());
+    assert_eq!(citations[0]["material_id"], material);
+    assert_eq!(citations[0]["file_name"], "cells.pdf");
+    assert_eq!(
+        citations[0]["page"], 3.0,
+        "the passage's page: {citations:?}"
+    );
+
+    let seen_by_student = student
+        .until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "done"))
+        .await;
+    assert_eq!(seen_by_student, done, "both clients converge");
+
+    // The AI's items carry a client id registered in the document's `lectern` map.
+    let lectern = teacher.doc.get_or_insert_map("lectern");
+    let clients = {
+        let txn = teacher.doc.transact();
+        serde_json::to_value(lectern.to_json(&txn)).expect("json")
+    };
+    let registered = clients["ai_clients"]
+        .as_object()
+        .expect("ai_clients")
+        .values()
+        .any(|entry| entry["job_id"] == job_id && entry["kind"] == "chat");
+    assert!(registered, "{clients}");
+    assert_eq!(clients["ai_jobs"][&job_id]["status"], "done");
+
+    let job = finished(&api, &class.student.access, &job_id).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["completion_tokens"], tokens(ANSWER).len());
+    assert_eq!(job["cached"], false);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn notes_stream_into_the_shared_text_and_a_human_edit_during_streaming_survives() {
+    let model = fake_model(Script::Tokens {
+        tokens: tokens(
+            "## Cells\n- Cells are the basic unit of life.\n- New cells come from cells.\n",
+        ),
+        gap: Duration::from_millis(20),
+        prompt_tokens: 30,
+    })
+    .await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    upload_cells(&api, &class).await;
+    let mut teacher = Watcher::open(api.server(), &notes_doc(&class), &class.teacher.access).await;
+    let mut student = Watcher::open(api.server(), &notes_doc(&class), &class.student.access).await;
+    // Notes a human wrote before.
+    student
+        .edit(|txn| {
+            let text = txn.get_or_insert_text("content");
+            text.insert(txn, 0, "Intro by the class.");
+        })
+        .await;
+    teacher
+        .until(|doc| (notes_text(doc) == "Intro by the class.").then_some(()))
+        .await;
+
+    let job = start_ok(
+        &api,
+        &class,
+        &class.teacher.access,
+        json!({"kind": "notes"}),
+    )
+    .await;
+    let job_id = job["job_id"].as_str().expect("job").to_owned();
+    assert_eq!(job["doc_id"], notes_doc(&class));
+    // While the AI writes, a student edits the top of the same text.
+    student
+        .until(|doc| notes_text(doc).contains("Cells").then_some(()))
+        .await;
+    student
+        .edit(|txn| {
+            let text = txn.get_or_insert_text("content");
+            text.insert(txn, 0, "HUMAN ");
+        })
+        .await;
+    let job = finished(&api, &class.teacher.access, &job_id).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let expected = "HUMAN Intro by the class.\n\n## Cells\n- Cells are the basic unit of life.\n- New cells come from cells.\n";
+    let text = teacher
+        .until(|doc| (notes_text(doc) == expected).then(|| notes_text(doc)))
+        .await;
+    let on_student = student
+        .until(|doc| (notes_text(doc) == expected).then(|| notes_text(doc)))
+        .await;
+    assert_eq!(text, on_student);
+
+    // AI text carries the `ai` attribute; the human's does not.
+    let delta = {
+        let text = teacher.doc.get_or_insert_text("content");
+        let txn = teacher.doc.transact();
+        text.diff(&txn, yrs::types::text::YChange::identity)
+    };
+    let marked: String = delta
+        .iter()
+        .filter(|chunk| {
+            chunk
+                .attributes
+                .as_ref()
+                .is_some_and(|attrs| attrs.get("ai").is_some_and(|v| v.to_string() == job_id))
+        })
+        .map(|chunk| match &chunk.insert {
+            Out::Any(yrs::Any::String(text)) => text.to_string(),
+            _ => String::new(),
+        })
+        .collect();
+    assert!(marked.contains("## Cells"), "{delta:?}");
+    assert!(!marked.contains("HUMAN") && !marked.contains("Intro"));
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn qa_answers_from_the_notes_into_the_chat() {
+    let model = fake_model(Script::Tokens {
+        tokens: tokens("From the notes: cells come from cells."),
+        gap: Duration::from_millis(5),
+        prompt_tokens: 20,
+    })
+    .await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    let (status, body) = start_job(
+        &api,
+        &class,
+        &class.student.access,
+        json!({"kind": "qa", "prompt": "Where do cells come from?"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let empty = finished(
+        &api,
+        &class.student.access,
+        body["job_id"].as_str().expect("id"),
+    )
+    .await;
+    assert_eq!(empty["status"], "failed");
+    assert!(
+        empty["error"]
+            .as_str()
+            .expect("reason")
+            .contains("notes are empty")
+    );
+
+    let mut notes = Watcher::open(api.server(), &notes_doc(&class), &class.teacher.access).await;
+    notes
+        .edit(|txn| {
+            let text = txn.get_or_insert_text("content");
+            text.insert(txn, 0, "New cells arise only from existing cells.");
+        })
+        .await;
+    let mut chat = Watcher::open(api.server(), &chat_doc(&class), &class.student.access).await;
+    // The server has the edit once another client sees it.
+    Watcher::open(api.server(), &notes_doc(&class), &class.student.access)
+        .await
+        .until(|doc| (!notes_text(doc).is_empty()).then_some(()))
+        .await;
+    let job = start_ok(
+        &api,
+        &class,
+        &class.student.access,
+        json!({"kind": "qa", "prompt": "Where do cells come from?"}),
+    )
+    .await;
+    let job_id = job["job_id"].as_str().expect("id").to_owned();
+    assert_eq!(job["doc_id"], chat_doc(&class));
+    let message = chat
+        .until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "done"))
+        .await;
+    assert_eq!(message["text"], "From the notes: cells come from cells.");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_mid_stream_keeps_the_partial_text() {
+    let model = fake_model(Script::Tokens {
+        tokens: (0..400).map(|index| format!("w{index} ")).collect(),
+        gap: Duration::from_millis(10),
+        prompt_tokens: 10,
+    })
+    .await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    upload_cells(&api, &class).await;
+    let mut chat = Watcher::open(api.server(), &chat_doc(&class), &class.teacher.access).await;
+    let job = start_ok(
+        &api,
+        &class,
+        &class.teacher.access,
+        json!({"kind": "chat", "prompt": "Tell me everything"}),
+    )
+    .await;
+    let job_id = job["job_id"].as_str().expect("id").to_owned();
+    chat.until(|doc| {
+        answer(doc, &job_id).filter(|message| message["text"].as_str().unwrap_or("").len() > 20)
+    })
+    .await;
+    // Someone else may not cancel it.
+    let (status, _) = api
+        .post(
+            &format!("/ai/jobs/{job_id}/cancel"),
+            Some(&class.student.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = api
+        .post(
+            &format!("/ai/jobs/{job_id}/cancel"),
+            Some(&class.teacher.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let job = finished(&api, &class.teacher.access, &job_id).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    let message = chat
+        .until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "cancelled"))
+        .await;
+    let text = message["text"].as_str().expect("text");
+    assert!(text.starts_with("w0 w1 "), "{text}");
+    assert!(!text.contains("w399"), "stopped early: {text}");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn two_concurrent_jobs_into_the_chat_do_not_garble_each_other() {
+    let model = fake_model(answering(10)).await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    upload_cells(&api, &class).await;
+    let mut chat = Watcher::open(api.server(), &chat_doc(&class), &class.student.access).await;
+    let first = start_ok(
+        &api,
+        &class,
+        &class.teacher.access,
+        json!({"kind": "chat", "prompt": "Where is the electron transport chain?"}),
+    )
+    .await;
+    let second = start_ok(
+        &api,
+        &class,
+        &class.student.access,
+        json!({"kind": "chat", "prompt": "What does the transport chain drive?"}),
+    )
+    .await;
+    // A human chats in between.
+    chat.edit(|txn| {
+        let messages = txn.get_or_insert_array("messages");
+        messages.push_back(
+            txn,
+            yrs::MapPrelim::from_iter([("role", yrs::In::from("user")), ("id", "human".into())]),
+        );
+    })
+    .await;
+    for job in [&first, &second] {
+        let job_id = job["job_id"].as_str().expect("id").to_owned();
+        let message = chat
+            .until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "done"))
+            .await;
+        assert_eq!(message["text"], ANSWER, "each answer whole and alone");
+    }
+    let all = messages(&chat.doc);
+    assert_eq!(
+        all.len(),
+        5,
+        "2 questions, 2 answers, 1 human message: {all:?}"
+    );
+    assert_eq!(
+        model.requests.load(Ordering::SeqCst),
+        2,
+        "different questions"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn an_identical_request_over_identical_sources_is_answered_from_the_cache() {
+    let model = fake_model(answering(1)).await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    upload_cells(&api, &class).await;
+    let mut chat = Watcher::open(api.server(), &chat_doc(&class), &class.teacher.access).await;
+    let request = json!({"kind": "chat", "prompt": "Where is the electron transport chain?"});
+    let mut texts = Vec::new();
+    for round in 0..2 {
+        let job = start_ok(&api, &class, &class.teacher.access, request.clone()).await;
+        let job_id = job["job_id"].as_str().expect("id").to_owned();
+        let job = finished(&api, &class.teacher.access, &job_id).await;
+        assert_eq!(job["status"], "done");
+        assert_eq!(job["cached"], round == 1, "{job}");
+        let message = chat
+            .until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "done"))
+            .await;
+        assert!(
+            !message["citations"]
+                .as_array()
+                .expect("citations")
+                .is_empty()
+        );
+        texts.push(message["text"].clone());
+    }
+    assert_eq!(texts[0], texts[1]);
+    assert_eq!(
+        model.requests.load(Ordering::SeqCst),
+        1,
+        "the model was asked once"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_spent_daily_budget_refuses_new_jobs_with_its_own_code() {
+    let model = fake_model(answering(1)).await;
+    let api = openai_server(&model, |config| config.ai_classroom_daily_tokens = 50).await;
+    let class = class(&api).await;
+    upload_cells(&api, &class).await;
+    let job = start_ok(
+        &api,
+        &class,
+        &class.teacher.access,
+        json!({"kind": "chat", "prompt": "Where is the electron transport chain?"}),
+    )
+    .await;
+    let job = finished(
+        &api,
+        &class.teacher.access,
+        job["job_id"].as_str().expect("id"),
+    )
+    .await;
+    assert_eq!(job["status"], "done");
+    let (status, body) = start_job(
+        &api,
+        &class,
+        &class.student.access,
+        json!({"kind": "chat", "prompt": "Anything else?"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(code(&body), "ai_budget_exhausted");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("50 tokens")
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_backend_fails_the_job_visibly_and_the_server_carries_on() {
+    for (script, expected) in [
+        (Script::Fail500, "500"),
+        (Script::BreakAfter(3), "connection"),
+    ] {
+        let partial = matches!(script, Script::BreakAfter(_));
+        let model = fake_model(script).await;
+        let api = openai_server(&model, |_| {}).await;
+        let class = class(&api).await;
+        upload_cells(&api, &class).await;
+        let mut chat = Watcher::open(api.server(), &chat_doc(&class), &class.teacher.access).await;
+        let job = start_ok(
+            &api,
+            &class,
+            &class.teacher.access,
+            json!({"kind": "chat", "prompt": "Where is the electron transport chain?"}),
+        )
+        .await;
+        let job_id = job["job_id"].as_str().expect("id").to_owned();
+        let job = finished(&api, &class.teacher.access, &job_id).await;
+        assert_eq!(job["status"], "failed", "{job}");
+        let reason = job["error"].as_str().expect("reason");
+        assert!(reason.contains(expected), "{reason}");
+        let message = chat
+            .until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "failed"))
+            .await;
+        assert_eq!(message["error"], reason);
+        if partial {
+            assert!(
+                message["text"]
+                    .as_str()
+                    .expect("text")
+                    .starts_with("part0 ")
+            );
+        }
+        // Realtime collaboration is unaffected.
+        chat.edit(|txn| {
+            txn.get_or_insert_text("scratch")
+                .insert(txn, 0, "still here");
+        })
+        .await;
+        let (status, _) = api
+            .get(
+                &format!("/sessions/{}", class.session),
+                Some(&class.student.access),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        api.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn only_permitted_users_start_jobs() {
+    let model = fake_model(answering(1)).await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    let chat = json!({"kind": "chat", "prompt": "Hello?"});
+    let (status, body) = start_job(&api, &class, &class.outsider.access, chat.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    for kind in ["quiz", "exam", "lesson_plan", "flashcards"] {
+        let (status, body) = start_job(
+            &api,
+            &class,
+            &class.student.access,
+            json!({"kind": kind, "prompt": "cells"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{kind}: {body}");
+    }
+    let (status, body) = start_job(
+        &api,
+        &class,
+        &class.student.access,
+        json!({"kind": "translate", "language": "French"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) =
+        start_job(&api, &class, &class.student.access, json!({"kind": "chat"})).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a chat needs a question: {body}"
+    );
+    let (status, _) = api
+        .post(
+            "/sessions/nope/ai/jobs",
+            Some(&class.teacher.access),
+            chat.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api.get("/ai/jobs/nope", Some(&class.teacher.access)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Locked: students read only, so they may not start chat jobs; faculty still may.
+    let (status, _) = api
+        .post(
+            &format!("/sessions/{}/lock", class.session),
+            Some(&class.teacher.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = start_job(&api, &class, &class.student.access, chat.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_backend_ai_answers_503_and_collaboration_works() {
+    let api = sqlite(|config| config.ai_backend = AiBackendKind::Off).await;
+    let class = class(&api).await;
+    let (status, body) = start_job(
+        &api,
+        &class,
+        &class.teacher.access,
+        json!({"kind": "chat", "prompt": "Hello?"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(code(&body), "ai_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("--ai-backend")
+    );
+    let mut a = Watcher::open(api.server(), &notes_doc(&class), &class.teacher.access).await;
+    let mut b = Watcher::open(api.server(), &notes_doc(&class), &class.student.access).await;
+    a.edit(|txn| txn.get_or_insert_text("content").insert(txn, 0, "works"))
+        .await;
+    b.until(|doc| (notes_text(doc) == "works").then_some(()))
+        .await;
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_start_over_the_websocket_with_a_control_message() {
+    let model = fake_model(answering(1)).await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    upload_cells(&api, &class).await;
+    let mut chat = Watcher::open(api.server(), &chat_doc(&class), &class.student.access).await;
+    let request = |json: Value| {
+        let mut bytes = Vec::new();
+        bytes.write_var(102_u32);
+        bytes.write_string(&json.to_string());
+        bytes
+    };
+    chat.send_raw(request(json!({
+        "request_id": 1, "action": "start", "session_id": class.session,
+        "kind": "chat", "prompt": "Where is the electron transport chain?"
+    })))
+    .await;
+    let reply = tokio::time::timeout(Duration::from_secs(30), chat.replies.recv())
+        .await
+        .expect("reply in time")
+        .expect("reply");
+    assert_eq!(reply["request_id"], 1);
+    assert_eq!(reply["ok"], true, "{reply}");
+    let job_id = reply["job"]["job_id"].as_str().expect("id").to_owned();
+    let message = chat
+        .until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "done"))
+        .await;
+    assert_eq!(message["text"], ANSWER);
+
+    chat.send_raw(request(
+        json!({"request_id": "q", "action": "status", "job_id": job_id}),
+    ))
+    .await;
+    let reply = chat.replies.recv().await.expect("reply");
+    assert_eq!(reply["job"]["status"], "done", "{reply}");
+    chat.send_raw(request(
+        json!({"request_id": 2, "action": "start", "session_id": class.session, "kind": "quiz"}),
+    ))
+    .await;
+    let reply = chat.replies.recv().await.expect("reply");
+    assert_eq!(reply["ok"], false);
+    assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
+    api.stop().await;
+}
+
+/// The real local model (SmolLM2 through ONNX Runtime), prepared in the shared test models
+/// directory, streaming an answer into the chat while two clients watch.
+#[tokio::test]
+async fn the_local_model_streams_an_answer_into_a_watched_document() {
+    // Prepares (once) and checks the shared model before the server looks for it.
+    let _ = lectern_ai::local::testing::local_backend();
+    let api = sqlite(|config| {
+        config.ai_backend = AiBackendKind::Local;
+        config.ai_max_tokens = 40;
+    })
+    .await;
+    let class = class(&api).await;
+    let mut notes = Watcher::open(api.server(), &notes_doc(&class), &class.teacher.access).await;
+    notes
+        .edit(|txn| {
+            txn.get_or_insert_text("content").insert(
+                txn,
+                0,
+                "Photosynthesis turns light, water and carbon dioxide into glucose and oxygen.",
+            )
+        })
+        .await;
+    let mut first = Watcher::open(api.server(), &chat_doc(&class), &class.teacher.access).await;
+    let mut second = Watcher::open(api.server(), &chat_doc(&class), &class.student.access).await;
+    Watcher::open(api.server(), &notes_doc(&class), &class.student.access)
+        .await
+        .until(|doc| (!notes_text(doc).is_empty()).then_some(()))
+        .await;
+    let job = start_ok(
+        &api,
+        &class,
+        &class.student.access,
+        json!({"kind": "qa", "prompt": "What does photosynthesis make?"}),
+    )
+    .await;
+    let job_id = job["job_id"].as_str().expect("id").to_owned();
+    let mut partials = std::collections::BTreeSet::new();
+    let done = first
+        .until(|doc| {
+            let message = answer(doc, &job_id)?;
+            partials.insert(message["text"].as_str().unwrap_or_default().to_owned());
+            (message["status"] != "streaming").then_some(message)
+        })
+        .await;
+    assert_eq!(done["status"], "done", "{done}");
+    let text = done["text"].as_str().expect("text");
+    assert!(!text.trim().is_empty());
+    assert!(partials.len() >= 3, "several partial updates: {partials:?}");
+    let other = second
+        .until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "done"))
+        .await;
+    assert_eq!(other["text"], done["text"]);
+    let job = finished(&api, &class.student.access, &job_id).await;
+    assert!(
+        job["completion_tokens"].as_u64().expect("tokens") > 0,
+        "{job}"
+    );
+    api.stop().await;
+}
+
+fn say(text: &str) -> Script {
+    Script::Tokens {
+        tokens: tokens(text),
+        gap: Duration::from_millis(2),
+        prompt_tokens: 10,
+    }
+}
+
+const QUIZ: &str = r#"{"title": "Cells", "questions": [{"prompt": "What is the basic unit of life?", "options": ["The cell", "The atom", "The organ"], "answer": 0, "explanation": "Page 1 says so."}]}"#;
+
+fn map_json(doc: &Doc, name: &str) -> Value {
+    let map = doc.get_or_insert_map(name);
+    let txn = doc.transact();
+    serde_json::to_value(map.to_json(&txn)).expect("json")
+}
+
+#[tokio::test]
+async fn a_quiz_streams_as_a_draft_then_lands_validated_or_fails_clearly() {
+    // Valid at once; unusable then repaired; unusable twice.
+    for (scripts, requests, outcome) in [
+        (vec![say(QUIZ)], 1, "done"),
+        (vec![say("I cannot do quizzes."), say(QUIZ)], 2, "done"),
+        (vec![say("No."), say("Still no.")], 2, "failed"),
+    ] {
+        let model = fake_model_seq(scripts).await;
+        let api = openai_server(&model, |_| {}).await;
+        let class = class(&api).await;
+        upload_cells(&api, &class).await;
+        let job = start_ok(
+            &api,
+            &class,
+            &class.teacher.access,
+            json!({"kind": "quiz", "prompt": "cells"}),
+        )
+        .await;
+        let doc_id = job["doc_id"].as_str().expect("doc").to_owned();
+        assert!(
+            doc_id.starts_with(&format!("template/{}/", class.id)),
+            "{doc_id}"
+        );
+        let job_id = job["job_id"].as_str().expect("id").to_owned();
+        let job = finished(&api, &class.teacher.access, &job_id).await;
+        assert_eq!(job["status"], outcome, "{job}");
+        assert_eq!(model.requests.load(Ordering::SeqCst), requests);
+        // Students of the class can watch (read) the new document.
+        let mut watcher = Watcher::open(api.server(), &doc_id, &class.student.access).await;
+        let lectern = watcher
+            .until(|doc| {
+                let lectern = map_json(doc, "lectern");
+                (lectern["ai_jobs"][&job_id]["status"] == outcome).then_some(lectern)
+            })
+            .await;
+        let draft = {
+            let text = watcher.doc.get_or_insert_text("draft");
+            let txn = watcher.doc.transact();
+            text.get_string(&txn)
+        };
+        assert!(!draft.is_empty(), "the raw output stays as the draft");
+        if outcome == "done" {
+            let quiz = map_json(&watcher.doc, "quiz");
+            assert_eq!(quiz["questions"][0]["options"][0], "The cell", "{quiz}");
+        } else {
+            let reason = job["error"].as_str().expect("reason");
+            assert!(reason.contains("quiz"), "{reason}");
+            assert_eq!(lectern["ai_jobs"][&job_id]["error"], reason);
+        }
+        api.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_mindmap_grows_node_by_node_in_the_session_mindmap() {
+    let model = fake_model(Script::Tokens {
+        tokens: tokens("- Cells\n  - Membrane\n  - Nucleus\n    - DNA\n"),
+        gap: Duration::from_millis(10),
+        prompt_tokens: 10,
+    })
+    .await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    let doc_id = format!("session/{}/mindmap", class.session);
+    let mut watcher = Watcher::open(api.server(), &doc_id, &class.student.access).await;
+    let job = start_ok(
+        &api,
+        &class,
+        &class.student.access,
+        json!({"kind": "mindmap"}),
+    )
+    .await;
+    assert_eq!(job["doc_id"], doc_id);
+    let mut sizes = std::collections::BTreeSet::new();
+    let map = watcher
+        .until(|doc| {
+            let map = map_json(doc, "mindmap");
+            let nodes = map["nodes"].as_object().map_or(0, |nodes| nodes.len());
+            sizes.insert(nodes);
+            (nodes == 4).then_some(map)
+        })
+        .await;
+    assert!(sizes.len() >= 3, "nodes appear one by one: {sizes:?}");
+    let labels: Vec<_> = map["nodes"]
+        .as_object()
+        .expect("nodes")
+        .values()
+        .map(|node| node["label"].as_str().expect("label").to_owned())
+        .collect();
+    assert!(labels.contains(&"DNA".to_owned()), "{labels:?}");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_translation_streams_into_a_new_classroom_document() {
+    let model = fake_model(say("Les cellules sont l'unité de base de la vie.")).await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    let mut notes = Watcher::open(api.server(), &notes_doc(&class), &class.teacher.access).await;
+    notes
+        .edit(|txn| {
+            txn.get_or_insert_text("content")
+                .insert(txn, 0, "Cells are the basic unit of life.")
+        })
+        .await;
+    Watcher::open(api.server(), &notes_doc(&class), &class.student.access)
+        .await
+        .until(|doc| (!notes_text(doc).is_empty()).then_some(()))
+        .await;
+    let job = start_ok(
+        &api,
+        &class,
+        &class.teacher.access,
+        json!({"kind": "translate", "language": "French"}),
+    )
+    .await;
+    let doc_id = job["doc_id"].as_str().expect("doc").to_owned();
+    let mut watcher = Watcher::open(api.server(), &doc_id, &class.student.access).await;
+    let text = watcher
+        .until(|doc| {
+            let text = notes_text(doc);
+            (text == "Les cellules sont l'unité de base de la vie.").then_some(text)
+        })
+        .await;
+    assert!(!text.is_empty());
+    let (status, session) = api
+        .get(
+            &format!("/sessions/{}", class.session),
+            Some(&class.teacher.access),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let _ = session;
+    api.stop().await;
+}
