@@ -90,6 +90,7 @@ start_server() {
       DATA_DIR=$(mktemp -d /tmp/lectern-bench-data.XXXXXX)
       # The generator sends no token: let anonymous clients write, as the peers do.
       "$LECTERN_BIN" serve --listen "127.0.0.1:$port" --data-dir "$DATA_DIR" --anonymous-access write \
+        --prepare-models false \
         >"$OUT/server-$name.log" 2>&1 &
       URL=ws://127.0.0.1:$port/ws PROTO=y-websocket ;;
     yws)

@@ -23,10 +23,15 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
     let database = config.database_url();
+    let (prepare, models_dir) = (config.prepare_models, config.models_dir());
+    let local_ai = config.ai_backend == lectern::config::AiBackendKind::Local;
     let state = lectern::AppState::build(config).await?;
-    // Begin preparing the local models now, so a first-time download shows its progress
-    // at start rather than when the first upload needs it.
-    state.library().model().start_loading();
+    // Prepare missing local models now, so a first-time download shows its progress at
+    // start rather than when the first upload or AI request needs them; they are loaded
+    // into memory on first use.
+    if prepare {
+        tokio::task::spawn_blocking(move || prepare_in_background(&models_dir, local_ai));
+    }
     tracing::info!(%address, database = %redact(&database), "lectern listening");
     lectern::serve(state, listener, shutdown_signal()).await
 }
@@ -47,6 +52,19 @@ async fn prepare_models(options: PrepareModels) -> anyhow::Result<()> {
     })
     .await
     .context("the preparation thread failed")?
+}
+
+/// The start-up preparation of `serve`: failures are logged (AI requests then answer 503
+/// with the reason), never fatal.
+fn prepare_in_background(models_dir: &std::path::Path, local_ai: bool) {
+    let dir = lectern_ai::models::ModelsDir::new(models_dir);
+    let progress = |line: &str| tracing::info!(target: "lectern::models", "{line}");
+    if let Err(error) = lectern_ai::models::prepare_embeddings(&dir, &progress) {
+        tracing::warn!(%error, "the embedding model could not be prepared");
+    }
+    if local_ai && let Err(error) = lectern_ai::local::prepare_generator(&dir, &progress) {
+        tracing::warn!(%error, "the local AI model could not be prepared");
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -125,7 +125,8 @@ fn respond(script: Script) -> Response {
     let body = futures_util::stream::unfold(
         (parts.into_iter(), true, fail_at_end),
         move |(mut parts, first, fail)| async move {
-            if !first {
+            // A zero sleep still waits for the 1 ms timer wheel: skip it.
+            if !first && !gap.is_zero() {
                 tokio::time::sleep(gap).await;
             }
             match parts.next() {
@@ -1205,5 +1206,100 @@ async fn a_translation_streams_into_a_new_classroom_document() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let _ = session;
+    api.stop().await;
+}
+
+/// Reads `name`'s `_sum` and `_count` from the server's metrics.
+async fn histogram(api: &Api, name: &str) -> (f64, f64) {
+    let text = api
+        .client()
+        .get(api.server().http("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |suffix: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}_{suffix} ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (value("sum"), value("count"))
+}
+
+async fn notes_then_qa(api: &Api, class: &Class) -> (String, Watcher) {
+    let mut notes = Watcher::open(api.server(), &notes_doc(class), &class.teacher.access).await;
+    notes
+        .edit(|txn| {
+            txn.get_or_insert_text("content").insert(
+                txn,
+                0,
+                "Photosynthesis turns light, water and carbon dioxide into glucose and oxygen.",
+            )
+        })
+        .await;
+    Watcher::open(api.server(), &notes_doc(class), &class.student.access)
+        .await
+        .until(|doc| (!notes_text(doc).is_empty()).then_some(()))
+        .await;
+    let chat = Watcher::open(api.server(), &chat_doc(class), &class.student.access).await;
+    let job = start_ok(
+        api,
+        class,
+        &class.teacher.access,
+        json!({"kind": "qa", "prompt": "What does photosynthesis make? Explain in detail."}),
+    )
+    .await;
+    (job["job_id"].as_str().expect("id").to_owned(), chat)
+}
+
+/// Measurement, not a check (run with `--run-ignored only`): the server's overhead per
+/// token over the HTTP backend, and the local model's first token and speed.
+#[tokio::test]
+#[ignore = "measurement; prints figures"]
+async fn measure_ai_figures() {
+    const N: usize = 2000;
+    let model = fake_model(Script::Tokens {
+        tokens: (0..N).map(|index| format!("t{index} ")).collect(),
+        gap: Duration::ZERO,
+        prompt_tokens: 10,
+    })
+    .await;
+    let api = openai_server(&model, |config| config.ai_max_tokens = 100_000).await;
+    let http_class = class(&api).await;
+    let started = std::time::Instant::now();
+    let (job_id, mut chat) = notes_then_qa(&api, &http_class).await;
+    let setup = started.elapsed();
+    let started = std::time::Instant::now();
+    chat.until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "done"))
+        .await;
+    let total = started.elapsed();
+    println!(
+        "HTTP backend: {N} tokens into a watched doc in {total:?} (setup {setup:?}): {:.1} µs/token",
+        total.as_secs_f64() * 1e6 / N as f64
+    );
+    api.stop().await;
+
+    let _ = lectern_ai::local::testing::local_backend();
+    let api = sqlite(|config| {
+        config.ai_backend = AiBackendKind::Local;
+        config.ai_max_tokens = 128;
+    })
+    .await;
+    let local_class = class(&api).await;
+    // The model is loaded by the first job's availability check; the job itself then
+    // measures prefill + first decode step + the write into the room.
+    let (job_id, mut chat) = notes_then_qa(&api, &local_class).await;
+    chat.until(|doc| answer(doc, &job_id).filter(|message| message["status"] != "streaming"))
+        .await;
+    let (ttft, count) = histogram(&api, "lectern_ai_time_to_first_token_seconds").await;
+    let (speed, jobs) = histogram(&api, "lectern_ai_tokens_per_second").await;
+    println!(
+        "local backend: first token into the doc {:.0} ms (mean of {count}), {:.1} tokens/s (mean of {jobs})",
+        ttft / count.max(1.0) * 1000.0,
+        speed / jobs.max(1.0)
+    );
     api.stop().await;
 }

@@ -42,7 +42,10 @@ export function freshDataDir () {
 export async function startServer ({ dataDir = freshDataDir(), args = [], env = {} } = {}) {
   // These tests exercise the y-websocket protocol with tokenless stock clients; the token
   // and permission tests set their own access flags after these (later flags win).
-  const base = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--anonymous-access', 'write']
+  // The models directory the Rust tests share (prepared by scripts/test.sh), so a server
+  // started here finds its models instead of downloading them.
+  const models = process.env.LECTERN_TEST_MODELS_DIR ?? new URL('../../.cache/models', import.meta.url).pathname
+  const base = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--anonymous-access', 'write', '--models-dir', models]
   const child = spawn(BIN, [...base, ...args], {
     env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
