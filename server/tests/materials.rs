@@ -482,6 +482,24 @@ async fn hostile_uploads_get_a_clear_4xx_keep_nothing_and_the_server_carries_on(
         // The server still serves everyone.
         let material = upload_ok(&api, &class, "fine.txt", b"Still here.".to_vec()).await;
         ready(&api, teacher, &material).await;
+
+        let metrics = api
+            .client()
+            .get(api.server().http("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        for line in [
+            "lectern_materials_uploads_refused_total{reason=\"unsupported\"} 2",
+            "lectern_materials_uploads_refused_total{reason=\"unreadable\"} 4",
+            "lectern_materials_uploads_accepted_total 1",
+            "lectern_materials_ingestions_total{outcome=\"ready\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
         api.stop().await;
     }
 }

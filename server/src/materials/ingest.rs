@@ -80,9 +80,24 @@ pub(super) async fn run(
 
 async fn ingest(library: &Library, job: IngestJob) {
     let material_id = job.material_id.clone();
+    let started = std::time::Instant::now();
+    let metrics = &library.0.metrics;
     match steps(library, job).await {
-        Ok(()) | Err(IngestError::Gone) => {}
+        Ok(()) => {
+            metrics
+                .ingest_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics
+                .ingestions
+                .get_or_create(&vec![("outcome", "ready")])
+                .inc();
+        }
+        Err(IngestError::Gone) => {}
         Err(error) => {
+            metrics
+                .ingestions
+                .get_or_create(&vec![("outcome", "failed")])
+                .inc();
             if let IngestError::Internal(source) = &error {
                 tracing::error!(
                     error = &**source as &dyn std::error::Error,

@@ -8,6 +8,7 @@
 //! - `feed.rs`: progress pushed live into the classroom's materials feed document.
 //! - `search.rs`: one in-memory vector index per classroom, loaded on demand.
 //! - `model.rs`: the embedding model, prepared and loaded in the background.
+//! - `metrics.rs`: upload and ingestion metrics.
 //!
 //! An upload is answered after the file is stored *and its text extracted*: a file that
 //! cannot be read (encrypted, damaged, a zip bomb, not a supported type) is refused with a
@@ -16,6 +17,7 @@
 
 pub mod feed;
 mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod search;
 
@@ -131,6 +133,7 @@ struct Inner {
     feed: MaterialsFeed,
     jobs: mpsc::UnboundedSender<IngestJob>,
     limits: LibraryLimits,
+    metrics: metrics::MaterialsMetrics,
 }
 
 impl Library {
@@ -142,6 +145,7 @@ impl Library {
         rooms: Rooms,
         model: EmbeddingModel,
         limits: LibraryLimits,
+        metrics: metrics::MaterialsMetrics,
         shutdown: CancellationToken,
     ) -> Result<Self, DbError> {
         let materials = Materials::new(database);
@@ -154,6 +158,7 @@ impl Library {
             model,
             jobs,
             limits,
+            metrics,
         }));
         for material in library.0.materials.unfinished().await? {
             tracing::info!(material_id = %material.id, "resuming unfinished ingestion");
@@ -190,6 +195,40 @@ impl Library {
     /// Stores `body` as a new material of `classroom_id`, checks that its text can be
     /// extracted, records it and queues its ingestion. Nothing is kept if it fails.
     pub async fn upload(
+        &self,
+        classroom_id: &str,
+        uploaded_by: &str,
+        file_name: &str,
+        body: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+        now: i64,
+    ) -> Result<Material, UploadError> {
+        let result = self
+            .store_upload(classroom_id, uploaded_by, file_name, body, now)
+            .await;
+        let metrics = &self.0.metrics;
+        match &result {
+            Ok(_) => {
+                metrics.uploads_accepted.inc();
+            }
+            Err(error) => {
+                let reason = match error {
+                    UploadError::TooLarge { .. } => "too_large",
+                    UploadError::Unsupported(_) => "unsupported",
+                    UploadError::Unreadable(_) => "unreadable",
+                    UploadError::Interrupted(_) => "interrupted",
+                    UploadError::Storage(_) | UploadError::Database(_) => "internal",
+                };
+                metrics
+                    .uploads_refused
+                    .get_or_create(&vec![("reason", reason)])
+                    .inc();
+            }
+        }
+        result
+    }
+
+    /// [`Library::upload`] without the metrics.
+    async fn store_upload(
         &self,
         classroom_id: &str,
         uploaded_by: &str,

@@ -1,0 +1,77 @@
+//! Prometheus metrics of course material (`lectern_materials_*`), registered with the
+//! server's registry.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of outcome metrics: `outcome` (`ready`, `failed`) or `reason` (why an upload was
+/// refused).
+pub type OutcomeLabels = Vec<(&'static str, &'static str)>;
+
+/// Metrics of uploads and ingestion. Cheap to clone (every metric is an `Arc` inside).
+#[derive(Debug, Clone)]
+pub struct MaterialsMetrics {
+    /// Uploads accepted (stored and readable).
+    pub uploads_accepted: Counter,
+    /// Uploads refused, by reason (`too_large`, `unsupported`, `unreadable`, `interrupted`,
+    /// `internal`).
+    pub uploads_refused: Family<OutcomeLabels, Counter>,
+    /// Ingestions finished, by outcome (`ready`, `failed`).
+    pub ingestions: Family<OutcomeLabels, Counter>,
+    /// Seconds from the worker taking a material to it being searchable.
+    pub ingest_seconds: Histogram,
+    /// Extraction threads abandoned after their time budget that are still running; a
+    /// value that grows means a parser loops on some input.
+    pub extractions_stuck: Gauge,
+}
+
+impl MaterialsMetrics {
+    /// Creates the metrics and registers them in `registry` under `materials_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            uploads_accepted: Counter::default(),
+            uploads_refused: Family::default(),
+            ingestions: Family::default(),
+            // 50 ms .. ~14 min
+            ingest_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 15)),
+            extractions_stuck: Gauge::default(),
+        };
+        let registry = registry.sub_registry_with_prefix("materials");
+        registry.register(
+            "uploads_accepted",
+            "Uploads stored and accepted for ingestion",
+            metrics.uploads_accepted.clone(),
+        );
+        registry.register(
+            "uploads_refused",
+            "Uploads refused, by reason",
+            metrics.uploads_refused.clone(),
+        );
+        registry.register(
+            "ingestions",
+            "Ingestions finished, by outcome",
+            metrics.ingestions.clone(),
+        );
+        registry.register(
+            "ingest_seconds",
+            "Time from ingestion start to searchable",
+            metrics.ingest_seconds.clone(),
+        );
+        registry.register(
+            "extractions_stuck",
+            "Abandoned extraction threads still running",
+            metrics.extractions_stuck.clone(),
+        );
+        metrics
+    }
+
+    /// Refreshes the gauges read at scrape time.
+    pub fn refresh(&self) {
+        let stuck = lectern_library::stuck_extractions();
+        self.extractions_stuck
+            .set(i64::try_from(stuck).unwrap_or(i64::MAX));
+    }
+}
