@@ -812,6 +812,22 @@ async fn a_spent_daily_budget_refuses_new_jobs_with_its_own_code() {
 }
 
 #[tokio::test]
+async fn each_user_has_an_ai_rate_limit_of_their_own() {
+    let model = fake_model(answering(1)).await;
+    let api = openai_server(&model, |config| config.ai_jobs_per_minute = 1).await;
+    let class = class(&api).await;
+    upload_cells(&api, &class).await;
+    let question = json!({"kind": "chat", "prompt": "Where is the electron transport chain?"});
+    start_ok(&api, &class, &class.student.access, question.clone()).await;
+    let (status, body) = start_job(&api, &class, &class.student.access, question.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(code(&body), "rate_limited");
+    // Another user of the same class (behind the same school NAT) is not held up.
+    start_ok(&api, &class, &class.teacher.access, question).await;
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn a_failing_backend_fails_the_job_visibly_and_the_server_carries_on() {
     for (script, expected) in [
         (Script::Fail500, "500"),
