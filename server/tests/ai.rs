@@ -939,6 +939,31 @@ async fn only_permitted_users_start_jobs() {
 }
 
 #[tokio::test]
+async fn an_unprepared_local_model_answers_503_saying_how_to_fix_it() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let models_dir = empty.path().to_path_buf();
+    let api = sqlite(move |config| {
+        config.ai_backend = AiBackendKind::Local;
+        config.models_dir = Some(models_dir.clone());
+        config.prepare_models = false;
+    })
+    .await;
+    let class = class(&api).await;
+    let (status, body) = start_job(
+        &api,
+        &class,
+        &class.teacher.access,
+        json!({"kind": "qa", "prompt": "What did we cover?"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(code(&body), "ai_unavailable");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("prepare-models"), "{message}");
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn without_a_backend_ai_answers_503_and_collaboration_works() {
     let api = sqlite(|config| config.ai_backend = AiBackendKind::Off).await;
     let class = class(&api).await;
