@@ -20,6 +20,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+(cd client-sdk && npm ci --no-audit --no-fund --loglevel=error && npm run build)
 
 if ! command -v cargo-nextest >/dev/null; then
   cargo install --locked cargo-nextest
@@ -41,4 +42,5 @@ fi
 export LECTERN_TEST_MODELS_DIR="${LECTERN_TEST_MODELS_DIR:-$PWD/.cache/models}"
 "${CARGO_TARGET_DIR:-target}/debug/lectern" prepare-models --models-dir "$LECTERN_TEST_MODELS_DIR"
 
+LECTERN_BIN="${CARGO_TARGET_DIR:-target}/debug/lectern" scripts/check-deploy.sh
 cargo nextest run --workspace --locked --profile ci

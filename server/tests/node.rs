@@ -1,5 +1,6 @@
-//! Runs the Node end-to-end suite (tests/node) against the built `lectern` binary: stock
-//! `yjs` + `y-websocket` clients from npm, real processes, SIGKILL/SIGTERM restarts.
+//! Runs the Node end-to-end suites against the built `lectern` binary: tests/node (stock
+//! `yjs` + `y-websocket` clients from npm, real processes, SIGKILL/SIGTERM restarts) and the
+//! TypeScript SDK's tests in client-sdk (including its OpenAPI contract test).
 
 use std::path::Path;
 use std::process::Command;
@@ -26,4 +27,29 @@ async fn stock_yjs_clients_from_npm() {
         status.success(),
         "the Node end-to-end suite failed: {status}"
     );
+}
+
+#[test]
+fn client_sdk_against_the_real_server() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sdk = root.join("client-sdk");
+    assert!(
+        sdk.join("dist/index.js").exists() && sdk.join("node_modules/y-websocket").exists(),
+        "client-sdk is not built: run scripts/test.sh (it runs `npm ci && npm run build` there)"
+    );
+    let models = std::env::var_os("LECTERN_TEST_MODELS_DIR")
+        .map_or_else(|| root.join(".cache/models"), Into::into);
+    let status = Command::new("node")
+        .args([
+            "--test",
+            "--test-concurrency=1",
+            "--test-reporter=spec",
+            "test/",
+        ])
+        .current_dir(&sdk)
+        .env("LECTERN_BIN", env!("CARGO_BIN_EXE_lectern"))
+        .env("LECTERN_TEST_MODELS_DIR", models)
+        .status()
+        .expect("node runs (is Node.js installed?)");
+    assert!(status.success(), "the client SDK suite failed: {status}");
 }

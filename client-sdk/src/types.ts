@@ -1,0 +1,355 @@
+/**
+ * Wire types of the REST API, hand-written from `docs/api.md`, `docs/ai.md` and
+ * `server/src/api/dto.rs` (the OpenAPI schema of each is named in {@link WIRE_SCHEMAS}).
+ *
+ * API boundary: each interface here has an entry in {@link WIRE_SCHEMAS} listing its
+ * property names. `tsc` checks that every list names exactly the interface's properties
+ * (see `fields`), and the contract test checks each list against the schema's properties in
+ * the server's own OpenAPI document, so a field added or renamed on either side fails the
+ * build or the tests. Enum spellings are checked the same way through {@link WIRE_ENUMS}.
+ * Times are Unix seconds.
+ */
+
+/** A server-wide account role. */
+export const ROLES = ['faculty', 'student', 'admin'] as const
+export type Role = (typeof ROLES)[number]
+/** The roles one may register with. */
+export const REGISTER_ROLES = ['faculty', 'student'] as const
+export type RegisterRole = (typeof REGISTER_ROLES)[number]
+/** A role inside one classroom. */
+export const MEMBER_ROLES = ['faculty', 'student'] as const
+export type MemberRole = (typeof MEMBER_ROLES)[number]
+/** Where a live session is in its life. */
+export const SESSION_STATES = ['live', 'locked', 'ended'] as const
+export type SessionState = (typeof SESSION_STATES)[number]
+/** What a document is for. */
+export const DOCUMENT_KINDS = ['notes', 'mindmap', 'chat', 'template', 'fork'] as const
+export type DocumentKind = (typeof DOCUMENT_KINDS)[number]
+/** What the caller may do with a document over the WebSocket. */
+export const DOCUMENT_ACCESS = ['read', 'write'] as const
+export type DocumentAccess = (typeof DOCUMENT_ACCESS)[number]
+/** What a document token allows. */
+export const DOC_TOKEN_ACCESS = ['full', 'read'] as const
+export type DocTokenAccess = (typeof DOC_TOKEN_ACCESS)[number]
+/** A file's type, sniffed from its bytes. */
+export const MATERIAL_FORMATS = ['pdf', 'docx', 'markdown', 'text'] as const
+export type MaterialFormat = (typeof MATERIAL_FORMATS)[number]
+/** Where a material is in its ingestion. */
+export const MATERIAL_STATUSES = ['queued', 'extracting', 'embedding', 'ready', 'failed'] as const
+export type MaterialStatus = (typeof MATERIAL_STATUSES)[number]
+/** What a live AI job produces (docs/ai.md, "Kinds and where they write"). */
+export const AI_JOB_KINDS = ['chat', 'notes', 'qa', 'mindmap', 'quiz', 'flashcards', 'exam', 'lesson_plan', 'translate'] as const
+export type AiJobKind = (typeof AI_JOB_KINDS)[number]
+/** Where an AI job is. */
+export const AI_JOB_STATUSES = ['queued', 'streaming', 'done', 'failed', 'cancelled'] as const
+export type AiJobStatus = (typeof AI_JOB_STATUSES)[number]
+
+/** Whether an AI job is over (`done`, `failed` or `cancelled`). */
+export function isFinalJobStatus (status: AiJobStatus): boolean {
+  return status === 'done' || status === 'failed' || status === 'cancelled'
+}
+
+// ---- requests ----
+
+/** `POST /auth/register`. */
+export interface RegisterRequest {
+  /** Login name; compared case-insensitively. */
+  email: string
+  /** Shown to classmates (1–100 characters). */
+  display_name: string
+  /** 8–1024 characters. */
+  password: string
+  role: RegisterRole
+}
+
+/** `POST /auth/login`. */
+export interface LoginRequest {
+  email: string
+  password: string
+}
+
+/** `POST /auth/refresh` and `POST /auth/logout`. */
+export interface RefreshRequest {
+  refresh_token: string
+}
+
+/** `POST /doc-tokens` (with the server API key). */
+export interface DocTokenRequest {
+  /** The document id. */
+  doc: string
+  access: DocTokenAccess
+}
+
+/** `POST /classrooms`. */
+export interface CreateClassroomRequest {
+  /** 1–200 characters. */
+  name: string
+}
+
+/** `POST /classrooms/join`. */
+export interface JoinClassroomRequest {
+  /** The 8-character code; case, spaces and dashes are ignored. */
+  join_code: string
+}
+
+/** `POST /sessions/{id}/handouts`. */
+export interface HandoutRequest {
+  /** A template (or session document) of the session's classroom. */
+  template_doc_id: string
+}
+
+/** `POST /classrooms/{id}/search`. */
+export interface SearchRequest {
+  /** 1–2000 characters. */
+  query: string
+  /** Only these materials of the classroom (default: all ready ones). */
+  material_ids?: string[]
+  /** 1–50, default 5. */
+  k?: number
+}
+
+/** `POST /sessions/{id}/ai/jobs`. */
+export interface AiJobRequest {
+  kind: AiJobKind
+  /** The question (chat, qa: required) or topic; at most 4000 characters. */
+  prompt?: string
+  /** Restrict retrieval to these materials; at most 20. */
+  material_ids?: string[]
+  /** Target language (translate: required), e.g. `French`. */
+  language?: string
+  /** The document to translate (default: the session notes). */
+  source_doc_id?: string
+}
+
+// ---- responses ----
+
+/** An account (the email is shown only to its owner). */
+export interface User {
+  id: string
+  email: string
+  display_name: string
+  role: Role
+  created_at: number
+}
+
+/** Tokens for a signed-in user: after register, login and refresh. */
+export interface AuthSession {
+  user: User
+  /** Send as `Authorization: Bearer <access_token>`. */
+  access_token: string
+  /** Always `Bearer`. */
+  token_type: string
+  /** Seconds until the access token expires. */
+  expires_in: number
+  /** Single use: exchange at `/auth/refresh` for a new pair. */
+  refresh_token: string
+  /** Seconds until the refresh token expires. */
+  refresh_expires_in: number
+}
+
+/** A document token for one document. */
+export interface DocToken {
+  token: string
+  doc: string
+  access: DocTokenAccess
+  expires_in: number
+}
+
+/** A classroom as one of its members sees it. */
+export interface Classroom {
+  id: string
+  name: string
+  /** The caller's role in it. */
+  role: MemberRole
+  /** The current join code; `null` unless the caller is faculty of it. */
+  join_code: string | null
+  created_at: number
+}
+
+/** One member of a classroom. */
+export interface Member {
+  user_id: string
+  display_name: string
+  role: MemberRole
+  joined_at: number
+}
+
+/** A document the caller may open, and how. */
+export interface DocumentInfo {
+  /** Open it with `openDocument(client, doc_id)`. */
+  doc_id: string
+  kind: DocumentKind
+  /** The caller's access at the time of the response. */
+  access: DocumentAccess
+  /** For forks: the student it belongs to. */
+  owner_user_id: string | null
+  /** For forks: the document it was copied from. */
+  template_doc_id: string | null
+}
+
+/** The follow-the-teacher focus; also the body of `PUT /sessions/{id}/focus`. */
+export interface Focus {
+  /** A document of the session's classroom. */
+  doc_id: string
+  /** Where in it (client-defined); at most 200 characters. */
+  section?: string | null
+}
+
+/** A live session and the documents the caller may open in it. */
+export interface LiveSession {
+  id: string
+  classroom_id: string
+  state: SessionState
+  started_by: string
+  started_at: number
+  /** `null` while running. */
+  ended_at: number | null
+  focus: Focus | null
+  /** Notes, mindmap and chat, then forks (students see only their own). */
+  documents: DocumentInfo[]
+}
+
+/** Every student's fork of one handed-out template. */
+export interface Handout {
+  template_doc_id: string
+  forks: DocumentInfo[]
+}
+
+/** A file uploaded to a classroom. */
+export interface Material {
+  id: string
+  classroom_id: string
+  uploaded_by: string
+  file_name: string
+  format: MaterialFormat
+  size_bytes: number
+  status: MaterialStatus
+  /** Percent done within `status`. */
+  progress: number
+  /** Why ingestion failed (status `failed`). */
+  error: string | null
+  /** Pages (PDF) or sections found. */
+  sections: number | null
+  /** Passages stored for search. */
+  chunk_count: number
+  created_at: number
+  updated_at: number
+  /** The classroom's live feed document (see `materialsFeed`). */
+  feed_doc_id: string
+}
+
+/** A passage of a material, with where it is. */
+export interface Chunk {
+  material_id: string
+  /** Position among the material's passages, from 0. */
+  ordinal: number
+  /** 1-based PDF page. */
+  page: number | null
+  /** Heading path, e.g. `"Cells > Mitochondria"`. */
+  heading: string | null
+  text: string
+}
+
+/** One passage found by a search. */
+export interface SearchHit extends Chunk {
+  /** The material's file name (for citations). */
+  file_name: string
+  /** Cosine similarity to the query, -1 to 1. */
+  score: number
+}
+
+/** `POST /classrooms/{id}/search`. */
+export interface SearchResult {
+  /** Best first. */
+  hits: SearchHit[]
+}
+
+/** A live AI job (docs/ai.md). */
+export interface AiJob {
+  job_id: string
+  kind: AiJobKind
+  session_id: string
+  /** The document it writes into; open it to watch. */
+  doc_id: string
+  status: AiJobStatus
+  /** Why it failed (status `failed`). */
+  error: string | null
+  /** Whether the answer came from the answer cache. */
+  cached: boolean
+  prompt_tokens: number
+  completion_tokens: number
+  started_by: string
+  created_at: number
+  /** `null` while running. */
+  finished_at: number | null
+}
+
+/** The error body: `{"error": {"code", "message"}}`. */
+export interface ErrorBody {
+  error: ErrorDetail
+}
+
+/** The code (see `ERROR_CODES`) and a message for people. */
+export interface ErrorDetail {
+  code: string
+  message: string
+}
+
+// ---- the table the contract test checks ----
+
+/** `true` when `K` lists every key of `T` (extra keys are refused by `K`'s bound). */
+type Exhaustive<T, K extends readonly (keyof T)[]> =
+  [Exclude<keyof T, K[number]>] extends [never] ? K : { missing: Exclude<keyof T, K[number]> }
+
+/** The property names of `T`, checked by tsc: none missing, none unknown. */
+function fields<T> () {
+  return <const K extends readonly (keyof T)[]>(...keys: K & Exhaustive<T, K>): K => keys
+}
+
+/**
+ * SDK type name → the OpenAPI schema it models (in `GET /api/v1/openapi.json`) and the
+ * property names the SDK type declares. Checked by `tsc` against the interfaces above and
+ * by the contract test against the server.
+ */
+export const WIRE_SCHEMAS = {
+  RegisterRequest: { schema: 'RegisterRequest', properties: fields<RegisterRequest>()('email', 'display_name', 'password', 'role') },
+  LoginRequest: { schema: 'LoginRequest', properties: fields<LoginRequest>()('email', 'password') },
+  RefreshRequest: { schema: 'RefreshRequest', properties: fields<RefreshRequest>()('refresh_token') },
+  DocTokenRequest: { schema: 'DocTokenRequest', properties: fields<DocTokenRequest>()('doc', 'access') },
+  CreateClassroomRequest: { schema: 'CreateClassroomRequest', properties: fields<CreateClassroomRequest>()('name') },
+  JoinClassroomRequest: { schema: 'JoinClassroomRequest', properties: fields<JoinClassroomRequest>()('join_code') },
+  HandoutRequest: { schema: 'HandoutRequest', properties: fields<HandoutRequest>()('template_doc_id') },
+  SearchRequest: { schema: 'SearchRequest', properties: fields<SearchRequest>()('query', 'material_ids', 'k') },
+  AiJobRequest: { schema: 'AiJobRequest', properties: fields<AiJobRequest>()('kind', 'prompt', 'material_ids', 'language', 'source_doc_id') },
+  User: { schema: 'UserResponse', properties: fields<User>()('id', 'email', 'display_name', 'role', 'created_at') },
+  AuthSession: { schema: 'SessionResponse', properties: fields<AuthSession>()('user', 'access_token', 'token_type', 'expires_in', 'refresh_token', 'refresh_expires_in') },
+  DocToken: { schema: 'DocTokenResponse', properties: fields<DocToken>()('token', 'doc', 'access', 'expires_in') },
+  Classroom: { schema: 'ClassroomResponse', properties: fields<Classroom>()('id', 'name', 'role', 'join_code', 'created_at') },
+  Member: { schema: 'MemberResponse', properties: fields<Member>()('user_id', 'display_name', 'role', 'joined_at') },
+  DocumentInfo: { schema: 'DocumentResponse', properties: fields<DocumentInfo>()('doc_id', 'kind', 'access', 'owner_user_id', 'template_doc_id') },
+  Focus: { schema: 'Focus', properties: fields<Focus>()('doc_id', 'section') },
+  LiveSession: { schema: 'LiveSessionResponse', properties: fields<LiveSession>()('id', 'classroom_id', 'state', 'started_by', 'started_at', 'ended_at', 'focus', 'documents') },
+  Handout: { schema: 'HandoutResponse', properties: fields<Handout>()('template_doc_id', 'forks') },
+  Material: { schema: 'MaterialResponse', properties: fields<Material>()('id', 'classroom_id', 'uploaded_by', 'file_name', 'format', 'size_bytes', 'status', 'progress', 'error', 'sections', 'chunk_count', 'created_at', 'updated_at', 'feed_doc_id') },
+  Chunk: { schema: 'ChunkResponse', properties: fields<Chunk>()('material_id', 'ordinal', 'page', 'heading', 'text') },
+  SearchHit: { schema: 'SearchHitResponse', properties: fields<SearchHit>()('material_id', 'ordinal', 'page', 'heading', 'text', 'file_name', 'score') },
+  SearchResult: { schema: 'SearchResponse', properties: fields<SearchResult>()('hits') },
+  AiJob: { schema: 'AiJobResponse', properties: fields<AiJob>()('job_id', 'kind', 'session_id', 'doc_id', 'status', 'error', 'cached', 'prompt_tokens', 'completion_tokens', 'started_by', 'created_at', 'finished_at') },
+  ErrorBody: { schema: 'ErrorBody', properties: fields<ErrorBody>()('error') },
+  ErrorDetail: { schema: 'ErrorDetail', properties: fields<ErrorDetail>()('code', 'message') }
+} as const
+
+/** OpenAPI enum schema name → the spellings the SDK's union type allows. */
+export const WIRE_ENUMS = {
+  Role: ROLES,
+  RegisterRole: REGISTER_ROLES,
+  MemberRole: MEMBER_ROLES,
+  SessionState: SESSION_STATES,
+  DocumentKind: DOCUMENT_KINDS,
+  DocumentAccess: DOCUMENT_ACCESS,
+  DocAccess: DOC_TOKEN_ACCESS,
+  MaterialFormat: MATERIAL_FORMATS,
+  MaterialStatus: MATERIAL_STATUSES,
+  AiJobKind: AI_JOB_KINDS,
+  AiJobStatus: AI_JOB_STATUSES
+} as const
