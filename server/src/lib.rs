@@ -8,6 +8,7 @@
 //! - `api/`: the REST API under `/api/v1` (accounts, classrooms, sessions, document tokens).
 //! - `access.rs`: who may open which document, read or write (one pure `decide`).
 //! - `room_effects.rs`: what REST changes (lock, end, removal, handouts) do to open rooms.
+//! - `lazy_model.rs`: a model loaded once on a blocking thread, on first use.
 //! - `materials/`: course material: uploads into object storage, background ingestion
 //!   (extract, chunk, embed), semantic search, and progress in each classroom's feed.
 //! - `ai/`: live AI jobs streaming into session documents (see `docs/ai.md`).
@@ -23,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod credentials;
+pub mod lazy_model;
 pub mod materials;
 pub mod metrics;
 pub mod room_effects;

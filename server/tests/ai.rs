@@ -15,7 +15,6 @@ use axum::serve::ListenerExt as _;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use yrs::encoding::read::{Cursor, Read};
@@ -184,82 +183,34 @@ struct Class {
 }
 
 async fn class(api: &Api) -> Class {
-    let teacher = api.register("teacher@example.edu", "faculty").await;
+    let class = crate::materials::class(api).await;
     let (status, body) = api
         .post(
-            "/classrooms",
-            Some(&teacher.access),
-            json!({"name": "Biology"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let id = body["id"].as_str().expect("id").to_owned();
-    let join_code = body["join_code"].as_str().expect("code").to_owned();
-    let student = api.register("student@example.edu", "student").await;
-    let outsider = api.register("outsider@example.edu", "student").await;
-    let (status, body) = api
-        .post(
-            "/classrooms/join",
-            Some(&student.access),
-            json!({"join_code": join_code}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = api
-        .post(
-            &format!("/classrooms/{id}/sessions"),
-            Some(&teacher.access),
+            &format!("/classrooms/{}/sessions", class.id),
+            Some(&class.teacher.access),
             json!({}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let session = body["id"].as_str().expect("session id").to_owned();
     Class {
-        id,
+        id: class.id,
         session,
-        teacher,
-        student,
-        outsider,
+        teacher: class.teacher,
+        student: class.student,
+        outsider: class.outsider,
     }
 }
 
-const CELL_PAGES: [&str; 3] = [
-    "Cells are the basic unit of life. Every living organism is made of one or more cells, \
-     and new cells arise only from existing cells.",
-    "Photosynthesis in plant chloroplasts turns light, water and carbon dioxide into glucose \
-     and oxygen. Chlorophyll absorbs mostly red and blue light.",
-    "The electron transport chain sits in the inner membrane of the mitochondrion, where it \
-     pumps protons to drive ATP synthase.",
-];
-
 /// Uploads the three-page cells PDF and waits until it is searchable; returns its id.
 async fn upload_cells(api: &Api, class: &Class) -> String {
-    let form = Form::new().part(
-        "file",
-        Part::bytes(fixtures::pdf(&CELL_PAGES)).file_name("cells.pdf"),
-    );
-    let url = api
-        .server()
-        .http(&format!("/api/v1/classrooms/{}/materials", class.id));
-    let (status, body) = api
-        .call(
-            api.client().post(url).multipart(form),
-            Some(&class.teacher.access),
-        )
-        .await;
+    let token = class.teacher.access.as_str();
+    let pdf = fixtures::pdf(&crate::materials::CELL_PAGES);
+    let (status, body) = crate::materials::upload(api, &class.id, token, "cells.pdf", pdf).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["id"].as_str().expect("id").to_owned();
-    for _ in 0..1200 {
-        let (_, body) = api
-            .get(&format!("/materials/{id}"), Some(&class.teacher.access))
-            .await;
-        match body["status"].as_str() {
-            Some("ready") => return id,
-            Some("failed") => panic!("ingestion failed: {body}"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    panic!("material never became ready");
+    crate::materials::ready(api, token, &id).await;
+    id
 }
 
 async fn start_job(api: &Api, class: &Class, token: &str, body: Value) -> (StatusCode, Value) {

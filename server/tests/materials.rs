@@ -18,15 +18,15 @@ use lectern_library::testing::{self as fixtures, Block};
 use crate::api::{Api, Session, code, servers};
 use crate::support::connect;
 
-/// A classroom with its teacher, one student and one outsider.
-struct Class {
-    id: String,
-    teacher: Session,
-    student: Session,
-    outsider: Session,
+/// A classroom with its teacher, one student and one outsider (also used by the `ai` tests).
+pub(crate) struct Class {
+    pub(crate) id: String,
+    pub(crate) teacher: Session,
+    pub(crate) student: Session,
+    pub(crate) outsider: Session,
 }
 
-async fn class(api: &Api) -> Class {
+pub(crate) async fn class(api: &Api) -> Class {
     let teacher = api.register("teacher@example.edu", "faculty").await;
     let (status, body) = api
         .post(
@@ -56,7 +56,7 @@ async fn class(api: &Api) -> Class {
     }
 }
 
-async fn upload(
+pub(crate) async fn upload(
     api: &Api,
     classroom_id: &str,
     token: &str,
@@ -98,7 +98,7 @@ async fn settled(api: &Api, token: &str, material_id: &str) -> Value {
     panic!("material {material_id} never finished ingesting");
 }
 
-async fn ready(api: &Api, token: &str, material_id: &str) -> Value {
+pub(crate) async fn ready(api: &Api, token: &str, material_id: &str) -> Value {
     let material = settled(api, token, material_id).await;
     assert_eq!(material["status"], "ready", "{} {material}", api.backend);
     material
@@ -121,7 +121,7 @@ async fn search(api: &Api, token: &str, classroom_id: &str, body: Value) -> (Sta
     .await
 }
 
-const CELL_PAGES: [&str; 3] = [
+pub(crate) const CELL_PAGES: [&str; 3] = [
     "Cells are the basic unit of life. Every living organism is made of one or more cells, \
      and new cells arise only from existing cells.",
     "Photosynthesis in plant chloroplasts turns light, water and carbon dioxide into glucose \

@@ -6,10 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-use tokio::sync::watch;
 
 use lectern_ai::backend::Backend;
 use lectern_ai::local::{LocalBackend, LocalConfig, generator_dir, prepare_generator};
@@ -17,23 +14,11 @@ use lectern_ai::models::ModelsDir;
 use lectern_ai::openai::{OpenAiBackend, OpenAiConfig};
 
 use crate::config::{AiBackendKind, Config};
+use crate::lazy_model::LazyModel;
 
 /// How long a request waits for a local model that is being loaded (loading a prepared
 /// model takes 1–2 s; a first-time preparation takes minutes and is better reported).
 const LOAD_WAIT: Duration = Duration::from_secs(10);
-
-/// Where the local generator is.
-#[derive(Debug, Clone)]
-pub enum GeneratorState {
-    /// Nobody needed it yet.
-    Idle,
-    /// Being prepared or loaded.
-    Preparing,
-    /// Loaded and usable.
-    Ready(Arc<dyn Backend>),
-    /// Cannot be used; the text says why and how to fix it.
-    Unavailable(Arc<str>),
-}
 
 /// The generator jobs use: fixed at start from the configuration. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -126,76 +111,25 @@ impl Generator {
 
 /// The local generator, loaded on first use. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct LocalGenerator(Arc<Inner>);
-
-#[derive(Debug)]
-struct Inner {
-    models_dir: PathBuf,
-    prepare: bool,
-    started: AtomicBool,
-    state: watch::Sender<GeneratorState>,
-}
+pub struct LocalGenerator(LazyModel<Arc<dyn Backend>>);
 
 impl LocalGenerator {
     /// The model in `models_dir`; when `prepare`, what is missing is made first.
     pub fn new(models_dir: PathBuf, prepare: bool) -> Self {
-        Self(Arc::new(Inner {
-            models_dir,
-            prepare,
-            started: AtomicBool::new(false),
-            state: watch::Sender::new(GeneratorState::Idle),
+        Self(LazyModel::new("local generation model", move || {
+            let backend = load(&ModelsDir::new(models_dir.clone()), prepare)?;
+            Ok(Arc::new(backend) as Arc<dyn Backend>)
         }))
     }
 
-    /// The state right now.
-    pub fn current(&self) -> GeneratorState {
-        self.0.state.borrow().clone()
-    }
-
-    /// Starts preparing and loading on a blocking thread, unless already started. The
-    /// thread owns nothing but the watch sender and ends when loading does.
+    /// Starts preparing and loading on a blocking thread, unless already started.
     pub fn start_loading(&self) {
-        if self.0.started.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.0.state.send_replace(GeneratorState::Preparing);
-        let inner = Arc::clone(&self.0);
-        let span = tracing::info_span!("load_local_generator");
-        tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            let next = match load(&ModelsDir::new(inner.models_dir.clone()), inner.prepare) {
-                Ok(backend) => {
-                    tracing::info!("local generation model ready");
-                    GeneratorState::Ready(Arc::new(backend))
-                }
-                Err(reason) => {
-                    tracing::warn!(%reason, "local generation model unavailable: AI jobs answer 503");
-                    GeneratorState::Unavailable(reason.into())
-                }
-            };
-            inner.state.send_replace(next);
-        });
+        self.0.start_loading();
     }
 
     /// Waits until the model is ready or known to be unavailable, loading it if needed.
     pub async fn wait(&self) -> Result<Arc<dyn Backend>, Arc<str>> {
-        self.start_loading();
-        let mut state = self.0.state.subscribe();
-        let settled = state
-            .wait_for(|state| {
-                matches!(
-                    state,
-                    GeneratorState::Ready(_) | GeneratorState::Unavailable(_)
-                )
-            })
-            .await;
-        match settled.map(|state| state.clone()) {
-            Ok(GeneratorState::Ready(backend)) => Ok(backend),
-            Ok(GeneratorState::Unavailable(reason)) => Err(reason),
-            Ok(GeneratorState::Idle | GeneratorState::Preparing) | Err(_) => {
-                Err("the local AI model's loader stopped before it finished".into())
-            }
-        }
+        self.0.wait().await
     }
 }
 

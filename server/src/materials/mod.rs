@@ -37,7 +37,7 @@ use lectern_library::{ExtractError, Extracted, Format, Limits};
 use lectern_storage::{ByteStream, ObjectKey, ObjectStore, StorageError};
 
 pub use feed::MaterialsFeed;
-pub use model::{EmbeddingModel, ModelState};
+pub use model::EmbeddingModel;
 
 use search::SearchIndexes;
 
