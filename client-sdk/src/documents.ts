@@ -3,12 +3,17 @@
  * docs/ai.md "Document shapes"), and `watchJob`.
  *
  * They read a `Y.Doc` you already sync (usually with `openDocument`); they never write.
+ *
+ * Server-owned state (the follow-the-teacher focus, AI job statuses, which Yjs client ids
+ * are AI jobs) is read from the session's `lectern` document (`lecternDocId(sessionId)`),
+ * which only the server can write. Never trust the same keys in a document members edit:
+ * a classmate can write anything there.
  */
 
 import * as Y from 'yjs'
 
 import type { LecternClient } from './client.js'
-import type { AiJob, AiJobKind, AiJobStatus, Material, MaterialFormat, MaterialStatus } from './types.js'
+import type { AiJob, AiJobKind, AiJobStatus, Focus, Material, MaterialFormat, MaterialStatus } from './types.js'
 import { isFinalJobStatus } from './types.js'
 
 // ---- the classroom materials feed ----
@@ -91,7 +96,8 @@ export type ChatMessageStatus = 'streaming' | 'done' | 'failed' | 'cancelled'
 export interface ChatMessage {
   id: string
   role: 'user' | 'assistant'
-  /** `"ai"` for AI answers, else the author's user id. */
+  /** `"ai"` for AI answers, else the author's user id. Display only: any member can write
+   * it; {@link isAiMessage} tells whether an AI job really wrote the message. */
   author: string
   /** The text so far (an answer grows token by token). */
   text: string
@@ -160,27 +166,67 @@ export interface DeltaOp {
   attributes?: Record<string, unknown>
 }
 
-/** Whether a delta operation was written by an AI job (it carries the `ai` attribute). */
+/** Whether a delta operation carries the `ai` attribute AI jobs mark their text with. A
+ * display hint: any member can format text so; {@link aiJobOfItem} proves authorship. */
 export function isAiText (op: DeltaOp): boolean {
   return typeof op.attributes?.ai === 'string'
 }
 
-/** The AI job that wrote a delta operation, if one did. */
+/** The AI job a delta operation's `ai` attribute names, if any (a display hint, like
+ * {@link isAiText}). */
 export function aiJobOf (op: DeltaOp): string | undefined {
   const job = op.attributes?.ai
   return typeof job === 'string' ? job : undefined
 }
 
-/** An AI peer of a document: the job and kind behind a Yjs client id. */
+/** An AI peer: the job and kind behind a Yjs client id, and the document it writes. */
 export interface AiClient {
   job_id: string
   kind: AiJobKind
+  /** The document the job writes into (its items there carry the client id). */
+  doc_id: string
 }
 
-/** The Yjs client ids AI jobs wrote this document with (`lectern.ai_clients`): compare with
- * an item's `id.client` to attribute any character or node. */
-export function aiClientIds (doc: Y.Doc): Map<number, AiClient> {
-  const clients = doc.getMap<unknown>('lectern').get('ai_clients')
+/** A job's entry in the session lectern document's `ai_jobs`. */
+export interface AiJobEntry {
+  kind: AiJobKind
+  status: AiJobStatus
+  error?: string
+  /** The Yjs client id of the job's edits. */
+  client_id: number
+  started_by: string
+  /** The document the job writes into. */
+  doc_id: string
+  /** How far the job's clock got: its items in `doc_id` are `(client_id, 0 .. clock - 1)`. */
+  clock: number
+}
+
+/** The id of session `sessionId`'s server-owned document: open it (read-only for
+ * everyone) to read the focus, AI jobs and AI clients. */
+export function lecternDocId (sessionId: string): string {
+  return `session/${sessionId}/lectern`
+}
+
+/** The follow-the-teacher focus in a session's lectern document, if faculty set one. */
+export function sessionFocus (lecternDoc: Y.Doc): Focus | undefined {
+  const focus = lecternDoc.getMap<unknown>('lectern').get('focus')
+  return isObject(focus) && typeof focus.doc_id === 'string' ? focus as unknown as Focus : undefined
+}
+
+/** Calls `listener` with the focus whenever it changes; returns the unsubscribe function. */
+export function onFocus (lecternDoc: Y.Doc, listener: (focus: Focus | undefined) => void): () => void {
+  const map = lecternDoc.getMap<unknown>('lectern')
+  const observer = (event: Y.YMapEvent<unknown>): void => {
+    if (event.keysChanged.has('focus')) listener(sessionFocus(lecternDoc))
+  }
+  map.observe(observer)
+  return () => map.unobserve(observer)
+}
+
+/** The Yjs client ids AI jobs of the session wrote with (`ai_clients` in the session's
+ * lectern document), with the document each wrote into. */
+export function aiClientIds (lecternDoc: Y.Doc): Map<number, AiClient> {
+  const clients = lecternDoc.getMap<unknown>('lectern').get('ai_clients')
   const result = new Map<number, AiClient>()
   if (clients instanceof Y.Map) {
     for (const [key, value] of clients.entries()) {
@@ -190,18 +236,9 @@ export function aiClientIds (doc: Y.Doc): Map<number, AiClient> {
   return result
 }
 
-/** A job's entry in a target document's `lectern.ai_jobs`. */
-export interface AiJobEntry {
-  kind: AiJobKind
-  status: AiJobStatus
-  error?: string
-  client_id: number
-  started_by: string
-}
-
-/** The AI jobs recorded in a document (`lectern.ai_jobs`), by job id. */
-export function aiJobs (doc: Y.Doc): Map<string, AiJobEntry> {
-  const jobs = doc.getMap<unknown>('lectern').get('ai_jobs')
+/** The session's AI jobs (`ai_jobs` in its lectern document), by job id. */
+export function aiJobs (lecternDoc: Y.Doc): Map<string, AiJobEntry> {
+  const jobs = lecternDoc.getMap<unknown>('lectern').get('ai_jobs')
   const result = new Map<string, AiJobEntry>()
   if (jobs instanceof Y.Map) {
     for (const [key, value] of jobs.entries()) {
@@ -211,12 +248,48 @@ export function aiJobs (doc: Y.Doc): Map<string, AiJobEntry> {
   return result
 }
 
+/** The id of a Yjs item: `item.id` of any `Y.Item`, e.g. `ymap._item.id`. */
+export interface ItemId {
+  client: number
+  clock: number
+}
+
+/** The AI job that created the item `id` of document `docId`, if one did.
+ *
+ * Authorship is the item's identity, checked against what the server recorded: the item's
+ * client id is an AI client registered for `docId`, and its clock is below the clock the
+ * server recorded for the job. Yjs never lets a peer re-create an id the document has, so
+ * nobody else can have written that item. (An item written by a running job after its
+ * last recorded clock is confirmed at the job's next status write.) */
+export function aiJobOfItem (lecternDoc: Y.Doc, docId: string, id: ItemId): string | undefined {
+  const client = aiClientIds(lecternDoc).get(id.client)
+  if (client === undefined || client.doc_id !== docId) return undefined
+  const job = aiJobs(lecternDoc).get(client.job_id)
+  if (job === undefined || job.client_id !== id.client || job.doc_id !== docId) return undefined
+  return id.clock < job.clock ? client.job_id : undefined
+}
+
+/** Whether an AI job wrote chat message `message` of chat document `chatDocId`: the
+ * message map itself and its `text` were created by a registered AI client (see
+ * {@link aiJobOfItem}). `author: "ai"` alone proves nothing. Members may still edit inside
+ * an AI answer's text like any shared text; use {@link aiJobOfItem} per character to tell. */
+export function isAiMessage (lecternDoc: Y.Doc, chatDocId: string, message: ChatMessage | Y.Map<unknown>): boolean {
+  const map = message instanceof Y.Map ? message : message.map
+  const item = map._item
+  if (item === null) return false
+  const job = aiJobOfItem(lecternDoc, chatDocId, item.id)
+  if (job === undefined) return false
+  // The `text` entry must be the one the job created with the message, not a replacement.
+  const text = map._map.get('text')
+  return text !== undefined && aiJobOfItem(lecternDoc, chatDocId, text.id) === job
+}
+
 // ---- jobs ----
 
 /** Options of {@link watchJob}. */
 export interface WatchJobOptions {
-  /** The job's target document, if you sync it: its `lectern.ai_jobs` entry triggers a
-   * status check at once instead of at the next poll. */
+  /** The session's lectern document (`lecternDocId`), if you sync it: a change of its
+   * `ai_jobs` triggers a status check at once instead of at the next poll. */
   doc?: Y.Doc
   /** Poll interval, ms (default 1000). */
   intervalMs?: number

@@ -18,6 +18,7 @@ export const ERROR_CODES = [
   'refresh_token_reused',
   'invalid_api_key',
   'forbidden',
+  'registration_refused',
   'not_found',
   'invalid_join_code',
   'email_taken',
@@ -29,8 +30,10 @@ export const ERROR_CODES = [
   'unreadable_file',
   'rate_limited',
   'ai_budget_exhausted',
+  'ai_queue_full',
   'internal',
-  'ai_unavailable'
+  'ai_unavailable',
+  'server_busy'
 ] as const
 
 /** A stable, machine-readable error code: branch on this, never on the message. */
@@ -55,7 +58,7 @@ export class LecternError extends Error {
   readonly status: number
   /** Stable machine-readable code. */
   readonly code: ErrorCode
-  /** Seconds to wait before retrying (`rate_limited`, `ai_budget_exhausted`). */
+  /** Seconds to wait before retrying (`rate_limited`, `ai_budget_exhausted`, `ai_queue_full`, `server_busy`). */
   readonly retryAfter?: number
 
   constructor (status: number, code: ErrorCode, message: string, retryAfter?: number) {

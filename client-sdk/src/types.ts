@@ -23,7 +23,7 @@ export type MemberRole = (typeof MEMBER_ROLES)[number]
 export const SESSION_STATES = ['live', 'locked', 'ended'] as const
 export type SessionState = (typeof SESSION_STATES)[number]
 /** What a document is for. */
-export const DOCUMENT_KINDS = ['notes', 'mindmap', 'chat', 'template', 'fork'] as const
+export const DOCUMENT_KINDS = ['notes', 'mindmap', 'chat', 'lectern', 'template', 'fork'] as const
 export type DocumentKind = (typeof DOCUMENT_KINDS)[number]
 /** What the caller may do with a document over the WebSocket. */
 export const DOCUMENT_ACCESS = ['read', 'write'] as const
@@ -282,6 +282,8 @@ export interface AiJob {
   created_at: number
   /** `null` while running. */
   finished_at: number | null
+  /** While waiting for the model (`queued`): place in line, 1 = next; else `null`. */
+  queue_position: number | null
 }
 
 /** The error body: `{"error": {"code", "message"}}`. */
@@ -334,7 +336,7 @@ export const WIRE_SCHEMAS = {
   Chunk: { schema: 'ChunkResponse', properties: fields<Chunk>()('material_id', 'ordinal', 'page', 'heading', 'text') },
   SearchHit: { schema: 'SearchHitResponse', properties: fields<SearchHit>()('material_id', 'ordinal', 'page', 'heading', 'text', 'file_name', 'score') },
   SearchResult: { schema: 'SearchResponse', properties: fields<SearchResult>()('hits') },
-  AiJob: { schema: 'AiJobResponse', properties: fields<AiJob>()('job_id', 'kind', 'session_id', 'doc_id', 'status', 'error', 'cached', 'prompt_tokens', 'completion_tokens', 'started_by', 'created_at', 'finished_at') },
+  AiJob: { schema: 'AiJobResponse', properties: fields<AiJob>()('job_id', 'kind', 'session_id', 'doc_id', 'status', 'error', 'cached', 'prompt_tokens', 'completion_tokens', 'started_by', 'created_at', 'finished_at', 'queue_position') },
   ErrorBody: { schema: 'ErrorBody', properties: fields<ErrorBody>()('error') },
   ErrorDetail: { schema: 'ErrorDetail', properties: fields<ErrorDetail>()('code', 'message') }
 } as const

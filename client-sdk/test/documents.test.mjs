@@ -3,7 +3,7 @@
 import test from 'node:test'
 import assert from 'node:assert/strict'
 import * as Y from 'yjs'
-import { chatMessages, isAiText, aiJobOf, aiClientIds, aiJobs, materialsFeed, watchJob } from '../dist/index.js'
+import { chatMessages, isAiText, aiJobOf, aiClientIds, aiJobs, aiJobOfItem, isAiMessage, lecternDocId, sessionFocus, materialsFeed, watchJob } from '../dist/index.js'
 
 test('chatMessages reads questions and streaming answers with citations', () => {
   const doc = new Y.Doc()
@@ -28,7 +28,7 @@ test('chatMessages reads questions and streaming answers with citations', () => 
   assert.deepEqual(seen.at(-2), ['What is ATP?', 'Energy [1]'])
 })
 
-test('AI text and AI clients are recognised', () => {
+test('AI text is marked; AI clients and jobs come from the session lectern document', () => {
   const doc = new Y.Doc()
   const text = doc.getText('content')
   text.insert(0, 'typed by a human. ')
@@ -36,15 +36,55 @@ test('AI text and AI clients are recognised', () => {
   const delta = text.toDelta()
   assert.deepEqual(delta.map(isAiText), [false, true])
   assert.equal(aiJobOf(delta[1]), 'job-7')
-  const lectern = doc.getMap('lectern')
+  const lecternDoc = new Y.Doc()
+  const lectern = lecternDoc.getMap('lectern')
   const clients = new Y.Map()
   const jobs = new Y.Map()
   lectern.set('ai_clients', clients)
   lectern.set('ai_jobs', jobs)
-  clients.set('123456', { job_id: 'job-7', kind: 'notes' })
-  jobs.set('job-7', { kind: 'notes', status: 'streaming', client_id: 123456, started_by: 'u1' })
-  assert.deepEqual([...aiClientIds(doc)], [[123456, { job_id: 'job-7', kind: 'notes' }]])
-  assert.equal(aiJobs(doc).get('job-7').status, 'streaming')
+  lectern.set('focus', { doc_id: 'session/s/notes', section: 'intro' })
+  clients.set('123456', { job_id: 'job-7', kind: 'notes', doc_id: 'session/s/notes' })
+  jobs.set('job-7', { kind: 'notes', status: 'streaming', client_id: 123456, started_by: 'u1', doc_id: 'session/s/notes', clock: 5 })
+  assert.deepEqual([...aiClientIds(lecternDoc)], [[123456, { job_id: 'job-7', kind: 'notes', doc_id: 'session/s/notes' }]])
+  assert.equal(aiJobs(lecternDoc).get('job-7').status, 'streaming')
+  assert.deepEqual(sessionFocus(lecternDoc), { doc_id: 'session/s/notes', section: 'intro' })
+  assert.equal(lecternDocId('s'), 'session/s/lectern')
+  // Authorship is the item id: registered client, right document, clock below the record.
+  assert.equal(aiJobOfItem(lecternDoc, 'session/s/notes', { client: 123456, clock: 4 }), 'job-7')
+  assert.equal(aiJobOfItem(lecternDoc, 'session/s/notes', { client: 123456, clock: 5 }), undefined)
+  assert.equal(aiJobOfItem(lecternDoc, 'session/s/chat', { client: 123456, clock: 0 }), undefined)
+  assert.equal(aiJobOfItem(lecternDoc, 'session/s/notes', { client: 654321, clock: 0 }), undefined)
+})
+
+test('isAiMessage trusts the message map\'s item id, not its author field', () => {
+  const chatId = 'session/s/chat'
+  const chat = new Y.Doc()
+  const ai = new Y.Doc()
+  ai.clientID = 424242
+  const human = new Y.Doc()
+  const message = (doc, id) => new Y.Map(Object.entries({ id, role: 'assistant', author: 'ai', text: new Y.Text('hi'), citations: new Y.Array(), status: 'done', job_id: id, created_at: 1 }))
+  ai.getArray('messages').push([message(ai, 'real')])
+  human.getArray('messages').push([message(human, 'forged')])
+  Y.applyUpdate(chat, Y.encodeStateAsUpdate(ai))
+  Y.applyUpdate(chat, Y.encodeStateAsUpdate(human))
+  const lecternDoc = new Y.Doc()
+  const clients = new Y.Map()
+  const jobs = new Y.Map()
+  lecternDoc.getMap('lectern').set('ai_clients', clients)
+  lecternDoc.getMap('lectern').set('ai_jobs', jobs)
+  clients.set('424242', { job_id: 'real', kind: 'chat', doc_id: chatId })
+  jobs.set('real', { kind: 'chat', status: 'done', client_id: 424242, started_by: 'u', doc_id: chatId, clock: Y.getState(ai.store, 424242) })
+  const byId = Object.fromEntries(chatMessages(chat).list().map(m => [m.id, m]))
+  assert.equal(byId.forged.author, 'ai')
+  assert.equal(isAiMessage(lecternDoc, chatId, byId.real), true)
+  assert.equal(isAiMessage(lecternDoc, chatId, byId.forged), false)
+  assert.equal(isAiMessage(lecternDoc, 'session/s/notes', byId.real), false, 'registered for another document')
+  // A member replacing the AI message's text: the map is the AI's, its text no longer is.
+  const replaced = new Y.Doc()
+  Y.applyUpdate(replaced, Y.encodeStateAsUpdate(chat))
+  replaced.getArray('messages').toArray().find(m => m.get('id') === 'real').set('text', new Y.Text('phish'))
+  const after = chatMessages(replaced).list().find(m => m.id === 'real')
+  assert.equal(isAiMessage(lecternDoc, chatId, after), false)
 })
 
 test('materialsFeed lists, subscribes and waits', async () => {
@@ -66,7 +106,7 @@ test('watchJob reports each status and resolves at the end; a doc change wakes i
   const updates = []
   const start = Date.now()
   const watching = watchJob(client, 'j', { doc, intervalMs: 10_000, onUpdate: job => updates.push(job.status) })
-  // Each change to lectern.ai_jobs triggers the next check at once (not after 10 s).
+  // Each change to the lectern document triggers the next check at once (not after 10 s).
   for (let i = 0; i < 3; i++) {
     await new Promise(resolve => setTimeout(resolve, 20))
     doc.getMap('lectern').set('tick', i)

@@ -29,7 +29,7 @@ export async function startServer ({ args = [] } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'lectern-sdk-'))
   const models = process.env.LECTERN_TEST_MODELS_DIR ?? new URL('../../.cache/models', import.meta.url).pathname
   const base = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--anonymous-access', 'none',
-    '--ai-backend', 'off', '--models-dir', models]
+    '--ai-backend', 'off', '--models-dir', models, '--registration', 'open']
   const child = spawn(BIN, [...base, ...args], {
     env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info' },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -9,12 +9,16 @@
 //! | document | classroom faculty | the owning student | other students of the class | non-members |
 //! |---|---|---|---|---|
 //! | session notes/mindmap/chat | write | — | write while live, read when locked or ended | none |
+//! | session lectern (`session/{id}/lectern`) | read | — | read | none |
 //! | a student's fork | write | write until the session ends, then read | none | none |
 //! | template | write | — | read | none |
 //! | materials feed (`classroom/{id}/materials`) | read | — | read | none |
 //! | not registered | none | — | none | none |
 //!
-//! Accounts with the server-wide `admin` role write everywhere. Document tokens and
+//! Accounts with the server-wide `admin` role write everywhere except in a session's
+//! `lectern` document, which they read like everyone: it holds what only the server may say
+//! (the follow-the-teacher focus, AI job statuses and which Yjs client ids are AI jobs), so
+//! nobody writes it from a socket; the server edits it through the room. Document tokens and
 //! external access tokens are not decided here: a document token grants exactly its
 //! document, and an external token's `docs` claim lists what it may write (see `ws.rs`).
 
@@ -50,6 +54,9 @@ pub enum DocFacts {
         /// The session's state.
         state: SessionState,
     },
+    /// A session's server-owned state (`session/{id}/lectern`): focus, AI jobs, AI clients.
+    /// Written by the server alone, whatever the session's state.
+    SessionLectern,
     /// A student's copy of a handed-out template.
     Fork {
         /// The student it belongs to.
@@ -75,6 +82,10 @@ impl DocFacts {
             DocKind::Notes | DocKind::Mindmap | DocKind::Chat => Ok(Self::Session {
                 state: entry.session_state.ok_or_else(inconsistent)?,
             }),
+            DocKind::Lectern => {
+                entry.session_state.ok_or_else(inconsistent)?;
+                Ok(Self::SessionLectern)
+            }
             DocKind::Fork => Ok(Self::Fork {
                 owner_user_id: document.owner_user_id.clone().ok_or_else(inconsistent)?,
                 state: entry.session_state.ok_or_else(inconsistent)?,
@@ -98,11 +109,16 @@ pub struct Caller<'a> {
 /// The access `caller` has to a document with `facts`; `None` means it may not open it.
 pub fn decide(facts: &DocFacts, caller: &Caller<'_>) -> Option<Access> {
     if caller.role == Role::Admin {
-        return Some(Access::Write);
+        return Some(match facts {
+            // Not even an admin's socket may speak for the server (see the module docs).
+            DocFacts::SessionLectern => Access::Read,
+            _ => Access::Write,
+        });
     }
     match (caller.membership?, facts) {
-        // Written by the server alone; a member's edit would corrupt what everyone sees.
-        (_, DocFacts::MaterialsFeed) => Some(Access::Read),
+        // Written by the server alone; a member's edit would corrupt what everyone sees,
+        // and in the session's lectern document it would forge the focus or AI authorship.
+        (_, DocFacts::MaterialsFeed | DocFacts::SessionLectern) => Some(Access::Read),
         (MemberRole::Faculty, _) => Some(Access::Write),
         (MemberRole::Student, DocFacts::Session { state }) => match state {
             SessionState::Live => Some(Access::Write),
@@ -140,21 +156,24 @@ pub async fn resolve(
     if principal.origin == Origin::External {
         return Ok(None);
     }
-    if principal.role == Role::Admin {
-        return Ok(Some(Access::Write));
-    }
+    let admin = principal.role == Role::Admin;
     let (facts, classroom_id) = match crate::materials::feed::classroom_of(doc_id) {
         Some(classroom_id) => (DocFacts::MaterialsFeed, classroom_id.to_owned()),
         None => {
+            // Admins too: a session's lectern document is read-only even for them.
             let Some(entry) = Sessions::new(db.clone()).document(doc_id).await? else {
-                return Ok(None);
+                return Ok(admin.then_some(Access::Write));
             };
             (DocFacts::of(&entry)?, entry.document.classroom_id)
         }
     };
-    let membership = Classrooms::new(db.clone())
-        .membership(&classroom_id, &principal.subject)
-        .await?;
+    let membership = if admin {
+        None // `decide` does not look at an admin's membership
+    } else {
+        Classrooms::new(db.clone())
+            .membership(&classroom_id, &principal.subject)
+            .await?
+    };
     Ok(decide(
         &facts,
         &Caller {
@@ -180,7 +199,11 @@ mod tests {
 
     /// Every document shape, with "me" as the owner of one of the forks.
     fn all_facts() -> Vec<DocFacts> {
-        let mut facts = vec![DocFacts::Template, DocFacts::MaterialsFeed];
+        let mut facts = vec![
+            DocFacts::Template,
+            DocFacts::MaterialsFeed,
+            DocFacts::SessionLectern,
+        ];
         for state in STATES {
             facts.push(DocFacts::Session { state });
             for owner in ["me", "someone-else"] {
@@ -198,13 +221,17 @@ mod tests {
     fn expected(facts: &DocFacts, role: Role, membership: Option<MemberRole>) -> Option<Access> {
         use Access::{Read, Write};
         if role == Role::Admin {
-            return Some(Write);
+            return Some(if *facts == DocFacts::SessionLectern {
+                Read
+            } else {
+                Write
+            });
         }
         let student = membership == Some(MemberRole::Student);
         let faculty = membership == Some(MemberRole::Faculty);
         match facts {
             _ if !faculty && !student => None,
-            DocFacts::MaterialsFeed => Some(Read),
+            DocFacts::MaterialsFeed | DocFacts::SessionLectern => Some(Read),
             _ if faculty => Some(Write),
             DocFacts::Session { state } if *state == SessionState::Live => Some(Write),
             DocFacts::Session { .. } => Some(Read),
@@ -235,7 +262,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 11 * 3 * 3);
+        assert_eq!(checked, 12 * 3 * 3);
     }
 
     fn student(membership: Option<MemberRole>) -> Caller<'static> {
@@ -253,6 +280,28 @@ mod tests {
         assert_eq!(access(SessionState::Live), Some(Access::Write));
         assert_eq!(access(SessionState::Locked), Some(Access::Read));
         assert_eq!(access(SessionState::Ended), Some(Access::Read));
+    }
+
+    #[test]
+    fn nobody_writes_a_sessions_lectern_document_but_every_member_reads_it() {
+        let caller = |role, membership| Caller {
+            user_id: "me",
+            role,
+            membership,
+        };
+        for (role, membership, access) in [
+            (Role::Student, Some(MemberRole::Student), Some(Access::Read)),
+            (Role::Faculty, Some(MemberRole::Faculty), Some(Access::Read)),
+            (Role::Admin, None, Some(Access::Read)),
+            (Role::Student, None, None),
+            (Role::Faculty, None, None),
+        ] {
+            assert_eq!(
+                decide(&DocFacts::SessionLectern, &caller(role, membership)),
+                access,
+                "{role:?} {membership:?}"
+            );
+        }
     }
 
     #[test]
@@ -340,5 +389,10 @@ mod tests {
         assert!(DocFacts::of(&entry(DocKind::Fork, None, Some(SessionState::Live))).is_err());
         assert!(DocFacts::of(&entry(DocKind::Fork, Some("u"), None)).is_err());
         assert!(DocFacts::of(&entry(DocKind::Notes, None, None)).is_err());
+        assert_eq!(
+            DocFacts::of(&entry(DocKind::Lectern, None, Some(SessionState::Ended))).ok(),
+            Some(DocFacts::SessionLectern)
+        );
+        assert!(DocFacts::of(&entry(DocKind::Lectern, None, None)).is_err());
     }
 }

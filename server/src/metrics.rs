@@ -1,4 +1,4 @@
-//! The Prometheus registry: socket-level metrics owned here, room metrics from
+//! The Prometheus registry: socket-level and accept-loop metrics owned here, room metrics from
 //! `lectern-collab`, AI job metrics from `ai::metrics`, upload and ingestion
 //! metrics from `materials::metrics`, and process/runtime gauges read at scrape time.
 
@@ -29,6 +29,24 @@ pub struct SocketMetrics {
     pub bytes_out: Counter,
     /// Connections closed because the client broke the protocol or a limit.
     pub protocol_errors: Counter,
+    /// Document routes (document id prefixes) held by multiplexed sockets now; follows the
+    /// documents open, so a leak shows here.
+    pub routes: Gauge,
+}
+
+/// TCP-level metrics of the accept loop (`transport.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct TransportMetrics {
+    /// TCP connections held now (HTTP and upgraded WebSockets).
+    pub tcp_connections: Gauge,
+    /// Connections refused with 503 because `--max-connections` were open.
+    pub connections_refused: Counter,
+    /// Connections closed because the request head did not arrive in time.
+    pub header_timeouts: Counter,
+    /// Request bodies failed for arriving too slowly (idle or below the minimum rate).
+    pub body_timeouts: Counter,
+    /// WebSocket upgrades that did not complete in time.
+    pub handshake_timeouts: Counter,
 }
 
 /// All metrics of one server instance.
@@ -37,6 +55,8 @@ pub struct Metrics {
     registry: Registry,
     /// Socket-level metrics.
     pub sockets: SocketMetrics,
+    /// Accept-loop metrics.
+    pub transport: TransportMetrics,
     /// Room metrics, handed to `Rooms`.
     pub collab: CollabMetrics,
     /// Live AI job metrics.
@@ -78,6 +98,37 @@ impl Metrics {
             "Connections closed for protocol errors or limits",
             sockets.protocol_errors.clone(),
         );
+        registry.register(
+            "socket_routes",
+            "Document routes held by multiplexed sockets",
+            sockets.routes.clone(),
+        );
+        let transport = TransportMetrics::default();
+        registry.register(
+            "tcp_connections",
+            "TCP connections held (HTTP and WebSocket)",
+            transport.tcp_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused with 503 at the connection limit",
+            transport.connections_refused.clone(),
+        );
+        registry.register(
+            "http_header_timeouts",
+            "Connections closed because the request head did not arrive in time",
+            transport.header_timeouts.clone(),
+        );
+        registry.register(
+            "http_body_timeouts",
+            "Request bodies failed for arriving too slowly",
+            transport.body_timeouts.clone(),
+        );
+        registry.register(
+            "ws_handshake_timeouts",
+            "WebSocket upgrades that did not complete in time",
+            transport.handshake_timeouts.clone(),
+        );
         let collab = CollabMetrics::register(&mut registry);
         let ai = AiMetrics::register(&mut registry);
         let materials = MaterialsMetrics::register(&mut registry);
@@ -96,6 +147,7 @@ impl Metrics {
         Self {
             registry,
             sockets,
+            transport,
             collab,
             ai,
             materials,

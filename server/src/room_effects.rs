@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lectern_collab::{Access, AccessChange, CloseReason, DocId, RoomError, Rooms};
-use lectern_db::{Accounts, Database, DbError, Sessions};
+use lectern_db::sessions::{DocKind, session_doc_id};
+use lectern_db::{Accounts, Database, DbError};
 use yrs::{Any, Map, WriteTxn};
 
 use crate::access::AccessError;
@@ -18,9 +19,18 @@ use crate::api::dto::Focus;
 use crate::auth::{Origin, Principal};
 use crate::credentials;
 
-/// The shared map every session document carries for the server's annotations; clients
-/// read `focus` from it to follow the teacher.
-pub const SESSION_MAP: &str = "lectern";
+/// The root map of a session's `lectern` document (`session/{id}/lectern`), the one place
+/// server-owned state lives: `focus`, `ai_jobs` and `ai_clients`. Only the server writes
+/// that document (`access::decide` gives every socket read access at most), so what clients
+/// read there cannot have been forged by a classmate.
+pub const LECTERN_MAP: &str = "lectern";
+/// Key of the follow-the-teacher focus (`{doc_id, section?}`) in [`LECTERN_MAP`].
+pub const FOCUS: &str = "focus";
+
+/// The server-owned document of session `session_id`.
+pub fn lectern_doc(session_id: &str) -> Result<DocId, RoomEffectsError> {
+    doc_id(&session_doc_id(session_id, DocKind::Lectern))
+}
 
 /// Why an effect on open rooms could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -130,8 +140,9 @@ impl RoomEffects {
     }
 
     /// Faculty of session `session_id` moved the follow-the-teacher focus to `focus`: it is
-    /// written into the `lectern` map (key `focus`: `{doc_id, section}`) of every document of
-    /// the session, so every client of the session sees it live.
+    /// written into the session's `lectern` document (root map `lectern`, key `focus`:
+    /// `{doc_id, section}`), which every member reads live and nobody else can write. Never
+    /// into the documents students edit: there a classmate could overwrite it.
     pub async fn focus_changed(
         &self,
         session_id: &str,
@@ -142,18 +153,12 @@ impl RoomEffects {
             value.insert("section".to_owned(), Any::from(section.as_str()));
         }
         let value = Any::Map(Arc::new(value));
-        let documents = Sessions::new(self.database.clone())
-            .documents_of_session(session_id)
+        self.rooms
+            .edit(&lectern_doc(session_id)?, move |txn| {
+                let map = txn.get_or_insert_map(LECTERN_MAP);
+                map.insert(txn, FOCUS, value.clone());
+            })
             .await?;
-        for document in documents {
-            let value = value.clone();
-            self.rooms
-                .edit(&doc_id(&document.doc_id)?, move |txn| {
-                    let map = txn.get_or_insert_map(SESSION_MAP);
-                    map.insert(txn, "focus", value.clone());
-                })
-                .await?;
-        }
         Ok(())
     }
 }

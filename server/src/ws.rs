@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -35,13 +36,14 @@ use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 
 use lectern_collab::outbox::{Outbox, OutboxReceiver, Route};
-use lectern_collab::protocol::decode_frame;
+use lectern_collab::protocol::decode_shared_frame;
 use lectern_collab::{CloseReason, DocId, Membership};
 
 use lectern_db::Accounts;
 
 use crate::AppState;
 use crate::auth::AuthError;
+use crate::config::AnonymousAccess;
 use crate::credentials::{self, Credentials};
 use crate::metrics::SocketMetrics;
 
@@ -88,6 +90,9 @@ pub mod close_code {
     pub const FORBIDDEN: u16 = 4403;
     /// The live session ended; reopen the document to review it read-only.
     pub const SESSION_ENDED: u16 = 4410;
+    /// Too many of the client's updates wait for changes the server never received; they
+    /// were dropped. Reconnect to resync.
+    pub const TOO_MANY_PENDING: u16 = 4429;
 }
 
 /// What a socket serves.
@@ -121,6 +126,9 @@ impl Close {
             CloseReason::Unauthenticated => close_code::UNAUTHENTICATED,
             CloseReason::Forbidden => close_code::FORBIDDEN,
             CloseReason::SessionEnded => close_code::SESSION_ENDED,
+            CloseReason::TooManyPending => close_code::TOO_MANY_PENDING,
+            CloseReason::AwarenessLimit => close_code::POLICY_VIOLATION,
+            CloseReason::DocumentUnreadable => close_code::INTERNAL_ERROR,
         };
         Self::new(code, reason.description())
     }
@@ -148,8 +156,16 @@ pub fn upgrade(mut request: Request, state: AppState, target: Target) -> Respons
         .max_message_size(Some(state.config().max_message_bytes))
         .max_frame_size(Some(frame_limit(state.config().max_message_bytes)));
     let tracker = state.connections().clone();
+    let handshake_timeout = Duration::from_secs(state.config().ws_handshake_timeout_secs.max(1));
     tracker.spawn(async move {
-        match on_upgrade.await {
+        // The 101 is written and the connection handed over here; a client that does not
+        // take it (or a stuck write) must not hold the connection and its task forever.
+        let Ok(upgraded) = tokio::time::timeout(handshake_timeout, on_upgrade).await else {
+            state.metrics().transport.handshake_timeouts.inc();
+            tracing::debug!("websocket handshake timed out");
+            return;
+        };
+        match upgraded {
             Ok(upgraded) => {
                 let socket = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
@@ -238,7 +254,7 @@ async fn serve_socket(
 
     let (sink, stream) = socket.split();
     let (outbox, outbox_receiver) = lectern_collab::outbox(state.config().max_queued_bytes);
-    let routes = Routes::default();
+    let routes = Routes::new(metrics.routes.clone());
     let (fatal_sender, fatal_receiver) = oneshot::channel();
     let (closed_routes_sender, closed_routes) = mpsc::unbounded_channel();
     let writer_done = CancellationToken::new();
@@ -266,6 +282,7 @@ async fn serve_socket(
         memberships: HashMap::new(),
         routes_by_doc: HashMap::new(),
         next_route: 0,
+        refused_opens: 0,
         metrics,
         fatal: Some(fatal_sender),
         credentials,
@@ -282,19 +299,59 @@ async fn serve_socket(
 }
 
 /// Route → the document-id prefix frames of that route carry (multiplexed sockets only).
-#[derive(Debug, Clone, Default)]
-struct Routes(Arc<Mutex<HashMap<Route, Bytes>>>);
+///
+/// Shared by the reader (adds a route when a document opens, removes it when the client
+/// leaves) and the writer (reads prefixes, removes a route when the server closes its
+/// document). An entry lives exactly as long as its document is open on the socket, which
+/// the `lectern_socket_routes` gauge shows.
+#[derive(Debug, Clone)]
+struct Routes(Arc<RouteMap>);
+
+#[derive(Debug)]
+struct RouteMap {
+    map: Mutex<HashMap<Route, Bytes>>,
+    gauge: Gauge,
+}
+
+impl Drop for RouteMap {
+    fn drop(&mut self) {
+        let left = self.map.get_mut().map_or(0, |map| map.len());
+        self.gauge.dec_by(i64::try_from(left).unwrap_or(i64::MAX));
+    }
+}
 
 impl Routes {
+    fn new(gauge: Gauge) -> Self {
+        Self(Arc::new(RouteMap {
+            map: Mutex::new(HashMap::new()),
+            gauge,
+        }))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Route, Bytes>> {
         // Held for single map operations only; a poisoned map is still consistent.
         self.0
+            .map
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn prefix(&self, route: Route) -> Option<Bytes> {
         self.lock().get(&route).cloned()
+    }
+
+    fn insert(&self, route: Route, prefix: Bytes) {
+        if self.lock().insert(route, prefix).is_none() {
+            self.0.gauge.inc();
+        }
+    }
+
+    fn remove(&self, route: Route) -> Option<Bytes> {
+        let removed = self.lock().remove(&route);
+        if removed.is_some() {
+            self.0.gauge.dec();
+        }
+        removed
     }
 }
 
@@ -313,6 +370,10 @@ struct Reader {
     memberships: HashMap<Route, Membership>,
     routes_by_doc: HashMap<DocId, Route>,
     next_route: Route,
+    /// Documents this socket asked for and was refused; past
+    /// `--max-refused-opens-per-socket` the socket is closed, so a client cannot make the
+    /// server decide access in a loop.
+    refused_opens: usize,
     metrics: SocketMetrics,
     fatal: Option<oneshot::Sender<Close>>,
 }
@@ -336,6 +397,13 @@ impl Reader {
                 return self.drain_until_closed(&mut stream, &writer_done).await;
             }
         };
+        if matches!(self.credentials, Ok(Credentials::Anonymous))
+            && self.state.config().anonymous_access == AnonymousAccess::None
+        {
+            tracing::debug!("closing socket: no token");
+            self.close_socket(Close::new(close_code::UNAUTHENTICATED, "missing token"));
+            return self.drain_until_closed(&mut stream, &writer_done).await;
+        }
         if let Err(close) = self.check_session().await {
             self.close_socket(close);
             return self.drain_until_closed(&mut stream, &writer_done).await;
@@ -457,7 +525,10 @@ impl Reader {
                 Credentials::Anonymous => CloseReason::Unauthenticated,
                 Credentials::User(_) | Credentials::Document(_) => CloseReason::Forbidden,
             };
-            tracing::info!(%doc, ?reason, "document refused");
+            // Per request and attacker-driven: never at INFO (one socket produced 164k lines in
+            // 20 s). A socket that keeps asking is closed instead (`handle_multiplexed_frame`).
+            tracing::debug!(%doc, ?reason, "document refused");
+            self.refused_opens += 1;
             self.outbox.close(route, reason);
             return Err(());
         };
@@ -478,6 +549,7 @@ impl Reader {
                 let reason = match error {
                     lectern_collab::JoinError::ShuttingDown => CloseReason::ShuttingDown,
                     lectern_collab::JoinError::Unavailable => CloseReason::StorageUnavailable,
+                    lectern_collab::JoinError::Unreadable => CloseReason::DocumentUnreadable,
                 };
                 self.outbox.close(route, reason);
                 Err(())
@@ -485,11 +557,13 @@ impl Reader {
         }
     }
 
-    async fn handle_document_frame(&mut self, frame: &[u8]) -> Result<(), Close> {
+    async fn handle_document_frame(&mut self, frame: &Bytes) -> Result<(), Close> {
         if crate::ai::control::is_request(frame) {
             return self.handle_ai_request(0, frame);
         }
-        let messages = decode_frame(frame).map_err(|error| {
+        // Update payloads stay encoded (shared, not copied) until the room has checked the
+        // sender's access and the update limits.
+        let messages = decode_shared_frame(frame).map_err(|error| {
             tracing::info!(%error, "invalid frame");
             Close::new(close_code::INVALID_PAYLOAD, "invalid y-sync message")
         })?;
@@ -504,7 +578,7 @@ impl Reader {
         Ok(())
     }
 
-    async fn handle_multiplexed_frame(&mut self, frame: &[u8]) -> Result<(), Close> {
+    async fn handle_multiplexed_frame(&mut self, frame: &Bytes) -> Result<(), Close> {
         let invalid = || Close::new(close_code::INVALID_PAYLOAD, "invalid multiplexed frame");
         let mut cursor = Cursor::new(frame);
         let name = cursor.read_string().map_err(|_| invalid())?;
@@ -529,7 +603,7 @@ impl Reader {
                 }
             };
         }
-        let messages = decode_frame(body).map_err(|error| {
+        let messages = decode_shared_frame(&frame.slice(cursor.next..)).map_err(|error| {
             tracing::info!(%error, %doc, "invalid frame");
             invalid()
         })?;
@@ -544,8 +618,14 @@ impl Reader {
                 }
                 let route = self.next_route;
                 self.next_route += 1;
-                self.routes.lock().insert(route, doc_prefix(&doc));
+                self.routes.insert(route, doc_prefix(&doc));
                 if self.join(doc, route).await.is_err() {
+                    if self.refused_opens > self.state.config().max_refused_opens_per_socket {
+                        return Err(Close::new(
+                            close_code::POLICY_VIOLATION,
+                            "too many refused documents on one socket",
+                        ));
+                    }
                     return Ok(()); // the writer reports the per-document close
                 }
                 route
@@ -599,9 +679,13 @@ impl Reader {
         Ok(())
     }
 
+    /// Forgets a document of this socket: the client left it, or the server closed it.
+    /// The prefix goes too (frames still queued for the route are then dropped by the
+    /// writer); route numbers are never reused, so nothing can be misrouted.
     fn forget_route(&mut self, route: Route) {
         self.memberships.remove(&route);
         self.routes_by_doc.retain(|_, known| *known != route);
+        self.routes.remove(route);
     }
 
     async fn leave_all(&mut self) {
@@ -741,7 +825,7 @@ impl Writer {
 
     /// Multiplexed sockets: tells the client one document was closed, and stops routing it.
     async fn close_route(&mut self, route: Route, reason: CloseReason) -> Result<(), WsError> {
-        let Some(prefix) = self.routes.lock().remove(&route) else {
+        let Some(prefix) = self.routes.remove(route) else {
             return Ok(());
         };
         let close = Close::from_room(reason);

@@ -21,7 +21,7 @@ use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Array, Doc, GetString, Out, StateVector, Text, Transact, Update, WriteTxn};
+use yrs::{Array, Doc, GetString, Map, Out, StateVector, Text, Transact, Update, WriteTxn};
 
 use lectern::config::AiBackendKind;
 use lectern_library::testing as fixtures;
@@ -359,6 +359,35 @@ fn notes_text(doc: &Doc) -> String {
     text.get_string(&txn)
 }
 
+fn lectern_doc(class: &Class) -> String {
+    format!("session/{}/lectern", class.session)
+}
+
+/// The Yjs item id of every chat message map, by (job id, role).
+fn message_ids(doc: &Doc) -> std::collections::HashMap<(String, String), yrs::ID> {
+    let array = doc.get_or_insert_array("messages");
+    let txn = doc.transact();
+    array
+        .iter(&txn)
+        .filter_map(|value| match value {
+            Out::YMap(map) => {
+                let field = |key| match map.get(&txn, key) {
+                    Some(Out::Any(yrs::Any::String(text))) => text.to_string(),
+                    _ => String::new(),
+                };
+                let branch: &yrs::branch::Branch = map.as_ref();
+                match branch.id() {
+                    yrs::branch::BranchID::Nested(id) => {
+                        Some(((field("job_id"), field("role")), id))
+                    }
+                    yrs::branch::BranchID::Root(_) => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn chat_doc(class: &Class) -> String {
     format!("session/{}/chat", class.session)
 }
@@ -424,24 +453,127 @@ async fn a_chat_answer_streams_into_the_shared_chat_with_citations_on_both_clien
         .await;
     assert_eq!(seen_by_student, done, "both clients converge");
 
-    // The AI's items carry a client id registered in the document's `lectern` map.
-    let lectern = teacher.doc.get_or_insert_map("lectern");
-    let clients = {
-        let txn = teacher.doc.transact();
-        serde_json::to_value(lectern.to_json(&txn)).expect("json")
-    };
-    let registered = clients["ai_clients"]
-        .as_object()
-        .expect("ai_clients")
-        .values()
-        .any(|entry| entry["job_id"] == job_id && entry["kind"] == "chat");
-    assert!(registered, "{clients}");
-    assert_eq!(clients["ai_jobs"][&job_id]["status"], "done");
+    // The AI's items carry a client id the server registered in the session's `lectern`
+    // document, with the clock range the job wrote: the answer's map is the AI's by its
+    // item id, the question (the server's, for the student) is not.
+    let mut registry =
+        Watcher::open(api.server(), &lectern_doc(&class), &class.student.access).await;
+    let lectern = registry
+        .until(|doc| {
+            let lectern = map_json(doc, "lectern");
+            (lectern["ai_jobs"][&job_id]["status"] == "done").then_some(lectern)
+        })
+        .await;
+    let entry = &lectern["ai_jobs"][&job_id];
+    assert_eq!(entry["doc_id"], chat_doc(&class), "{lectern}");
+    let client_id = entry["client_id"].as_f64().expect("client id") as u64;
+    let clock = entry["clock"].as_f64().expect("clock") as u32;
+    assert_eq!(
+        lectern["ai_clients"][client_id.to_string()],
+        json!({"job_id": job_id, "kind": "chat", "doc_id": chat_doc(&class)}),
+        "{lectern}"
+    );
+    let ids = message_ids(&teacher.doc);
+    let answer_id = ids[&(job_id.clone(), "assistant".to_owned())];
+    let question_id = ids[&(job_id.clone(), "user".to_owned())];
+    assert_eq!(
+        answer_id.client.get(),
+        client_id,
+        "the answer is the AI's item"
+    );
+    assert!(
+        answer_id.clock < clock,
+        "within the recorded range: {answer_id:?} {clock}"
+    );
+    assert_ne!(question_id.client.get(), client_id);
+    assert_eq!(
+        map_json(&teacher.doc, "lectern"),
+        json!({}),
+        "nothing server-owned is written into the chat any more"
+    );
 
     let job = finished(&api, &class.student.access, &job_id).await;
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(job["completion_tokens"], tokens(ANSWER).len());
     assert_eq!(job["cached"], false);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_student_writing_under_a_running_jobs_client_id_is_refused() {
+    use yrs::ReadTxn as _;
+    // Slow enough that the job is still streaming when the forger acts.
+    let model = fake_model(answering(250)).await;
+    let api = openai_server(&model, |_| {}).await;
+    let class = class(&api).await;
+    upload_cells(&api, &class).await;
+    let mut registry =
+        Watcher::open(api.server(), &lectern_doc(&class), &class.student.access).await;
+    let mut chat = Watcher::open(api.server(), &chat_doc(&class), &class.student.access).await;
+    let job = start_ok(
+        &api,
+        &class,
+        &class.teacher.access,
+        json!({"kind": "chat", "prompt": "Where is the electron transport chain?"}),
+    )
+    .await;
+    let job_id = job["job_id"].as_str().expect("job id").to_owned();
+    let client_id = registry
+        .until(|doc| map_json(doc, "lectern")["ai_jobs"][&job_id]["client_id"].as_f64())
+        .await as u64;
+    // The student takes the job's next ids: a replica under the AI's client id, caught up
+    // with the room, writes a message of its own.
+    chat.until(|doc| answer(doc, &job_id)).await;
+    let forged = {
+        let replica = Doc::with_client_id(client_id);
+        let state = chat
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let mut txn = replica.transact_mut();
+        txn.apply_update(Update::decode_v1(&state).expect("state"))
+            .expect("apply");
+        let before = txn.state_vector();
+        let messages = txn.get_or_insert_array("messages");
+        messages.push_back(
+            &mut txn,
+            yrs::MapPrelim::from_iter([
+                ("id", yrs::In::from("forged")),
+                ("role", yrs::In::from("assistant")),
+                ("author", yrs::In::from("ai")),
+            ]),
+        );
+        txn.encode_diff_v1(&before)
+    };
+    let mut forger = connect(&api.server().ws(&format!(
+        "/ws/{}?token={}",
+        chat_doc(&class),
+        class.student.access
+    )))
+    .await;
+    let message = yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(forged));
+    crate::support::send_binary(&mut forger, message.encode_v1()).await;
+    assert_eq!(
+        crate::support::close_code(&mut forger).await,
+        Some(1008),
+        "an update with a running job's client id is refused"
+    );
+
+    // The job is unharmed: its whole answer lands, and the forged message does not.
+    let job = finished(&api, &class.teacher.access, &job_id).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let mut teacher = Watcher::open(api.server(), &chat_doc(&class), &class.teacher.access).await;
+    let done = teacher
+        .until(|doc| answer(doc, &job_id).filter(|message| message["status"] == "done"))
+        .await;
+    assert_eq!(done["text"], ANSWER);
+    assert!(
+        messages(&teacher.doc)
+            .iter()
+            .all(|message| message["id"] != "forged"),
+        "{:?}",
+        messages(&teacher.doc)
+    );
     api.stop().await;
 }
 
@@ -1092,12 +1224,23 @@ async fn a_quiz_streams_as_a_draft_then_lands_validated_or_fails_clearly() {
         let job = finished(&api, &class.teacher.access, &job_id).await;
         assert_eq!(job["status"], outcome, "{job}");
         assert_eq!(model.requests.load(Ordering::SeqCst), requests);
-        // Students of the class can watch (read) the new document.
-        let mut watcher = Watcher::open(api.server(), &doc_id, &class.student.access).await;
-        let lectern = watcher
+        // Students of the class can watch (read) the new document, and its job's status in
+        // the session's lectern document.
+        let mut registry =
+            Watcher::open(api.server(), &lectern_doc(&class), &class.student.access).await;
+        let lectern = registry
             .until(|doc| {
                 let lectern = map_json(doc, "lectern");
                 (lectern["ai_jobs"][&job_id]["status"] == outcome).then_some(lectern)
+            })
+            .await;
+        assert_eq!(lectern["ai_jobs"][&job_id]["doc_id"], doc_id.as_str());
+        let mut watcher = Watcher::open(api.server(), &doc_id, &class.student.access).await;
+        watcher
+            .until(|doc| {
+                let text = doc.get_or_insert_text("draft");
+                let txn = doc.transact();
+                (!text.get_string(&txn).is_empty()).then_some(())
             })
             .await;
         let draft = {

@@ -690,7 +690,7 @@ async fn oversized_and_malformed_bodies_are_json_errors() {
 async fn doc_tokens_are_minted_only_with_the_api_key() {
     let api = sqlite(|config| {
         config.jwt_secret = Some(SECRET.into());
-        config.api_key = Some("embedder-secret-key".into());
+        config.api_key = Some("embedder-secret-key-of-at-least-32-bytes".into());
     })
     .await;
     let request = json!({"doc": "course/notes", "access": "read"});
@@ -708,7 +708,7 @@ async fn doc_tokens_are_minted_only_with_the_api_key() {
     );
 
     let (status, body) = api
-        .post("/doc-tokens", Some("embedder-secret-key"), request)
+        .post("/doc-tokens", Some("embedder-secret-key-of-at-least-32-bytes"), request)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["doc"], "course/notes");

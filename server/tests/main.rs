@@ -3,7 +3,13 @@
 //! `node` runs the end-to-end suite with stock Yjs clients from npm (tests/node).
 
 mod ai;
+mod ai_queue;
 mod api;
+mod hostile_input;
+mod hostile_auth;
+mod hostile_files;
+mod hostile_transport;
+mod hostile_ws;
 mod http;
 mod materials;
 mod node;

@@ -2,10 +2,17 @@
 //! joining, locking, ending, focus and handouts, and who sees which document with which
 //! access.
 
+use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use yrs::types::ToJson;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, Map, StateVector, Transact, Update, WriteTxn};
 
 use crate::api::{Api, Session, code, servers};
+use crate::support::{Client, connect};
 
 /// A classroom with its faculty, two enrolled students and one outsider.
 struct Class {
@@ -78,11 +85,13 @@ fn documents(session: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The session's own three documents, all with `access`.
+/// The session's own four documents: notes, mindmap and chat with `access`, and the
+/// server-owned `lectern` document, which every member only reads.
 fn session_documents(session_id: &str, access: &str) -> Vec<(String, String)> {
     ["notes", "mindmap", "chat"]
         .into_iter()
         .map(|kind| (format!("session/{session_id}/{kind}"), access.to_owned()))
+        .chain([(format!("session/{session_id}/lectern"), "read".to_owned())])
         .collect()
 }
 
@@ -539,6 +548,146 @@ async fn focus_round_trips_to_members() {
             seen["focus"],
             json!({"doc_id": notes, "section": null}),
             "{backend}: the last focus is kept"
+        );
+        api.stop().await;
+    }
+}
+
+/// A bare y-sync client on one document: sends updates, and reads the room's whole state.
+struct RawDoc {
+    socket: Client,
+}
+
+impl RawDoc {
+    async fn open(api: &Api, doc_id: &str, token: &str) -> Self {
+        let socket = connect(&api.server().ws(&format!("/ws/{doc_id}?token={token}"))).await;
+        Self { socket }
+    }
+
+    /// Sends `edit` (made on an empty replica) as a document update.
+    async fn send_edit(&mut self, edit: impl FnOnce(&mut yrs::TransactionMut<'_>)) {
+        let doc = Doc::new();
+        let update = {
+            let mut txn = doc.transact_mut();
+            edit(&mut txn);
+            txn.encode_update_v1()
+        };
+        let message = yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(update));
+        self.socket
+            .send(Message::Binary(message.encode_v1().into()))
+            .await
+            .expect("send update");
+    }
+
+    /// The room's whole state, asked for with a sync step 1 on this socket. The room handles
+    /// a socket's messages in order, so everything sent before has been applied or refused.
+    async fn state(&mut self) -> Doc {
+        let step1 =
+            yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep1(StateVector::default()));
+        self.socket
+            .send(Message::Binary(step1.encode_v1().into()))
+            .await
+            .expect("send step 1");
+        let read = async {
+            while let Some(message) = self.socket.next().await {
+                let bytes = match message.expect("socket") {
+                    Message::Binary(bytes) => bytes,
+                    Message::Close(frame) => panic!("closed: {frame:?}"),
+                    _ => continue,
+                };
+                if let Ok(yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep2(update))) =
+                    yrs::sync::Message::decode_v1(&bytes)
+                {
+                    let doc = Doc::new();
+                    let update = Update::decode_v1(&update).expect("update");
+                    doc.transact_mut().apply_update(update).expect("apply");
+                    return doc;
+                }
+            }
+            panic!("the socket closed before the state came");
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("state within 10 s")
+    }
+}
+
+/// The `lectern` root map of `doc` as JSON.
+fn lectern_json(doc: &Doc) -> Value {
+    let map = doc.get_or_insert_map("lectern");
+    let txn = doc.transact();
+    serde_json::to_value(map.to_json(&txn)).expect("json")
+}
+
+#[tokio::test]
+async fn a_student_cannot_forge_the_focus_classmates_follow() {
+    for api in servers(|_| {}).await {
+        let backend = api.backend;
+        let class = class(&api).await;
+        let id = start(&api, &class).await;
+        let notes = format!("session/{id}/notes");
+        let lectern = format!("session/{id}/lectern");
+        let forge = |txn: &mut yrs::TransactionMut<'_>| {
+            let map = txn.get_or_insert_map("lectern");
+            map.insert(txn, "focus", "https://evil.example/login");
+            map.insert(txn, "ai_clients", "forged");
+        };
+
+        // Alice writes a focus into the notes (where the old server put it): the notes are
+        // hers to edit, but that is not where classmates read the focus from.
+        let mut alices_notes = RawDoc::open(&api, &notes, &class.alice.access).await;
+        alices_notes.send_edit(forge).await;
+        let notes_state = alices_notes.state().await;
+        assert_eq!(
+            lectern_json(&notes_state)["focus"],
+            "https://evil.example/login",
+            "{backend}: students may write their notes"
+        );
+
+        // The session's lectern document: every member reads it, nobody writes it. Alice's
+        // update is refused (not applied) and her socket stays open.
+        let mut alices_lectern = RawDoc::open(&api, &lectern, &class.alice.access).await;
+        alices_lectern.send_edit(forge).await;
+        assert_eq!(
+            lectern_json(&alices_lectern.state().await),
+            json!({}),
+            "{backend}: a student's write to the server-owned document is refused"
+        );
+        let mut teachers_lectern = RawDoc::open(&api, &lectern, &class.teacher.access).await;
+        teachers_lectern.send_edit(forge).await;
+        assert_eq!(
+            lectern_json(&teachers_lectern.state().await),
+            json!({}),
+            "{backend}: faculty speak through the API, not the socket"
+        );
+
+        let focus = json!({"doc_id": notes, "section": "kinematics"});
+        let (status, body) = api
+            .put(
+                &format!("/sessions/{id}/focus"),
+                Some(&class.teacher.access),
+                focus.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend} {body}");
+        let mut bobs_lectern = RawDoc::open(&api, &lectern, &class.bob.access).await;
+        let seen = lectern_json(&bobs_lectern.state().await);
+        assert_eq!(seen, json!({"focus": focus}), "{backend}: what Bob follows");
+        // Alice's refused socket is still open and sees it too.
+        assert_eq!(lectern_json(&alices_lectern.state().await), seen);
+        // The server no longer writes the focus into documents students edit.
+        let notes_state = alices_notes.state().await;
+        assert_eq!(
+            lectern_json(&notes_state)["focus"],
+            "https://evil.example/login",
+            "{backend}: the notes keep only what Alice wrote"
+        );
+        // Outsiders cannot read it.
+        let mut mallorys = RawDoc::open(&api, &lectern, &class.mallory.access).await;
+        assert_eq!(
+            crate::support::close_code(&mut mallorys.socket).await,
+            Some(4403),
+            "{backend}"
         );
         api.stop().await;
     }

@@ -32,6 +32,12 @@ impl TestServer {
         // One prepared models directory shared by every test (prepared by scripts/test.sh,
         // or by the first test that needs it).
         config.models_dir = Some(lectern_ai::testing::models_dir().path().to_path_buf());
+        // Uploads are parsed by child processes of the `lectern` binary; in-process, the
+        // current executable is this test binary.
+        config.extract_worker = Some(env!("CARGO_BIN_EXE_lectern").into());
+        // Tests register faculty as well as students; the registration policy has its own
+        // tests (hostile_auth.rs).
+        config.registration = lectern::config::RegistrationPolicy::Open;
         adjust(&mut config);
         let state = AppState::build(config).await.expect("state");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -55,6 +55,33 @@ async fn a_truncated_frame_closes_with_1007_and_the_room_carries_on() {
         .expect("apply");
     let text = copy.get_or_insert_text("body");
     assert_eq!(yrs::GetString::get_string(&text, &copy.transact()), "kept");
+
+    // "Carries on" means the same room with the same members: the state above would also
+    // come from a room reloaded from the store after the bad frame took it down, so the
+    // good socket, still open, edits again and the late joiner sees that edit live.
+    let more = {
+        let text = doc.get_or_insert_text("body");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 4, " going");
+        txn.encode_update_v1()
+    };
+    send_binary(&mut good, protocol::encode_update(&more).to_vec()).await;
+    let live = async {
+        while yrs::GetString::get_string(&text, &copy.transact()) != "kept going" {
+            let message = late.next().await.expect("socket open").expect("frame");
+            if let Message::Binary(bytes) = message
+                && let Ok(yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(update))) =
+                    yrs::sync::Message::decode_v1(&bytes)
+            {
+                copy.transact_mut()
+                    .apply_update(yrs::Update::decode_v1(&update).expect("decode"))
+                    .expect("apply");
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), live)
+        .await
+        .expect("the good socket's next edit reaches the late joiner");
     server.stop().await;
 }
 

@@ -157,9 +157,13 @@ test('handouts: each student edits a copy of the template that other students ca
   const peek = await rawSocket(`${server.ws}/${annFork.doc_id}?token=${bob.access_token}`)
   assert.equal((await closed(peek)).code, 4403)
 
-  // Follow the teacher: the focus lands in every session document's `lectern` map.
+  // Follow the teacher: the focus lands in the session's server-owned `lectern` document,
+  // which every member may read (and nobody may write).
   const notesDoc = session.documents.find(doc => doc.kind === 'notes').doc_id
-  const follower = connect(server, notesDoc, { params: { token: bob.access_token } })
+  const bobView = await rest.get(`/sessions/${session.id}`, bob.access_token)
+  const lecternDoc = bobView.documents.find(doc => doc.kind === 'lectern')
+  assert.deepEqual([lecternDoc.doc_id, lecternDoc.access], [`session/${session.id}/lectern`, 'read'])
+  const follower = connect(server, lecternDoc.doc_id, { params: { token: bob.access_token } })
   await synced(follower)
   const focus = { doc_id: notesDoc, section: 'results' }
   const response = await fetch(`${server.http}/api/v1/sessions/${session.id}/focus`, {

@@ -45,7 +45,8 @@ export async function startServer ({ dataDir = freshDataDir(), args = [], env = 
   // The models directory the Rust tests share (prepared by scripts/test.sh), so a server
   // started here finds its models instead of downloading them.
   const models = process.env.LECTERN_TEST_MODELS_DIR ?? new URL('../../.cache/models', import.meta.url).pathname
-  const base = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--anonymous-access', 'write', '--models-dir', models]
+  const base = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--anonymous-access', 'write', '--models-dir', models,
+    '--registration', 'open']
   const child = spawn(BIN, [...base, ...args], {
     env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`protocol`]: the y-sync wire format, sans-IO (bytes in, typed messages out).
+//! - [`limits`]: bounds on untrusted update bytes (nesting depth, counts), checked without
+//!   recursion before yrs decodes anything.
 //! - [`Rooms`] (`rooms.rs`): the registry that loads a room on first join and unloads it
 //!   after its last client has gone and a grace period passed.
 //! - `room.rs`: one actor task per document owning its `yrs::Doc` and awareness; the only
@@ -14,6 +16,7 @@
 //! The server crate owns sockets, HTTP and configuration parsing; this crate never sees them.
 
 pub mod fanout;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use fanout::{Fanout, LocalFanout, NodeId};
+pub use limits::{LimitError, UpdateLimits, UpdateSummary, check_update_v1};
 pub use metrics::CollabMetrics;
 pub use outbox::{Outbox, OutboxReceiver, Route, outbox};
 pub use protocol::{ClientMessage, ProtocolError};
@@ -143,6 +147,15 @@ pub enum CloseReason {
     Forbidden,
     /// The live session this document belongs to has ended; it stays readable for review.
     SessionEnded,
+    /// Too many of the client's updates wait for changes the server never received; they
+    /// were dropped. Reconnecting resyncs.
+    TooManyPending,
+    /// The client sent awareness states over the size limit, or for more client ids than a
+    /// connection may own.
+    AwarenessLimit,
+    /// The stored document is damaged (fails the update limits or does not decode) and
+    /// cannot be opened; other documents are unaffected.
+    DocumentUnreadable,
 }
 
 impl CloseReason {
@@ -157,6 +170,11 @@ impl CloseReason {
             Self::Unauthenticated => "credentials expired or revoked; reconnect with a new token",
             Self::Forbidden => "access to this document was withdrawn",
             Self::SessionEnded => "the session has ended; the document is now read-only",
+            Self::TooManyPending => {
+                "too many updates with missing dependencies; reconnect to resync"
+            }
+            Self::AwarenessLimit => "awareness limits exceeded",
+            Self::DocumentUnreadable => "the stored document is damaged and cannot be opened",
         }
     }
 }
@@ -173,6 +191,22 @@ pub struct RoomConfig {
     pub compact_after_updates: usize,
     /// ...or after this many appended bytes, whichever comes first.
     pub compact_after_bytes: usize,
+    /// Bounds on every update before it is decoded (nesting depth, structs and values).
+    pub update_limits: UpdateLimits,
+    /// Updates whose dependencies are missing are held in memory until those arrive; at most
+    /// this many (counted since the room last had nothing pending)...
+    pub max_pending_updates: usize,
+    /// ...and at most this many of their encoded bytes. The member whose update crosses
+    /// either is closed (`TooManyPending`) and what was pending is dropped.
+    pub max_pending_bytes: usize,
+    /// Awareness client ids one connection may own.
+    pub max_awareness_clients: usize,
+    /// The largest awareness state (JSON bytes) one client id may have.
+    pub max_awareness_state_bytes: usize,
+    /// Awareness updates per second a connection may send (a token bucket)...
+    pub awareness_rate: u32,
+    /// ...with this burst. Updates over the rate are dropped, not relayed.
+    pub awareness_burst: u32,
 }
 
 impl Default for RoomConfig {
@@ -182,6 +216,13 @@ impl Default for RoomConfig {
             max_document_bytes: 64 * 1024 * 1024,
             compact_after_updates: 1000,
             compact_after_bytes: 4 * 1024 * 1024,
+            update_limits: UpdateLimits::default(),
+            max_pending_updates: 512,
+            max_pending_bytes: 1024 * 1024,
+            max_awareness_clients: 4,
+            max_awareness_state_bytes: 16 * 1024,
+            awareness_rate: 30,
+            awareness_burst: 60,
         }
     }
 }

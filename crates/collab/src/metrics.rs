@@ -27,6 +27,12 @@ pub struct CollabMetrics {
     pub compactions: Counter,
     /// Store operations that failed.
     pub store_errors: Counter,
+    /// Documents refused at load because a stored part is damaged or fails the limits.
+    pub documents_unreadable: Counter,
+    /// Times a room dropped its pending updates because they exceeded the bound.
+    pub pending_overflows: Counter,
+    /// Awareness updates or entries dropped (over the rate, foreign or unowned client ids).
+    pub awareness_dropped: Counter,
 }
 
 impl Default for CollabMetrics {
@@ -42,6 +48,9 @@ impl Default for CollabMetrics {
             persist_seconds: Histogram::new(exponential_buckets(0.000_02, 2.0, 18)),
             compactions: Counter::default(),
             store_errors: Counter::default(),
+            documents_unreadable: Counter::default(),
+            pending_overflows: Counter::default(),
+            awareness_dropped: Counter::default(),
         }
     }
 }
@@ -94,6 +103,21 @@ impl CollabMetrics {
             "store_errors",
             "Failed store operations",
             metrics.store_errors.clone(),
+        );
+        registry.register(
+            "documents_unreadable",
+            "Documents refused at load because a stored part is damaged",
+            metrics.documents_unreadable.clone(),
+        );
+        registry.register(
+            "pending_overflows",
+            "Times a room dropped pending updates over the bound",
+            metrics.pending_overflows.clone(),
+        );
+        registry.register(
+            "awareness_dropped",
+            "Awareness updates or entries dropped (rate, foreign or unowned client ids)",
+            metrics.awareness_dropped.clone(),
         );
         metrics
     }

@@ -2,12 +2,18 @@
 //!
 //! The encoding itself is `yrs::sync`'s; this module only adds what a server needs on top:
 //! strict frame decoding (a truncated or trailing-garbage frame is an error, not "end of
-//! input"), update validation before anything reaches a room, and encoders that produce
-//! ready-to-send `Bytes` so one encoding can be shared by every receiver.
+//! input"), bounded counts, and encoders that produce ready-to-send `Bytes` so one encoding
+//! can be shared by every receiver.
+//!
+//! Document updates are *not* decoded here: a frame is read before anyone knows whether its
+//! sender may edit the document, and decoding an update is where hostile nesting does its
+//! damage. [`ClientMessage::Update`] carries the raw payload; the room decides access first,
+//! then checks the bytes against its [`UpdateLimits`](crate::limits::UpdateLimits), then
+//! decodes. State vectors and awareness updates have no nesting; their counts are checked
+//! against the bytes left before yrs reserves memory for them.
 
 use bytes::Bytes;
 use yrs::StateVector;
-use yrs::Update;
 use yrs::encoding::read::Cursor;
 use yrs::encoding::read::Read;
 use yrs::encoding::write::Write;
@@ -17,6 +23,8 @@ use yrs::sync::protocol::{
 use yrs::sync::{AwarenessUpdate, Message, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
+
+use crate::limits::{self, LimitError};
 
 /// Why a frame from a client was refused. The connection that sent it is closed; the room
 /// and everyone else carry on.
@@ -31,6 +39,9 @@ pub enum ProtocolError {
     /// A message kind this server does not accept from clients (for example `Auth`).
     #[error("unsupported y-sync message kind {0}")]
     Unsupported(u8),
+    /// A state vector or awareness update whose counts exceed its bytes.
+    #[error("refused y-sync payload: {0}")]
+    Refused(#[from] LimitError),
 }
 
 /// A validated message from a client, ready for a room.
@@ -38,14 +49,9 @@ pub enum ProtocolError {
 pub enum ClientMessage {
     /// Sync step 1: the client's state vector; the room answers with what the client lacks.
     SyncStep1(StateVector),
-    /// Sync step 2 or a plain update: document changes. Decoded already, so a corrupt update
-    /// never reaches the room's document.
-    Update {
-        /// The decoded update.
-        update: Update,
-        /// Its encoded size, counted against the document size limit.
-        encoded_len: usize,
-    },
+    /// Sync step 2 or a plain update: document changes, still encoded. The room checks the
+    /// sender's access, then the update's limits, and only then decodes it.
+    Update(Bytes),
     /// An awareness update (presence, cursors). Kept encoded: the room re-broadcasts it as is.
     Awareness(AwarenessUpdate),
     /// The client asks for every peer's awareness state.
@@ -57,12 +63,18 @@ pub enum ClientMessage {
 /// Stock y-websocket clients send one message per frame, but the protocol allows several
 /// back to back, so all are read. Unlike `yrs::sync::MessageReader`, a message cut short is
 /// an error here rather than a silent end of input. The envelope (tags and length prefixes)
-/// is read with yrs' own primitives; payloads are decoded by yrs.
+/// is read with yrs' own primitives. Update payloads are copied out of `frame`; see
+/// [`decode_shared_frame`] to share them instead.
 pub fn decode_frame(frame: &[u8]) -> Result<Vec<ClientMessage>, ProtocolError> {
+    decode_shared_frame(&Bytes::copy_from_slice(frame))
+}
+
+/// Like [`decode_frame`], with update payloads sliced from `frame` without copying.
+pub fn decode_shared_frame(frame: &Bytes) -> Result<Vec<ClientMessage>, ProtocolError> {
     let mut cursor = Cursor::new(frame);
     let mut messages = Vec::with_capacity(1);
     while cursor.has_content() {
-        messages.push(decode_message(&mut cursor)?);
+        messages.push(decode_message(frame, &mut cursor)?);
     }
     if messages.is_empty() {
         return Err(ProtocolError::Empty);
@@ -70,18 +82,22 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<ClientMessage>, ProtocolError> {
     Ok(messages)
 }
 
-fn decode_message(cursor: &mut Cursor<'_>) -> Result<ClientMessage, ProtocolError> {
+fn decode_message(frame: &Bytes, cursor: &mut Cursor<'_>) -> Result<ClientMessage, ProtocolError> {
     let tag: u8 = cursor.read_var()?;
     match tag {
         MSG_SYNC => {
             let sync_tag: u8 = cursor.read_var()?;
             let payload = cursor.read_buf()?;
             match sync_tag {
-                MSG_SYNC_STEP_1 => Ok(ClientMessage::SyncStep1(StateVector::decode_v1(payload)?)),
-                MSG_SYNC_STEP_2 | MSG_SYNC_UPDATE => Ok(ClientMessage::Update {
-                    update: Update::decode_v1(payload)?,
-                    encoded_len: payload.len(),
-                }),
+                MSG_SYNC_STEP_1 => {
+                    limits::check_state_vector_v1(payload)?;
+                    Ok(ClientMessage::SyncStep1(StateVector::decode_v1(payload)?))
+                }
+                MSG_SYNC_STEP_2 | MSG_SYNC_UPDATE => {
+                    let len = payload.len();
+                    let end = cursor.next;
+                    Ok(ClientMessage::Update(frame.slice(end - len..end)))
+                }
                 _ => Err(ProtocolError::Malformed(
                     yrs::encoding::read::Error::UnexpectedValue,
                 )),
@@ -89,6 +105,7 @@ fn decode_message(cursor: &mut Cursor<'_>) -> Result<ClientMessage, ProtocolErro
         }
         MSG_AWARENESS => {
             let payload = cursor.read_buf()?;
+            limits::check_awareness_v1(payload)?;
             Ok(ClientMessage::Awareness(AwarenessUpdate::decode_v1(
                 payload,
             )?))
@@ -162,9 +179,10 @@ mod tests {
         let frame = encode_update(&update);
         let mut messages = decode_frame(&frame).expect("valid frame");
         assert_eq!(messages.len(), 1);
-        let Some(ClientMessage::Update { update, .. }) = messages.pop() else {
+        let Some(ClientMessage::Update(payload)) = messages.pop() else {
             panic!("expected an update");
         };
+        let update = yrs::Update::decode_v1(&payload).expect("decodes");
         let doc = Doc::new();
         let body = doc.get_or_insert_text("body");
         doc.transact_mut().apply_update(update).expect("apply");
@@ -193,9 +211,34 @@ mod tests {
     }
 
     #[test]
-    fn garbage_update_payload_is_rejected_before_reaching_a_room() {
+    fn update_payloads_are_not_decoded_by_the_frame_reader() {
+        // Whether the sender may edit is not known yet: the payload travels as bytes.
         let frame = encode_update(&[0xff, 0xff, 0xff, 0x01, 0x02]);
-        assert!(decode_frame(&frame).is_err());
+        let messages = decode_frame(&frame).expect("envelope is valid");
+        assert!(matches!(
+            messages.as_slice(),
+            [ClientMessage::Update(payload)] if payload[..] == [0xff, 0xff, 0xff, 0x01, 0x02]
+        ));
+    }
+
+    #[test]
+    fn state_vectors_claiming_more_entries_than_bytes_are_refused() {
+        // Sync step 1 whose state vector claims 2^28 entries in two bytes.
+        let frame = [
+            MSG_SYNC,
+            MSG_SYNC_STEP_1,
+            6,
+            0x80,
+            0x80,
+            0x80,
+            0x80,
+            0x01,
+            0,
+        ];
+        assert!(matches!(
+            decode_frame(&frame),
+            Err(ProtocolError::Refused(LimitError::CountExceedsInput { .. }))
+        ));
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //!
 //! Updates arriving together are applied in one transaction and go out as one merged update:
 //! one store append and one encoded frame for many client edits (group commit).
+//!
+//! Hostile input is contained here: an update is checked against the member's access, then
+//! against the update limits (`limits.rs`), and only then decoded; updates whose
+//! dependencies are missing (held by yrs as "pending") are bounded per room; awareness is
+//! bounded per member (client ids it owns, bytes per state, a rate).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,19 +19,21 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut, Update, WriteTxn};
 
 use crate::fanout::{FanoutMessage, FanoutPayload, NodeId, Subscription};
+use crate::limits::{self, LimitError, UpdateLimits};
 use crate::outbox::{Outbox, Route, SendError};
 use crate::protocol::{self, ClientMessage};
 use crate::{
-    Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, RoomConfig, Store,
-    StoreError,
+    Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, JoinError, RoomConfig,
+    Store, StoreError,
 };
 
 /// Identifies one client's membership in a room.
@@ -47,7 +54,7 @@ pub(crate) enum Command {
         guest: Guest,
         outbox: Outbox,
         route: Route,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<(), JoinError>>,
     },
     Client {
         member: MemberId,
@@ -109,6 +116,18 @@ pub(crate) struct RoomContext {
     pub shutdown: CancellationToken,
 }
 
+/// Why a room could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored snapshot or log entry fails the update limits or does not decode: the
+    /// document is refused rather than crash the server (or silently lose that part).
+    #[error("stored document is unreadable")]
+    Unreadable(#[source] LimitError),
+}
+
 /// Why a room stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Exit {
@@ -130,8 +149,44 @@ struct Member {
     access: Access,
     outbox: Outbox,
     route: Route,
-    /// Awareness client ids this member has announced; cleared for it when it leaves.
+    /// Awareness client ids this member owns (has announced a state for); cleared for it
+    /// when it leaves. No other member may set or remove their states.
     awareness_clients: HashSet<ClientID>,
+    /// The member's awareness rate limit.
+    awareness_bucket: TokenBucket,
+    /// Whether the member was already sent a sync step 1 because its update left something
+    /// pending; reset once nothing is pending any more.
+    resync_sent: bool,
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `burst`.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    refilled: TokioInstant,
+}
+
+impl TokenBucket {
+    fn full(burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            refilled: TokioInstant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, rate: u32, burst: u32) -> bool {
+        let now = TokioInstant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 pub(crate) struct Room {
@@ -152,6 +207,12 @@ pub(crate) struct Room {
     /// A compaction running in the background, if any: compacting a big log takes
     /// milliseconds, which must not stall the room's broadcasts.
     compaction: Option<Compaction>,
+    /// Which member owns each awareness client id announced on this node.
+    awareness_owners: HashMap<ClientID, MemberId>,
+    /// Updates (and their encoded bytes) that left something pending since the document last
+    /// had nothing pending: an upper bound of what yrs holds until the dependencies arrive.
+    pending_updates: usize,
+    pending_bytes: usize,
 }
 
 /// A background compaction and what it covers, to settle the log counters when it ends.
@@ -174,9 +235,17 @@ impl std::fmt::Debug for Room {
 }
 
 impl Room {
-    /// Loads a document from the store.
-    pub(crate) async fn load(doc_id: DocId, context: RoomContext) -> Result<Self, StoreError> {
+    /// Loads a document from the store. A stored part that fails the update limits or does
+    /// not decode makes the whole document fail to load: skipping it would serve (and then
+    /// compact away) a document missing edits, and decoding it could crash the server.
+    pub(crate) async fn load(doc_id: DocId, context: RoomContext) -> Result<Self, LoadError> {
         let stored = context.store.load(&doc_id).await?;
+        // Stored parts were checked when they arrived, but may predate the checks; their size
+        // was bounded then, so only the depth matters here.
+        let limits = UpdateLimits {
+            max_values: usize::MAX,
+            ..context.config.update_limits
+        };
         let doc = Doc::new();
         let mut document_bytes = 0;
         let mut last_seq = 0;
@@ -189,17 +258,9 @@ impl Room {
                 .chain(stored.updates.iter().map(|update| update.bytes.as_slice()));
             for bytes in parts {
                 document_bytes += bytes.len();
-                // A stored update that no longer decodes is skipped rather than making the
-                // whole document unreadable; it is logged so an operator can investigate.
-                match Update::decode_v1(bytes) {
-                    Ok(update) => {
-                        if let Err(error) = txn.apply_update(update) {
-                            tracing::error!(doc = %doc_id, %error, "stored update does not apply");
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(doc = %doc_id, %error, "stored update does not decode");
-                    }
+                let update = checked_decode(bytes, &limits).map_err(LoadError::Unreadable)?;
+                if let Err(error) = txn.apply_update(update) {
+                    tracing::error!(doc = %doc_id, %error, "stored update does not apply");
                 }
             }
         }
@@ -217,6 +278,9 @@ impl Room {
             last_seq,
             document_bytes,
             compaction: None,
+            awareness_owners: HashMap::new(),
+            pending_updates: 0,
+            pending_bytes: 0,
         })
     }
 
@@ -282,30 +346,22 @@ impl Room {
             match command {
                 Command::Client {
                     member,
-                    message:
-                        ClientMessage::Update {
-                            update,
-                            encoded_len,
-                        },
+                    message: ClientMessage::Update(update),
                 } => {
                     // Apply this update and every update directly behind it in one
                     // transaction, so they are persisted and broadcast as one.
-                    let mut updates = vec![(member, update, encoded_len)];
+                    let mut updates = vec![(member, update)];
                     while let Some(Command::Client {
-                        message: ClientMessage::Update { .. },
+                        message: ClientMessage::Update(_),
                         ..
                     }) = commands.peek()
                     {
                         if let Some(Command::Client {
                             member,
-                            message:
-                                ClientMessage::Update {
-                                    update,
-                                    encoded_len,
-                                },
+                            message: ClientMessage::Update(update),
                         }) = commands.next()
                         {
-                            updates.push((member, update, encoded_len));
+                            updates.push((member, update));
                         }
                     }
                     self.apply_client_updates(updates).await?;
@@ -337,7 +393,7 @@ impl Room {
                     reply,
                 } => {
                     self.join(member, guest, outbox, route);
-                    let _ = reply.send(());
+                    let _ = reply.send(Ok(()));
                 }
                 Command::Leave { member } => self.leave(member),
                 Command::ChangeAccess { changes } => self.change_access(&changes),
@@ -357,15 +413,8 @@ impl Room {
                     let _ = reply.send(users.collect());
                 }
                 Command::ServerUpdate { update, reply } => {
-                    match Update::decode_v1(&update) {
-                        Ok(decoded) => {
-                            let updates = vec![(SERVER_MEMBER, decoded, update.len())];
-                            self.apply_client_updates(updates).await?;
-                        }
-                        Err(error) => {
-                            tracing::error!(doc = %self.doc_id, %error, "server update does not decode");
-                        }
-                    }
+                    self.apply_client_updates(vec![(SERVER_MEMBER, update)])
+                        .await?;
                     let _ = reply.send(());
                 }
                 Command::Edit { edit, reply } => {
@@ -406,6 +455,8 @@ impl Room {
                 outbox,
                 route,
                 awareness_clients: HashSet::new(),
+                awareness_bucket: TokenBucket::full(self.context.config.awareness_burst),
+                resync_sent: false,
             },
         );
         self.context.metrics.room_members.inc();
@@ -413,16 +464,31 @@ impl Room {
 
     fn change_access(&mut self, changes: &[(Arc<str>, AccessChange)]) {
         let mut closing = Vec::new();
+        let mut upgraded = Vec::new();
         for (id, member) in &mut self.members {
             let change = changes.iter().find(|(user, _)| *user == member.user);
             match change {
-                Some((_, AccessChange::Set(access))) => member.access = *access,
+                Some((_, AccessChange::Set(access))) => {
+                    if member.access == Access::Read && *access == Access::Write {
+                        upgraded.push(*id);
+                    }
+                    member.access = *access;
+                }
                 Some((_, AccessChange::Close(reason))) => closing.push((*id, *reason)),
                 None => {}
             }
         }
         for (member, reason) in closing {
             self.kick(member, reason);
+        }
+        // What a member typed while it was read-only was refused, and Yjs cannot discard it
+        // on the client: every later edit would depend on it and wait as pending forever.
+        // Asking for everything the room lacks merges the edits made during the lock.
+        if !upgraded.is_empty() {
+            let step1 = self.sync_step1();
+            for member in upgraded {
+                self.send_to(member, step1.clone());
+            }
         }
     }
 
@@ -436,6 +502,7 @@ impl Room {
         }
         for client in &left.awareness_clients {
             self.awareness.remove_state(*client);
+            self.awareness_owners.remove(client);
         }
         if let Ok(removal) = self
             .awareness
@@ -470,28 +537,47 @@ impl Room {
 
     async fn apply_client_updates(
         &mut self,
-        updates: Vec<(MemberId, Update, usize)>,
+        updates: Vec<(MemberId, Bytes)>,
     ) -> Result<(), StoreError> {
+        let config = &self.context.config;
         let mut senders = HashSet::new();
         let mut rejected = Vec::new();
+        let mut resync = Vec::new();
         let diff = {
             let mut txn = self.awareness.doc().transact_mut();
             let mut accepted_bytes = 0;
-            for (member, update, encoded_len) in updates {
+            for (member, payload) in updates {
+                if rejected.iter().any(|(refused, _)| *refused == member) {
+                    continue; // closed earlier in this batch
+                }
                 let access = match self.members.get(&member) {
                     Some(joined) => joined.access,
                     None if member == SERVER_MEMBER => Access::Write,
                     None => continue, // closed earlier in this batch
                 };
+                // Access first: a read-only member's bytes are never decoded.
                 if access == Access::Read {
                     // Refused without closing: the client may still follow the document and
-                    // send awareness. Its local edit stays local.
-                    tracing::debug!(doc = %self.doc_id, member, "update from a read-only member refused");
-                    self.context.metrics.messages_rejected.inc();
+                    // send awareness. Its local edit stays local (see `change_access`). Hostile
+                    // bytes still close it: the limits walk does not decode.
+                    if let Err(error) = limits::check_update_v1(&payload, &config.update_limits) {
+                        tracing::info!(doc = %self.doc_id, member, error = &error as &dyn std::error::Error, "update refused");
+                        rejected.push((member, CloseReason::InvalidMessage));
+                    } else {
+                        tracing::debug!(doc = %self.doc_id, member, "update from a read-only member refused");
+                        self.context.metrics.messages_rejected.inc();
+                    }
                     continue;
                 }
-                if self.document_bytes + accepted_bytes + encoded_len
-                    > self.context.config.max_document_bytes
+                let update = match checked_decode(&payload, &config.update_limits) {
+                    Ok(update) => update,
+                    Err(error) => {
+                        tracing::info!(doc = %self.doc_id, member, error = &error as &dyn std::error::Error, "update refused");
+                        rejected.push((member, CloseReason::InvalidMessage));
+                        continue;
+                    }
+                };
+                if self.document_bytes + accepted_bytes + payload.len() > config.max_document_bytes
                 {
                     rejected.push((member, CloseReason::DocumentTooLarge));
                     continue;
@@ -501,8 +587,40 @@ impl Room {
                     rejected.push((member, CloseReason::InvalidMessage));
                     continue;
                 }
-                accepted_bytes += encoded_len;
+                accepted_bytes += payload.len();
                 senders.insert(member);
+                if !txn.has_missing_updates() {
+                    if self.pending_updates > 0 {
+                        self.pending_updates = 0;
+                        self.pending_bytes = 0;
+                        for joined in self.members.values_mut() {
+                            joined.resync_sent = false;
+                        }
+                    }
+                    continue;
+                }
+                // Part of this update waits for changes the room has not seen. yrs keeps it
+                // in memory until they come, outside the document size: bound it.
+                self.pending_updates += 1;
+                self.pending_bytes += payload.len();
+                if self.pending_updates > config.max_pending_updates
+                    || self.pending_bytes > config.max_pending_bytes
+                {
+                    tracing::info!(doc = %self.doc_id, member, updates = self.pending_updates, bytes = self.pending_bytes, "pending updates over the limit; dropped");
+                    txn.prune_pending();
+                    self.pending_updates = 0;
+                    self.pending_bytes = 0;
+                    self.context.metrics.pending_overflows.inc();
+                    rejected.push((member, CloseReason::TooManyPending));
+                    continue;
+                }
+                // Ask the sender for what is missing instead of waiting forever.
+                if let Some(joined) = self.members.get_mut(&member)
+                    && !joined.resync_sent
+                {
+                    joined.resync_sent = true;
+                    resync.push(member);
+                }
             }
             let changed = txn.before_state() != txn.after_state() || !txn.delete_set().is_empty();
             changed.then(|| txn.encode_update_v1())
@@ -510,6 +628,12 @@ impl Room {
         for (member, reason) in rejected {
             self.context.metrics.messages_rejected.inc();
             self.kick(member, reason);
+        }
+        if !resync.is_empty() {
+            let step1 = self.sync_step1();
+            for member in resync {
+                self.send_to(member, step1.clone());
+            }
         }
         let Some(diff) = diff else {
             return Ok(());
@@ -520,6 +644,12 @@ impl Room {
             .then(|| senders.iter().next().copied())
             .flatten();
         self.commit(diff, only_sender).await
+    }
+
+    /// A sync step 1 with the room's state vector: the peer answers with what the room lacks.
+    fn sync_step1(&self) -> Bytes {
+        let state_vector = self.awareness.doc().transact().state_vector();
+        protocol::encode_sync_step1(&state_vector)
     }
 
     /// Makes an update already applied to the document durable, then sends it to every
@@ -545,17 +675,62 @@ impl Room {
         Ok(())
     }
 
+    /// Applies and relays a member's awareness update within its limits. Entries for client
+    /// ids another member owns, and removals of ids nobody here owns, are dropped silently
+    /// (a stock client removes peers it timed out, and a reconnecting tab may race its old
+    /// socket); so are whole updates over the rate. A state over the size limit, or more
+    /// client ids than a member may own, closes the member: no stock client does that.
     fn apply_client_awareness(&mut self, member: MemberId, update: AwarenessUpdate) {
+        let config = &self.context.config;
         let Some(joined) = self.members.get_mut(&member) else {
             return;
         };
-        for (client, entry) in &update.clients {
-            if &*entry.json == "null" {
-                joined.awareness_clients.remove(client);
-            } else {
-                joined.awareness_clients.insert(*client);
-            }
+        if !joined
+            .awareness_bucket
+            .take(config.awareness_rate, config.awareness_burst)
+        {
+            self.context.metrics.awareness_dropped.inc();
+            return;
         }
+        let mut accepted = HashMap::new();
+        let mut violation = false;
+        for (client, entry) in update.clients {
+            if entry.json.len() > config.max_awareness_state_bytes {
+                violation = true;
+                break;
+            }
+            let owner = self.awareness_owners.get(&client).copied();
+            if owner.is_some_and(|owner| owner != member) {
+                self.context.metrics.awareness_dropped.inc();
+                continue;
+            }
+            if &*entry.json == "null" {
+                if owner.is_none() {
+                    self.context.metrics.awareness_dropped.inc();
+                    continue;
+                }
+                joined.awareness_clients.remove(&client);
+                self.awareness_owners.remove(&client);
+            } else if owner.is_none() {
+                if joined.awareness_clients.len() >= config.max_awareness_clients {
+                    violation = true;
+                    break;
+                }
+                joined.awareness_clients.insert(client);
+                self.awareness_owners.insert(client, member);
+            }
+            accepted.insert(client, entry);
+        }
+        if violation {
+            tracing::info!(doc = %self.doc_id, member, "awareness limits exceeded");
+            self.context.metrics.messages_rejected.inc();
+            self.kick(member, CloseReason::AwarenessLimit);
+            return;
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let update = AwarenessUpdate { clients: accepted };
         let encoded = protocol::encode_awareness(&update);
         if let Err(error) = self.awareness.apply_update(update.clone()) {
             tracing::warn!(doc = %self.doc_id, member, %error, "awareness update rejected");
@@ -568,10 +743,12 @@ impl Room {
     fn handle_fanout(&mut self, message: FanoutMessage) {
         match message.payload {
             FanoutPayload::Update(bytes) => {
-                let update = match Update::decode_v1(&bytes) {
+                // Another node checked it against the same limits; a node running older code,
+                // or a forged message on a shared bus, must not crash this one either.
+                let update = match checked_decode(&bytes, &self.context.config.update_limits) {
                     Ok(update) => update,
                     Err(error) => {
-                        tracing::warn!(doc = %self.doc_id, %error, "fan-out update does not decode");
+                        tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "fan-out update refused");
                         return;
                     }
                 };
@@ -583,7 +760,10 @@ impl Room {
                 self.document_bytes += bytes.len();
                 self.broadcast(protocol::encode_update(&bytes), None);
             }
-            FanoutPayload::Awareness(bytes) => match AwarenessUpdate::decode_v1(&bytes) {
+            FanoutPayload::Awareness(bytes) => match limits::check_awareness_v1(&bytes)
+                .map_err(|error| error.to_string())
+                .and_then(|()| AwarenessUpdate::decode_v1(&bytes).map_err(|e| e.to_string()))
+            {
                 Ok(update) => {
                     let encoded = protocol::encode_awareness(&update);
                     if self.awareness.apply_update(update).is_ok() {
@@ -737,6 +917,13 @@ impl Room {
             .transact()
             .encode_state_as_update_v1(&StateVector::default())
     }
+}
+
+/// Checks `bytes` against `limits`, then decodes them: yrs never sees an update that could
+/// make it recurse too deep.
+fn checked_decode(bytes: &[u8], limits: &UpdateLimits) -> Result<Update, LimitError> {
+    limits::check_update_v1(bytes, limits)?;
+    Ok(Update::decode_v1(bytes)?)
 }
 
 /// Resolves when the running compaction ends; never, when none runs.

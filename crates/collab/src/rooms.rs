@@ -16,9 +16,11 @@ use tracing::Instrument;
 use yrs::updates::decoder::Decode;
 use yrs::{TransactionMut, Update};
 
+use crate::limits::{self, LimitError};
+
 use crate::fanout::NodeId;
 use crate::outbox::{Outbox, Route};
-use crate::room::{Command, Exit, MemberId, Room, RoomContext, ServerEdit};
+use crate::room::{Command, Exit, LoadError, MemberId, Room, RoomContext, ServerEdit};
 use crate::{
     AccessChange, ClientMessage, CloseReason, CollabMetrics, DocId, Fanout, Guest, RoomConfig,
     Store,
@@ -41,6 +43,10 @@ pub enum JoinError {
     /// The room could not be loaded (the store failed); try again later.
     #[error("room could not be loaded")]
     Unavailable,
+    /// The stored document is damaged (a part fails the update limits or does not decode);
+    /// it is refused until an operator repairs it, and other documents are unaffected.
+    #[error("stored document is unreadable")]
+    Unreadable,
 }
 
 /// Why the server's own request to a room failed.
@@ -55,6 +61,9 @@ pub enum RoomError {
     /// The update to apply is not a valid (v1) Yjs update.
     #[error("not a valid update")]
     InvalidUpdate(#[source] yrs::encoding::read::Error),
+    /// The update to apply exceeds the update limits (nesting, counts).
+    #[error("update refused by the limits")]
+    RefusedUpdate(#[source] LimitError),
 }
 
 /// Why [`Rooms::request_room`] got no answer.
@@ -137,7 +146,7 @@ impl Rooms {
         route: Route,
     ) -> Result<Membership, JoinError> {
         let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
-        let ((), commands) = self
+        let (joined, commands) = self
             .request_room(&doc, |reply| Command::Join {
                 member,
                 guest: guest.clone(),
@@ -150,6 +159,7 @@ impl Rooms {
                 RequestFailed::ShuttingDown => JoinError::ShuttingDown,
                 RequestFailed::Unavailable => JoinError::Unavailable,
             })?;
+        joined?;
         Ok(Membership {
             doc,
             member,
@@ -161,6 +171,8 @@ impl Rooms {
     /// Applies an edit made by the server itself (loading the room if needed): persisted,
     /// then broadcast to every member. Returns once it is durable.
     pub async fn apply_update(&self, doc: &DocId, update: Vec<u8>) -> Result<(), RoomError> {
+        limits::check_update_v1(&update, &self.inner.context.config.update_limits)
+            .map_err(RoomError::RefusedUpdate)?;
         Update::decode_v1(&update).map_err(RoomError::InvalidUpdate)?;
         let update = Bytes::from(update);
         self.request(doc, |reply| Command::ServerUpdate {
@@ -369,12 +381,29 @@ async fn run_room(
                 tracing::debug!(?exit, "room unloaded");
             }
         }
-        Err(error) => {
+        Err(LoadError::Store(error)) => {
             context.metrics.store_errors.inc();
             tracing::error!(
                 error = &error as &dyn std::error::Error,
                 "room could not be loaded"
             );
+        }
+        Err(LoadError::Unreadable(error)) => {
+            // Logged at error: an operator must repair or remove this document. Joiners are
+            // told so, rather than retrying a load that will fail the same way.
+            context.metrics.documents_unreadable.inc();
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "stored document is unreadable; refusing to open it"
+            );
+            inner.remove_if_current(&doc, generation);
+            commands.close();
+            while let Ok(command) = commands.try_recv() {
+                if let Command::Join { reply, .. } = command {
+                    let _ = reply.send(Err(JoinError::Unreadable));
+                }
+            }
+            return;
         }
     }
     // Deregister first, then refuse what is still queued: dropping a join's reply makes the

@@ -1,7 +1,9 @@
 //! Live sessions of a classroom and the registry of classroom documents.
 //!
-//! A session owns three documents, created with it in one transaction: shared notes, a
-//! mindmap and a chat (ids `session/{session_id}/notes` etc., see [`session_doc_id`]).
+//! A session owns four documents, created with it in one transaction: shared notes, a
+//! mindmap and a chat (ids `session/{session_id}/notes` etc., see [`session_doc_id`]), and
+//! `session/{session_id}/lectern`, the session's server-owned state (follow-the-teacher
+//! focus, AI job statuses and AI client ids) that members read and only the server writes.
 //! Faculty can register templates for a classroom and hand one out in a session, which
 //! gives every student of the classroom their own fork (`fork/{session_id}/{handout}/{user}`).
 //! The registry (`documents`) is what access decisions start from: a document id that is
@@ -58,6 +60,9 @@ pub enum DocKind {
     Mindmap,
     /// A session's chat.
     Chat,
+    /// A session's server-owned state (`lectern`): written only by the server, read by
+    /// every member.
+    Lectern,
     /// A classroom document faculty prepare and hand out.
     Template,
     /// One student's copy of a template, made by a handout in a session.
@@ -66,7 +71,7 @@ pub enum DocKind {
 
 impl DocKind {
     /// The documents every session starts with, in the order they are listed.
-    pub const SESSION: [DocKind; 3] = [Self::Notes, Self::Mindmap, Self::Chat];
+    pub const SESSION: [DocKind; 4] = [Self::Notes, Self::Mindmap, Self::Chat, Self::Lectern];
 
     /// The stored (and wire) spelling.
     pub fn as_str(self) -> &'static str {
@@ -74,6 +79,7 @@ impl DocKind {
             Self::Notes => "notes",
             Self::Mindmap => "mindmap",
             Self::Chat => "chat",
+            Self::Lectern => "lectern",
             Self::Template => "template",
             Self::Fork => "fork",
         }
@@ -85,6 +91,7 @@ impl DocKind {
             "notes" => Ok(Self::Notes),
             "mindmap" => Ok(Self::Mindmap),
             "chat" => Ok(Self::Chat),
+            "lectern" => Ok(Self::Lectern),
             "template" => Ok(Self::Template),
             "fork" => Ok(Self::Fork),
             other => Err(DbError::UnknownDocKind(other.to_owned())),
@@ -251,7 +258,7 @@ impl Sessions {
         Self { database }
     }
 
-    /// Starts a session (state live) and registers its notes, mindmap and chat, in one
+    /// Starts a session (state live) and registers its notes, mindmap, chat and lectern, in one
     /// transaction. Fails with [`DbError::SessionAlreadyRunning`] if the classroom has a
     /// session that has not ended.
     pub async fn start(&self, new: &NewSession) -> Result<(Session, Vec<Document>), DbError> {
@@ -570,7 +577,7 @@ impl Sessions {
                     "SELECT doc_id, classroom_id, session_id, kind, owner_user_id, \
                      template_doc_id, created_at FROM documents WHERE session_id = ? \
                      ORDER BY CASE kind WHEN 'notes' THEN 0 WHEN 'mindmap' THEN 1 \
-                     WHEN 'chat' THEN 2 ELSE 3 END, owner_user_id, doc_id",
+                     WHEN 'chat' THEN 2 WHEN 'lectern' THEN 3 ELSE 4 END, owner_user_id, doc_id",
                 )
                 .bind(session_id)
                 .fetch_all(pool)
@@ -581,7 +588,7 @@ impl Sessions {
                     "SELECT doc_id, classroom_id, session_id, kind, owner_user_id, \
                      template_doc_id, created_at FROM documents WHERE session_id = $1 \
                      ORDER BY CASE kind WHEN 'notes' THEN 0 WHEN 'mindmap' THEN 1 \
-                     WHEN 'chat' THEN 2 ELSE 3 END, owner_user_id, doc_id",
+                     WHEN 'chat' THEN 2 WHEN 'lectern' THEN 3 ELSE 4 END, owner_user_id, doc_id",
                 )
                 .bind(session_id)
                 .fetch_all(pool)
@@ -775,6 +782,7 @@ mod tests {
             DocKind::Notes,
             DocKind::Mindmap,
             DocKind::Chat,
+            DocKind::Lectern,
             DocKind::Template,
             DocKind::Fork,
         ] {

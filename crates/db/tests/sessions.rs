@@ -61,7 +61,7 @@ fn new_session(id: &str, started_at: i64) -> NewSession {
 }
 
 #[tokio::test]
-async fn a_classroom_runs_one_session_at_a_time_with_its_three_documents() {
+async fn a_classroom_runs_one_session_at_a_time_with_its_four_documents() {
     let (databases, _dir) = backends().await;
     for database in databases {
         let backend = database.backend();
@@ -77,7 +77,12 @@ async fn a_classroom_runs_one_session_at_a_time_with_its_three_documents() {
         let ids: Vec<&str> = documents.iter().map(|d| d.doc_id.as_str()).collect();
         assert_eq!(
             ids,
-            ["session/s1/notes", "session/s1/mindmap", "session/s1/chat"],
+            [
+                "session/s1/notes",
+                "session/s1/mindmap",
+                "session/s1/chat",
+                "session/s1/lectern"
+            ],
             "{backend}"
         );
         assert_eq!(
@@ -257,6 +262,7 @@ async fn documents_are_looked_up_with_their_session_state() {
         );
         let mut expected = vec![
             "session/s1/chat".to_owned(),
+            "session/s1/lectern".to_owned(),
             "session/s1/mindmap".to_owned(),
             notes,
             "template/c1/t1".to_owned(),
@@ -358,7 +364,7 @@ async fn handouts_fork_once_per_student_and_only_while_running() {
                 .await
                 .expect("docs")
                 .len(),
-            3 + 3 + 3,
+            4 + 3 + 3,
             "{backend}"
         );
 

@@ -47,4 +47,26 @@ pub enum ExtractError {
     /// Extraction took longer than [`Limits::max_time`](crate::Limits::max_time).
     #[error("reading the file took too long (more than {} s)", .0.as_secs_f32())]
     Timeout(Duration),
+    /// The reader died on the file (killed by a signal: a stack overflow or another crash
+    /// in a parser). Only an isolated reader (a child process) survives to report it.
+    #[error("the file made the reader crash ({0}); it is damaged or crafted")]
+    Crashed(String),
+    /// Reading the file needed more memory than the reader may use.
+    #[error(
+        "reading the file needs more than {} MiB of memory; it is too large or crafted",
+        .limit_bytes / (1024 * 1024)
+    )]
+    OutOfMemory {
+        /// The reader's memory limit.
+        limit_bytes: u64,
+    },
+    /// Reading the file used more processor time than the reader may use.
+    #[error("reading the file used more than {} s of processor time", .0.as_secs())]
+    CpuTime(Duration),
+    /// The file yields more text than accepted.
+    #[error("the file yields more than {} MiB of text", .limit_bytes / (1024 * 1024))]
+    TooMuchText {
+        /// The limit on the extracted text, in bytes.
+        limit_bytes: u64,
+    },
 }

@@ -462,3 +462,217 @@ fn deflate_segment(data: &[u8], last: bool) -> Vec<u8> {
         bytes
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile PDFs. Each one once took the whole server down or ate its memory: a form
+// XObject that draws itself (unbounded recursion in the text extractor: a stack overflow
+// aborts the process), two forms drawing each other, a page tree whose `/Parent` chain is a
+// cycle (the extractor climbs it forever looking for an inherited key), a 1 MiB content
+// stream that inflates to 1 GiB, and a page made of many streams that inflate to 2 GiB.
+
+/// Bytes the content stream of [`pdf_flate_bomb`] inflates to: 1 GiB.
+pub const FLATE_BOMB_INFLATED: u64 = 1 << 30;
+
+/// A one-page PDF whose page draws the form XObject `/X0`, which draws itself.
+pub fn pdf_self_drawing_xobject() -> Vec<u8> {
+    xobject_loop_pdf(1)
+}
+
+/// A one-page PDF whose page draws `/X0`, which draws `/X1`, which draws `/X0` again.
+pub fn pdf_xobjects_drawing_each_other() -> Vec<u8> {
+    xobject_loop_pdf(2)
+}
+
+/// `forms` form XObjects in a ring: `/X{i}` draws `/X{(i + 1) % forms}`.
+fn xobject_loop_pdf(forms: usize) -> Vec<u8> {
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = helvetica(&mut doc);
+    let ids: Vec<_> = (0..forms).map(|_| doc.new_object_id()).collect();
+    let xobjects = || {
+        let mut names = lopdf::Dictionary::new();
+        for (i, id) in ids.iter().enumerate() {
+            names.set(format!("X{i}"), Object::Reference(*id));
+        }
+        names
+    };
+    for (i, id) in ids.iter().enumerate() {
+        let next = (i + 1) % forms;
+        let content = format!("BT /F1 11 Tf 56 700 Td (form {i}) Tj ET /X{next} Do");
+        let form = Stream::new(
+            dictionary! {
+                "Type" => "XObject",
+                "Subtype" => "Form",
+                "BBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+                "Resources" => dictionary! {
+                    "Font" => dictionary! { "F1" => font_id },
+                    "XObject" => xobjects(),
+                },
+            },
+            content.into_bytes(),
+        );
+        doc.objects.insert(*id, Object::Stream(form));
+    }
+    let content_id = doc.add_object(Stream::new(dictionary! {}, b"/X0 Do".to_vec()));
+    let page_id = doc.add_object(dictionary! {
+        "Type" => "Page",
+        "Parent" => pages_id,
+        "Contents" => content_id,
+        "Resources" => dictionary! {
+            "Font" => dictionary! { "F1" => font_id },
+            "XObject" => xobjects(),
+        },
+    });
+    finish_one_page(&mut doc, pages_id, page_id, true);
+    save(&mut doc)
+}
+
+/// A one-page PDF (670 bytes or so) whose page tree node is its own `/Parent`, and whose
+/// page inherits its resources and media box (so a reader climbs the cycle to find them).
+pub fn pdf_parent_cycle() -> Vec<u8> {
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let content = b"BT /F1 11 Tf 56 700 Td (lost) Tj ET".to_vec();
+    let content_id = doc.add_object(Stream::new(dictionary! {}, content));
+    let page_id = doc.add_object(dictionary! {
+        "Type" => "Page",
+        "Parent" => pages_id,
+        "Contents" => content_id,
+    });
+    finish_one_page(&mut doc, pages_id, page_id, false);
+    if let Ok(Object::Dictionary(pages)) = doc.get_object_mut(pages_id) {
+        pages.set("Parent", pages_id);
+    }
+    save(&mut doc)
+}
+
+/// A PDF of about 1 MiB whose one page's content stream inflates to
+/// [`FLATE_BOMB_INFLATED`] bytes of spaces.
+pub fn pdf_flate_bomb() -> Vec<u8> {
+    let repeats = usize::try_from(FLATE_BOMB_INFLATED >> 20).expect("repeats");
+    let stream = zlib_repeated(&[b' '; 1 << 20], repeats);
+    flate_streams_pdf(&[stream])
+}
+
+/// A PDF of about 2 MiB whose one page is drawn by 64 content streams that inflate to
+/// 32 MiB each (2 GiB for the page).
+pub fn pdf_many_flate_streams() -> Vec<u8> {
+    let stream = zlib_repeated(&[b' '; 1 << 20], 32);
+    let streams = vec![stream; 64];
+    flate_streams_pdf(&streams)
+}
+
+/// One page whose contents are `streams` (already zlib-compressed), with a visible line of
+/// text first so the page is not empty.
+fn flate_streams_pdf(streams: &[Vec<u8>]) -> Vec<u8> {
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = helvetica(&mut doc);
+    let mut contents = vec![Object::Reference(doc.add_object(Stream::new(
+        dictionary! {},
+        b"BT /F1 11 Tf 56 700 Td (inflated) Tj ET\n".to_vec(),
+    )))];
+    for stream in streams {
+        let id = doc.add_object(
+            Stream::new(dictionary! { "Filter" => "FlateDecode" }, stream.clone())
+                .with_compression(false),
+        );
+        contents.push(Object::Reference(id));
+    }
+    let page_id = doc.add_object(dictionary! {
+        "Type" => "Page",
+        "Parent" => pages_id,
+        "Contents" => contents,
+        "Resources" => dictionary! { "Font" => dictionary! { "F1" => font_id } },
+    });
+    finish_one_page(&mut doc, pages_id, page_id, true);
+    save(&mut doc)
+}
+
+fn helvetica(doc: &mut Document) -> lopdf::ObjectId {
+    doc.add_object(dictionary! {
+        "Type" => "Font",
+        "Subtype" => "Type1",
+        "BaseFont" => "Helvetica",
+        "Encoding" => "WinAnsiEncoding",
+    })
+}
+
+/// The page tree root (with a media box when `media_box`), the catalog and the trailer.
+fn finish_one_page(
+    doc: &mut Document,
+    pages_id: lopdf::ObjectId,
+    page_id: lopdf::ObjectId,
+    media_box: bool,
+) {
+    let mut pages = dictionary! {
+        "Type" => "Pages",
+        "Kids" => vec![Object::Reference(page_id)],
+        "Count" => 1,
+    };
+    if media_box {
+        pages.set("MediaBox", vec![0.into(), 0.into(), 595.into(), 842.into()]);
+    }
+    doc.objects.insert(pages_id, Object::Dictionary(pages));
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog_id);
+}
+
+/// A zlib stream of `block` repeated `repeats` times, built like the zip bomb: one
+/// compressed segment repeated, so a gigabyte of content costs milliseconds to generate.
+/// The Adler-32 trailer is combined from the segments' checksums.
+fn zlib_repeated(block: &[u8], repeats: usize) -> Vec<u8> {
+    let segment = deflate_segment(block, false);
+    let last = deflate_segment(b"", true);
+    let block_adler = adler32(block);
+    let mut adler = 1u32;
+    for _ in 0..repeats {
+        adler = adler32_combine(adler, block_adler, block.len() as u64);
+    }
+    let mut out = Vec::with_capacity(2 + segment.len() * repeats + last.len() + 4);
+    out.extend_from_slice(&[0x78, 0x9c]);
+    for _ in 0..repeats {
+        out.extend_from_slice(&segment);
+    }
+    out.extend_from_slice(&last);
+    out.extend_from_slice(&adler.to_be_bytes());
+    out
+}
+
+const ADLER_BASE: u32 = 65_521;
+
+fn adler32(bytes: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in bytes {
+        a = (a + u32::from(byte)) % ADLER_BASE;
+        b = (b + a) % ADLER_BASE;
+    }
+    (b << 16) | a
+}
+
+/// The Adler-32 of `first ++ second` from the checksums of each (zlib's `adler32_combine`).
+fn adler32_combine(first: u32, second: u32, second_len: u64) -> u32 {
+    let base = u64::from(ADLER_BASE);
+    let rem = second_len % base;
+    let (a1, b1) = (u64::from(first & 0xffff), u64::from(first >> 16));
+    let (a2, b2) = (u64::from(second & 0xffff), u64::from(second >> 16));
+    let a = (a1 + a2 + base - 1) % base;
+    let b = (rem * a1 % base + b1 + b2 + base - rem) % base;
+    u32::try_from((b << 16) | a).expect("fits")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_adler32_matches_the_whole() {
+        let (a, b) = (b"Wikipedia".as_slice(), b" is an encyclopedia".as_slice());
+        let whole = [a, b].concat();
+        assert_eq!(adler32(b"Wikipedia"), 0x11e6_0398);
+        assert_eq!(
+            adler32_combine(adler32(a), adler32(b), b.len() as u64),
+            adler32(&whole)
+        );
+    }
+}

@@ -170,3 +170,96 @@ fn empty_file_is_empty() {
         ));
     }
 }
+
+// Hostile PDFs that once took the whole process down (a stack overflow aborts it), left a
+// thread spinning forever, or inflated a gigabyte. Each is refused quickly, in-process,
+// before the third-party extractor sees it.
+
+fn assert_refused_quickly(name: &str, bytes: &[u8], expected: fn(&ExtractError) -> bool) {
+    let started = Instant::now();
+    let err = extract(Format::Pdf, bytes, &Limits::default()).expect_err(name);
+    assert!(expected(&err), "{name}: {err:?}");
+    assert!(!err.to_string().is_empty());
+    // Generous: debug builds inflate slowly; the point is "not forever".
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{name}: took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn self_drawing_form_xobject_is_malformed_not_a_stack_overflow() {
+    assert_refused_quickly(
+        "self-drawing form",
+        &lectern_library::testing::pdf_self_drawing_xobject(),
+        |e| matches!(e, ExtractError::Malformed(m) if m.contains("draws itself")),
+    );
+}
+
+#[test]
+fn forms_drawing_each_other_are_malformed_not_a_stack_overflow() {
+    assert_refused_quickly(
+        "forms drawing each other",
+        &lectern_library::testing::pdf_xobjects_drawing_each_other(),
+        |e| matches!(e, ExtractError::Malformed(m) if m.contains("draws itself")),
+    );
+}
+
+#[test]
+fn parent_cycle_in_the_page_tree_is_malformed_not_an_endless_loop() {
+    let bytes = lectern_library::testing::pdf_parent_cycle();
+    assert!(bytes.len() < 1024, "{} bytes", bytes.len());
+    assert_refused_quickly(
+        "parent cycle",
+        &bytes,
+        |e| matches!(e, ExtractError::Malformed(m) if m.contains("loops")),
+    );
+}
+
+#[test]
+fn flate_bomb_is_too_large_without_inflating_it_into_memory() {
+    let bytes = lectern_library::testing::pdf_flate_bomb();
+    assert!(bytes.len() < 2 << 20, "{} bytes", bytes.len());
+    assert_refused_quickly("flate bomb", &bytes, |e| {
+        matches!(e, ExtractError::TooLarge(_))
+    });
+    if let Some(peak) = peak_rss_bytes() {
+        assert!(
+            peak < lectern_library::testing::FLATE_BOMB_INFLATED / 2,
+            "peak RSS {peak} bytes"
+        );
+    }
+}
+
+#[test]
+fn many_flate_streams_on_one_page_are_too_large() {
+    let bytes = lectern_library::testing::pdf_many_flate_streams();
+    assert_refused_quickly("many streams", &bytes, |e| {
+        matches!(e, ExtractError::TooLarge(_))
+    });
+    if let Some(peak) = peak_rss_bytes() {
+        assert!(peak < 1 << 30, "peak RSS {peak} bytes");
+    }
+}
+
+#[test]
+fn text_larger_than_the_text_limit_is_refused() {
+    let limits = Limits {
+        max_text_bytes: 1000,
+        ..Limits::default()
+    };
+    let text = "word ".repeat(400);
+    for format in [Format::Text, Format::Markdown] {
+        let err = extract(format, text.as_bytes(), &limits).expect_err("too much");
+        assert!(matches!(err, ExtractError::TooMuchText { .. }), "{err:?}");
+    }
+    // Output counts too: a PDF whose text exceeds the limit.
+    let err = extract(
+        Format::Pdf,
+        &lectern_library::testing::large_pdf(2),
+        &limits,
+    )
+    .expect_err("too much");
+    assert!(matches!(err, ExtractError::TooMuchText { .. }), "{err:?}");
+}

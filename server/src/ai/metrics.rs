@@ -26,6 +26,8 @@ pub struct AiMetrics {
     pub cache_hits: Counter,
     /// Jobs running now.
     pub jobs_running: Gauge,
+    /// Jobs waiting for a generation slot (`--ai-max-concurrent-jobs`).
+    pub jobs_waiting: Gauge,
 }
 
 impl AiMetrics {
@@ -41,6 +43,7 @@ impl AiMetrics {
             job_errors: Family::default(),
             cache_hits: Counter::default(),
             jobs_running: Gauge::default(),
+            jobs_waiting: Gauge::default(),
         };
         let ai = registry.sub_registry_with_prefix("ai");
         ai.register(
@@ -77,6 +80,11 @@ impl AiMetrics {
             "jobs_running",
             "AI jobs running now",
             metrics.jobs_running.clone(),
+        );
+        ai.register(
+            "jobs_waiting",
+            "AI jobs waiting for a generation slot",
+            metrics.jobs_waiting.clone(),
         );
         metrics
     }

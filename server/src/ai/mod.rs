@@ -10,6 +10,8 @@
 //!   AI edit carries the AI's client id; edits reach the room through `Rooms::apply_update`.
 //! - `run.rs`: what each kind of job does (retrieval, prompt, streaming into the document).
 //! - `guard.rs`: the per-classroom daily token budget and the answer cache.
+//! - `queue.rs`: the generation slots (`--ai-max-concurrent-jobs`) and the fair line of
+//!   jobs waiting for one, round-robin across classrooms.
 //! - `control.rs`: the WebSocket control message carrying AI requests (sans-IO codec).
 //! - `metrics.rs`: Prometheus metrics (time to first token, tokens, tokens/s, errors).
 //! - this file: [`AiService`], the handle in `AppState`: checks (who may start what,
@@ -25,6 +27,7 @@ pub mod generator;
 pub mod guard;
 pub mod metrics;
 pub mod peer;
+mod queue;
 mod run;
 
 use std::collections::{HashMap, HashSet};
@@ -46,11 +49,12 @@ use crate::access::{Access, AccessError};
 use crate::api::RateLimiter;
 use crate::api::dto::{AiJobKind, AiJobRequest, AiJobResponse, AiJobStatus};
 use crate::auth::{Origin, Principal, now_secs};
-use crate::config::Config;
+use crate::config::{AiBackendKind, Config};
 use crate::materials::Library;
 use generator::Generator;
 use guard::{AnswerCache, DailyBudget};
 use metrics::AiMetrics;
+use queue::Scheduler;
 
 /// Longest prompt, in characters.
 pub const MAX_PROMPT_CHARS: usize = 4000;
@@ -64,6 +68,14 @@ const FINISHED_JOB_TTL_SECS: u64 = 3600;
 const PRUNE_ABOVE: usize = 1000;
 /// How long shutdown waits for jobs to record their cancellation.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// Generations at once by default with the local model: one model instance computes on one
+/// core, so a second generation only halves the speed of both.
+const DEFAULT_LOCAL_CONCURRENT_JOBS: u32 = 1;
+/// Generations at once by default with an OpenAI-compatible server, which batches requests.
+const DEFAULT_REMOTE_CONCURRENT_JOBS: u32 = 8;
+/// `Retry-After` when a classroom's line is full: a hint, since how fast the line moves
+/// depends on the answers being generated.
+const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Why an AI request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +103,16 @@ pub enum AiError {
         /// The daily limit.
         limit: u64,
         /// Until the budget resets.
+        retry_after: Duration,
+    },
+    /// The classroom already has as many jobs waiting for the model as it may.
+    #[error(
+        "this classroom already has {limit} AI jobs waiting for the model; try again when some have finished"
+    )]
+    QueueFull {
+        /// The most jobs one classroom may have waiting.
+        limit: usize,
+        /// A hint for when to try again.
         retry_after: Duration,
     },
     /// The user started too many jobs recently.
@@ -141,6 +163,10 @@ pub struct AiLimits {
     pub classroom_daily_tokens: u64,
     /// Jobs per user per minute.
     pub jobs_per_minute: u32,
+    /// Generations running at once on this node.
+    pub max_concurrent_jobs: u32,
+    /// Jobs one classroom may have waiting for a generation slot.
+    pub queue_per_classroom: u32,
 }
 
 /// Live AI jobs: the generator, the job registry, budgets, the answer cache. Cheap to clone.
@@ -159,6 +185,8 @@ struct Inner {
     rate: RateLimiter,
     budget: DailyBudget,
     cache: AnswerCache,
+    /// Who generates next.
+    scheduler: Scheduler,
     // A std mutex: map operations only, never held across an await.
     jobs: Mutex<HashMap<String, Arc<JobEntry>>>,
     tracker: TaskTracker,
@@ -241,7 +269,19 @@ impl AiService {
             max_tokens: config.ai_max_tokens.max(1),
             classroom_daily_tokens: config.ai_classroom_daily_tokens,
             jobs_per_minute: config.ai_jobs_per_minute,
+            max_concurrent_jobs: config
+                .ai_max_concurrent_jobs
+                .unwrap_or(match config.ai_backend {
+                    AiBackendKind::Local => DEFAULT_LOCAL_CONCURRENT_JOBS,
+                    AiBackendKind::Openai | AiBackendKind::Off => DEFAULT_REMOTE_CONCURRENT_JOBS,
+                }),
+            queue_per_classroom: config.ai_queue_per_classroom,
         };
+        let scheduler = Scheduler::new(
+            usize::try_from(limits.max_concurrent_jobs).unwrap_or(usize::MAX),
+            usize::try_from(limits.queue_per_classroom).unwrap_or(usize::MAX),
+            metrics.jobs_waiting.clone(),
+        );
         Self(Arc::new(Inner {
             model_name: generator.model_name(config),
             generator,
@@ -253,6 +293,7 @@ impl AiService {
             library,
             metrics,
             cache: AnswerCache::new(guard::CACHE_ENTRIES),
+            scheduler,
             jobs: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             shutdown,
@@ -284,12 +325,22 @@ impl AiService {
             .backend()
             .await
             .map_err(AiError::Unavailable)?;
+        let job_id = uuid::Uuid::new_v4().to_string();
+        // Its place in line is taken now, so a full line is refused before anything is
+        // created, and its position is known from the first answer.
+        let ticket = self
+            .0
+            .scheduler
+            .join(&plan.classroom_id, &job_id)
+            .map_err(|full| AiError::QueueFull {
+                limit: full.limit,
+                retry_after: QUEUE_FULL_RETRY_AFTER,
+            })?;
         if plan.new_document {
             Sessions::new(self.0.database.clone())
                 .create_template(plan.target.as_str(), &plan.classroom_id, now())
                 .await?;
         }
-        let job_id = uuid::Uuid::new_v4().to_string();
         let entry = Arc::new(JobEntry {
             cancel: self.0.shutdown.child_token(),
             classroom_id: plan.classroom_id.clone(),
@@ -306,10 +357,11 @@ impl AiService {
                 started_by: requester.user_id.clone(),
                 created_at: now(),
                 finished_at: None,
+                queue_position: None,
             }),
         });
         self.register(&job_id, entry.clone());
-        let response = entry.snapshot();
+        let response = self.view(&entry);
         let kind = plan.kind.as_str();
         self.0
             .metrics
@@ -322,6 +374,7 @@ impl AiService {
             plan,
             backend,
             requester: requester.user_id.clone(),
+            ticket,
         };
         let span = tracing::info_span!("ai_job", job_id = %job_id, kind);
         self.0.tracker.spawn(job.run().instrument(span));
@@ -332,7 +385,7 @@ impl AiService {
     /// classroom and admins.
     pub async fn get(&self, requester: &Requester, job_id: &str) -> Result<AiJobResponse, AiError> {
         let entry = self.visible(requester, job_id).await?;
-        Ok(entry.snapshot())
+        Ok(self.view(&entry))
     }
 
     /// Cancels job `job_id` (idempotent; a finished job stays as it ended). What it wrote
@@ -344,7 +397,9 @@ impl AiService {
     ) -> Result<AiJobResponse, AiError> {
         let entry = self.visible(requester, job_id).await?;
         entry.cancel.cancel();
-        Ok(entry.snapshot())
+        // Out of line at once, so the jobs behind it move up now, not when its task wakes.
+        self.0.scheduler.remove(job_id);
+        Ok(self.view(&entry))
     }
 
     /// Cancels every job and waits (bounded) for them to record it in their documents.
@@ -369,6 +424,19 @@ impl AiService {
     /// A token cancelled when the service shuts down.
     pub(crate) fn shutdown_token(&self) -> CancellationToken {
         self.0.shutdown.clone()
+    }
+
+    /// What clients see of `entry`: its record, and its place in line while it waits.
+    fn view(&self, entry: &JobEntry) -> AiJobResponse {
+        let mut job = entry.snapshot();
+        if job.status == AiJobStatus::Queued {
+            job.queue_position = self
+                .0
+                .scheduler
+                .position(&job.job_id)
+                .map(|position| u32::try_from(position).unwrap_or(u32::MAX));
+        }
+        job
     }
 
     fn register(&self, job_id: &str, entry: Arc<JobEntry>) {

@@ -1,11 +1,19 @@
 //! The AI as a Yjs peer of the document it writes into.
 //!
-//! Each job keeps its own replica of the target document under a client id of its own
-//! (registered in the document's `lectern.ai_clients` map), makes its edits there, and
-//! ships each transaction's update to the room with [`Rooms::apply_update`], so the room
-//! persists and broadcasts it like any client's edit. Every item the job creates therefore
-//! carries the AI's client id: other clients tell AI text apart by it (and, in shared
-//! texts humans also write, by the `ai` formatting attribute).
+//! Each job keeps its own replica of the target document under a client id of its own,
+//! makes its edits there, and ships each transaction's update to the room with
+//! [`Rooms::apply_update`], so the room persists and broadcasts it like any client's edit.
+//! Every item the job creates therefore carries the AI's client id.
+//!
+//! **AI authorship is an item's identity, recorded by the server.** The job's client id,
+//! its target document and how far its clock got are written into the session's `lectern`
+//! document (`ai_clients`, `ai_jobs`), which only the server writes. A Yjs item is
+//! identified by (client id, clock), and a peer can never re-create an id the document
+//! already has (Yjs skips ids it has seen), so an item of the target document is the AI's
+//! exactly when its client id is registered for that document and its clock is below the
+//! recorded `clock`. The client id is drawn so that it does not occur in the target document
+//! yet, and the job's items start at clock 0. A field such as a chat message's
+//! `author: "ai"` is display only: anyone who can write the document can write it.
 //!
 //! The replica is never refreshed from the room. It does not need to be: the job only
 //! appends after its own items (its message, its anchored region), and the CRDT merges
@@ -17,16 +25,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use yrs::updates::decoder::Decode;
-use yrs::{Any, Doc, Map, MapPrelim, Transact, TransactionMut, Update, WriteTxn};
+use yrs::{
+    Any, ClientID, Doc, Map, MapPrelim, ReadTxn, StateVector, Transact, TransactionMut, Update,
+    WriteTxn,
+};
 
 use lectern_collab::{DocId, RoomError, Rooms};
 
-use crate::room_effects::SESSION_MAP;
+use crate::room_effects::LECTERN_MAP;
 
-/// Key of the map (inside `lectern`) from AI client id (decimal) to `{job_id, kind}`.
+/// Key of the map (inside the `lectern` document's root map) from AI client id (decimal) to
+/// `{job_id, kind, doc_id}`.
 pub const AI_CLIENTS: &str = "ai_clients";
-/// Key of the map (inside `lectern`) from job id to `{kind, status, error?, client_id,
-/// started_by}`.
+/// Key of the map (inside the `lectern` document's root map) from job id to `{kind, status,
+/// error?, client_id, started_by, doc_id, clock}`.
 pub const AI_JOBS: &str = "ai_jobs";
 
 /// A job's replica of its target document.
@@ -36,6 +48,8 @@ pub struct AiPeer {
     doc: Doc,
     /// The document in the room.
     target: DocId,
+    /// The session's server-owned document, where the job's status and client id live.
+    lectern: DocId,
     /// Where updates go.
     rooms: Rooms,
     /// The job this peer writes for.
@@ -47,36 +61,22 @@ pub struct AiPeer {
 }
 
 impl AiPeer {
-    /// Registers a new AI client in `target` (inside the room, so concurrent jobs each get
-    /// their entry) and loads a replica of the document.
+    /// Loads a replica of `target` under a fresh client id (one the document has never
+    /// seen), then registers that id and the job's `streaming` status in the session's
+    /// `lectern` document.
     pub async fn join(
         rooms: &Rooms,
         target: DocId,
+        lectern: DocId,
         job_id: &str,
         kind: &'static str,
         started_by: &str,
     ) -> Result<Self, RoomError> {
-        // Yjs clients draw 32-bit ids; so do we, to stay readable by every client library.
-        let client_id = u64::from(rand::random::<u32>().max(1));
-        let entry = Any::Map(Arc::new(HashMap::from([
-            ("job_id".to_owned(), Any::from(job_id)),
-            ("kind".to_owned(), Any::from(kind)),
-        ])));
-        let status = status_value(kind, "streaming", None, client_id, started_by);
-        let job_key = job_id.to_owned();
-        rooms
-            .edit(&target, move |txn| {
-                let lectern = txn.get_or_insert_map(SESSION_MAP);
-                let clients = nested_map(txn, &lectern, AI_CLIENTS);
-                clients.insert(txn, client_id.to_string(), entry.clone());
-                let jobs = nested_map(txn, &lectern, AI_JOBS);
-                jobs.insert(txn, job_key.as_str(), status.clone());
-            })
-            .await?;
         let state = rooms.encode_state(&target).await?;
-        let doc = Doc::with_client_id(client_id);
+        let update = Update::decode_v1(&state).map_err(RoomError::InvalidUpdate)?;
+        let seen = update.state_vector();
+        let doc = Doc::with_client_id(fresh_client_id(&seen));
         {
-            let update = Update::decode_v1(&state).map_err(RoomError::InvalidUpdate)?;
             let mut txn = doc.transact_mut();
             if let Err(error) = txn.apply_update(update) {
                 // The room's own state always applies; if it did not, the replica would
@@ -84,14 +84,33 @@ impl AiPeer {
                 tracing::warn!(%error, "replica could not apply the room's state");
             }
         }
-        Ok(Self {
+        let peer = Self {
             doc,
             target,
+            lectern,
             rooms: rooms.clone(),
             job_id: job_id.into(),
             kind,
             started_by: started_by.into(),
-        })
+        };
+        let client = Any::Map(Arc::new(HashMap::from([
+            ("job_id".to_owned(), Any::from(job_id)),
+            ("kind".to_owned(), Any::from(kind)),
+            ("doc_id".to_owned(), Any::from(peer.target.as_str())),
+        ])));
+        let status = peer.status_value("streaming", None);
+        let client_key = peer.client_id().to_string();
+        let job_key = job_id.to_owned();
+        rooms
+            .edit(&peer.lectern, move |txn| {
+                let lectern = txn.get_or_insert_map(LECTERN_MAP);
+                let clients = nested_map(txn, &lectern, AI_CLIENTS);
+                clients.insert(txn, client_key.as_str(), client.clone());
+                let jobs = nested_map(txn, &lectern, AI_JOBS);
+                jobs.insert(txn, job_key.as_str(), status.clone());
+            })
+            .await?;
+        Ok(peer)
     }
 
     /// The replica's client id: the id every item this job creates carries.
@@ -119,42 +138,64 @@ impl AiPeer {
         Ok(result)
     }
 
-    /// Sets the job's entry in `lectern.ai_jobs`, inside `txn` (so it lands in the same
-    /// update as whatever else the job writes with it).
-    pub fn put_status(&self, txn: &mut TransactionMut<'_>, status: &str, error: Option<&str>) {
-        let value = status_value(self.kind, status, error, self.client_id(), &self.started_by);
-        let lectern = txn.get_or_insert_map(SESSION_MAP);
-        let jobs = nested_map(txn, &lectern, AI_JOBS);
-        jobs.insert(txn, &*self.job_id, value);
+    /// Sets the job's entry in the session's `lectern.ai_jobs`, with the clock the job has
+    /// reached in its target document: every item it wrote so far is then attributable.
+    /// Call after the writes it should cover have returned.
+    pub async fn put_status(&self, status: &str, error: Option<&str>) -> Result<(), RoomError> {
+        let value = self.status_value(status, error);
+        let job_key = self.job_id.to_string();
+        self.rooms
+            .edit(&self.lectern, move |txn| {
+                let lectern = txn.get_or_insert_map(LECTERN_MAP);
+                let jobs = nested_map(txn, &lectern, AI_JOBS);
+                jobs.insert(txn, job_key.as_str(), value.clone());
+            })
+            .await
+    }
+
+    /// How far the job's clock got: its items in the target are `(client_id, 0..clock)`.
+    fn clock(&self) -> u32 {
+        self.doc
+            .transact()
+            .state_vector()
+            .get(&self.doc.client_id())
+    }
+
+    /// The job's status entry as it is now.
+    fn status_value(&self, status: &str, error: Option<&str>) -> Any {
+        let mut fields = HashMap::from([
+            ("kind".to_owned(), Any::from(self.kind)),
+            ("status".to_owned(), Any::from(status)),
+            // Yjs client ids are 32-bit (see `fresh_client_id`): exact as a JS number.
+            ("client_id".to_owned(), Any::from(self.client_id() as f64)),
+            ("started_by".to_owned(), Any::from(&*self.started_by)),
+            ("doc_id".to_owned(), Any::from(self.target.as_str())),
+            ("clock".to_owned(), Any::from(f64::from(self.clock()))),
+        ]);
+        if let Some(error) = error {
+            fields.insert("error".to_owned(), Any::from(error));
+        }
+        Any::Map(Arc::new(fields))
     }
 }
 
-/// `parent[key]` as a map, created if missing. Only ever called where creation cannot race
-/// with another writer of the same key: inside the room, or on a replica that already has
-/// the map from the room.
+/// A client id `seen` does not contain. Yjs clients draw 32-bit ids; so do we, to stay
+/// readable by every client library. A fresh id means the job's items start at clock 0 and
+/// nobody wrote under that id before the job.
+fn fresh_client_id(seen: &StateVector) -> u64 {
+    loop {
+        let id = u64::from(rand::random::<u32>().max(1));
+        if !seen.contains_client(&ClientID::new(id)) {
+            return id;
+        }
+    }
+}
+
+/// `parent[key]` as a map, created if missing. Only ever called inside the room of the
+/// `lectern` document, where creation cannot race with another writer of the same key.
 fn nested_map(txn: &mut TransactionMut<'_>, parent: &yrs::MapRef, key: &str) -> yrs::MapRef {
     match parent.get(txn, key) {
         Some(yrs::Out::YMap(map)) => map,
         _ => parent.insert(txn, key, MapPrelim::default()),
     }
-}
-
-/// A job's status entry.
-fn status_value(
-    kind: &str,
-    status: &str,
-    error: Option<&str>,
-    client_id: u64,
-    started_by: &str,
-) -> Any {
-    let mut fields = HashMap::from([
-        ("kind".to_owned(), Any::from(kind)),
-        ("status".to_owned(), Any::from(status)),
-        ("client_id".to_owned(), Any::from(client_id.to_string())),
-        ("started_by".to_owned(), Any::from(started_by)),
-    ]);
-    if let Some(error) = error {
-        fields.insert("error".to_owned(), Any::from(error));
-    }
-    Any::Map(Arc::new(fields))
 }

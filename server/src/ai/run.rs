@@ -25,6 +25,7 @@ use lectern_collab::{DocId, RoomError};
 
 use super::guard::{CacheKey, CacheKeyBuilder};
 use super::peer::AiPeer;
+use super::queue::Ticket;
 use super::{AiService, JobEntry, Plan, now};
 use crate::api::dto::{AiJobKind, AiJobStatus};
 use crate::materials::SearchHit;
@@ -61,6 +62,8 @@ pub(super) struct Job {
     pub backend: Arc<dyn Backend>,
     /// The account that started it.
     pub requester: String,
+    /// Its place in line for a generation slot.
+    pub ticket: Ticket,
 }
 
 /// How a job ended.
@@ -145,6 +148,8 @@ impl Job {
         metrics.jobs_running.inc();
         let accepted = Instant::now();
         let (outcome, peer, sink) = self.execute(accepted).await;
+        // A job that ended before generating must not hold up the line.
+        self.ticket.leave();
         let (status, error) = match &outcome {
             Outcome::Done { usage, cached } => {
                 self.entry.update(|info| {
@@ -165,14 +170,18 @@ impl Job {
             }
         };
         if let Some(peer) = &peer {
-            let recorded = peer
+            // The end in the target first, then the status (with the clock that covers it)
+            // in the session's server-owned document.
+            let mut recorded = peer
                 .write(|txn| {
                     if let Some(sink) = &sink {
                         sink.finish(txn, status, error.as_deref());
                     }
-                    peer.put_status(txn, status.as_str(), error.as_deref());
                 })
                 .await;
+            if recorded.is_ok() {
+                recorded = peer.put_status(status.as_str(), error.as_deref()).await;
+            }
             if let Err(error) = recorded {
                 tracing::warn!(
                     error = &error as &dyn std::error::Error,
@@ -202,9 +211,14 @@ impl Job {
                 None,
             );
         }
+        let lectern = match crate::room_effects::lectern_doc(&plan.session_id) {
+            Ok(lectern) => lectern,
+            Err(error) => return (Outcome::Failed(error.to_string()), None, None),
+        };
         let peer = match AiPeer::join(
             &service.rooms,
             plan.target.clone(),
+            lectern,
             &self.entry.snapshot().job_id,
             plan.kind.as_str(),
             &self.requester,
@@ -224,6 +238,15 @@ impl Job {
             Ok(sink) => sink,
             Err(error) => return (Outcome::Failed(error.to_string()), Some(peer), None),
         };
+        // Record the clock past the sink, so the job's message or region is attributable
+        // to it from the start (not only once the job ends).
+        if let Err(error) = peer.put_status(AiJobStatus::Streaming.as_str(), None).await {
+            return (
+                Outcome::Failed(JobError::from(error).to_string()),
+                Some(peer),
+                Some(sink),
+            );
+        }
         let outcome = self.generate(&peer, &sink, accepted).await;
         (outcome, Some(peer), Some(sink))
     }
@@ -242,6 +265,17 @@ impl Job {
         let service = &self.service.0;
         let cached = service.cache.get(&key);
         let is_cached = cached.is_some();
+        // Held until the generation (and any repair) is over, however it ends. A cached
+        // answer replays without the model, so it gives up its place instead of waiting.
+        let _slot = if is_cached {
+            self.ticket.leave();
+            None
+        } else {
+            match self.ticket.slot(&cancel).await {
+                Some(slot) => Some(slot),
+                None => return Outcome::Cancelled,
+            }
+        };
         let stream = match cached {
             Some(answer) => {
                 service.metrics.cache_hits.inc();

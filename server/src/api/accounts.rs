@@ -1,20 +1,30 @@
-//! Registration, login, token refresh and logout.
+//! Registration, login, token refresh and logout; accounts made by an admin.
+//!
+//! Guessing is limited in three ways (see `rate_limit.rs`): every login, registration and
+//! refresh counts against the client address (generous: a class shares one NAT); failed
+//! logins count against the email *from that address* (a low threshold, so an attacker
+//! locks out only themself) and against the email alone (a much higher ceiling, against
+//! guessing spread over many addresses). A correct password gives its tokens back.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use lectern_db::Accounts;
-use lectern_db::accounts::{NewRefreshToken, Rotation, User};
+use lectern_db::accounts::{NewRefreshToken, Role, Rotation, User};
+use lectern_db::{Accounts, Database};
 
 use crate::AppState;
 use crate::api::dto::{
-    ErrorBody, LoginRequest, RefreshRequest, RegisterRequest, SessionResponse, UserResponse,
+    CreateUserRequest, ErrorBody, LoginRequest, RefreshRequest, RegisterRequest, SessionResponse,
+    UserResponse,
 };
 use crate::api::error::ApiError;
 use crate::api::extract::{Account, ApiJson};
+use crate::api::rate_limit::ClientAddress;
+use crate::auth::now_secs;
+use crate::auth::password::Passwords;
 use crate::auth::refresh::{self, RefreshToken};
-use crate::auth::{now_secs, password};
+use crate::config::RegistrationPolicy;
 
 /// Longest email address (RFC 5321 path limit).
 const MAX_EMAIL_CHARS: usize = 254;
@@ -43,13 +53,100 @@ fn normalize_email(email: &str) -> Result<String, ApiError> {
     }
 }
 
-/// Password guessing is limited per email, whoever tries it.
-fn limit_login(state: &AppState, email: &str) -> Result<(), ApiError> {
-    state
-        .rate_limits()
-        .login
-        .check(&format!("email:{email}"))
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })
+/// A new account's fields as given: by self-registration, by an admin through the API,
+/// or by `lectern create-user`.
+#[derive(Debug)]
+pub struct NewAccount {
+    /// The login name (normalised here).
+    pub email: String,
+    /// The name shown to others (trimmed here).
+    pub display_name: String,
+    /// The password in clear; only its hash is stored.
+    pub password: String,
+    /// The server-wide role.
+    pub role: Role,
+}
+
+/// Checks a new account's fields, hashes its password and stores it. The one way accounts
+/// are made, so every path applies the same rules.
+pub async fn create_account(
+    database: &Database,
+    passwords: &Passwords,
+    account: NewAccount,
+) -> Result<User, ApiError> {
+    let email = normalize_email(&account.email)?;
+    let display_name = account.display_name.trim().to_owned();
+    if display_name.is_empty() || display_name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::InvalidRequest(format!(
+            "display_name must be 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    let length = account.password.chars().count();
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&length) {
+        return Err(ApiError::InvalidRequest(format!(
+            "password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
+        )));
+    }
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email,
+        display_name,
+        password_hash: passwords.hash(account.password).await?,
+        role: account.role,
+        created_at: seconds(now_secs()),
+    };
+    Accounts::new(database.clone()).create_user(&user).await?;
+    Ok(user)
+}
+
+fn rate_limited(retry_after: std::time::Duration) -> ApiError {
+    ApiError::RateLimited { retry_after }
+}
+
+/// Login, registration and refresh are limited per client address (when it is known).
+fn limit_address(state: &AppState, address: ClientAddress) -> Result<(), ApiError> {
+    match address.key() {
+        Some(key) => state
+            .rate_limits()
+            .login_address
+            .check(&key)
+            .map_err(rate_limited),
+        None => Ok(()),
+    }
+}
+
+/// The failure-counting buckets one login attempt took a token from.
+struct LoginAttempt<'a> {
+    /// The limiters.
+    state: &'a AppState,
+    /// Key of the (email, address) bucket.
+    pair: String,
+    /// Key of the email's bucket.
+    email: String,
+}
+
+impl<'a> LoginAttempt<'a> {
+    /// Takes a token from the email-and-address bucket, then from the email's own.
+    fn begin(state: &'a AppState, email: &str, address: ClientAddress) -> Result<Self, ApiError> {
+        let limits = state.rate_limits();
+        let from = address.key().unwrap_or_else(|| "unknown".to_owned());
+        let pair = format!("email:{email} from:{from}");
+        limits.login.check(&pair).map_err(rate_limited)?;
+        let email = format!("email:{email}");
+        if let Err(retry_after) = limits.login_email.check(&email) {
+            limits.login.refund(&pair);
+            return Err(rate_limited(retry_after));
+        }
+        Ok(Self { state, pair, email })
+    }
+
+    /// The attempt was not a failed guess (right password, or never checked): give the
+    /// tokens back, so only failures count.
+    fn forgive(self) {
+        let limits = self.state.rate_limits();
+        limits.login.refund(&self.pair);
+        limits.login_email.refund(&self.email);
+    }
 }
 
 /// Issues an access token and the first refresh token of a new family.
@@ -98,95 +195,133 @@ fn seconds(secs: u64) -> i64 {
 
 /// Creates an account and signs it in.
 #[utoipa::path(
-    post, path = "/api/v1/auth/register", tag = "auth",
+    post, path = "/api/v1/auth/register", tag = "auth", operation_id = "register",
+    security(),
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created and signed in", body = SessionResponse),
         (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 403, description = "`registration_refused`: the registration policy does not allow it", body = ErrorBody),
         (status = 409, description = "`email_taken`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 429, description = "Too many attempts for this email", body = ErrorBody),
+        (status = 429, description = "Too many attempts for this email or from this address", body = ErrorBody),
+        (status = 503, description = "`server_busy`: too many password checks at once; see `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
+    address: ClientAddress,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+    let role = Role::from(request.role);
+    match (state.config().registration, role) {
+        (RegistrationPolicy::Open, _) | (RegistrationPolicy::StudentsOnly, Role::Student) => {}
+        (RegistrationPolicy::StudentsOnly, _) => {
+            return Err(ApiError::RegistrationRefused(
+                "only students may register here; an administrator creates faculty accounts".into(),
+            ));
+        }
+        (RegistrationPolicy::Closed, _) => {
+            return Err(ApiError::RegistrationRefused(
+                "registration is closed; an administrator creates accounts".into(),
+            ));
+        }
+    }
     let email = normalize_email(&request.email)?;
-    let display_name = request.display_name.trim().to_owned();
-    if display_name.is_empty() || display_name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::InvalidRequest(format!(
-            "display_name must be 1 to {MAX_NAME_CHARS} characters"
-        )));
-    }
-    let length = request.password.chars().count();
-    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&length) {
-        return Err(ApiError::InvalidRequest(format!(
-            "password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
-        )));
-    }
-    limit_login(&state, &email)?;
-    let user = User {
-        id: uuid::Uuid::new_v4().to_string(),
+    limit_address(&state, address)?;
+    // Registration spends a login attempt for the email (never given back): it is how
+    // one probes whether an email is taken.
+    let from = address.key().unwrap_or_else(|| "unknown".to_owned());
+    state
+        .rate_limits()
+        .login
+        .check(&format!("email:{email} from:{from}"))
+        .map_err(rate_limited)?;
+    let account = NewAccount {
         email,
-        display_name,
-        password_hash: password::hash(request.password).await?,
-        role: request.role.into(),
-        created_at: seconds(now_secs()),
+        display_name: request.display_name,
+        password: request.password,
+        role,
     };
-    Accounts::new(state.database().clone())
-        .create_user(&user)
-        .await?;
+    let passwords = state.authenticator().passwords();
+    let user = create_account(state.database(), passwords, account).await?;
     let session = new_session(&state, user).await?;
     Ok((StatusCode::CREATED, Json(session)))
 }
 
 /// Signs in with email and password.
 #[utoipa::path(
-    post, path = "/api/v1/auth/login", tag = "auth",
+    post, path = "/api/v1/auth/login", tag = "auth", operation_id = "login",
+    security(),
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = SessionResponse),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
-        (status = 429, description = "Too many attempts for this email", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts for this email, or too many requests from this address", body = ErrorBody),
+        (status = 503, description = "`server_busy`: too many password checks at once; see `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    address: ClientAddress,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let email = request.email.trim().to_lowercase();
     if request.password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(ApiError::InvalidCredentials);
     }
-    limit_login(&state, &email)?;
-    let user = Accounts::new(state.database().clone())
+    limit_address(&state, address)?;
+    let attempt = LoginAttempt::begin(&state, &email, address)?;
+    let user = match Accounts::new(state.database().clone())
         .user_by_email(&email)
-        .await?;
+        .await
+    {
+        Ok(user) => user,
+        Err(error) => {
+            attempt.forgive();
+            return Err(error.into());
+        }
+    };
     // Without an account, `verify` still spends one hash, so timing does not tell which
     // emails are registered.
     let stored = user.as_ref().map(|user| user.password_hash.clone());
-    let matches = password::verify(request.password, stored).await?;
-    match user {
-        Some(user) if matches => Ok(Json(new_session(&state, user).await?)),
-        Some(_) | None => Err(ApiError::InvalidCredentials),
+    let verified = state
+        .authenticator()
+        .passwords()
+        .verify(request.password, stored)
+        .await;
+    match (user, verified) {
+        (Some(user), Ok(true)) => {
+            attempt.forgive();
+            Ok(Json(new_session(&state, user).await?))
+        }
+        (_, Ok(_)) => Err(ApiError::InvalidCredentials),
+        // Busy or broken: the password was never judged, so it is not a failed guess.
+        (_, Err(error)) => {
+            attempt.forgive();
+            Err(error.into())
+        }
     }
 }
 
 /// Exchanges a refresh token for a new access token and a new refresh token. Each refresh
 /// token works once; presenting a used one revokes every token of that login.
 #[utoipa::path(
-    post, path = "/api/v1/auth/refresh", tag = "auth",
+    post, path = "/api/v1/auth/refresh", tag = "auth", operation_id = "refresh",
+    security(),
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New token pair", body = SessionResponse),
         (status = 401, description = "`invalid_refresh_token` or `refresh_token_reused`", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address", body = ErrorBody),
     )
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    address: ClientAddress,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
+    limit_address(&state, address)?;
     let accounts = Accounts::new(state.database().clone());
     let next = RefreshToken::generate();
     let now = now_secs();
@@ -225,7 +360,8 @@ pub async fn refresh(
 /// are closed (4401) and refused from then on; on the REST API those access tokens stay
 /// valid until they expire.
 #[utoipa::path(
-    post, path = "/api/v1/auth/logout", tag = "auth",
+    post, path = "/api/v1/auth/logout", tag = "auth", operation_id = "logout",
+    security(),
     request_body = RefreshRequest,
     responses((status = 204, description = "Signed out"))
 )]
@@ -261,6 +397,43 @@ pub async fn me(
         // A valid token for a deleted account: it no longer identifies anyone.
         .ok_or(ApiError::InvalidToken)?;
     Ok(Json(user.into()))
+}
+
+/// Creates an account of any role (faculty and admins under `--registration
+/// students-only`, everyone under `closed`). Admins only.
+#[utoipa::path(
+    post, path = "/api/v1/admin/users", tag = "admin",
+    security(("bearer" = [])),
+    request_body = CreateUserRequest,
+    responses(
+        (status = 201, description = "Account created", body = UserResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 409, description = "`email_taken`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "`server_busy`: too many password checks at once; see `Retry-After`", body = ErrorBody),
+    )
+)]
+pub async fn create_user(
+    State(state): State<AppState>,
+    account: Account,
+    ApiJson(request): ApiJson<CreateUserRequest>,
+) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
+    if account.role != Role::Admin {
+        return Err(ApiError::Forbidden);
+    }
+    let new = NewAccount {
+        email: request.email,
+        display_name: request.display_name,
+        password: request.password,
+        role: request.role.into(),
+    };
+    let passwords = state.authenticator().passwords();
+    let user = create_account(state.database(), passwords, new).await?;
+    tracing::info!(admin = %account.id, user = %user.id, role = user.role.as_str(), "account created by an admin");
+    Ok((StatusCode::CREATED, Json(user.into())))
 }
 
 #[cfg(test)]

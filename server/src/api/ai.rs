@@ -29,7 +29,7 @@ fn requester(account: Account) -> Requester {
         (status = 202, description = "Accepted; watch `doc_id`", body = AiJobResponse),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 429, description = "rate_limited or ai_budget_exhausted", body = ErrorBody),
+        (status = 429, description = "rate_limited, ai_budget_exhausted or ai_queue_full", body = ErrorBody),
         (status = 503, description = "ai_unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -98,6 +98,10 @@ impl From<AiError> for ApiError {
             AiError::SessionEnded => Self::SessionEnded,
             AiError::Unavailable(reason) => Self::AiUnavailable(reason.to_string()),
             AiError::BudgetExhausted { retry_after, .. } => Self::AiBudgetExhausted {
+                message: error.to_string(),
+                retry_after,
+            },
+            AiError::QueueFull { retry_after, .. } => Self::AiQueueFull {
                 message: error.to_string(),
                 retry_after,
             },

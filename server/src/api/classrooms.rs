@@ -74,7 +74,7 @@ pub(crate) async fn membership(
 
 /// Creates a classroom; the caller becomes its faculty. Faculty (and admin) accounts only.
 #[utoipa::path(
-    post, path = "/api/v1/classrooms", tag = "classrooms",
+    post, path = "/api/v1/classrooms", tag = "classrooms", operation_id = "create_classroom",
     security(("bearer" = [])),
     request_body = CreateClassroomRequest,
     responses(
@@ -125,7 +125,7 @@ pub async fn create(
 
 /// The classrooms the caller belongs to.
 #[utoipa::path(
-    get, path = "/api/v1/classrooms", tag = "classrooms",
+    get, path = "/api/v1/classrooms", tag = "classrooms", operation_id = "list_classrooms",
     security(("bearer" = [])),
     responses((status = 200, description = "The caller's classrooms", body = [ClassroomResponse]))
 )]
@@ -141,7 +141,7 @@ pub async fn list_mine(
 
 /// One classroom (members only).
 #[utoipa::path(
-    get, path = "/api/v1/classrooms/{id}", tag = "classrooms",
+    get, path = "/api/v1/classrooms/{id}", tag = "classrooms", operation_id = "get_classroom",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Classroom id")),
     responses(

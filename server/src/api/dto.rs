@@ -16,6 +16,7 @@ use lectern_db::sessions::{DocKind, Document, SessionState as DbSessionState};
 
 use crate::access::Access;
 use crate::api::error::ErrorCode;
+use crate::api::text;
 use crate::auth::DocAccess;
 
 /// Every error response: `{"error": {"code": "...", "message": "..."}}`.
@@ -44,6 +45,16 @@ pub enum Role {
     Student,
     /// Operates the server (not available at registration).
     Admin,
+}
+
+impl From<Role> for DbRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Faculty => Self::Faculty,
+            Role::Student => Self::Student,
+            Role::Admin => Self::Admin,
+        }
+    }
 }
 
 impl From<DbRole> for Role {
@@ -99,13 +110,37 @@ impl From<DbMemberRole> for MemberRole {
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Login name; compared case-insensitively.
+    #[serde(deserialize_with = "text::visible_text")]
+    #[schema(schema_with = email_schema)]
     pub email: String,
     /// Shown to classmates (1–100 characters).
+    #[serde(deserialize_with = "text::visible_text")]
+    #[schema(schema_with = display_name_schema)]
     pub display_name: String,
     /// 8–1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
     /// `faculty` or `student`.
     pub role: RegisterRole,
+}
+
+/// `POST /api/v1/admin/users` (admins only).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    /// Login name; compared case-insensitively.
+    #[serde(deserialize_with = "text::visible_text")]
+    #[schema(schema_with = email_schema)]
+    pub email: String,
+    /// Shown to others (1–100 characters).
+    #[serde(deserialize_with = "text::visible_text")]
+    #[schema(schema_with = display_name_schema)]
+    pub display_name: String,
+    /// 8–1024 characters; the new user signs in with it.
+    #[schema(min_length = 8, max_length = 1024)]
+    pub password: String,
+    /// Any role: `faculty`, `student` or `admin`.
+    pub role: Role,
 }
 
 /// `POST /api/v1/auth/login`.
@@ -113,8 +148,10 @@ pub struct RegisterRequest {
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// The registered email.
+    #[schema(max_length = 254)]
     pub email: String,
     /// The password.
+    #[schema(max_length = 1024)]
     pub password: String,
 }
 
@@ -198,6 +235,8 @@ pub struct DocTokenResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateClassroomRequest {
     /// 1–200 characters.
+    #[serde(deserialize_with = "text::visible_text")]
+    #[schema(schema_with = classroom_name_schema)]
     pub name: String,
 }
 
@@ -293,6 +332,8 @@ pub enum DocumentKind {
     Mindmap,
     /// A session's chat.
     Chat,
+    /// A session's server-owned state (focus, AI jobs, AI clients): read-only for everyone.
+    Lectern,
     /// A classroom document faculty hand out.
     Template,
     /// One student's copy of a handed-out template.
@@ -305,6 +346,7 @@ impl From<DocKind> for DocumentKind {
             DocKind::Notes => Self::Notes,
             DocKind::Mindmap => Self::Mindmap,
             DocKind::Chat => Self::Chat,
+            DocKind::Lectern => Self::Lectern,
             DocKind::Template => Self::Template,
             DocKind::Fork => Self::Fork,
         }
@@ -368,6 +410,7 @@ pub struct Focus {
     /// Where in it, as the client defines (a heading id, a mindmap node...); at most 200
     /// characters.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub section: Option<String>,
 }
 
@@ -408,6 +451,17 @@ pub struct HandoutResponse {
     pub template_doc_id: String,
     /// One fork per student, by owner.
     pub forks: Vec<DocumentResponse>,
+}
+
+/// The form of `POST /api/v1/classrooms/{id}/materials` (documentation only: the handler
+/// streams the multipart body itself).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadForm {
+    /// The file: a PDF, Word (.docx), Markdown or UTF-8 text file. Its name is kept
+    /// without any path, control, bidirectional or invisible formatting characters.
+    #[schema(value_type = String, format = Binary, min_length = 1)]
+    pub file: Vec<u8>,
 }
 
 /// A file's type, sniffed from its bytes.
@@ -549,12 +603,14 @@ impl From<MaterialChunk> for ChunkResponse {
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// A question or phrase, 1 to 2000 characters.
+    #[schema(schema_with = search_query_schema)]
     pub query: String,
     /// Search only these materials of the classroom; all ready ones when absent.
     #[serde(default)]
     pub material_ids: Option<Vec<String>>,
     /// How many passages to return, 1 to 50 (default 5).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 50)]
     pub k: Option<usize>,
 }
 
@@ -602,6 +658,19 @@ pub enum AiJobKind {
 }
 
 impl AiJobKind {
+    /// Every kind, for the request schema's per-kind conditions.
+    pub const ALL: [AiJobKind; 9] = [
+        Self::Chat,
+        Self::Notes,
+        Self::Qa,
+        Self::Mindmap,
+        Self::Quiz,
+        Self::Flashcards,
+        Self::Exam,
+        Self::LessonPlan,
+        Self::Translate,
+    ];
+
     /// The wire spelling (also the `kind` written into documents and metric labels).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -627,13 +696,16 @@ pub struct AiJobRequest {
     /// The question (chat, qa: required) or the topic and instructions (the other kinds);
     /// at most 4000 characters.
     #[serde(default)]
+    #[schema(max_length = 4000)]
     pub prompt: Option<String>,
     /// Restrict retrieval to these materials of the classroom (default: all of them);
-    /// at most 20.
+    /// 1 to 20.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 20)]
     pub material_ids: Option<Vec<String>>,
-    /// The target language (translate: required), e.g. `French`.
-    #[serde(default)]
+    /// The target language (translate: required, 1 to 40 characters), e.g. `French`.
+    #[serde(default, deserialize_with = "text::optional_visible_text")]
+    #[schema(max_length = 40)]
     pub language: Option<String>,
     /// The document to translate (translate; default: the session notes).
     #[serde(default)]
@@ -644,7 +716,8 @@ pub struct AiJobRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AiJobStatus {
-    /// Accepted; retrieving sources or waiting for the first token.
+    /// Accepted; retrieving sources, waiting for a generation slot (`queue_position`) or
+    /// waiting for the first token.
     Queued,
     /// Tokens are being written into the document.
     Streaming,
@@ -701,4 +774,106 @@ pub struct AiJobResponse {
     pub created_at: i64,
     /// When it ended, Unix seconds; `null` while running.
     pub finished_at: Option<i64>,
+    /// While the job waits for the model (status `queued`): its place in line, 1 = next.
+    /// Classrooms take turns, so it can improve when other classrooms' jobs are served.
+    /// `null` when not waiting.
+    pub queue_position: Option<u32>,
+}
+
+/// An email as `register` accepts it: at most 254 characters, `local@domain.tld`, no
+/// whitespace or invisible characters.
+fn email_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .description(Some("Login name; compared case-insensitively."))
+        .max_length(Some(254))
+        .pattern(Some(text::email_pattern()))
+        .build()
+}
+
+/// A display name: 1 to 100 visible characters (see `text::visible_text`).
+fn display_name_schema() -> utoipa::openapi::Object {
+    name_schema("Shown to others; 1 to 100 characters.", 100)
+}
+
+/// A classroom name: 1 to 200 visible characters.
+fn classroom_name_schema() -> utoipa::openapi::Object {
+    name_schema("1 to 200 characters.", 200)
+}
+
+fn name_schema(description: &str, max_chars: usize) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .description(Some(description))
+        .min_length(Some(1))
+        .max_length(Some(max_chars))
+        .pattern(Some(text::name_pattern(true)))
+        .build()
+}
+
+/// A search query: 1 to 2000 characters, not only whitespace.
+fn search_query_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .description(Some("A question or phrase, 1 to 2000 characters."))
+        .min_length(Some(1))
+        .max_length(Some(2000))
+        .pattern(Some(text::text_pattern(true)))
+        .build()
+}
+
+/// What [`AiJobRequest`] requires per kind, as JSON Schema: `chat` and `qa` need a
+/// `prompt` that is not blank, `translate` needs a `language` (1 to 40 characters, not
+/// blank), the other kinds need neither. The OpenAPI document puts this beside the
+/// derived object schema in an `allOf` (see `api/mod.rs`), so a schema-driven client
+/// never sends a job the server refuses for a missing field.
+pub(crate) fn ai_job_request_by_kind() -> utoipa::openapi::OneOf {
+    use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Type};
+
+    let kinds = |kinds: &[AiJobKind]| -> Vec<&'static str> {
+        kinds.iter().map(|kind| kind.as_str()).collect()
+    };
+    let kind = |values: Vec<&'static str>| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(values))
+    };
+    let needs_prompt = [AiJobKind::Chat, AiJobKind::Qa];
+    let needs_language = [AiJobKind::Translate];
+    let neither: Vec<AiJobKind> = AiJobKind::ALL
+        .into_iter()
+        .filter(|kind| !needs_prompt.contains(kind) && !needs_language.contains(kind))
+        .collect();
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .property("kind", kind(kinds(&needs_prompt)))
+                .property(
+                    "prompt",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(text::text_pattern(true))),
+                )
+                .required("kind")
+                .required("prompt"),
+        )
+        .item(
+            ObjectBuilder::new()
+                .property("kind", kind(kinds(&needs_language)))
+                .property(
+                    "language",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .pattern(Some(text::name_pattern(true))),
+                )
+                .required("kind")
+                .required("language"),
+        )
+        .item(
+            ObjectBuilder::new()
+                .property("kind", kind(kinds(&neither)))
+                .required("kind"),
+        )
+        .build()
 }

@@ -74,11 +74,20 @@ pub enum ErrorCode {
     /// 429: the classroom has used its AI token budget for today (UTC); `Retry-After` says
     /// when it resets.
     AiBudgetExhausted,
+    /// 429: the classroom already has as many AI jobs waiting for the model as it may
+    /// (`--ai-queue-per-classroom`); try again after `Retry-After`.
+    AiQueueFull,
+    /// 403: the server's registration policy does not let this account self-register (an
+    /// admin creates it); the message says which policy applies.
+    RegistrationRefused,
+    /// 503: the server is at capacity for this kind of work (password checks, reading
+    /// uploaded files); try again after `Retry-After`.
+    ServerBusy,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::InvalidToken,
@@ -101,6 +110,9 @@ impl ErrorCode {
         Self::Internal,
         Self::AiUnavailable,
         Self::AiBudgetExhausted,
+        Self::AiQueueFull,
+        Self::RegistrationRefused,
+        Self::ServerBusy,
     ];
 
     /// The wire spelling.
@@ -128,6 +140,9 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::AiUnavailable => "ai_unavailable",
             Self::AiBudgetExhausted => "ai_budget_exhausted",
+            Self::AiQueueFull => "ai_queue_full",
+            Self::RegistrationRefused => "registration_refused",
+            Self::ServerBusy => "server_busy",
         }
     }
 }
@@ -200,6 +215,23 @@ pub enum ApiError {
         /// Until the budget resets.
         retry_after: Duration,
     },
+    /// Self-registration refused by the registration policy; the message says why.
+    #[error("{0}")]
+    RegistrationRefused(String),
+    /// At capacity for password checks.
+    #[error("the server is busy; try again shortly")]
+    ServerBusy {
+        /// When the caller may try again.
+        retry_after: Duration,
+    },
+    /// The classroom's line of AI jobs waiting for the model is full.
+    #[error("{message}")]
+    AiQueueFull {
+        /// Says the limit.
+        message: String,
+        /// A hint for when to try again.
+        retry_after: Duration,
+    },
     /// Over the rate limit.
     #[error("too many requests")]
     RateLimited {
@@ -248,6 +280,9 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, ErrorCode::AiBudgetExhausted)
             }
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Self::AiQueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::AiQueueFull),
+            Self::RegistrationRefused(_) => (StatusCode::FORBIDDEN, ErrorCode::RegistrationRefused),
+            Self::ServerBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerBusy),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
@@ -270,8 +305,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if let Self::RateLimited { retry_after } | Self::AiBudgetExhausted { retry_after, .. } =
-            &self
+        if let Self::RateLimited { retry_after }
+        | Self::AiBudgetExhausted { retry_after, .. }
+        | Self::AiQueueFull { retry_after, .. }
+        | Self::ServerBusy { retry_after } = &self
         {
             // Whole seconds, rounded up: "0" would invite an immediate retry.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
@@ -335,7 +372,12 @@ impl From<UploadError> for ApiError {
             UploadError::Interrupted(reason) => {
                 Self::InvalidRequest(format!("the upload was interrupted: {reason}"))
             }
-            UploadError::Storage(_) | UploadError::Database(_) => Self::internal(error),
+            UploadError::Busy => Self::ServerBusy {
+                retry_after: Duration::from_secs(5),
+            },
+            UploadError::Storage(_) | UploadError::Database(_) | UploadError::Sandbox(_) => {
+                Self::internal(error)
+            }
         }
     }
 }
@@ -360,7 +402,10 @@ impl From<StorageError> for ApiError {
 
 impl From<PasswordError> for ApiError {
     fn from(error: PasswordError) -> Self {
-        Self::internal(error)
+        match error {
+            PasswordError::Busy { retry_after } => Self::ServerBusy { retry_after },
+            PasswordError::Hash(_) | PasswordError::Task(_) => Self::internal(error),
+        }
     }
 }
 

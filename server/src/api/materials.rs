@@ -21,6 +21,7 @@ use crate::AppState;
 use crate::api::classrooms::membership;
 use crate::api::dto::{
     ChunkResponse, ErrorBody, MaterialResponse, SearchHitResponse, SearchRequest, SearchResponse,
+    UploadForm,
 };
 use crate::api::error::ApiError;
 use crate::api::extract::{Account, ApiJson};
@@ -62,21 +63,10 @@ async fn readable(
     Ok((material, enrolment.role))
 }
 
-/// What the uploader called the file, without any path and within bounds.
+/// What the uploader called the file, without any path, control, bidirectional or
+/// invisible formatting characters, and within bounds (see `api::text`).
 fn clean_file_name(name: Option<&str>) -> String {
-    let name = name.unwrap_or_default();
-    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = base
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_FILE_NAME_CHARS)
-        .collect();
-    let cleaned = cleaned.trim();
-    if cleaned.is_empty() {
-        "upload".to_owned()
-    } else {
-        cleaned.to_owned()
-    }
+    crate::api::text::clean_file_name(name, MAX_FILE_NAME_CHARS)
 }
 
 /// Uploads a file (`multipart/form-data`, field `file`) to a classroom. The body is
@@ -84,10 +74,10 @@ fn clean_file_name(name: Option<&str>) -> String {
 /// text extracted; embedding continues in the background (watch `status`, or the feed
 /// document `feed_doc_id` over the WebSocket).
 #[utoipa::path(
-    post, path = "/api/v1/classrooms/{id}/materials", tag = "materials",
+    post, path = "/api/v1/classrooms/{id}/materials", tag = "materials", operation_id = "upload_material",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Classroom id")),
-    request_body(content_type = "multipart/form-data", description = "Field `file`: a PDF, DOCX, Markdown or text file"),
+    request_body(content_type = "multipart/form-data", content = UploadForm, description = "Field `file`: a PDF, DOCX, Markdown or text file"),
     responses(
         (status = 202, description = "Stored and readable; ingestion queued", body = MaterialResponse),
         (status = 400, description = "Not multipart, no `file` field, or interrupted", body = ErrorBody),
@@ -153,7 +143,7 @@ pub async fn upload(
 
 /// Lists a classroom's materials, oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/classrooms/{id}/materials", tag = "materials",
+    get, path = "/api/v1/classrooms/{id}/materials", tag = "materials", operation_id = "list_materials",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Classroom id")),
     responses(
@@ -178,7 +168,7 @@ pub async fn list(
 
 /// One material and its ingestion state.
 #[utoipa::path(
-    get, path = "/api/v1/materials/{id}", tag = "materials",
+    get, path = "/api/v1/materials/{id}", tag = "materials", operation_id = "get_material",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Material id")),
     responses(
@@ -198,11 +188,16 @@ pub async fn get(
 
 /// Downloads the file as uploaded (streamed).
 #[utoipa::path(
-    get, path = "/api/v1/materials/{id}/content", tag = "materials",
+    get, path = "/api/v1/materials/{id}/content", tag = "materials", operation_id = "download_material",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Material id")),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 200, description = "The file, with the media type of its format", content(
+            ("application/pdf"),
+            ("application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+            ("text/markdown"),
+            ("text/plain"),
+        )),
         (status = 403, description = "Not a member of its classroom", body = ErrorBody),
         (status = 404, description = "No such material", body = ErrorBody),
     )
@@ -247,7 +242,7 @@ fn content_disposition(file_name: &str) -> String {
 
 /// The extracted passages of a material, in order, with their pages or headings.
 #[utoipa::path(
-    get, path = "/api/v1/materials/{id}/chunks", tag = "materials",
+    get, path = "/api/v1/materials/{id}/chunks", tag = "materials", operation_id = "list_material_chunks",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Material id")),
     responses(
@@ -269,7 +264,7 @@ pub async fn chunks(
 /// Deletes a material: its file, passages and search vectors. The uploader and the
 /// classroom's faculty may.
 #[utoipa::path(
-    delete, path = "/api/v1/materials/{id}", tag = "materials",
+    delete, path = "/api/v1/materials/{id}", tag = "materials", operation_id = "delete_material",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Material id")),
     responses(
@@ -293,7 +288,7 @@ pub async fn delete(
 
 /// Finds the passages of a classroom's materials closest in meaning to a query.
 #[utoipa::path(
-    post, path = "/api/v1/classrooms/{id}/search", tag = "materials",
+    post, path = "/api/v1/classrooms/{id}/search", tag = "materials", operation_id = "search_materials",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Classroom id")),
     request_body = SearchRequest,

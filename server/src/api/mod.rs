@@ -3,7 +3,10 @@
 //! # Layout
 //! - `dto.rs`: every wire type (the SDK's contract), with OpenAPI schemas.
 //! - `error.rs`: [`ApiError`] and the stable [`ErrorCode`]s; one exhaustive status mapping.
-//! - `extract.rs`: bearer-token and JSON extractors that fail with [`ApiError`].
+//! - `extract.rs`: bearer-token and JSON extractors that fail with [`ApiError`], and the
+//!   path check every route passes.
+//! - `text.rs`: which text is accepted (no NUL or controls anywhere; no bidi or invisible
+//!   characters in names), and how upload file names are cleaned.
 //! - `rate_limit.rs`: per-user token buckets.
 //! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`, `ai.rs`:
 //!   the handlers.
@@ -21,12 +24,17 @@ pub mod extract;
 pub mod materials;
 pub mod rate_limit;
 pub mod sessions;
+pub(crate) mod text;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use utoipa::OpenApi;
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::schema::{AllOfBuilder, ArrayItems, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
 
 pub use error::{ApiError, ErrorCode};
 pub use rate_limit::{RateLimiter, RateLimits};
@@ -46,6 +54,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/refresh", post(accounts::refresh))
         .route("/auth/logout", post(accounts::logout))
         .route("/me", get(accounts::me))
+        .route("/admin/users", post(accounts::create_user))
         .route("/doc-tokens", post(doc_tokens::create))
         .route(
             "/classrooms",
@@ -90,6 +99,7 @@ pub fn router() -> Router<AppState> {
         .route("/ai/jobs/{id}/cancel", post(ai::cancel_job))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(extract::checked_path))
 }
 
 /// Rate limiters configured from `config`.
@@ -99,6 +109,18 @@ pub fn rate_limits(config: &Config) -> RateLimits {
         login: RateLimiter::new(
             config.login_rate_limit_per_minute,
             config.login_rate_limit_per_minute,
+        ),
+        login_email: RateLimiter::new(
+            config.login_email_rate_limit_per_minute,
+            config.login_email_rate_limit_per_minute,
+        ),
+        login_address: RateLimiter::new(
+            config.login_address_rate_limit_per_minute,
+            config.login_address_rate_limit_burst,
+        ),
+        doc_tokens: RateLimiter::new(
+            config.doc_token_rate_limit_per_minute,
+            config.doc_token_rate_limit_burst,
         ),
     }
 }
@@ -122,6 +144,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         accounts::refresh,
         accounts::logout,
         accounts::me,
+        accounts::create_user,
         doc_tokens::create,
         classrooms::create,
         classrooms::list_mine,
@@ -151,9 +174,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         ai::cancel_job,
     ),
     components(schemas(dto::ErrorBody, dto::ErrorDetail, ErrorCode)),
-    modifiers(&SecuritySchemes),
+    servers((url = "/", description = "This server")),
+    modifiers(&SecuritySchemes, &ExtractorErrors, &TextRules),
     tags(
         (name = "auth", description = "Accounts and tokens"),
+        (name = "admin", description = "Server administration (admin accounts only)"),
         (name = "classrooms", description = "Classrooms and membership"),
         (name = "sessions", description = "Live sessions, their documents and handouts"),
         (name = "embedding", description = "Document tokens for embedders"),
@@ -183,5 +208,181 @@ impl utoipa::Modify for SecuritySchemes {
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Declares, on every operation, the errors its extractors and middleware answer with, so
+/// each handler's annotation lists only the errors of its own logic (and a new endpoint
+/// cannot forget them): a bearer token may be missing, invalid or expired (401), belong to
+/// an external principal where a local account is needed (403) or be over its rate limit
+/// (429); an API key may be wrong (401); a JSON body may be malformed or fail validation
+/// (400) or be too large (413); a path parameter may hold a control character (400) or
+/// name nothing (404). A response an annotation already declares is left as it is.
+#[derive(Debug)]
+struct ExtractorErrors;
+
+impl utoipa::Modify for ExtractorErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let has_parameters = path.contains('{');
+            for operation in operations(item) {
+                let schemes: Vec<String> = operation
+                    .security
+                    .iter()
+                    .flatten()
+                    .filter_map(|requirement| serde_json::to_value(requirement).ok())
+                    .filter_map(|value| {
+                        value
+                            .as_object()
+                            .map(|fields| fields.keys().cloned().collect::<Vec<_>>())
+                    })
+                    .flatten()
+                    .collect();
+                let json_body = operation
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|body| body.content.contains_key("application/json"));
+                let mut declared = Vec::new();
+                if schemes.iter().any(|scheme| scheme == "bearer") {
+                    declared.push((
+                        "401",
+                        "`unauthenticated`, `invalid_token` or `token_expired`",
+                    ));
+                    declared.push(("403", "`forbidden`"));
+                    declared.push(("429", "`rate_limited`; see `Retry-After`"));
+                }
+                if schemes.iter().any(|scheme| scheme == "api_key") {
+                    declared.push(("401", "`invalid_api_key`"));
+                }
+                if json_body {
+                    declared.push(("400", "`invalid_request`: malformed JSON, an unknown field, or a value failing validation"));
+                    declared.push(("413", "`payload_too_large`"));
+                }
+                if has_parameters {
+                    declared.push((
+                        "400",
+                        "`invalid_request`: a path parameter holds a control character",
+                    ));
+                    declared.push(("404", "`not_found`"));
+                }
+                for (status, description) in declared {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
+    }
+}
+
+/// The operations of a path item.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Writes the text rules of `api::text` into the schemas, so a schema-driven client never
+/// sends a string the server refuses: every string of a JSON request body gets the
+/// any-text pattern unless its field declares a stricter one, path parameters get "no
+/// control characters", and `AiJobRequest` gets its per-kind required fields.
+#[derive(Debug)]
+struct TextRules;
+
+impl utoipa::Modify for TextRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut request_schemas = Vec::new();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations(item) {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if parameter.parameter_in == ParameterIn::Path
+                        && let Some(RefOr::T(Schema::Object(object))) = &mut parameter.schema
+                    {
+                        object.min_length.get_or_insert(1);
+                        object.pattern.get_or_insert_with(text::path_pattern);
+                    }
+                }
+                // JSON bodies only: a multipart file is bytes, not text.
+                let bodies = operation
+                    .request_body
+                    .iter()
+                    .filter_map(|body| body.content.get("application/json"));
+                for content in bodies {
+                    if let Some(RefOr::Ref(reference)) = &content.schema {
+                        let name = reference
+                            .ref_location
+                            .trim_start_matches("#/components/schemas/");
+                        request_schemas.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in request_schemas {
+            if let Some(RefOr::T(schema)) = components.schemas.get_mut(&name) {
+                add_text_pattern(schema);
+            }
+        }
+        if let Some(RefOr::T(derived)) = components.schemas.get_mut("AiJobRequest") {
+            let object = std::mem::take(derived);
+            *derived = AllOfBuilder::new()
+                .item(object)
+                .item(Schema::OneOf(dto::ai_job_request_by_kind()))
+                .build()
+                .into();
+        }
+    }
+}
+
+/// Gives every string in `schema` without a pattern the any-text pattern.
+fn add_text_pattern(schema: &mut Schema) {
+    match schema {
+        Schema::Object(object) => {
+            let is_string = match &object.schema_type {
+                SchemaType::Type(kind) => *kind == Type::String,
+                SchemaType::Array(kinds) => kinds.contains(&Type::String),
+                SchemaType::AnyValue => false,
+            };
+            if is_string {
+                object
+                    .pattern
+                    .get_or_insert_with(|| text::text_pattern(false));
+            }
+            for property in object.properties.values_mut() {
+                if let RefOr::T(property) = property {
+                    add_text_pattern(property);
+                }
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items
+                && let RefOr::T(items) = items.as_mut()
+            {
+                add_text_pattern(items);
+            }
+        }
+        // Composite schemas here are written by hand with their own patterns.
+        _ => {}
     }
 }

@@ -1,15 +1,22 @@
-//! Per-user token buckets, in process.
+//! Token buckets, in process.
 //!
-//! Keyed by who is asking (an account id, or the email being tried for login), never by IP
-//! address: a whole class sits behind one school NAT and must not share one budget.
+//! Keyed by who is asking (an account id, or the email being tried for login). The client
+//! address is a key only where nothing better identifies the caller: login, registration,
+//! refresh and document tokens, with generous limits, because a whole class sits behind
+//! one school NAT and shares that address.
 //!
 //! A std `Mutex` rather than a tokio one: the critical section is a hash lookup and some
 //! arithmetic, never held across an `.await`, so blocking is shorter than a task switch.
 //! The limits are per node; behind a load balancer each node enforces its own.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 
 /// Above this many tracked keys, buckets that have refilled completely are dropped (they
 /// hold no information: a new bucket starts full).
@@ -49,6 +56,18 @@ impl RateLimiter {
         self.check_at(key, Instant::now())
     }
 
+    /// Gives back the token an attempt took (the attempt turned out not to count, e.g. a
+    /// correct password). Never beyond the burst.
+    pub fn refund(&self, key: &str) {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(self.capacity);
+        }
+    }
+
     fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
         // A poisoned lock only means another request panicked mid-update; the counts are
         // still usable.
@@ -86,8 +105,53 @@ impl RateLimiter {
 pub struct RateLimits {
     /// Authenticated requests, keyed by principal.
     pub api: RateLimiter,
-    /// Login and registration, keyed by the email tried.
+    /// Failed logins (and registrations), keyed by the email tried and the client address:
+    /// a low threshold that locks out only the address doing the guessing.
     pub login: RateLimiter,
+    /// Failed logins keyed by the email alone, from every address: a much higher ceiling
+    /// against guessing spread over many addresses.
+    pub login_email: RateLimiter,
+    /// Login, registration and refresh requests, keyed by client address.
+    pub login_address: RateLimiter,
+    /// Document-token requests, keyed by client address.
+    pub doc_tokens: RateLimiter,
+}
+
+/// The client's address as a rate-limit key, when the server knows it (the TCP peer,
+/// from the `ConnectInfo<SocketAddr>` the serve loop attaches to each connection; without
+/// it, per-address limits are skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl ClientAddress {
+    /// The key for this address: IPv4 as is, IPv6 by its /64 prefix (one host usually
+    /// holds a whole /64, so per-address limits would otherwise be free to dodge).
+    pub fn key(self) -> Option<String> {
+        self.0.map(|address| match address {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = v6.segments();
+                    let prefix = Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                    format!("{prefix}/64")
+                }
+            },
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip()),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +179,32 @@ mod tests {
                 .check_at("alice", start + Duration::from_secs(1))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn refunds_give_back_one_token_up_to_the_burst() {
+        let limiter = RateLimiter::new(1, 2);
+        assert!(limiter.check("alice").is_ok());
+        assert!(limiter.check("alice").is_ok());
+        assert!(limiter.check("alice").is_err());
+        limiter.refund("alice");
+        assert!(limiter.check("alice").is_ok());
+        limiter.refund("alice");
+        limiter.refund("alice");
+        limiter.refund("alice");
+        assert!(limiter.check("alice").is_ok());
+        assert!(limiter.check("alice").is_ok());
+        assert!(limiter.check("alice").is_err(), "never beyond the burst");
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64_prefix() {
+        let key = |text: &str| ClientAddress(Some(text.parse().expect("ip"))).key();
+        assert_eq!(key("192.0.2.7").as_deref(), Some("192.0.2.7"));
+        assert_eq!(key("::ffff:192.0.2.7").as_deref(), Some("192.0.2.7"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(ClientAddress(None).key(), None);
     }
 
     #[test]

@@ -199,7 +199,7 @@ pub async fn current(
 /// Students join a session by calling this and opening the listed documents over the
 /// WebSocket.
 #[utoipa::path(
-    get, path = "/api/v1/sessions/{id}", tag = "sessions",
+    get, path = "/api/v1/sessions/{id}", tag = "sessions", operation_id = "get_session",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Session id")),
     responses(

@@ -4,7 +4,7 @@
 //! - this file: [`Authenticator`], which issues and verifies every JWT the server deals
 //!   with, and the [`Principal`] / [`DocGrant`] it yields. The WebSocket code calls
 //!   [`Authenticator::verify_access`] and [`Authenticator::verify_doc_token`] on upgrade.
-//! - `password.rs`: argon2id hashing on blocking threads.
+//! - `password.rs`: argon2id hashing on blocking threads, a bounded number at once.
 //! - `refresh.rs`: opaque refresh tokens and their stored SHA-256 hashes.
 //!
 //! # Token kinds
@@ -274,6 +274,8 @@ pub struct Authenticator {
     /// SHA-256 of the API key: comparing fixed-size digests in constant time leaks neither
     /// content nor length.
     api_key_digest: Option<[u8; 32]>,
+    /// Hashes and verifies passwords, a bounded number at once.
+    passwords: password::Passwords,
 }
 
 impl fmt::Debug for Authenticator {
@@ -325,6 +327,14 @@ impl Authenticator {
                 rand::random::<[u8; 32]>().to_vec()
             }
         };
+        if config
+            .api_key
+            .as_ref()
+            .is_some_and(|key| key.expose().len() < MIN_SECRET_BYTES)
+        {
+            // A short key could be guessed through the document-token endpoint.
+            return Err(AuthSetupError::SecretTooShort { flag: "--api-key" });
+        }
         let external = match (
             &config.external_jwt_public_key_pem,
             &config.external_jwt_secret,
@@ -362,6 +372,7 @@ impl Authenticator {
                 .api_key
                 .as_ref()
                 .map(|key| Sha256::digest(key.expose().as_bytes()).into()),
+            passwords: passwords_from_config(config),
         })
     }
 
@@ -475,6 +486,23 @@ impl Authenticator {
     pub fn access_ttl(&self) -> Duration {
         self.access_ttl
     }
+
+    /// The bounded password hasher (login, registration, account creation).
+    pub fn passwords(&self) -> &password::Passwords {
+        &self.passwords
+    }
+}
+
+/// The password hasher sized from the configuration: as many hashes at once as cores by
+/// default, and twice that many waiting.
+fn passwords_from_config(config: &Config) -> password::Passwords {
+    let concurrency = config.password_hash_concurrency.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let queue = config
+        .password_hash_queue
+        .unwrap_or(concurrency.saturating_mul(2));
+    password::Passwords::new(concurrency, queue)
 }
 
 impl External {
@@ -792,16 +820,27 @@ mod tests {
 
     #[test]
     fn api_keys_compare_exactly() {
+        let key = "embedder-key-of-at-least-32-bytes-long";
         let auth = Authenticator::from_config(&config(|config| {
-            config.api_key = Some("embedder-key".into());
+            config.api_key = Some(key.into());
         }))
         .expect("authenticator");
-        assert!(auth.check_api_key("embedder-key"));
-        assert!(!auth.check_api_key("embedder-ke"));
+        assert!(auth.check_api_key(key));
+        assert!(!auth.check_api_key(&key[..key.len() - 1]));
         assert!(!auth.check_api_key(""));
-        assert!(
-            !authenticator().check_api_key("embedder-key"),
-            "no key configured"
-        );
+        assert!(!authenticator().check_api_key(key), "no key configured");
+    }
+
+    #[test]
+    fn short_api_keys_are_refused_at_startup() {
+        let error = Authenticator::from_config(&config(|config| {
+            config.api_key = Some("x".repeat(MIN_SECRET_BYTES - 1).into());
+        }))
+        .expect_err("too short");
+        assert_eq!(error.to_string(), "--api-key must be at least 32 bytes");
+        Authenticator::from_config(&config(|config| {
+            config.api_key = Some("x".repeat(MIN_SECRET_BYTES).into());
+        }))
+        .expect("32 bytes are enough");
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::{IngestJob, Library, library_format};
+use super::{Admission, IngestJob, Library, library_format};
 use crate::auth::now_secs;
 
 /// Passages embedded per model call; also how often progress is reported.
@@ -255,9 +255,11 @@ async fn steps(library: &Library, job: IngestJob) -> Result<(), IngestError> {
 async fn extract_again(library: &Library, material: &Material) -> Result<Extracted, IngestError> {
     let key =
         lectern_storage::ObjectKey::new(&material.object_key).map_err(IngestError::internal)?;
+    // The same sandbox as uploads; waits for a slot rather than failing when busy.
     let extracted = library
-        .extract(&key, library_format(material.format))
+        .extract(&key, library_format(material.format), Admission::Background)
         .await
+        .map_err(IngestError::internal)?
         .map_err(IngestError::internal)??;
     Ok(extracted)
 }

@@ -17,15 +17,17 @@ pub struct MaterialsMetrics {
     /// Uploads accepted (stored and readable).
     pub uploads_accepted: Counter,
     /// Uploads refused, by reason (`too_large`, `unsupported`, `unreadable`, `interrupted`,
-    /// `internal`).
+    /// `busy`, `internal`).
     pub uploads_refused: Family<OutcomeLabels, Counter>,
     /// Ingestions finished, by outcome (`ready`, `failed`).
     pub ingestions: Family<OutcomeLabels, Counter>,
     /// Seconds from the worker taking a material to it being searchable.
     pub ingest_seconds: Histogram,
-    /// Extraction threads abandoned after their time budget that are still running; a
-    /// value that grows means a parser loops on some input.
-    pub extractions_stuck: Gauge,
+    /// Extraction child processes running now.
+    pub extraction_processes: Gauge,
+    /// Extraction processes that hit a hard limit or died, by reason (`timeout`, `memory`,
+    /// `cpu`, `crash`); a file refused by the reader's own checks is not counted.
+    pub extractions_killed: Family<OutcomeLabels, Counter>,
 }
 
 impl MaterialsMetrics {
@@ -37,7 +39,8 @@ impl MaterialsMetrics {
             ingestions: Family::default(),
             // 50 ms .. ~14 min
             ingest_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 15)),
-            extractions_stuck: Gauge::default(),
+            extraction_processes: Gauge::default(),
+            extractions_killed: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("materials");
         registry.register(
@@ -61,17 +64,19 @@ impl MaterialsMetrics {
             metrics.ingest_seconds.clone(),
         );
         registry.register(
-            "extractions_stuck",
-            "Abandoned extraction threads still running",
-            metrics.extractions_stuck.clone(),
+            "extraction_processes",
+            "Extraction child processes running",
+            metrics.extraction_processes.clone(),
+        );
+        registry.register(
+            "extractions_killed",
+            "Extraction processes that hit a limit or died, by reason",
+            metrics.extractions_killed.clone(),
         );
         metrics
     }
 
-    /// Refreshes the gauges read at scrape time.
-    pub fn refresh(&self) {
-        let stuck = lectern_library::stuck_extractions();
-        self.extractions_stuck
-            .set(i64::try_from(stuck).unwrap_or(i64::MAX));
-    }
+    /// Refreshes the gauges read at scrape time (none today: extraction runs in child
+    /// processes, which the sandbox counts as they start and end).
+    pub fn refresh(&self) {}
 }

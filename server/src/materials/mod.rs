@@ -9,16 +9,19 @@
 //! - `search.rs`: one in-memory vector index per classroom, loaded on demand.
 //! - `model.rs`: the embedding model, prepared and loaded in the background.
 //! - `metrics.rs`: upload and ingestion metrics.
+//! - `sandbox.rs`: text extraction in child processes with hard limits.
 //!
-//! An upload is answered after the file is stored *and its text extracted*: a file that
-//! cannot be read (encrypted, damaged, a zip bomb, not a supported type) is refused with a
-//! 4xx at once and nothing is kept. Chunking and embedding, the slow part, run in the
+//! An upload is answered after the file is stored *and its text extracted* (in a child
+//! process, see `sandbox.rs`): a file that cannot be read (encrypted, damaged, a zip bomb,
+//! not a supported type, one that crashes or exhausts the reader) is refused with a 4xx at
+//! once and nothing is kept. Chunking and embedding, the slow part, run in the
 //! background with progress.
 
 pub mod feed;
 mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod sandbox;
 pub mod search;
 
 use std::collections::HashSet;
@@ -39,6 +42,7 @@ use lectern_storage::{ByteStream, ObjectKey, ObjectStore, StorageError};
 pub use feed::MaterialsFeed;
 pub use model::EmbeddingModel;
 
+use sandbox::{Sandbox, SandboxConfig, SandboxError};
 use search::SearchIndexes;
 
 /// Bytes read before deciding the format (the sniffer wants at least this much).
@@ -69,6 +73,12 @@ pub enum UploadError {
     /// The client's body broke off before the end.
     #[error("the upload was interrupted: {0}")]
     Interrupted(String),
+    /// Every extraction process is busy and the line behind them is full; nothing was kept.
+    #[error("the server is busy reading other files; try again shortly")]
+    Busy,
+    /// The extraction process could not be started.
+    #[error("reading the file failed")]
+    Sandbox(#[source] SandboxError),
     /// The object store failed.
     #[error("storing the file failed")]
     Storage(#[from] StorageError),
@@ -107,8 +117,38 @@ pub struct SearchHit {
 pub struct LibraryLimits {
     /// Largest upload, in bytes.
     pub max_upload_bytes: u64,
-    /// Bounds on one extraction.
-    pub extract: Limits,
+    /// How extraction runs: its child processes and their bounds.
+    pub sandbox: SandboxConfig,
+}
+
+impl LibraryLimits {
+    /// The limits `config` asks for. Fails only if this program cannot find its own binary
+    /// (the default extraction worker).
+    pub fn from_config(config: &crate::Config) -> std::io::Result<Self> {
+        let worker = match &config.extract_worker {
+            Some(worker) => worker.clone(),
+            None => std::env::current_exe()?,
+        };
+        let concurrency = match config.extract_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        Ok(Self {
+            max_upload_bytes: config.max_upload_bytes,
+            sandbox: SandboxConfig {
+                worker,
+                limits: Limits {
+                    max_time: Duration::from_secs(config.extract_timeout_secs),
+                    max_text_bytes: config.extract_max_text_bytes,
+                    ..Limits::default()
+                },
+                memory_bytes: config.extract_memory_mib.saturating_mul(1024 * 1024),
+                max_input_bytes: config.max_upload_bytes,
+                concurrency,
+                queue: config.extract_queue,
+            },
+        })
+    }
 }
 
 /// A unit of work for the ingestion worker.
@@ -133,6 +173,7 @@ struct Inner {
     feed: MaterialsFeed,
     jobs: mpsc::UnboundedSender<IngestJob>,
     limits: LibraryLimits,
+    sandbox: Sandbox,
     metrics: metrics::MaterialsMetrics,
 }
 
@@ -157,6 +198,7 @@ impl Library {
             materials,
             model,
             jobs,
+            sandbox: Sandbox::new(limits.sandbox.clone(), metrics.clone()),
             limits,
             metrics,
         }));
@@ -216,7 +258,10 @@ impl Library {
                     UploadError::Unsupported(_) => "unsupported",
                     UploadError::Unreadable(_) => "unreadable",
                     UploadError::Interrupted(_) => "interrupted",
-                    UploadError::Storage(_) | UploadError::Database(_) => "internal",
+                    UploadError::Busy => "busy",
+                    UploadError::Storage(_)
+                    | UploadError::Database(_)
+                    | UploadError::Sandbox(_) => "internal",
                 };
                 metrics
                     .uploads_refused
@@ -300,39 +345,42 @@ impl Library {
         format: Format,
         mut material: Material,
     ) -> Result<(Material, Extracted), UploadError> {
-        let extracted = self
-            .extract(key, format)
-            .await?
-            .map_err(UploadError::Unreadable)?;
+        let extracted = match self.extract(key, format, Admission::Upload).await? {
+            Ok(Ok(extracted)) => extracted,
+            Ok(Err(unreadable)) => return Err(UploadError::Unreadable(unreadable)),
+            Err(SandboxError::Busy) => return Err(UploadError::Busy),
+            Err(error @ SandboxError::Spawn(_)) => return Err(UploadError::Sandbox(error)),
+        };
         material.sections = i32::try_from(extracted.sections.len()).ok();
         self.0.materials.create(&material).await?;
         Ok((material, extracted))
     }
 
-    /// Reads a stored file and extracts its text on a thread of its own, within the
-    /// extraction limits. The outer error is the store's; the inner one the file's.
+    /// Reads a stored file and extracts its text in a child process, within the
+    /// extraction limits. The outer error is the store's; the middle one the sandbox's
+    /// (busy, or it could not start); the inner one the file's.
     async fn extract(
         &self,
         key: &ObjectKey,
         format: Format,
-    ) -> Result<Result<Extracted, ExtractError>, StorageError> {
+        admission: Admission,
+    ) -> Result<Result<Result<Extracted, ExtractError>, SandboxError>, StorageError> {
+        let sandbox = &self.0.sandbox;
+        // Wait for a slot before reading the bytes, so a line of uploads holds no memory.
+        let slot = match admission {
+            Admission::Upload => sandbox.admit().await,
+            Admission::Background => sandbox.wait_for_slot().await,
+        };
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(busy) => return Ok(Err(busy)),
+        };
         let bytes = self
             .0
             .store
             .get_bytes(key, self.0.limits.max_upload_bytes)
             .await?;
-        let limits = self.0.limits.extract.clone();
-        let bytes: Arc<[u8]> = Arc::from(bytes.as_ref());
-        let extracted = tokio::task::spawn_blocking(move || {
-            lectern_library::extract_bounded(format, bytes, &limits)
-        })
-        .await
-        .unwrap_or_else(|error| {
-            Err(ExtractError::Malformed(format!(
-                "the reader stopped unexpectedly ({error})"
-            )))
-        });
-        Ok(extracted)
+        Ok(sandbox.run(&slot, format, &bytes).await)
     }
 
     /// Streams a material's bytes.
@@ -483,12 +531,13 @@ fn limit_size(
     })
 }
 
-/// Extraction limits for a configured time budget.
-pub fn extract_limits(timeout: Duration) -> Limits {
-    Limits {
-        max_time: timeout,
-        ..Limits::default()
-    }
+/// Whether an extraction may be refused when the sandbox is busy.
+#[derive(Debug, Clone, Copy)]
+enum Admission {
+    /// An upload: answered 503 when the line is full.
+    Upload,
+    /// Background re-ingestion: waits its turn.
+    Background,
 }
 
 #[cfg(test)]

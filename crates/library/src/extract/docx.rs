@@ -106,16 +106,24 @@ fn too_large(limit: u64) -> ExtractError {
     ))
 }
 
+/// Every kind [`zip_kind`] can name (the wire decoder maps names back to them).
+pub(super) const ZIP_KINDS: [&str; 4] = [
+    "a PowerPoint presentation; save it as PDF",
+    "an Excel workbook; save it as PDF",
+    "an OpenDocument file; save it as .docx or PDF",
+    "a zip archive",
+];
+
 /// Names the kind of a zip that is not a Word document, for the refusal.
 fn zip_kind<R: Read + io::Seek>(archive: &ZipArchive<R>) -> &'static str {
     if archive.index_for_name("ppt/presentation.xml").is_some() {
-        "a PowerPoint presentation; save it as PDF"
+        ZIP_KINDS[0]
     } else if archive.index_for_name("xl/workbook.xml").is_some() {
-        "an Excel workbook; save it as PDF"
+        ZIP_KINDS[1]
     } else if archive.index_for_name("mimetype").is_some() {
-        "an OpenDocument file; save it as .docx or PDF"
+        ZIP_KINDS[2]
     } else {
-        "a zip archive"
+        ZIP_KINDS[3]
     }
 }
 

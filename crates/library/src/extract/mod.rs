@@ -4,19 +4,25 @@
 //! heading of a Word or Markdown document. Sections are the unit of citation ("page 4",
 //! "Cells > Mitochondria") and the chunker never lets a chunk span two of them.
 //!
-//! Uploaded files are hostile until proven otherwise. The defences, in order:
-//! - [`Limits`] bound pages, decompressed bytes and time; the format modules check the time
-//!   budget cooperatively (between pages, every few thousand XML events), so an honest but
-//!   huge file stops promptly and its thread exits.
-//! - Third-party parsers (PDF especially) can panic on crafted input: [`extract`] catches
-//!   the unwind and reports [`ExtractError::Malformed`].
-//! - A parser can also loop inside one call, where no cooperative check runs:
-//!   [`extract_bounded`] runs extraction on its own thread and stops waiting at
-//!   [`Limits::max_time`].
+//! Uploaded files are hostile until proven otherwise. The defences here, in order:
+//! - [`Limits`] bound pages, decompressed bytes, extracted text and time; the format
+//!   modules check the time budget cooperatively (between pages, every few thousand XML
+//!   events), so an honest but huge file stops promptly.
+//! - The PDF reader walks a file's structure before the third-party extractor does and
+//!   refuses what would make it recurse forever, loop or inflate a bomb (see `pdf.rs`).
+//! - Third-party parsers can panic on crafted input: [`extract`] catches the unwind and
+//!   reports [`ExtractError::Malformed`].
+//!
+//! What no in-process defence can stop (a stack overflow aborts the process; a parser
+//! looping inside one call cannot be interrupted; memory a parser allocates cannot be
+//! capped) is the caller's to contain: the server runs [`extract`] in a child process with
+//! memory, CPU and wall-time limits and reads the outcome back through [`wire`].
+//! [`extract_bounded`] (a thread and a deadline) remains for tools that trust their input.
 
 mod docx;
 mod pdf;
 mod text;
+pub mod wire;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -36,6 +42,10 @@ pub struct Limits {
     pub max_pages: u32,
     /// Wall-clock budget for the whole extraction.
     pub max_time: Duration,
+    /// Most bytes of text one extraction may yield, headings and a few bytes per section
+    /// included (so the encoded outcome, see [`wire`], stays within it); also the largest
+    /// plain-text or Markdown input accepted.
+    pub max_text_bytes: u64,
 }
 
 impl Default for Limits {
@@ -44,6 +54,7 @@ impl Default for Limits {
             max_decompressed_bytes: 64 * 1024 * 1024,
             max_pages: 2000,
             max_time: Duration::from_secs(60),
+            max_text_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -77,6 +88,14 @@ pub fn extract(format: Format, bytes: &[u8], limits: &Limits) -> Result<Extracte
     if bytes.is_empty() {
         return Err(ExtractError::Empty);
     }
+    // Text formats yield about what they are.
+    if matches!(format, Format::Markdown | Format::Text)
+        && bytes.len() as u64 > limits.max_text_bytes
+    {
+        return Err(ExtractError::TooMuchText {
+            limit_bytes: limits.max_text_bytes,
+        });
+    }
     let result = catch_unwind(AssertUnwindSafe(|| match format {
         Format::Pdf => pdf::extract(bytes, limits, &deadline),
         Format::Docx => docx::extract(bytes, limits, &deadline),
@@ -101,8 +120,20 @@ pub fn extract(format: Format, bytes: &[u8], limits: &Limits) -> Result<Extracte
     if sections.is_empty() {
         return Err(ExtractError::NoText);
     }
+    let yielded = sections.iter().fold(0u64, |total, s| {
+        let heading = s.heading.as_ref().map_or(0, String::len);
+        total.saturating_add((s.text.len() + heading + SECTION_OVERHEAD) as u64)
+    });
+    if yielded > limits.max_text_bytes {
+        return Err(ExtractError::TooMuchText {
+            limit_bytes: limits.max_text_bytes,
+        });
+    }
     Ok(Extracted { sections })
 }
+
+/// Bytes [`wire`] spends on a section besides its text and heading.
+const SECTION_OVERHEAD: usize = 12;
 
 /// Threads started by [`extract_bounded`] that outlived their time budget and are still
 /// running (for a metric; should stay at 0).
@@ -115,6 +146,9 @@ pub fn stuck_extractions() -> usize {
 }
 
 /// Runs [`extract`] on a thread of its own and gives up after [`Limits::max_time`].
+///
+/// Only for input that is trusted not to crash or exhaust the process (benchmarks,
+/// tools): the server parses uploads in a child process instead (see the module docs).
 ///
 /// On time-out the thread is abandoned, not killed: Rust has no safe way to stop a thread,
 /// and a parser looping inside a third-party call never reaches a cancellation check. This

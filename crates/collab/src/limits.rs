@@ -1,0 +1,455 @@
+//! Bounds on untrusted Yjs bytes, checked *before* yrs decodes them.
+//!
+//! yrs decodes, integrates, encodes and drops `Any` values (lib0 tags 116..127, where 117
+//! arrays and 118 maps nest) and the JSON of embeds and formats (through serde_json)
+//! recursively. A 24 KB frame of nested arrays overflows the stack and aborts the whole
+//! process (`catch_unwind` cannot catch a stack overflow), and a shallower nesting that
+//! decodes is stored and then aborts the server when the room encodes its snapshot. So every
+//! byte sequence that reaches `Update::decode_v1` first goes through [`check_update_v1`]: a
+//! walk of the whole v1 update with an explicit stack, never recursion, that follows yrs'
+//! own reading of the format step by step (`Update::decode`, `Item` decoding and
+//! `ItemContent::decode` in yrs 0.28) so that what is checked is exactly what yrs will read.
+//!
+//! It bounds:
+//! - the nesting depth of `Any` values and of embed/format JSON ([`UpdateLimits::max_depth`]);
+//! - every count read from the wire against the bytes left (an element takes at least one
+//!   byte, so a larger count is a lie meant to make a decoder reserve memory);
+//! - the total number of structs and values ([`UpdateLimits::max_values`]).
+//!
+//! The state vectors of sync step 1 and awareness updates have no nesting; their counts are
+//! checked against the bytes left by [`check_state_vector_v1`] and [`check_awareness_v1`].
+
+use yrs::encoding::read::{Cursor, Read};
+
+/// Limits applied to one encoded update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateLimits {
+    /// The deepest nesting of arrays and maps inside one `Any` value or one embed/format JSON
+    /// value (a flat value has depth 0, `[[1]]` has depth 2).
+    pub max_depth: usize,
+    /// The most structs (items, GC and skip ranges) plus values (`Any` values, JSON strings,
+    /// delete-set ranges) in one update.
+    pub max_values: usize,
+}
+
+/// The default depth bound. Real documents nest a handful of levels; yrs' recursion with 32
+/// levels is proven to decode, apply, encode, reload and drop on a 256 KiB stack in a debug
+/// build (see the `deepest_accepted_update_fits_a_small_stack` test), a wide margin under the
+/// 2 MiB of a tokio worker.
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+
+impl Default for UpdateLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_values: 1_000_000,
+        }
+    }
+}
+
+/// What a checked update contains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateSummary {
+    /// The client ids whose structs the update carries, in wire order, without repeats.
+    /// (Delete-set clients are not included: deleting does not author content.)
+    pub clients: Vec<u64>,
+    /// Structs read (items, GC and skip ranges).
+    pub structs: usize,
+    /// Values read (`Any` values, JSON strings, delete-set ranges).
+    pub values: usize,
+    /// The deepest nesting met.
+    pub depth: usize,
+}
+
+/// Why bytes were refused before decoding.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// The bytes are not a well-formed update (or state vector, or awareness update).
+    #[error("malformed: {0}")]
+    Malformed(#[from] yrs::encoding::read::Error),
+    /// A struct kind, content kind or type reference that yrs does not read.
+    #[error("unknown {what} tag {tag}")]
+    UnknownTag {
+        /// Which kind of tag.
+        what: &'static str,
+        /// Its value.
+        tag: u8,
+    },
+    /// A count larger than the bytes left could ever hold.
+    #[error("a count of {count} exceeds the {remaining} bytes left")]
+    CountExceedsInput {
+        /// The count read.
+        count: u64,
+        /// The bytes left after it.
+        remaining: usize,
+    },
+    /// Values nest deeper than allowed.
+    #[error("values nest deeper than {max}")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// More structs and values than allowed.
+    #[error("more than {max} structs and values")]
+    TooManyValues {
+        /// The limit.
+        max: usize,
+    },
+}
+
+// Struct and content tags, as yrs' `block.rs` numbers them.
+const GC: u8 = 0;
+const SKIP: u8 = 10;
+const CONTENT_DELETED: u8 = 1;
+const CONTENT_JSON: u8 = 2;
+const CONTENT_BINARY: u8 = 3;
+const CONTENT_STRING: u8 = 4;
+const CONTENT_EMBED: u8 = 5;
+const CONTENT_FORMAT: u8 = 6;
+const CONTENT_TYPE: u8 = 7;
+const CONTENT_ANY: u8 = 8;
+const CONTENT_DOC: u8 = 9;
+const HAS_ORIGIN: u8 = 0b1000_0000;
+const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
+const HAS_PARENT_SUB: u8 = 0b0010_0000;
+// Type references (`types/mod.rs`); 7 (weak links) needs a yrs feature this build lacks.
+const TYPE_XML_ELEMENT: u8 = 3;
+const KNOWN_TYPES: [u8; 8] = [0, 1, 2, 4, 5, 6, 9, 15];
+
+/// Checks an encoded (v1) update against `limits` without recursing, and summarises it.
+pub fn check_update_v1(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateSummary, LimitError> {
+    let mut walk = Walk {
+        cursor: Cursor::new(bytes),
+        limits,
+        summary: UpdateSummary::default(),
+    };
+    let clients = walk.count(1)?;
+    for _ in 0..clients {
+        let structs = walk.count(1)?;
+        let client: u64 = walk.cursor.read_var()?;
+        let _clock: u32 = walk.cursor.read_var()?;
+        if !walk.summary.clients.contains(&client) {
+            walk.summary.clients.push(client);
+        }
+        for _ in 0..structs {
+            walk.structure()?;
+        }
+    }
+    walk.delete_set()?;
+    Ok(walk.summary)
+}
+
+/// Checks an encoded (v1) state vector: its count against the bytes left.
+pub fn check_state_vector_v1(bytes: &[u8]) -> Result<(), LimitError> {
+    let mut cursor = Cursor::new(bytes);
+    // A client id and a clock take at least one byte each.
+    let entries = count(&mut cursor, 2)?;
+    for _ in 0..entries {
+        let _client: u64 = cursor.read_var()?;
+        let _clock: u32 = cursor.read_var()?;
+    }
+    Ok(())
+}
+
+/// Checks an encoded (v1) awareness update: its count against the bytes left. Awareness
+/// states stay JSON strings in yrs (never parsed into values), so they cannot nest.
+pub fn check_awareness_v1(bytes: &[u8]) -> Result<(), LimitError> {
+    let mut cursor = Cursor::new(bytes);
+    // A client id, a clock and a string length take at least one byte each.
+    let entries = count(&mut cursor, 3)?;
+    for _ in 0..entries {
+        let _client: u64 = cursor.read_var()?;
+        let _clock: u32 = cursor.read_var()?;
+        let _state = cursor.read_string()?;
+    }
+    Ok(())
+}
+
+/// Reads a count of elements that take at least `min_bytes` each, refusing counts the bytes
+/// left cannot hold.
+fn count(cursor: &mut Cursor<'_>, min_bytes: usize) -> Result<u64, LimitError> {
+    let count: u64 = cursor.read_var()?;
+    let remaining = cursor.buf.len() - cursor.next;
+    if count > (remaining / min_bytes) as u64 {
+        return Err(LimitError::CountExceedsInput { count, remaining });
+    }
+    Ok(count)
+}
+
+struct Walk<'a> {
+    cursor: Cursor<'a>,
+    limits: &'a UpdateLimits,
+    summary: UpdateSummary,
+}
+
+/// One open container while walking an `Any` value.
+struct Open {
+    /// Children still to read.
+    left: u64,
+    /// Map children are preceded by their key.
+    is_map: bool,
+}
+
+impl Walk<'_> {
+    fn count(&mut self, min_bytes: usize) -> Result<u64, LimitError> {
+        count(&mut self.cursor, min_bytes)
+    }
+
+    /// Counts one more struct or value against the total.
+    fn tally(&mut self, structure: bool) -> Result<(), LimitError> {
+        if structure {
+            self.summary.structs += 1;
+        } else {
+            self.summary.values += 1;
+        }
+        if self.summary.structs + self.summary.values > self.limits.max_values {
+            return Err(LimitError::TooManyValues {
+                max: self.limits.max_values,
+            });
+        }
+        Ok(())
+    }
+
+    /// One struct, as `Update::decode_block` reads it.
+    fn structure(&mut self) -> Result<(), LimitError> {
+        self.tally(true)?;
+        let info = self.cursor.read_u8()?;
+        match info {
+            SKIP | GC => {
+                let _len: u32 = self.cursor.read_var()?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let cannot_copy_parent_info = info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0;
+        if info & HAS_ORIGIN != 0 {
+            self.id()?;
+        }
+        if info & HAS_RIGHT_ORIGIN != 0 {
+            self.id()?;
+        }
+        if cannot_copy_parent_info {
+            let parent_info: u32 = self.cursor.read_var()?;
+            if parent_info == 1 {
+                self.cursor.read_string()?;
+            } else {
+                self.id()?;
+            }
+            if info & HAS_PARENT_SUB != 0 {
+                self.cursor.read_string()?;
+            }
+        }
+        self.content(info & 0b1111)
+    }
+
+    fn id(&mut self) -> Result<(), LimitError> {
+        let _client: u64 = self.cursor.read_var()?;
+        let _clock: u32 = self.cursor.read_var()?;
+        Ok(())
+    }
+
+    /// An item's content, as `ItemContent::decode` reads it.
+    fn content(&mut self, kind: u8) -> Result<(), LimitError> {
+        match kind {
+            CONTENT_DELETED => {
+                let _len: u32 = self.cursor.read_var()?;
+            }
+            CONTENT_JSON => {
+                // yrs reads one string more than the count says (`while remaining >= 0`);
+                // follow it, or this walk and yrs would disagree on where the next struct
+                // starts. The strings are kept as strings, never parsed.
+                let strings = self.count(1)?.saturating_add(1);
+                for _ in 0..strings {
+                    self.tally(false)?;
+                    self.cursor.read_string()?;
+                }
+            }
+            CONTENT_BINARY => {
+                self.cursor.read_buf()?;
+            }
+            CONTENT_STRING => {
+                self.cursor.read_string()?;
+            }
+            CONTENT_EMBED => self.json()?,
+            CONTENT_FORMAT => {
+                self.cursor.read_string()?;
+                self.json()?;
+            }
+            CONTENT_TYPE => {
+                let type_ref = self.cursor.read_u8()?;
+                if type_ref == TYPE_XML_ELEMENT {
+                    self.cursor.read_string()?;
+                } else if !KNOWN_TYPES.contains(&type_ref) {
+                    return Err(LimitError::UnknownTag {
+                        what: "type",
+                        tag: type_ref,
+                    });
+                }
+            }
+            CONTENT_ANY => {
+                let values = self.count(1)?;
+                for _ in 0..values {
+                    self.any()?;
+                }
+            }
+            CONTENT_DOC => {
+                self.cursor.read_string()?; // guid
+                self.any()?; // options
+            }
+            tag => {
+                return Err(LimitError::UnknownTag {
+                    what: "content",
+                    tag,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One `Any` value (`Any::decode`), with an explicit stack of open arrays and maps.
+    fn any(&mut self) -> Result<(), LimitError> {
+        let mut open: Vec<Open> = Vec::new();
+        let mut first = true;
+        loop {
+            if !first {
+                let Some(top) = open.last_mut() else {
+                    return Ok(());
+                };
+                if top.left == 0 {
+                    open.pop();
+                    continue;
+                }
+                top.left -= 1;
+                if top.is_map {
+                    self.cursor.read_string()?;
+                }
+            }
+            first = false;
+            self.tally(false)?;
+            let tag = self.cursor.read_u8()?;
+            match tag {
+                127 | 126 | 121 | 120 => {}
+                125 => {
+                    let _int: i64 = self.cursor.read_var()?;
+                }
+                124 => {
+                    self.cursor.read_f32()?;
+                }
+                123 => {
+                    self.cursor.read_f64()?;
+                }
+                122 => {
+                    self.cursor.read_i64()?;
+                }
+                119 => {
+                    self.cursor.read_string()?;
+                }
+                116 => {
+                    self.cursor.read_buf()?;
+                }
+                117 | 118 => {
+                    let is_map = tag == 118;
+                    // A map entry is a key (at least its length byte) and a value.
+                    let left = self.count(if is_map { 2 } else { 1 })?;
+                    self.enter(open.len() + 1)?;
+                    open.push(Open { left, is_map });
+                }
+                tag => return Err(LimitError::UnknownTag { what: "any", tag }),
+            }
+        }
+    }
+
+    /// Embed and format values: a JSON string serde_json will parse into an `Any`.
+    fn json(&mut self) -> Result<(), LimitError> {
+        self.tally(false)?;
+        let text = self.cursor.read_string()?;
+        let depth = json_depth(text);
+        self.enter(depth)
+    }
+
+    fn enter(&mut self, depth: usize) -> Result<(), LimitError> {
+        if depth > self.limits.max_depth {
+            return Err(LimitError::TooDeep {
+                max: self.limits.max_depth,
+            });
+        }
+        self.summary.depth = self.summary.depth.max(depth);
+        Ok(())
+    }
+
+    /// The delete set, as `IdSet::decode` reads it.
+    fn delete_set(&mut self) -> Result<(), LimitError> {
+        // A client id and a range count take at least one byte each.
+        let clients = self.count(2)?;
+        for _ in 0..clients {
+            let _client: u64 = self.cursor.read_var()?;
+            // A range is a clock and a length.
+            let ranges = self.count(2)?;
+            for _ in 0..ranges {
+                self.tally(false)?;
+                let _clock: u32 = self.cursor.read_var()?;
+                let _len: u32 = self.cursor.read_var()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The deepest nesting of arrays and objects in a JSON text, counted without parsing it
+/// (brackets inside strings do not count). Invalid JSON is left to serde_json to refuse.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_depth_ignores_brackets_in_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"{"a":[1,{"b":"[[[["}]}"#), 3);
+        assert_eq!(json_depth(r#""\"[""#), 0);
+        assert_eq!(json_depth(&"[".repeat(500)), 500);
+    }
+
+    #[test]
+    fn counts_beyond_the_input_are_refused() {
+        // 2^32-1 clients in a 6-byte update.
+        let bytes = [0xff, 0xff, 0xff, 0xff, 0x0f, 0];
+        assert!(matches!(
+            check_update_v1(&bytes, &UpdateLimits::default()),
+            Err(LimitError::CountExceedsInput { .. })
+        ));
+        assert!(matches!(
+            check_state_vector_v1(&[0xff, 0xff, 0x03, 1, 1]),
+            Err(LimitError::CountExceedsInput { .. })
+        ));
+        assert!(matches!(
+            check_awareness_v1(&[0x80, 0x01, 1, 1, 0]),
+            Err(LimitError::CountExceedsInput { .. })
+        ));
+    }
+}

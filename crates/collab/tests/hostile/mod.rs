@@ -1,0 +1,564 @@
+//! Hostile input against the limits and rooms: nested values, lying counts, poisoned stores,
+//! pending floods, awareness floods, and edits typed during a lock.
+
+use std::collections::HashMap;
+
+use lectern_collab::JoinError;
+use lectern_collab::limits::{DEFAULT_MAX_DEPTH, LimitError, UpdateLimits, check_update_v1};
+use yrs::encoding::write::Write;
+use yrs::sync::AwarenessUpdate;
+use yrs::sync::awareness::AwarenessUpdateEntry;
+use yrs::types::Attrs;
+use yrs::types::xml::{XmlElementPrelim, XmlFragment, XmlTextPrelim};
+use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
+use yrs::{Any, Array, ArrayPrelim, Map, MapPrelim, Xml};
+
+use super::*;
+
+/// A v1 update with one item of `Any` content in root array "a": `depth` nested arrays
+/// around a null. 12,000 levels is the 24 KB frame that aborted the server.
+fn nested_any_update(depth: usize) -> Vec<u8> {
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(1u32); // one client
+    encoder.write_var(1u32); // one struct
+    encoder.write_var(7u64); // client id
+    encoder.write_var(0u32); // clock
+    encoder.write_u8(8); // item, Any content, no origins, no parent sub
+    encoder.write_var(1u32); // parent is a root type...
+    encoder.write_string("a"); // ...named "a"
+    encoder.write_var(1u32); // one value
+    for _ in 0..depth {
+        encoder.write_u8(117); // array
+        encoder.write_var(1u32); // of one element
+    }
+    encoder.write_u8(126); // null
+    encoder.write_var(0u32); // empty delete set
+    encoder.to_vec()
+}
+
+/// A v1 update with one embed in root text "t" whose JSON nests `depth` arrays.
+fn nested_embed_update(depth: usize) -> Vec<u8> {
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(1u32);
+    encoder.write_var(1u32);
+    encoder.write_var(7u64);
+    encoder.write_var(0u32);
+    encoder.write_u8(5); // item, embed content
+    encoder.write_var(1u32);
+    encoder.write_string("t");
+    encoder.write_string(&format!("{}{}", "[".repeat(depth), "]".repeat(depth)));
+    encoder.write_var(0u32);
+    encoder.to_vec()
+}
+
+/// Nested `Any` of `depth` levels alternating maps and arrays, as a yrs value.
+fn nested_any(depth: usize) -> Any {
+    let mut value = Any::from("leaf");
+    for level in 0..depth {
+        value = if level % 2 == 0 {
+            Any::from(vec![value])
+        } else {
+            Any::from(HashMap::from([("k".to_string(), value)]))
+        };
+    }
+    value
+}
+
+#[test]
+fn the_nested_array_attack_is_refused_without_recursion() {
+    let limits = UpdateLimits::default();
+    // Refused on a small stack: the walk itself must not recurse.
+    let result = std::thread::Builder::new()
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let attack = nested_any_update(12_000);
+            assert!(attack.len() < 25_000);
+            (
+                check_update_v1(&attack, &limits).map(|_| ()),
+                check_update_v1(&nested_embed_update(100_000), &limits).map(|_| ()),
+            )
+        })
+        .expect("thread")
+        .join()
+        .expect("no stack overflow");
+    assert!(matches!(result.0, Err(LimitError::TooDeep { .. })));
+    assert!(matches!(result.1, Err(LimitError::TooDeep { .. })));
+    let just_over = nested_any_update(DEFAULT_MAX_DEPTH + 1);
+    assert!(matches!(
+        check_update_v1(&just_over, &limits),
+        Err(LimitError::TooDeep { .. })
+    ));
+}
+
+#[test]
+fn the_deepest_accepted_update_fits_a_small_stack() {
+    // Everything yrs does recursively with an accepted update (decode, integrate, encode the
+    // snapshot, decode and integrate that again, drop) on a 256 KiB stack: an eighth of a
+    // tokio worker's 2 MiB.
+    let limits = UpdateLimits::default();
+    let deepest = vec![
+        nested_any_update(DEFAULT_MAX_DEPTH),
+        nested_embed_update(DEFAULT_MAX_DEPTH),
+        {
+            let doc = Doc::new();
+            let map = doc.get_or_insert_map("m");
+            let text = doc.get_or_insert_text("f");
+            let mut txn = doc.transact_mut();
+            map.insert(&mut txn, "deep", nested_any(DEFAULT_MAX_DEPTH));
+            text.insert(&mut txn, 0, "formatted");
+            let attrs = Attrs::from([("style".into(), nested_any(DEFAULT_MAX_DEPTH - 1))]);
+            text.format(&mut txn, 0, 4, attrs);
+            txn.encode_update_v1()
+        },
+    ];
+    for update in &deepest {
+        let summary = check_update_v1(update, &limits).expect("accepted");
+        assert!(summary.depth >= DEFAULT_MAX_DEPTH - 1, "{summary:?}");
+    }
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let doc = Doc::new();
+            for update in &deepest {
+                let update = Update::decode_v1(update).expect("decodes");
+                doc.transact_mut().apply_update(update).expect("applies");
+            }
+            let snapshot = doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            let reloaded = Doc::new();
+            reloaded
+                .transact_mut()
+                .apply_update(Update::decode_v1(&snapshot).expect("snapshot decodes"))
+                .expect("snapshot applies");
+            drop(doc);
+            drop(reloaded);
+        })
+        .expect("thread")
+        .join()
+        .expect("no stack overflow");
+}
+
+#[test]
+fn counts_larger_than_the_input_are_refused() {
+    let limits = UpdateLimits::default();
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(1u32);
+    encoder.write_var(1u32);
+    encoder.write_var(7u64);
+    encoder.write_var(0u32);
+    encoder.write_u8(8);
+    encoder.write_var(1u32);
+    encoder.write_string("a");
+    encoder.write_var(u32::MAX); // four billion values in a few bytes
+    assert!(matches!(
+        check_update_v1(&encoder.to_vec(), &limits),
+        Err(LimitError::CountExceedsInput { .. })
+    ));
+    let small = UpdateLimits {
+        max_values: 10,
+        ..limits
+    };
+    let wide = {
+        let doc = Doc::new();
+        let array = doc.get_or_insert_array("a");
+        let mut txn = doc.transact_mut();
+        array.insert_range(&mut txn, 0, (0..100).map(|i| i as f64));
+        txn.encode_update_v1()
+    };
+    assert!(matches!(
+        check_update_v1(&wide, &small),
+        Err(LimitError::TooManyValues { max: 10 })
+    ));
+}
+
+/// A small deterministic generator (xorshift), so failures reproduce from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn any(&mut self, depth: usize) -> Any {
+        match self.below(if depth == 0 { 6 } else { 8 }) {
+            0 => Any::Null,
+            1 => Any::Bool(self.below(2) == 0),
+            2 => Any::from(self.below(1 << 40) as i64 - (1 << 39)),
+            3 => Any::from(self.below(1000) as f64 / 7.0),
+            4 => Any::from(format!("s{}", self.below(100))),
+            5 => Any::from(vec![self.below(256) as u8; self.below(8) as usize].as_slice()),
+            6 => Any::from(
+                (0..self.below(4))
+                    .map(|_| self.any(depth - 1))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => Any::from(
+                (0..self.below(4))
+                    .map(|i| (format!("k{i}"), self.any(depth - 1)))
+                    .collect::<HashMap<_, _>>(),
+            ),
+        }
+    }
+}
+
+/// One random edit of every kind a yrs peer can make.
+fn random_edit(rng: &mut Rng, doc: &Doc) -> Vec<u8> {
+    let text = doc.get_or_insert_text("text");
+    let map = doc.get_or_insert_map("map");
+    let array = doc.get_or_insert_array("array");
+    let xml = doc.get_or_insert_xml_fragment("xml");
+    let mut txn = doc.transact_mut();
+    for _ in 0..1 + rng.below(4) {
+        let len = text.len(&txn);
+        match rng.below(10) {
+            0 => text.insert(&mut txn, rng.below(u64::from(len) + 1) as u32, "hello"),
+            1 if len > 0 => {
+                let at = rng.below(u64::from(len)) as u32;
+                text.remove_range(&mut txn, at, 1.min(len - at));
+            }
+            2 if len > 1 => {
+                let value = rng.any(3);
+                text.format(&mut txn, 0, len / 2, Attrs::from([("b".into(), value)]));
+            }
+            3 => {
+                let value = rng.any(3);
+                text.insert_embed(&mut txn, 0, value);
+            }
+            4 => {
+                let key = format!("k{}", rng.below(5));
+                let value = rng.any(DEFAULT_MAX_DEPTH.min(6));
+                map.insert(&mut txn, key, value);
+            }
+            5 => {
+                let nested = map.insert(&mut txn, "nested", MapPrelim::default());
+                nested.insert(&mut txn, "x", rng.any(2));
+                let list = nested.insert(&mut txn, "list", ArrayPrelim::default());
+                list.push_back(&mut txn, rng.any(2));
+            }
+            6 => {
+                array.push_back(&mut txn, rng.any(4));
+            }
+            7 if array.len(&txn) > 0 => array.remove(&mut txn, 0),
+            8 => {
+                let element = xml.push_back(&mut txn, XmlElementPrelim::empty("p"));
+                element.insert_attribute(&mut txn, "class", "x");
+                element.push_back(&mut txn, XmlTextPrelim::new("para"));
+            }
+            _ => {
+                let sub = Doc::new();
+                map.insert(&mut txn, "sub", sub);
+            }
+        }
+    }
+    txn.encode_update_v1()
+}
+
+#[test]
+fn every_update_yrs_produces_is_accepted() {
+    let limits = UpdateLimits::default();
+    for seed in 1..=60u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let peers = [Doc::with_client_id(seed), Doc::with_client_id(1000 + seed)];
+        for _ in 0..25 {
+            let author = &peers[rng.below(2) as usize];
+            let update = random_edit(&mut rng, author);
+            let summary = check_update_v1(&update, &limits)
+                .unwrap_or_else(|error| panic!("seed {seed}: refused {error}"));
+            assert!(
+                summary
+                    .clients
+                    .iter()
+                    .all(|client| *client == author.client_id().get())
+            );
+            // Exchange, so edits build on each other's content.
+            for peer in &peers {
+                peer.transact_mut()
+                    .apply_update(Update::decode_v1(&update).expect("decodes"))
+                    .expect("applies");
+            }
+        }
+        let state = peers[0]
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let summary = check_update_v1(&state, &limits).expect("full state accepted");
+        let mut clients = summary.clients.clone();
+        clients.sort_unstable();
+        assert!(clients.iter().all(|c| [seed, 1000 + seed].contains(c)));
+        // The awareness and state vector checks accept what yrs encodes, too.
+        let sv = peers[0].transact().state_vector().encode_v1();
+        lectern_collab::limits::check_state_vector_v1(&sv).expect("state vector");
+    }
+    let awareness = AwarenessUpdate {
+        clients: HashMap::from([(
+            yrs::ClientID::new(5),
+            AwarenessUpdateEntry {
+                clock: 3,
+                json: r#"{"user":{"name":"ann"}}"#.into(),
+            },
+        )]),
+    };
+    lectern_collab::limits::check_awareness_v1(&awareness.encode_v1()).expect("awareness");
+}
+
+#[tokio::test]
+async fn nested_updates_close_the_sender_and_leave_the_room_serving() {
+    let (rooms, metrics) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut writer = Client::join_as(&rooms, "deep", Guest::new("w", Access::Write)).await;
+    let mut reader = Client::join_as(&rooms, "deep", Guest::new("r", Access::Read)).await;
+    let mut bystander = Client::join(&rooms, "deep").await;
+    for client in [&mut writer, &mut reader, &mut bystander] {
+        client.receive().await;
+    }
+    for client in [&writer, &reader] {
+        client
+            .send(protocol::encode_update(&nested_any_update(12_000)))
+            .await;
+        client.inbox.close_requests().requested().await;
+        assert_eq!(
+            client.inbox.close_requests().take()[0].reason,
+            CloseReason::InvalidMessage
+        );
+    }
+    assert_eq!(metrics.messages_rejected.get(), 2);
+    bystander.insert(0, "still here").await;
+    let state = rooms
+        .encode_state(&DocId::new("deep").expect("doc id"))
+        .await
+        .expect("room alive");
+    let copy = Doc::new();
+    copy.transact_mut()
+        .apply_update(Update::decode_v1(&state).expect("decode"))
+        .expect("apply");
+    assert_eq!(
+        copy.get_or_insert_text("body").get_string(&copy.transact()),
+        "still here"
+    );
+    assert!(copy.transact().root_refs().all(|(name, _)| name != "a"));
+}
+
+#[tokio::test]
+async fn a_poisoned_stored_document_fails_to_open_and_others_open() {
+    let store = Arc::new(MemoryStore::new());
+    let poisoned = DocId::new("poisoned").expect("doc id");
+    store
+        .append(&poisoned, &update_with_text_of("before the poison"))
+        .await
+        .expect("append");
+    // Stored before the limits existed: decoding it would abort the server.
+    store
+        .append(&poisoned, &nested_any_update(100_000))
+        .await
+        .expect("append");
+    let (rooms, metrics) = rooms_with(store.clone(), config());
+    let (sender, _inbox) = outbox(1024);
+    let refused = rooms
+        .join(poisoned.clone(), Guest::new("x", Access::Write), sender, 0)
+        .await;
+    assert!(matches!(refused, Err(JoinError::Unreadable)), "{refused:?}");
+    assert_eq!(metrics.documents_unreadable.get(), 1);
+    // The store is untouched (an operator may repair it), and other documents open.
+    assert_eq!(store.load(&poisoned).await.expect("load").updates.len(), 2);
+    let mut healthy = Client::join(&rooms, "healthy").await;
+    healthy.receive().await;
+    healthy.insert(0, "fine").await;
+    assert!(
+        rooms
+            .apply_update(&poisoned, update_with_text_of("x"))
+            .await
+            .is_err()
+    );
+}
+
+fn update_with_text_of(text: &str) -> Vec<u8> {
+    let doc = Doc::new();
+    let body = doc.get_or_insert_text("body");
+    let mut txn = doc.transact_mut();
+    body.insert(&mut txn, 0, text);
+    txn.encode_update_v1()
+}
+
+/// `count` updates of one author, each depending on the one before.
+fn chain(doc: &Doc, count: usize, bytes: usize) -> Vec<Vec<u8>> {
+    let body = doc.get_or_insert_text("body");
+    (0..count)
+        .map(|_| {
+            let mut txn = doc.transact_mut();
+            body.insert(&mut txn, 0, &"x".repeat(bytes));
+            txn.encode_update_v1()
+        })
+        .collect()
+}
+
+fn is_sync_step1(message: &Message) -> bool {
+    matches!(message, Message::Sync(SyncMessage::SyncStep1(_)))
+}
+
+#[tokio::test]
+async fn a_client_with_a_gap_is_asked_for_what_is_missing() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut alice = Client::join(&rooms, "gap").await;
+    let mut bob = Client::join(&rooms, "gap").await;
+    alice.receive().await;
+    bob.receive().await;
+    // Alice's second edit arrives without her first (a lost frame, a bug, a reconnect).
+    let edits = chain(&alice.doc, 2, 3);
+    alice.send(protocol::encode_update(&edits[1])).await;
+    let asked = alice.receive().await;
+    assert!(asked.iter().any(is_sync_step1), "{asked:?}");
+    // Her provider answers the step 1 with everything the room lacks.
+    let Some(Message::Sync(SyncMessage::SyncStep1(state_vector))) =
+        asked.into_iter().find(is_sync_step1)
+    else {
+        unreachable!()
+    };
+    let reply = alice
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&state_vector);
+    alice.send(protocol::encode_sync_step2(&reply)).await;
+    bob.receive_until_text("xxxxxx").await;
+}
+
+#[tokio::test]
+async fn a_client_sending_only_out_of_order_updates_is_closed_and_pending_dropped() {
+    let config = RoomConfig {
+        max_pending_updates: 20,
+        max_pending_bytes: 1024 * 1024,
+        ..config()
+    };
+    let (rooms, metrics) = rooms_with(Arc::new(MemoryStore::new()), config);
+    let mut attacker = Client::join(&rooms, "pending").await;
+    attacker.receive().await;
+    let edits = chain(&attacker.doc, 40, 100);
+    // Never the first: everything after it waits for it.
+    for edit in &edits[1..] {
+        attacker.send(protocol::encode_update(edit)).await;
+    }
+    attacker.inbox.close_requests().requested().await;
+    assert_eq!(
+        attacker.inbox.close_requests().take()[0].reason,
+        CloseReason::TooManyPending
+    );
+    assert_eq!(metrics.pending_overflows.get(), 1);
+    // What was pending is gone: the stored state holds none of it.
+    let state = rooms
+        .encode_state(&DocId::new("pending").expect("doc id"))
+        .await
+        .expect("state");
+    assert!(state.len() < 200, "pending kept: {} bytes", state.len());
+}
+
+#[tokio::test]
+async fn edits_typed_during_a_lock_merge_after_the_unlock() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let doc = DocId::new("locked").expect("doc id");
+    let mut teacher = Client::join_as(&rooms, "locked", Guest::new("t", Access::Write)).await;
+    let mut student = Client::join_as(&rooms, "locked", Guest::new("s", Access::Write)).await;
+    teacher.receive().await;
+    student.receive().await;
+    rooms
+        .change_access(&doc, vec![("s".into(), AccessChange::Set(Access::Read))])
+        .await;
+    student.insert(0, "during ").await; // refused: read-only
+    rooms
+        .change_access(&doc, vec![("s".into(), AccessChange::Set(Access::Write))])
+        .await;
+    // The unlock asks the student for what the room lacks; its provider answers.
+    let asked = student.receive().await;
+    let Some(Message::Sync(SyncMessage::SyncStep1(state_vector))) =
+        asked.into_iter().find(is_sync_step1)
+    else {
+        panic!("no sync step 1 after the unlock");
+    };
+    let reply = student
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&state_vector);
+    student.send(protocol::encode_sync_step2(&reply)).await;
+    student.insert(7, "after").await;
+    teacher.receive_until_text("during after").await;
+}
+
+fn awareness_frame(entries: &[(u64, u32, &str)]) -> Bytes {
+    let update = AwarenessUpdate {
+        clients: entries
+            .iter()
+            .map(|(client, clock, json)| {
+                (
+                    yrs::ClientID::new(*client),
+                    AwarenessUpdateEntry {
+                        clock: *clock,
+                        json: (*json).into(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    protocol::encode_awareness(&update)
+}
+
+#[tokio::test(start_paused = true)]
+async fn awareness_is_bounded_per_connection() {
+    let (rooms, metrics) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut ann = Client::join(&rooms, "presence").await;
+    let mut bob = Client::join(&rooms, "presence").await;
+    let mut eve = Client::join(&rooms, "presence").await;
+    for client in [&mut ann, &mut bob, &mut eve] {
+        client.receive().await;
+    }
+    ann.send(awareness_frame(&[(1, 1, r#"{"name":"ann"}"#)]))
+        .await;
+    bob.receive().await;
+    eve.receive().await;
+
+    // Eve may neither overwrite nor remove ann's state: dropped, not relayed.
+    eve.send(awareness_frame(&[(1, 2, r#"{"name":"phish"}"#)]))
+        .await;
+    eve.send(awareness_frame(&[(1, 3, "null")])).await;
+    // Her own state still goes through (and shows the others were dropped, not queued).
+    eve.send(awareness_frame(&[(3, 1, r#"{"name":"eve"}"#)]))
+        .await;
+    let seen = bob.receive().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let Message::Awareness(update) = &seen[0] else {
+        panic!("{seen:?}")
+    };
+    assert_eq!(
+        update.clients.keys().map(|c| c.get()).collect::<Vec<_>>(),
+        [3]
+    );
+    assert_eq!(metrics.awareness_dropped.get(), 2);
+
+    // Over the rate: the burst passes, the rest is dropped until tokens refill (time is
+    // paused, so only the polling below lets a few refill).
+    let burst = RoomConfig::default().awareness_burst;
+    for clock in 2..burst + 40 {
+        ann.send(awareness_frame(&[(1, clock, r#"{"name":"ann"}"#)]))
+            .await;
+    }
+    wait_for(|| metrics.awareness_dropped.get() >= 2 + 30).await;
+
+    // A thousand fake client ids, or one oversized state, close the connection.
+    let fake: Vec<(u64, u32, &str)> = (100..1100).map(|id| (id, 1, "{}")).collect();
+    eve.send(awareness_frame(&fake)).await;
+    eve.inbox.close_requests().requested().await;
+    assert_eq!(
+        eve.inbox.close_requests().take()[0].reason,
+        CloseReason::AwarenessLimit
+    );
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(20 * 1024));
+    bob.send(awareness_frame(&[(2, 1, &big)])).await;
+    bob.inbox.close_requests().requested().await;
+    assert_eq!(
+        bob.inbox.close_requests().take()[0].reason,
+        CloseReason::AwarenessLimit
+    );
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Bounded fuzzing: builds every cargo-fuzz target in fuzz/ once (stable toolchain, no
+# sanitizer, its own target dir) and runs each for a fixed time from the seed corpus in
+# fuzz/corpus/<target>/. Fails if any target crashes, hangs, or exceeds its memory limit;
+# the input that did it is saved in fuzz/artifacts/<target>/. Longer runs: fuzz/README.md.
+#
+#   LECTERN_FUZZ_SECONDS     seconds per target (default 10)
+#   LECTERN_FUZZ_TARGETS     space-separated targets to run (default: all)
+#   LECTERN_FUZZ_TARGET_DIR  build directory (default fuzz/target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${LECTERN_FUZZ_SECONDS:-10}"
+target_dir="${LECTERN_FUZZ_TARGET_DIR:-$PWD/fuzz/target}"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
+
+# cargo-fuzz has no --locked: check that fuzz/Cargo.lock needs no change before building.
+cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
+# `-s none`: the sanitizers need nightly; coverage instrumentation works on stable.
+(cd fuzz && cargo fuzz build --sanitizer none --target-dir "$target_dir")
+bin_dir="$target_dir/x86_64-unknown-linux-gnu/release"
+
+# Input size bounds per target: big enough for the seeds and real structure, small enough
+# that one input stays cheap (the PDF parser recurses on hostile input).
+max_len() {
+  case "$1" in
+    extract_pdf | extract_docx) echo 16384 ;;
+    *) echo 4096 ;;
+  esac
+}
+
+targets="${LECTERN_FUZZ_TARGETS:-$(cd fuzz && cargo fuzz list)}"
+failed=()
+for target in $targets; do
+  # New inputs the fuzzer finds go to a scratch corpus (first directory), never into the
+  # committed seeds; it is kept between local runs so they build on each other.
+  work="$target_dir/corpus/$target"
+  artifacts="fuzz/artifacts/$target"
+  log="$target_dir/logs/$target.log"
+  mkdir -p "$work" "$artifacts" "$(dirname "$log")"
+  # Inputs that once crashed a target are replayed first, every run (fuzz/regressions/).
+  corpora=("$work" "fuzz/corpus/$target")
+  if [[ -d "fuzz/regressions/$target" ]]; then
+    corpora+=("fuzz/regressions/$target")
+  fi
+  echo "fuzz: $target for ${seconds}s"
+  if ! "$bin_dir/$target" \
+    -max_total_time="$seconds" -max_len="$(max_len "$target")" \
+    -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
+    -artifact_prefix="$artifacts/" "${corpora[@]}" >"$log" 2>&1; then
+    echo "fuzz: $target FAILED; input saved in $artifacts/, last lines of $log:" >&2
+    tail -n 40 "$log" >&2
+    failed+=("$target")
+  else
+    grep -E '^stat::number_of_executed_units' "$log" | sed "s/^/fuzz: $target /" || true
+  fi
+done
+
+if ((${#failed[@]})); then
+  echo "fuzz: crashes in: ${failed[*]}" >&2
+  exit 1
+fi
+echo "fuzz: all targets ran clean"
