@@ -249,6 +249,16 @@ pub struct Config {
     )]
     pub max_update_depth: usize,
 
+    /// Deepest nesting of Yjs types (a map in a map in ...) in a document, a type in a root
+    /// being depth 1; an update creating a deeper one closes the sender with 1007, and a
+    /// stored document holding one does not open.
+    #[arg(
+        long,
+        env = "LECTERN_MAX_TYPE_DEPTH",
+        default_value_t = lectern_collab::DEFAULT_MAX_TYPE_DEPTH
+    )]
+    pub max_type_depth: u32,
+
     /// Updates with missing dependencies a document holds while waiting for them; the
     /// client whose update goes past it is closed with 4429 and they are dropped.
     #[arg(long, env = "LECTERN_MAX_PENDING_UPDATES", default_value_t = 512)]
@@ -653,6 +663,7 @@ impl Config {
                 max_depth: self.max_update_depth,
                 ..lectern_collab::UpdateLimits::default()
             },
+            max_type_depth: self.max_type_depth,
             max_pending_updates: self.max_pending_updates,
             max_pending_bytes: self.max_pending_bytes,
             max_awareness_clients: self.max_awareness_clients,

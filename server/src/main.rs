@@ -57,7 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         %address,
         database = %redact(&database),
         max_connections,
-        nofile = open_files.soft.map_or_else(|| "unlimited".to_owned(), |soft| soft.to_string()),
+        nofile = open_files.soft, // absent: unlimited
         "lectern listening"
     );
     lectern::serve(state, listener, shutdown_signal()).await

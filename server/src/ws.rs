@@ -545,12 +545,20 @@ impl Reader {
                 Ok(())
             }
             Err(error) => {
-                tracing::warn!(%doc, error = &error as &dyn std::error::Error, "join failed");
-                let reason = match error {
+                let reason = match &error {
                     lectern_collab::JoinError::ShuttingDown => CloseReason::ShuttingDown,
                     lectern_collab::JoinError::Unavailable => CloseReason::StorageUnavailable,
-                    lectern_collab::JoinError::Unreadable => CloseReason::DocumentUnreadable,
+                    lectern_collab::JoinError::Unreadable => {
+                        // The room already logged the damage when it failed to load; asking
+                        // again is attacker-driven (each ask reloads the document), so it
+                        // counts against the socket's refusals like a forbidden document.
+                        self.refused_opens += 1;
+                        CloseReason::DocumentUnreadable
+                    }
                 };
+                if reason != CloseReason::DocumentUnreadable {
+                    tracing::warn!(%doc, error = &error as &dyn std::error::Error, "join failed");
+                }
                 self.outbox.close(route, reason);
                 Err(())
             }

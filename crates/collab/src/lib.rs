@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod protocol;
 mod room;
 mod rooms;
+mod type_depth;
 pub mod store;
 
 use std::fmt;
@@ -35,6 +36,7 @@ pub use outbox::{Outbox, OutboxReceiver, Route, outbox};
 pub use protocol::{ClientMessage, ProtocolError};
 pub use rooms::{JoinError, Membership, RoomError, Rooms};
 pub use store::{MemoryStore, Store, StoreError};
+pub use type_depth::DEFAULT_MAX_TYPE_DEPTH;
 
 /// The name of a shared document, as it appears in URLs and in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -193,6 +195,10 @@ pub struct RoomConfig {
     pub compact_after_bytes: usize,
     /// Bounds on every update before it is decoded (nesting depth, structs and values).
     pub update_limits: UpdateLimits,
+    /// The deepest a Yjs type may nest in a document (a type in a root has depth 1). An
+    /// update creating a deeper one closes its sender (`InvalidMessage`); a stored document
+    /// holding one does not open.
+    pub max_type_depth: u32,
     /// Updates whose dependencies are missing are held in memory until those arrive; at most
     /// this many (counted since the room last had nothing pending)...
     pub max_pending_updates: usize,
@@ -217,6 +223,7 @@ impl Default for RoomConfig {
             compact_after_updates: 1000,
             compact_after_bytes: 4 * 1024 * 1024,
             update_limits: UpdateLimits::default(),
+            max_type_depth: DEFAULT_MAX_TYPE_DEPTH,
             max_pending_updates: 512,
             max_pending_bytes: 1024 * 1024,
             max_awareness_clients: 4,

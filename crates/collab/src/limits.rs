@@ -19,6 +19,7 @@
 //! The state vectors of sync step 1 and awareness updates have no nesting; their counts are
 //! checked against the bytes left by [`check_state_vector_v1`] and [`check_awareness_v1`].
 
+use yrs::{ClientID, ID};
 use yrs::encoding::read::{Cursor, Read};
 
 /// Limits applied to one encoded update.
@@ -95,6 +96,15 @@ pub enum LimitError {
         /// The limit.
         max: usize,
     },
+    /// The update creates a Yjs type nested deeper than allowed (`type_depth.rs`).
+    #[error("types nest deeper than {max}")]
+    TypesTooDeep {
+        /// The limit.
+        max: u32,
+    },
+    /// Items name each other as "same parent as" in a circle.
+    #[error("item parents form a cycle")]
+    ParentCycle,
 }
 
 // Struct and content tags, as yrs' `block.rs` numbers them.
@@ -118,25 +128,86 @@ const KNOWN_TYPES: [u8; 8] = [0, 1, 2, 4, 5, 6, 9, 15];
 
 /// Checks an encoded (v1) update against `limits` without recursing, and summarises it.
 pub fn check_update_v1(bytes: &[u8], limits: &UpdateLimits) -> Result<UpdateSummary, LimitError> {
+    walk_update_v1(bytes, limits, None)
+}
+
+/// Like [`check_update_v1`], and also lists every struct of the update with where it says
+/// its parent is (for the type depth check, `type_depth.rs`).
+pub(crate) fn scan_update_v1(
+    bytes: &[u8],
+    limits: &UpdateLimits,
+) -> Result<(UpdateSummary, Vec<StructRef>), LimitError> {
+    let mut structs = Vec::new();
+    let summary = walk_update_v1(bytes, limits, Some(&mut structs))?;
+    Ok((summary, structs))
+}
+
+fn walk_update_v1(
+    bytes: &[u8],
+    limits: &UpdateLimits,
+    structs: Option<&mut Vec<StructRef>>,
+) -> Result<UpdateSummary, LimitError> {
     let mut walk = Walk {
         cursor: Cursor::new(bytes),
         limits,
         summary: UpdateSummary::default(),
+        structs,
     };
     let clients = walk.count(1)?;
     for _ in 0..clients {
         let structs = walk.count(1)?;
         let client: u64 = walk.cursor.read_var()?;
-        let _clock: u32 = walk.cursor.read_var()?;
+        let mut clock: u32 = walk.cursor.read_var()?;
         if !walk.summary.clients.contains(&client) {
             walk.summary.clients.push(client);
         }
         for _ in 0..structs {
-            walk.structure()?;
+            let len = walk.structure(client, clock)?;
+            clock = clock.saturating_add(len);
         }
     }
     walk.delete_set()?;
     Ok(walk.summary)
+}
+
+/// One struct of an update, as far as the type depth check needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StructRef {
+    /// Its first id.
+    pub id: ID,
+    /// How many ids (clock values) it covers.
+    pub len: u32,
+    /// What it is.
+    pub kind: StructKind,
+}
+
+/// What a struct is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StructKind {
+    /// A garbage-collected range: nothing lives there.
+    Gc,
+    /// A range the update does not carry.
+    Skip,
+    /// An item; `is_type` when its content is a Yjs type (content tag 7).
+    Item { is_type: bool, parent: ParentRef },
+}
+
+/// Where an item says its parent is, as written on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ParentRef {
+    /// A root type, by name.
+    Root,
+    /// The type item with this id.
+    Type(ID),
+    /// The same parent as the item containing `origin` or else the one containing `right`
+    /// (the v1 format writes parent info only when both are absent; yrs takes the origin's
+    /// parent when the origin is a live item, else the right origin's).
+    SameAs {
+        /// The item's origin (left neighbour when created).
+        origin: Option<ID>,
+        /// Its right origin.
+        right: Option<ID>,
+    },
 }
 
 /// Checks an encoded (v1) state vector: its count against the bytes left.
@@ -180,6 +251,8 @@ struct Walk<'a> {
     cursor: Cursor<'a>,
     limits: &'a UpdateLimits,
     summary: UpdateSummary,
+    /// Where to list the structs read, when the caller wants them.
+    structs: Option<&'a mut Vec<StructRef>>,
 }
 
 /// One open container while walking an `Any` value.
@@ -210,50 +283,77 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// One struct, as `Update::decode_block` reads it.
-    fn structure(&mut self) -> Result<(), LimitError> {
+    /// One struct starting at `client`/`clock`, as `Update::decode_block` reads it; returns
+    /// how many ids it covers.
+    fn structure(&mut self, client: u64, clock: u32) -> Result<u32, LimitError> {
         self.tally(true)?;
         let info = self.cursor.read_u8()?;
+        let id = ID::new(ClientID::new(client), clock);
         match info {
             SKIP | GC => {
-                let _len: u32 = self.cursor.read_var()?;
-                return Ok(());
+                let len: u32 = self.cursor.read_var()?;
+                let kind = if info == GC {
+                    StructKind::Gc
+                } else {
+                    StructKind::Skip
+                };
+                self.record(StructRef { id, len, kind });
+                return Ok(len);
             }
             _ => {}
         }
         let cannot_copy_parent_info = info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0;
-        if info & HAS_ORIGIN != 0 {
-            self.id()?;
-        }
-        if info & HAS_RIGHT_ORIGIN != 0 {
-            self.id()?;
-        }
+        let origin = if info & HAS_ORIGIN != 0 {
+            Some(self.id()?)
+        } else {
+            None
+        };
+        let right = if info & HAS_RIGHT_ORIGIN != 0 {
+            Some(self.id()?)
+        } else {
+            None
+        };
+        let mut parent = ParentRef::SameAs { origin, right };
         if cannot_copy_parent_info {
+            parent = ParentRef::Root;
             let parent_info: u32 = self.cursor.read_var()?;
             if parent_info == 1 {
                 self.cursor.read_string()?;
             } else {
-                self.id()?;
+                parent = ParentRef::Type(self.id()?);
             }
             if info & HAS_PARENT_SUB != 0 {
                 self.cursor.read_string()?;
             }
         }
-        self.content(info & 0b1111)
+        let kind = info & 0b1111;
+        let len = self.content(kind)?;
+        let is_type = kind == CONTENT_TYPE;
+        self.record(StructRef {
+            id,
+            len,
+            kind: StructKind::Item { is_type, parent },
+        });
+        Ok(len)
     }
 
-    fn id(&mut self) -> Result<(), LimitError> {
-        let _client: u64 = self.cursor.read_var()?;
-        let _clock: u32 = self.cursor.read_var()?;
-        Ok(())
+    fn record(&mut self, structure: StructRef) {
+        if let Some(structs) = self.structs.as_deref_mut() {
+            structs.push(structure);
+        }
     }
 
-    /// An item's content, as `ItemContent::decode` reads it.
-    fn content(&mut self, kind: u8) -> Result<(), LimitError> {
-        match kind {
-            CONTENT_DELETED => {
-                let _len: u32 = self.cursor.read_var()?;
-            }
+    fn id(&mut self) -> Result<ID, LimitError> {
+        let client: u64 = self.cursor.read_var()?;
+        let clock: u32 = self.cursor.read_var()?;
+        Ok(ID::new(ClientID::new(client), clock))
+    }
+
+    /// An item's content, as `ItemContent::decode` reads it; returns its length in ids
+    /// (`ItemContent::len`: UTF-16 code units for strings).
+    fn content(&mut self, kind: u8) -> Result<u32, LimitError> {
+        let len = match kind {
+            CONTENT_DELETED => self.cursor.read_var()?,
             CONTENT_JSON => {
                 // yrs reads one string more than the count says (`while remaining >= 0`);
                 // follow it, or this walk and yrs would disagree on where the next struct
@@ -263,17 +363,24 @@ impl Walk<'_> {
                     self.tally(false)?;
                     self.cursor.read_string()?;
                 }
+                u32::try_from(strings).unwrap_or(u32::MAX)
             }
             CONTENT_BINARY => {
                 self.cursor.read_buf()?;
+                1
             }
             CONTENT_STRING => {
-                self.cursor.read_string()?;
+                let text = self.cursor.read_string()?;
+                u32::try_from(text.encode_utf16().count()).unwrap_or(u32::MAX)
             }
-            CONTENT_EMBED => self.json()?,
+            CONTENT_EMBED => {
+                self.json()?;
+                1
+            }
             CONTENT_FORMAT => {
                 self.cursor.read_string()?;
                 self.json()?;
+                1
             }
             CONTENT_TYPE => {
                 let type_ref = self.cursor.read_u8()?;
@@ -285,16 +392,19 @@ impl Walk<'_> {
                         tag: type_ref,
                     });
                 }
+                1
             }
             CONTENT_ANY => {
                 let values = self.count(1)?;
                 for _ in 0..values {
                     self.any()?;
                 }
+                u32::try_from(values).unwrap_or(u32::MAX)
             }
             CONTENT_DOC => {
                 self.cursor.read_string()?; // guid
                 self.any()?; // options
+                1
             }
             tag => {
                 return Err(LimitError::UnknownTag {
@@ -302,8 +412,8 @@ impl Walk<'_> {
                     tag,
                 });
             }
-        }
-        Ok(())
+        };
+        Ok(len)
     }
 
     /// One `Any` value (`Any::decode`), with an explicit stack of open arrays and maps.

@@ -31,6 +31,7 @@ use crate::fanout::{FanoutMessage, FanoutPayload, NodeId, Subscription};
 use crate::limits::{self, LimitError, UpdateLimits};
 use crate::outbox::{Outbox, Route, SendError};
 use crate::protocol::{self, ClientMessage};
+use crate::type_depth::{Checked, TypeDepths};
 use crate::{
     Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, JoinError, RoomConfig,
     Store, StoreError,
@@ -213,6 +214,8 @@ pub(crate) struct Room {
     /// had nothing pending: an upper bound of what yrs holds until the dependencies arrive.
     pending_updates: usize,
     pending_bytes: usize,
+    /// The depths of the document's types, to refuse updates nesting types too deep.
+    type_depths: TypeDepths,
 }
 
 /// A background compaction and what it covers, to settle the log counters when it ends.
@@ -249,6 +252,7 @@ impl Room {
         let doc = Doc::new();
         let mut document_bytes = 0;
         let mut last_seq = 0;
+        let mut type_depths = TypeDepths::default();
         {
             let mut txn = doc.transact_mut();
             let parts = stored
@@ -258,9 +262,22 @@ impl Room {
                 .chain(stored.updates.iter().map(|update| update.bytes.as_slice()));
             for bytes in parts {
                 document_bytes += bytes.len();
-                let update = checked_decode(bytes, &limits).map_err(LoadError::Unreadable)?;
+                // Each part is checked against the document built so far, so a stored chain
+                // of types too deep is refused before yrs could delete it recursively. A
+                // snapshot may carry structs that were pending when it was written (their
+                // depth was checked when they arrived): those are left pending again.
+                let (update, checked) = checked_decode_in(
+                    bytes,
+                    &limits,
+                    context.config.max_type_depth,
+                    &mut type_depths,
+                    &txn,
+                )
+                .map_err(LoadError::Unreadable)?;
                 if let Err(error) = txn.apply_update(update) {
                     tracing::error!(doc = %doc_id, %error, "stored update does not apply");
+                } else if let Checked::Within(created) = checked {
+                    type_depths.record(created);
                 }
             }
         }
@@ -281,6 +298,7 @@ impl Room {
             awareness_owners: HashMap::new(),
             pending_updates: 0,
             pending_bytes: 0,
+            type_depths,
         })
     }
 
@@ -569,8 +587,27 @@ impl Room {
                     }
                     continue;
                 }
-                let update = match checked_decode(&payload, &config.update_limits) {
-                    Ok(update) => update,
+                let (update, created) = match checked_decode_in(
+                    &payload,
+                    &config.update_limits,
+                    config.max_type_depth,
+                    &mut self.type_depths,
+                    &txn,
+                ) {
+                    Ok((update, Checked::Within(created))) => (update, created),
+                    Ok((_, Checked::Unknown)) => {
+                        // A new type's depth depends on changes the room lacks: applying it
+                        // could let yrs integrate an unchecked type later. Ask the sender for
+                        // everything the room lacks instead; its answer carries both.
+                        tracing::debug!(doc = %self.doc_id, member, "update with a type of unknown depth held back");
+                        if let Some(joined) = self.members.get_mut(&member)
+                            && !joined.resync_sent
+                        {
+                            joined.resync_sent = true;
+                            resync.push(member);
+                        }
+                        continue;
+                    }
                     Err(error) => {
                         tracing::info!(doc = %self.doc_id, member, error = &error as &dyn std::error::Error, "update refused");
                         rejected.push((member, CloseReason::InvalidMessage));
@@ -589,7 +626,12 @@ impl Room {
                 }
                 accepted_bytes += payload.len();
                 senders.insert(member);
+                self.type_depths.record(created);
                 if !txn.has_missing_updates() {
+                    // Nothing waits: this member may be asked again next time.
+                    if let Some(joined) = self.members.get_mut(&member) {
+                        joined.resync_sent = false;
+                    }
                     if self.pending_updates > 0 {
                         self.pending_updates = 0;
                         self.pending_bytes = 0;
@@ -745,16 +787,32 @@ impl Room {
             FanoutPayload::Update(bytes) => {
                 // Another node checked it against the same limits; a node running older code,
                 // or a forged message on a shared bus, must not crash this one either.
-                let update = match checked_decode(&bytes, &self.context.config.update_limits) {
-                    Ok(update) => update,
+                let config = &self.context.config;
+                let mut txn = self.awareness.doc().transact_mut();
+                // The type depth check too; a type of unknown depth is applied all the same:
+                // the node that accepted it resolved it, and refusing would leave this
+                // node's copy behind until its clients resync.
+                let checked = checked_decode_in(
+                    &bytes,
+                    &config.update_limits,
+                    config.max_type_depth,
+                    &mut self.type_depths,
+                    &txn,
+                );
+                let (update, checked) = match checked {
+                    Ok(decoded) => decoded,
                     Err(error) => {
                         tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "fan-out update refused");
                         return;
                     }
                 };
-                if let Err(error) = self.awareness.doc().transact_mut().apply_update(update) {
+                if let Err(error) = txn.apply_update(update) {
                     tracing::warn!(doc = %self.doc_id, %error, "fan-out update does not apply");
                     return;
+                }
+                drop(txn);
+                if let Checked::Within(created) = checked {
+                    self.type_depths.record(created);
                 }
                 self.full_state = None;
                 self.document_bytes += bytes.len();
@@ -919,11 +977,19 @@ impl Room {
     }
 }
 
-/// Checks `bytes` against `limits`, then decodes them: yrs never sees an update that could
-/// make it recurse too deep.
-fn checked_decode(bytes: &[u8], limits: &UpdateLimits) -> Result<Update, LimitError> {
-    limits::check_update_v1(bytes, limits)?;
-    Ok(Update::decode_v1(bytes)?)
+/// Checks `bytes` against `limits` and the types they create against `max_type_depth` in
+/// the document `txn` reads, then decodes them: yrs never sees an update that could make it
+/// recurse too deep, now or when a type is deleted later.
+fn checked_decode_in<T: ReadTxn>(
+    bytes: &[u8],
+    limits: &UpdateLimits,
+    max_type_depth: u32,
+    type_depths: &mut TypeDepths,
+    txn: &T,
+) -> Result<(Update, Checked), LimitError> {
+    let (_, structs) = limits::scan_update_v1(bytes, limits)?;
+    let checked = type_depths.check(txn, &structs, max_type_depth)?;
+    Ok((Update::decode_v1(bytes)?, checked))
 }
 
 /// Resolves when the running compaction ends; never, when none runs.

@@ -562,3 +562,321 @@ async fn awareness_is_bounded_per_connection() {
         CloseReason::AwarenessLimit
     );
 }
+
+// Nested Yjs types: yrs deletes them recursively, so their depth is bounded in the document.
+
+/// The author of the type chains: deleting its first item deletes a chain's root.
+const CHAIN_AUTHOR: u64 = 99;
+
+/// A v1 update creating, in root map "root", a chain of `depth` maps nested under key "k".
+fn type_chain_update(depth: u32) -> Vec<u8> {
+    let doc = Doc::with_client_id(CHAIN_AUTHOR);
+    let root = doc.get_or_insert_map("root");
+    let mut txn = doc.transact_mut();
+    let mut map = root.insert(&mut txn, "k", MapPrelim::default());
+    for _ in 1..depth {
+        map = map.insert(&mut txn, "k", MapPrelim::default());
+    }
+    txn.encode_update_v1()
+}
+
+/// `update` (with an empty delete set) plus the deletion of the chain's root entry.
+fn with_chain_root_deleted(update: &[u8]) -> Vec<u8> {
+    assert_eq!(update.last(), Some(&0), "an empty delete set ends the update");
+    let mut bytes = update[..update.len() - 1].to_vec();
+    // One client, one range: clock 0, length 1.
+    bytes.extend_from_slice(&[1, CHAIN_AUTHOR as u8, 1, 0, 1]);
+    bytes
+}
+
+/// Whether the room's root map "root" has a "k" entry.
+async fn room_has_chain(rooms: &Rooms, doc: &str) -> bool {
+    let state = rooms
+        .encode_state(&DocId::new(doc).expect("doc id"))
+        .await
+        .expect("room alive");
+    // Decoding and applying a (bounded) chain is safe; deleting is what recursed.
+    let copy = Doc::new();
+    copy.transact_mut()
+        .apply_update(Update::decode_v1(&state).expect("decode"))
+        .expect("apply");
+    let root = copy.get_or_insert_map("root");
+    root.get(&copy.transact(), "k").is_some()
+}
+
+async fn assert_closed_invalid(client: &Client) {
+    client.inbox.close_requests().requested().await;
+    assert_eq!(
+        client.inbox.close_requests().take()[0].reason,
+        CloseReason::InvalidMessage
+    );
+}
+
+#[test]
+fn a_type_chain_at_the_limit_fits_a_small_stack() {
+    // Everything yrs does recursively with the deepest accepted chain, on a 256 KiB stack (an
+    // eighth of a tokio worker's): apply, encode, reload, delete and collect, encode, drop.
+    // (Measured in a debug build: 256 KiB overflows at 160 to 192 levels, 2 MiB at 1,536
+    // to 1,792; see `DEFAULT_MAX_TYPE_DEPTH`.)
+    let chain = type_chain_update(lectern_collab::DEFAULT_MAX_TYPE_DEPTH);
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let doc = Doc::new();
+            let root = doc.get_or_insert_map("root");
+            doc.transact_mut()
+                .apply_update(Update::decode_v1(&chain).expect("decodes"))
+                .expect("applies");
+            let snapshot = doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            let reloaded = Doc::new();
+            reloaded
+                .transact_mut()
+                .apply_update(Update::decode_v1(&snapshot).expect("snapshot decodes"))
+                .expect("snapshot applies");
+            root.remove(&mut doc.transact_mut(), "k").expect("deleted");
+            let collected = doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            reloaded
+                .transact_mut()
+                .apply_update(Update::decode_v1(&collected).expect("decodes"))
+                .expect("deletion applies");
+            drop(doc);
+            drop(reloaded);
+        })
+        .expect("thread")
+        .join()
+        .expect("no stack overflow");
+}
+
+#[tokio::test]
+async fn a_deep_type_chain_is_refused_whole_or_with_its_deletion() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut bystander = Client::join(&rooms, "chain").await;
+    bystander.receive().await;
+    // 10,000 levels in one ~80 KB update; then the same with the deletion of its root, which
+    // aborted the server when applied.
+    let chain = type_chain_update(10_000);
+    for attack in [chain.clone(), with_chain_root_deleted(&chain)] {
+        let mut attacker = Client::join(&rooms, "chain").await;
+        attacker.receive().await;
+        attacker.send(protocol::encode_update(&attack)).await;
+        assert_closed_invalid(&attacker).await;
+    }
+    assert!(!room_has_chain(&rooms, "chain").await);
+    bystander.insert(0, "still here").await;
+    assert_eq!(room_text(&rooms, "chain").await, "still here");
+}
+
+#[tokio::test]
+async fn a_type_chain_at_the_limit_is_accepted_with_its_deletion() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut member = Client::join(&rooms, "at-limit").await;
+    member.receive().await;
+    let chain = type_chain_update(lectern_collab::DEFAULT_MAX_TYPE_DEPTH);
+    member.send(protocol::encode_update(&chain)).await;
+    wait_for_chain(&rooms, "at-limit", true).await;
+    member
+        .send(protocol::encode_update(&with_chain_root_deleted(&chain)))
+        .await;
+    wait_for_chain(&rooms, "at-limit", false).await;
+    assert!(member.inbox.close_requests().take().is_empty());
+}
+
+async fn wait_for_chain(rooms: &Rooms, doc: &str, present: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while room_has_chain(rooms, doc).await != present {
+        assert!(tokio::time::Instant::now() < deadline, "chain never {present}");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_type_chain_built_one_level_per_update_is_refused_at_the_limit() {
+    let limit = lectern_collab::DEFAULT_MAX_TYPE_DEPTH;
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut builder = Client::join(&rooms, "levels").await;
+    builder.receive().await;
+    let author = Doc::with_client_id(CHAIN_AUTHOR);
+    let root = author.get_or_insert_map("root");
+    let (mut map, first) = {
+        let mut txn = author.transact_mut();
+        let map = root.insert(&mut txn, "k", MapPrelim::default());
+        (map, txn.encode_update_v1())
+    };
+    builder.send(protocol::encode_update(&first)).await;
+    for level in 2..=limit + 1 {
+        let update = {
+            let mut txn = author.transact_mut();
+            map = map.insert(&mut txn, "k", MapPrelim::default());
+            txn.encode_update_v1()
+        };
+        builder.send(protocol::encode_update(&update)).await;
+        if level <= limit {
+            assert!(builder.inbox.close_requests().take().is_empty(), "{level}");
+        }
+    }
+    assert_closed_invalid(&builder).await;
+    // Everything up to the limit is kept, and deleting it is safe.
+    wait_for_chain(&rooms, "levels", true).await;
+    let mut other = Client::join(&rooms, "levels").await;
+    other.receive().await;
+    other
+        .send(protocol::encode_update(&[0, 1, CHAIN_AUTHOR as u8, 1, 0, 1]))
+        .await;
+    wait_for_chain(&rooms, "levels", false).await;
+}
+
+#[tokio::test]
+async fn a_deletion_sent_before_a_deep_chain_never_deletes_it() {
+    // The deletion arrives first and waits in yrs' pending delete set; the chain would be
+    // deleted (recursively) the moment it integrated. It never integrates.
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut attacker = Client::join(&rooms, "delete-first").await;
+    attacker.receive().await;
+    let deletion = with_chain_root_deleted(&[0, 0]);
+    attacker.send(protocol::encode_update(&deletion)).await;
+    attacker
+        .send(protocol::encode_update(&type_chain_update(10_000)))
+        .await;
+    assert_closed_invalid(&attacker).await;
+    // A chain within the limit after the same deletion integrates and is deleted, safely.
+    let mut member = Client::join(&rooms, "delete-first").await;
+    member.receive().await;
+    member.send(protocol::encode_update(&deletion)).await;
+    member
+        .send(protocol::encode_update(&type_chain_update(
+            lectern_collab::DEFAULT_MAX_TYPE_DEPTH,
+        )))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = rooms
+            .encode_state(&DocId::new("delete-first").expect("doc id"))
+            .await
+            .expect("room alive");
+        let copy = Doc::new();
+        copy.transact_mut()
+            .apply_update(Update::decode_v1(&state).expect("decode"))
+            .expect("apply");
+        // Integrated (the author's clock advanced) and deleted.
+        if copy.transact().state_vector().get(&yrs::block::ClientID::new(CHAIN_AUTHOR)) > 0 {
+            assert!(copy.get_or_insert_map("root").get(&copy.transact(), "k").is_none());
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "chain never integrated");
+        tokio::task::yield_now().await;
+    }
+    assert!(member.inbox.close_requests().take().is_empty());
+}
+
+#[tokio::test]
+async fn a_type_after_a_gap_waits_for_the_gap() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut author = Client::join(&rooms, "type-gap").await;
+    let mut reader = Client::join(&rooms, "type-gap").await;
+    author.receive().await;
+    reader.receive().await;
+    let chat = author.doc.get_or_insert_array("chat");
+    let edits: Vec<Vec<u8>> = (0..2)
+        .map(|_| {
+            let mut txn = author.doc.transact_mut();
+            chat.push_back(&mut txn, MapPrelim::default());
+            txn.encode_update_v1()
+        })
+        .collect();
+    // The second map names the first as its origin: its depth is unknown without it.
+    author.send(protocol::encode_update(&edits[1])).await;
+    let asked = author.receive().await;
+    let Some(Message::Sync(SyncMessage::SyncStep1(state_vector))) =
+        asked.into_iter().find(is_sync_step1)
+    else {
+        panic!("not asked for what is missing")
+    };
+    let reply = author
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&state_vector);
+    author.send(protocol::encode_sync_step2(&reply)).await;
+    let chat = reader.doc.get_or_insert_array("chat");
+    while chat.len(&reader.doc.transact()) < 2 {
+        reader.receive().await;
+    }
+    assert!(author.inbox.close_requests().take().is_empty());
+}
+
+#[tokio::test]
+async fn real_nested_documents_and_a_wide_chat_still_work() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut author = Client::join(&rooms, "real").await;
+    let mut reader = Client::join(&rooms, "real").await;
+    author.receive().await;
+    reader.receive().await;
+    // A y-prosemirror-like tree ten levels deep, and maps and arrays nested ten levels.
+    let update = {
+        let tree = author.doc.get_or_insert_xml_fragment("prosemirror");
+        let data = author.doc.get_or_insert_map("data");
+        let mut txn = author.doc.transact_mut();
+        let mut element = tree.push_back(&mut txn, XmlElementPrelim::empty("blockquote"));
+        for level in 2..10 {
+            let name = if level % 2 == 0 { "bullet_list" } else { "list_item" };
+            element = element.push_back(&mut txn, XmlElementPrelim::empty(name));
+        }
+        element.push_back(&mut txn, XmlTextPrelim::new("deep text"));
+        let mut map = data.insert(&mut txn, "m", MapPrelim::default());
+        for _ in 0..4 {
+            let array = map.insert(&mut txn, "a", ArrayPrelim::default());
+            map = array.push_back(&mut txn, MapPrelim::default());
+        }
+        map.insert(&mut txn, "leaf", "value");
+        txn.encode_update_v1()
+    };
+    author.send(protocol::encode_update(&update)).await;
+    // A chat of 5,000 messages, each a Y.Map appended in its own update.
+    let chat = author.doc.get_or_insert_array("chat");
+    let messages = 5_000;
+    let started = std::time::Instant::now();
+    for index in 0..messages {
+        let update = {
+            let mut txn = author.doc.transact_mut();
+            let message = chat.push_back(&mut txn, MapPrelim::default());
+            message.insert(&mut txn, "text", format!("message {index}"));
+            txn.encode_update_v1()
+        };
+        author.send(protocol::encode_update(&update)).await;
+    }
+    let reader_chat = reader.doc.get_or_insert_array("chat");
+    while reader_chat.len(&reader.doc.transact()) < messages {
+        reader.receive().await;
+    }
+    eprintln!(
+        "{messages} chat appends applied in {:?}",
+        started.elapsed()
+    );
+    let tree = reader.doc.get_or_insert_xml_fragment("prosemirror");
+    assert!(tree.get_string(&reader.doc.transact()).contains("deep text"));
+    assert!(author.inbox.close_requests().take().is_empty());
+}
+
+#[tokio::test]
+async fn a_stored_type_chain_over_the_limit_fails_to_open() {
+    let store = Arc::new(MemoryStore::new());
+    let deep = DocId::new("deep-types").expect("doc id");
+    // Stored before the bound existed (the chain alone applied fine then).
+    store
+        .append(
+            &deep,
+            &type_chain_update(lectern_collab::DEFAULT_MAX_TYPE_DEPTH + 1),
+        )
+        .await
+        .expect("append");
+    let (rooms, metrics) = rooms_with(store, config());
+    let (sender, _inbox) = outbox(1024);
+    let refused = rooms
+        .join(deep, Guest::new("x", Access::Write), sender, 0)
+        .await;
+    assert!(matches!(refused, Err(JoinError::Unreadable)), "{refused:?}");
+    assert_eq!(metrics.documents_unreadable.get(), 1);
+}
