@@ -522,6 +522,18 @@ pub struct Config {
     )]
     pub login_address_rate_limit_burst: u32,
 
+    /// Reverse proxies whose `X-Forwarded-For` is believed (comma-separated addresses or
+    /// CIDR blocks, e.g. `10.0.0.0/8,127.0.0.1`). A request from one of them is counted
+    /// against the address the proxies say it came from; from anywhere else the header is
+    /// ignored. Empty (the default): the TCP peer is the client.
+    #[arg(
+        long,
+        env = "LECTERN_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_ip_block
+    )]
+    pub trusted_proxies: Vec<IpBlock>,
+
     /// Password hashes (login, registration) run at once; each holds 19 MiB and a core.
     /// Default: the number of cores.
     #[arg(long, env = "LECTERN_PASSWORD_HASH_CONCURRENCY")]
@@ -717,4 +729,69 @@ mod tests {
         );
         assert_eq!(config.database_url(), "sqlite:///tmp/lectern-x/lectern.db");
     }
+}
+
+/// An address block: an address and how many leading bits of it count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpBlock {
+    /// The block's address (bits beyond `prefix` are ignored).
+    pub address: std::net::IpAddr,
+    /// Leading bits that must match.
+    pub prefix: u8,
+}
+
+impl IpBlock {
+    /// Whether `address` is inside this block (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let address = address.to_canonical();
+        match (self.address.to_canonical(), address) {
+            (IpAddr::V4(block), IpAddr::V4(candidate)) => {
+                prefix_matches(&block.octets(), &candidate.octets(), self.prefix)
+            }
+            (IpAddr::V6(block), IpAddr::V6(candidate)) => {
+                prefix_matches(&block.octets(), &candidate.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_matches(block: &[u8], candidate: &[u8], prefix: u8) -> bool {
+    let mut bits = usize::from(prefix);
+    for (block, candidate) in block.iter().zip(candidate) {
+        if bits == 0 {
+            return true;
+        }
+        let take = bits.min(8);
+        let mask = u8::MAX << (8 - take);
+        if block & mask != candidate & mask {
+            return false;
+        }
+        bits -= take;
+    }
+    true
+}
+
+/// Parses `10.0.0.0/8`, `fd00::/8` or a single address.
+fn parse_ip_block(text: &str) -> Result<IpBlock, String> {
+    let text = text.trim();
+    let (address, prefix) = match text.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text, None),
+    };
+    let address: std::net::IpAddr = address
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR block"))?;
+    let address = address.to_canonical();
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(prefix) => prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|bits| *bits <= max)
+            .ok_or_else(|| format!("`{text}` has an invalid prefix length"))?,
+        None => max,
+    };
+    Ok(IpBlock { address, prefix })
 }

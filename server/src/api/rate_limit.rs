@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
+use crate::AppState;
+use crate::config::IpBlock;
+
 /// Above this many tracked keys, buckets that have refilled completely are dropped (they
 /// hold no information: a new bucket starts full).
 const PRUNE_ABOVE: usize = 10_000;
@@ -141,17 +144,55 @@ impl ClientAddress {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(peer)| peer.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        let forwarded = parts
+            .headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok());
+        Ok(Self(peer.map(|peer| {
+            client_ip(peer, forwarded, &state.config().trusted_proxies)
+        })))
     }
+}
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The client behind `peer`: the peer itself, unless it is a trusted proxy; then the
+/// rightmost `X-Forwarded-For` entry that is not a trusted proxy (entries left of it were
+/// written by the client and prove nothing). Unparsable entries end the walk at the last
+/// trusted hop.
+fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded: impl Iterator<Item = &'a str>,
+    trusted: &[IpBlock],
+) -> IpAddr {
+    let is_trusted = |address: IpAddr| trusted.iter().any(|block| block.contains(address));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded.flat_map(|value| value.split(',')).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(address) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = address;
+        if !is_trusted(address) {
+            break;
+        }
+    }
+    client
 }
 
 #[cfg(test)]
@@ -218,5 +259,61 @@ mod tests {
         let _ = limiter.check_at("fresh", later);
         let tracked = limiter.buckets.lock().expect("lock").len();
         assert_eq!(tracked, 1, "refilled buckets carry no state");
+    }
+
+    fn block(text: &str) -> IpBlock {
+        let (address, prefix) = text.split_once('/').expect("cidr");
+        IpBlock {
+            address: address.parse().expect("address"),
+            prefix: prefix.parse().expect("prefix"),
+        }
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let trusted = [block("10.0.0.0/8")];
+        // From an untrusted peer the header is the client's own word: ignored.
+        let header = ["1.2.3.4"];
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), header.into_iter(), &trusted),
+            ip("203.0.113.9")
+        );
+        // Behind the proxy: the rightmost hop the proxies did not add, whatever the client
+        // wrote to the left of it.
+        let header = ["6.6.6.6, 198.51.100.7", "10.1.2.3"];
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), header.into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
+        // No header, or garbage: the proxy's own address (all its clients share a key).
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), std::iter::empty(), &trusted),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), ["nonsense"].into_iter(), &trusted),
+            ip("10.0.0.1")
+        );
+        // Nothing trusted: never read.
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), ["198.51.100.7"].into_iter(), &[]),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn ip_blocks_match_by_prefix() {
+        assert!(block("10.0.0.0/8").contains(ip("10.255.0.1")));
+        assert!(!block("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(block("192.168.1.0/23").contains(ip("192.168.0.77")));
+        assert!(!block("192.168.1.0/24").contains(ip("192.168.0.77")));
+        assert!(block("fd00::/8").contains(ip("fd12::1")));
+        assert!(block("127.0.0.1/32").contains(ip("::ffff:127.0.0.1")));
+        assert!(!block("fd00::/8").contains(ip("10.0.0.1")));
+        assert!(block("0.0.0.0/0").contains(ip("8.8.8.8")));
     }
 }
