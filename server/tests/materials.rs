@@ -373,6 +373,20 @@ async fn only_members_read_and_only_uploaders_or_faculty_delete() {
             (status, code(&body)),
             (StatusCode::BAD_REQUEST, "invalid_request")
         );
+        // Each listed material is a database lookup: the list is bounded before any is made.
+        let many: Vec<String> = (0..21).map(|i| format!("no-such-material-{i}")).collect();
+        let (status, body) = search(
+            &api,
+            &class.teacher.access,
+            &class.id,
+            json!({"query": "osmosis", "material_ids": many}),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{body}"
+        );
         api.stop().await;
     }
 }

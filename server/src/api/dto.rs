@@ -605,8 +605,9 @@ pub struct SearchRequest {
     /// A question or phrase, 1 to 2000 characters.
     #[schema(schema_with = search_query_schema)]
     pub query: String,
-    /// Search only these materials of the classroom; all ready ones when absent.
+    /// Search only these materials of the classroom (1 to 20); all ready ones when absent.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 20)]
     pub material_ids: Option<Vec<String>>,
     /// How many passages to return, 1 to 50 (default 5).
     #[serde(default)]

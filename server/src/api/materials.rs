@@ -41,6 +41,9 @@ const MAX_K: usize = 50;
 /// Longest search query.
 const MAX_QUERY_CHARS: usize = 2000;
 
+/// Most materials one search may be restricted to (each is looked up in the database).
+const MAX_MATERIAL_IDS: usize = 20;
+
 fn now() -> i64 {
     i64::try_from(now_secs()).unwrap_or(i64::MAX)
 }
@@ -321,6 +324,11 @@ pub async fn search(
     let restrict = match request.material_ids {
         None => None,
         Some(ids) => {
+            if !(1..=MAX_MATERIAL_IDS).contains(&ids.len()) {
+                return Err(ApiError::InvalidRequest(format!(
+                    "material_ids must list 1 to {MAX_MATERIAL_IDS} materials"
+                )));
+            }
             let mut allowed = HashSet::new();
             for id in ids {
                 let material = state
