@@ -74,6 +74,18 @@ impl Credentials {
 
     /// What these credentials allow on `doc`; `None` if it may not be opened.
     pub async fn access(&self, state: &AppState, doc: &DocId) -> Option<Access> {
+        let access = self.granted(state, doc).await?;
+        // Whatever a token grants, a session's server-owned document is never writable
+        // from a socket (anonymous write access, full document tokens and external tokens'
+        // `docs` claims never pass through `access::decide`, which already says so).
+        Some(if is_server_owned(doc.as_str()) {
+            Access::Read
+        } else {
+            access
+        })
+    }
+
+    async fn granted(&self, state: &AppState, doc: &DocId) -> Option<Access> {
         match self {
             Self::Anonymous => match state.config().anonymous_access {
                 AnonymousAccess::None => None,
@@ -119,6 +131,16 @@ impl Credentials {
     }
 }
 
+/// Whether `doc` names a session's server-owned document (`session/{id}/lectern`): the
+/// whole name space is reserved, registered or not, so no grant can open one for writing.
+fn is_server_owned(doc: &str) -> bool {
+    doc.strip_prefix("session/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(session, kind)| {
+            !session.is_empty() && kind == lectern_db::sessions::DocKind::Lectern.as_str()
+        })
+}
+
 /// The room user tag of account `user_id`.
 pub fn user_tag(user_id: &str) -> String {
     format!("user:{user_id}")
@@ -162,6 +184,16 @@ fn protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn the_session_lectern_name_space_is_server_owned() {
+        assert!(is_server_owned("session/abc/lectern"));
+        assert!(!is_server_owned("session/abc/notes"));
+        assert!(!is_server_owned("session//lectern"));
+        assert!(!is_server_owned("session/abc/lectern/more"));
+        assert!(!is_server_owned("lectern"));
+        assert!(!is_server_owned("classroom/abc/lectern"));
+    }
 
     #[test]
     fn tokens_come_from_the_query_or_a_bearer_subprotocol() {

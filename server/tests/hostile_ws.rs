@@ -489,3 +489,46 @@ async fn edits_typed_during_a_lock_reach_the_class_after_the_unlock() {
         .await;
     api.stop().await;
 }
+
+/// A v1 update creating, in root map "root", a chain of `depth` maps nested under key "k",
+/// authored by client 99, followed by the deletion of the chain's root entry.
+fn type_chain_with_deletion(depth: u32) -> Vec<u8> {
+    use yrs::{Map, MapPrelim};
+    let doc = Doc::with_client_id(99);
+    let root = doc.get_or_insert_map("root");
+    let mut txn = doc.transact_mut();
+    let mut map = root.insert(&mut txn, "k", MapPrelim::default());
+    for _ in 1..depth {
+        map = map.insert(&mut txn, "k", MapPrelim::default());
+    }
+    let mut update = txn.encode_update_v1();
+    // Replace the empty delete set: one client (99), one range (clock 0, length 1).
+    assert_eq!(update.pop(), Some(0));
+    update.extend_from_slice(&[1, 99, 1, 0, 1]);
+    update
+}
+
+#[tokio::test]
+async fn deep_type_chains_close_the_sender_and_the_server_survives() {
+    // yrs deletes nested types recursively: deleting a 10,000-level chain of maps (one ~80 KB
+    // update) aborted the whole server.
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start(data.path(), "write").await;
+    let attack = update_frame(&type_chain_with_deletion(10_000));
+    let mut bystander = connect(&server.ws("/ws/chain")).await;
+    let mut attacker = connect(&server.ws("/ws/chain")).await;
+    send_binary(&mut attacker, attack).await;
+    assert_eq!(close_code(&mut attacker).await, Some(1007));
+    server.assert_serving().await;
+    // The bystander's socket still answers.
+    send_binary(
+        &mut bystander,
+        y_message(SyncMessage::SyncStep1(StateVector::default())),
+    )
+    .await;
+    let next = tokio::time::timeout(Duration::from_secs(10), bystander.next())
+        .await
+        .expect("bystander answered");
+    assert!(matches!(next, Some(Ok(Message::Binary(_)))), "{next:?}");
+    server.kill().await;
+}

@@ -136,3 +136,40 @@ async fn graceful_shutdown_closes_sockets_with_1001() {
     assert_eq!(close_code(&mut socket).await, Some(1001));
     stopping.await.expect("stopped");
 }
+
+#[tokio::test]
+async fn no_grant_makes_a_sessions_lectern_document_writable() {
+    // Anonymous write access (like full document tokens and external tokens' `docs`) never
+    // passes through `access::decide`: the server-owned name space is clamped to read.
+    let server = TestServer::start(anonymous_writers).await;
+    let write = |name: &'static str| {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("body");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, name);
+        txn.encode_update_v1()
+    };
+    for (path, expected) in [
+        ("/ws/session/s1/lectern", ""),
+        ("/ws/session/s1/notes", "notes"),
+    ] {
+        let mut writer = connect(&server.ws(path)).await;
+        let update = write(if expected.is_empty() { "forged" } else { "notes" });
+        send_binary(&mut writer, protocol::encode_update(&update).to_vec()).await;
+        // Refused updates keep the socket open; a step 1 after the update is answered only
+        // once the room has handled the update before it.
+        let empty = Doc::new().transact().state_vector();
+        send_binary(&mut writer, protocol::encode_sync_step1(&empty).to_vec()).await;
+        let state = read_sync_step2(&mut writer).await;
+        let copy = Doc::new();
+        copy.transact_mut()
+            .apply_update(yrs::Update::decode_v1(&state).expect("decode"))
+            .expect("apply");
+        let text = copy.get_or_insert_text("body");
+        assert_eq!(
+            yrs::GetString::get_string(&text, &copy.transact()),
+            expected,
+            "{path}"
+        );
+    }
+}

@@ -8,6 +8,8 @@
 //!   after its last client has gone and a grace period passed.
 //! - `room.rs`: one actor task per document owning its `yrs::Doc` and awareness; the only
 //!   place a document is mutated.
+//! - `reserved.rs`: client ids the server writes under (an AI job's), which the room
+//!   refuses in client updates while reserved ([`Rooms::reserve_client`]).
 //! - [`outbox`]: the per-socket queue rooms write into without ever waiting on a client.
 //! - [`store`]: the `Store` seam (snapshot + update log) and an in-memory implementation.
 //! - [`fanout`]: the `Fanout` seam between server nodes and an in-process implementation.
@@ -20,10 +22,11 @@ pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+mod reserved;
 mod room;
 mod rooms;
-mod type_depth;
 pub mod store;
+mod type_depth;
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,6 +37,7 @@ pub use limits::{LimitError, UpdateLimits, UpdateSummary, check_update_v1};
 pub use metrics::CollabMetrics;
 pub use outbox::{Outbox, OutboxReceiver, Route, outbox};
 pub use protocol::{ClientMessage, ProtocolError};
+pub use reserved::ClientReservation;
 pub use rooms::{JoinError, Membership, RoomError, Rooms};
 pub use store::{MemoryStore, Store, StoreError};
 pub use type_depth::DEFAULT_MAX_TYPE_DEPTH;
@@ -158,6 +162,9 @@ pub enum CloseReason {
     /// The stored document is damaged (fails the update limits or does not decode) and
     /// cannot be opened; other documents are unaffected.
     DocumentUnreadable,
+    /// The client's update carries structs of a client id the server is writing under (a
+    /// running AI job's, see [`Rooms::reserve_client`]); it was not applied.
+    ReservedClientId,
 }
 
 impl CloseReason {
@@ -177,6 +184,7 @@ impl CloseReason {
             }
             Self::AwarenessLimit => "awareness limits exceeded",
             Self::DocumentUnreadable => "the stored document is damaged and cannot be opened",
+            Self::ReservedClientId => "update uses a client id reserved by the server",
         }
     }
 }

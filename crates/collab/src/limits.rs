@@ -19,8 +19,8 @@
 //! The state vectors of sync step 1 and awareness updates have no nesting; their counts are
 //! checked against the bytes left by [`check_state_vector_v1`] and [`check_awareness_v1`].
 
-use yrs::{ClientID, ID};
 use yrs::encoding::read::{Cursor, Read};
+use yrs::{ClientID, ID};
 
 /// Limits applied to one encoded update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +105,13 @@ pub enum LimitError {
     /// Items name each other as "same parent as" in a circle.
     #[error("item parents form a cycle")]
     ParentCycle,
+    /// Finding where the update's new types go would look up too many items of the
+    /// document (`type_depth::MAX_DOCUMENT_LOOKUPS`).
+    #[error("more than {max} document lookups to place new types")]
+    TooManyTypeLookups {
+        /// The limit.
+        max: usize,
+    },
 }
 
 // Struct and content tags, as yrs' `block.rs` numbers them.

@@ -48,7 +48,9 @@ impl ReservedClients {
         let Some(reserved) = by_doc.get(doc) else {
             return false; // the common case: nothing reserved, nothing to compute
         };
-        let clients = update.state_vector();
+        // Every client with a struct in the update, whatever clock it starts at (the upper
+        // `state_vector` leaves out clients whose structs do not start at clock 0).
+        let clients = update.state_vector_lower();
         reserved
             .keys()
             .any(|client| clients.contains_client(&ClientID::new(*client)))
@@ -105,6 +107,27 @@ mod tests {
         let mut txn = doc.transact_mut();
         text.insert(&mut txn, 0, "x");
         Update::decode_v1(&txn.encode_update_v1()).expect("decodes")
+    }
+
+    /// An update by `client` that starts after its first clock, as a forger continuing a
+    /// peer's clocks would send.
+    fn continuation_by(client: u64) -> Update {
+        let doc = Doc::with_client_id(client);
+        let text = doc.get_or_insert_text("t");
+        text.insert(&mut doc.transact_mut(), 0, "peer");
+        let mut txn = doc.transact_mut();
+        let before = yrs::ReadTxn::state_vector(&txn);
+        text.insert(&mut txn, 4, "forged");
+        Update::decode_v1(&yrs::ReadTxn::encode_diff_v1(&txn, &before)).expect("decodes")
+    }
+
+    #[test]
+    fn an_update_continuing_a_reserved_ids_clocks_is_forged() {
+        let reserved = ReservedClients::default();
+        let doc = DocId::new("d").expect("doc id");
+        let _held = reserved.reserve(&doc, 9);
+        assert!(reserved.is_forged(&doc, &continuation_by(9)));
+        assert!(!reserved.is_forged(&doc, &continuation_by(10)));
     }
 
     #[test]

@@ -110,6 +110,8 @@ impl std::fmt::Debug for ServerEdit {
 #[derive(Debug, Clone)]
 pub(crate) struct RoomContext {
     pub store: Arc<dyn Store>,
+    /// Client ids clients may not write under (shared by every room of the registry).
+    pub reserved: crate::reserved::ReservedClients,
     pub fanout: Arc<dyn Fanout>,
     pub node: NodeId,
     pub config: RoomConfig,
@@ -614,6 +616,12 @@ impl Room {
                         continue;
                     }
                 };
+                if member != SERVER_MEMBER && self.context.reserved.is_forged(&self.doc_id, &update)
+                {
+                    tracing::info!(doc = %self.doc_id, member, "update under a reserved client id refused");
+                    rejected.push((member, CloseReason::ReservedClientId));
+                    continue;
+                }
                 if self.document_bytes + accepted_bytes + payload.len() > config.max_document_bytes
                 {
                     rejected.push((member, CloseReason::DocumentTooLarge));

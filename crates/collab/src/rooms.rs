@@ -20,6 +20,7 @@ use crate::limits::{self, LimitError};
 
 use crate::fanout::NodeId;
 use crate::outbox::{Outbox, Route};
+use crate::reserved::{ClientReservation, ReservedClients};
 use crate::room::{Command, Exit, LoadError, MemberId, Room, RoomContext, ServerEdit};
 use crate::{
     AccessChange, ClientMessage, CloseReason, CollabMetrics, DocId, Fanout, Guest, RoomConfig,
@@ -123,6 +124,7 @@ impl Rooms {
                 rooms: Mutex::new(HashMap::new()),
                 context: RoomContext {
                     store,
+                    reserved: ReservedClients::default(),
                     fanout,
                     node,
                     config,
@@ -196,6 +198,14 @@ impl Rooms {
             reply,
         })
         .await
+    }
+
+    /// Reserves `client` in `doc` until the returned guard is dropped: while reserved, the
+    /// room refuses client updates carrying structs of that id (the client is closed with
+    /// [`CloseReason::ReservedClientId`]). For a server-side peer (an AI job) whose items
+    /// others attribute by client id; see `reserved.rs`.
+    pub fn reserve_client(&self, doc: &DocId, client: u64) -> ClientReservation {
+        self.inner.context.reserved.reserve(doc, client)
     }
 
     /// The whole state of `doc` as one encoded (v1) update, loading the room if needed.

@@ -36,6 +36,15 @@ use crate::limits::{LimitError, ParentRef, StructKind, StructRef};
 /// between 1,536 and 1,792; the 10,000-level chain of the original report needs ~14 MiB.
 pub const DEFAULT_MAX_TYPE_DEPTH: u32 = 64;
 
+/// Document lookups (`get_offset` on an item that is not a type) one update may cost. Each
+/// walks the item's left siblings, so an update naming thousands of far-apart origins could
+/// cost the room seconds; a real update names one origin in the document per place it edits
+/// (the rest of a paste chains inside the update, and a type's depth is cached). Generous,
+/// because an update over the bound is refused and a client that resyncs after a long
+/// offline session sends all its scattered edits in one update: refusing that would lock it
+/// out of the document.
+pub(crate) const MAX_DOCUMENT_LOOKUPS: usize = 1024;
+
 /// Known type depths are a cache; past this many entries it is cleared and refilled lazily,
 /// so a room that keeps creating and deleting types cannot grow it without bound.
 const MAX_CACHED_DEPTHS: usize = 1 << 20;
@@ -78,7 +87,6 @@ impl TypeDepths {
         structs: &[StructRef],
         max: u32,
     ) -> Result<Checked, LimitError> {
-        if std::env::var_os("H9_DISABLE").is_some() { return Ok(Checked::Within(Vec::new())); }
         let has_types = structs
             .iter()
             .any(|s| matches!(s.kind, StructKind::Item { is_type: true, .. }));
@@ -95,7 +103,13 @@ impl TypeDepths {
             if !matches!(structure.kind, StructKind::Item { is_type: true, .. }) {
                 continue;
             }
-            match resolver.container(index)? {
+            let container = resolver.container(index)?;
+            if resolver.lookups > MAX_DOCUMENT_LOOKUPS {
+                return Err(LimitError::TooManyTypeLookups {
+                    max: MAX_DOCUMENT_LOOKUPS,
+                });
+            }
+            match container {
                 Container::Depth(depth) => {
                     let depth = depth.saturating_add(1);
                     if depth > max {
@@ -131,6 +145,8 @@ struct Resolver<'a, T: ReadTxn> {
     resolved: Vec<Option<Container>>,
     /// Structs on the resolution stack (a second visit is a cycle).
     visiting: Vec<bool>,
+    /// Document lookups that walked siblings so far.
+    lookups: usize,
     known: &'a mut HashMap<ID, u32>,
 }
 
@@ -145,7 +161,10 @@ impl<'a, T: ReadTxn> Resolver<'a, T> {
     fn new(txn: &'a T, structs: &'a [StructRef], known: &'a mut HashMap<ID, u32>) -> Self {
         let mut by_client: HashMap<ClientID, Vec<usize>> = HashMap::new();
         for (index, structure) in structs.iter().enumerate() {
-            by_client.entry(structure.id.client).or_default().push(index);
+            by_client
+                .entry(structure.id.client)
+                .or_default()
+                .push(index);
         }
         for indexes in by_client.values_mut() {
             indexes.sort_by_key(|&index| structs[index].id.clock);
@@ -157,6 +176,7 @@ impl<'a, T: ReadTxn> Resolver<'a, T> {
             by_client,
             resolved: vec![None; structs.len()],
             visiting: vec![false; structs.len()],
+            lookups: 0,
             known,
         }
     }
@@ -224,7 +244,10 @@ impl<'a, T: ReadTxn> Resolver<'a, T> {
 
     /// The container of the item holding `id` (an origin).
     fn container_of_id(&mut self, id: ID) -> Step {
-        match self.find(id).map(|index| (index, &self.structs[index].kind)) {
+        match self
+            .find(id)
+            .map(|index| (index, &self.structs[index].kind))
+        {
             Some((index, StructKind::Item { .. })) => match self.resolved[index] {
                 Some(container) => Step::Done(container),
                 None => Step::Needs(index),
@@ -236,7 +259,10 @@ impl<'a, T: ReadTxn> Resolver<'a, T> {
 
     /// The depth of the type item `id` (an explicit parent), as a container.
     fn type_depth(&mut self, id: ID) -> Step {
-        match self.find(id).map(|index| (index, &self.structs[index].kind)) {
+        match self
+            .find(id)
+            .map(|index| (index, &self.structs[index].kind))
+        {
             Some((index, StructKind::Item { is_type: true, .. })) => match self.resolved[index] {
                 Some(Container::Depth(depth)) => {
                     Step::Done(Container::Depth(depth.saturating_add(1)))
@@ -272,6 +298,10 @@ impl<'a, T: ReadTxn> Resolver<'a, T> {
     /// The type containing document item `id`, as a container: found through
     /// `get_offset`, which walks the item's left siblings.
     fn doc_parent(&mut self, id: ID) -> Container {
+        self.lookups += 1;
+        if self.lookups > MAX_DOCUMENT_LOOKUPS {
+            return Container::Gone; // refused by `check`
+        }
         let offset = StickyIndex::from_id(id, Assoc::After).get_offset(self.txn);
         match offset.map(|offset| offset.branch.id()) {
             None => Container::Gone,

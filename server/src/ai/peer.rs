@@ -12,7 +12,8 @@
 //! already has (Yjs skips ids it has seen), so an item of the target document is the AI's
 //! exactly when its client id is registered for that document and its clock is below the
 //! recorded `clock`. The client id is drawn so that it does not occur in the target document
-//! yet, and the job's items start at clock 0. A field such as a chat message's
+//! yet, and the job's items start at clock 0; while the job runs, the room refuses client
+//! updates under that id ([`Rooms::reserve_client`]). A field such as a chat message's
 //! `author: "ai"` is display only: anyone who can write the document can write it.
 //!
 //! The replica is never refreshed from the room. It does not need to be: the job only
@@ -30,7 +31,7 @@ use yrs::{
     WriteTxn,
 };
 
-use lectern_collab::{DocId, RoomError, Rooms};
+use lectern_collab::{ClientReservation, DocId, RoomError, Rooms};
 
 use crate::room_effects::LECTERN_MAP;
 
@@ -58,6 +59,9 @@ pub struct AiPeer {
     kind: &'static str,
     /// Who started it.
     started_by: Arc<str>,
+    /// Keeps clients from writing under the job's client id in the target while the job
+    /// runs (released when the peer is dropped, at the job's end).
+    _reservation: ClientReservation,
 }
 
 impl AiPeer {
@@ -75,7 +79,11 @@ impl AiPeer {
         let state = rooms.encode_state(&target).await?;
         let update = Update::decode_v1(&state).map_err(RoomError::InvalidUpdate)?;
         let seen = update.state_vector();
-        let doc = Doc::with_client_id(fresh_client_id(&seen));
+        let client_id = fresh_client_id(&seen);
+        // Reserved before anyone can learn the id (it is published below): no client can
+        // take the job's next clocks and pass its text off as the AI's.
+        let reservation = rooms.reserve_client(&target, client_id);
+        let doc = Doc::with_client_id(client_id);
         {
             let mut txn = doc.transact_mut();
             if let Err(error) = txn.apply_update(update) {
@@ -92,6 +100,7 @@ impl AiPeer {
             job_id: job_id.into(),
             kind,
             started_by: started_by.into(),
+            _reservation: reservation,
         };
         let client = Any::Map(Arc::new(HashMap::from([
             ("job_id".to_owned(), Any::from(job_id)),

@@ -582,7 +582,11 @@ fn type_chain_update(depth: u32) -> Vec<u8> {
 
 /// `update` (with an empty delete set) plus the deletion of the chain's root entry.
 fn with_chain_root_deleted(update: &[u8]) -> Vec<u8> {
-    assert_eq!(update.last(), Some(&0), "an empty delete set ends the update");
+    assert_eq!(
+        update.last(),
+        Some(&0),
+        "an empty delete set ends the update"
+    );
     let mut bytes = update[..update.len() - 1].to_vec();
     // One client, one range: clock 0, length 1.
     bytes.extend_from_slice(&[1, CHAIN_AUTHOR as u8, 1, 0, 1]);
@@ -605,7 +609,12 @@ async fn room_has_chain(rooms: &Rooms, doc: &str) -> bool {
 }
 
 async fn assert_closed_invalid(client: &Client) {
-    client.inbox.close_requests().requested().await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.inbox.close_requests().requested(),
+    )
+    .await
+    .expect("closed within 10 s");
     assert_eq!(
         client.inbox.close_requests().take()[0].reason,
         CloseReason::InvalidMessage
@@ -688,7 +697,10 @@ async fn a_type_chain_at_the_limit_is_accepted_with_its_deletion() {
 async fn wait_for_chain(rooms: &Rooms, doc: &str, present: bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while room_has_chain(rooms, doc).await != present {
-        assert!(tokio::time::Instant::now() < deadline, "chain never {present}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chain never {present}"
+        );
         tokio::task::yield_now().await;
     }
 }
@@ -724,7 +736,14 @@ async fn a_type_chain_built_one_level_per_update_is_refused_at_the_limit() {
     let mut other = Client::join(&rooms, "levels").await;
     other.receive().await;
     other
-        .send(protocol::encode_update(&[0, 1, CHAIN_AUTHOR as u8, 1, 0, 1]))
+        .send(protocol::encode_update(&[
+            0,
+            1,
+            CHAIN_AUTHOR as u8,
+            1,
+            0,
+            1,
+        ]))
         .await;
     wait_for_chain(&rooms, "levels", false).await;
 }
@@ -762,11 +781,23 @@ async fn a_deletion_sent_before_a_deep_chain_never_deletes_it() {
             .apply_update(Update::decode_v1(&state).expect("decode"))
             .expect("apply");
         // Integrated (the author's clock advanced) and deleted.
-        if copy.transact().state_vector().get(&yrs::block::ClientID::new(CHAIN_AUTHOR)) > 0 {
-            assert!(copy.get_or_insert_map("root").get(&copy.transact(), "k").is_none());
+        if copy
+            .transact()
+            .state_vector()
+            .get(&yrs::block::ClientID::new(CHAIN_AUTHOR))
+            > 0
+        {
+            assert!(
+                copy.get_or_insert_map("root")
+                    .get(&copy.transact(), "k")
+                    .is_none()
+            );
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "chain never integrated");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chain never integrated"
+        );
         tokio::task::yield_now().await;
     }
     assert!(member.inbox.close_requests().take().is_empty());
@@ -821,7 +852,11 @@ async fn real_nested_documents_and_a_wide_chat_still_work() {
         let mut txn = author.doc.transact_mut();
         let mut element = tree.push_back(&mut txn, XmlElementPrelim::empty("blockquote"));
         for level in 2..10 {
-            let name = if level % 2 == 0 { "bullet_list" } else { "list_item" };
+            let name = if level % 2 == 0 {
+                "bullet_list"
+            } else {
+                "list_item"
+            };
             element = element.push_back(&mut txn, XmlElementPrelim::empty(name));
         }
         element.push_back(&mut txn, XmlTextPrelim::new("deep text"));
@@ -851,12 +886,12 @@ async fn real_nested_documents_and_a_wide_chat_still_work() {
     while reader_chat.len(&reader.doc.transact()) < messages {
         reader.receive().await;
     }
-    eprintln!(
-        "{messages} chat appends applied in {:?}",
-        started.elapsed()
-    );
+    eprintln!("{messages} chat appends applied in {:?}", started.elapsed());
     let tree = reader.doc.get_or_insert_xml_fragment("prosemirror");
-    assert!(tree.get_string(&reader.doc.transact()).contains("deep text"));
+    assert!(
+        tree.get_string(&reader.doc.transact())
+            .contains("deep text")
+    );
     assert!(author.inbox.close_requests().take().is_empty());
 }
 
@@ -879,4 +914,85 @@ async fn a_stored_type_chain_over_the_limit_fails_to_open() {
         .await;
     assert!(matches!(refused, Err(JoinError::Unreadable)), "{refused:?}");
     assert_eq!(metrics.documents_unreadable.get(), 1);
+}
+
+/// A v1 update of client 7: one `Y.Map` item per origin, each after the given id.
+fn maps_after(origins: &[(u64, u32)]) -> Vec<u8> {
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(1u32); // one client
+    encoder.write_var(origins.len() as u32);
+    encoder.write_var(7u64); // client id
+    encoder.write_var(0u32); // first clock
+    for &(client, clock) in origins {
+        encoder.write_u8(0x80 | 7); // has an origin; type content
+        encoder.write_var(client);
+        encoder.write_var(clock);
+        encoder.write_u8(1); // Y.Map
+    }
+    encoder.write_var(0u32); // empty delete set
+    encoder.to_vec()
+}
+
+#[tokio::test]
+async fn types_whose_parents_form_a_cycle_are_refused() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut attacker = Client::join(&rooms, "cycle").await;
+    attacker.receive().await;
+    // Each map says "same parent as the other".
+    attacker
+        .send(protocol::encode_update(&maps_after(&[(7, 1), (7, 0)])))
+        .await;
+    assert_closed_invalid(&attacker).await;
+}
+
+#[tokio::test]
+async fn types_placed_after_too_many_document_items_are_refused() {
+    // Placing a type after an item of the document walks that item's left siblings: an update
+    // naming hundreds of origins would make each check cost a walk of the document.
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    let mut author = Client::join(&rooms, "lookups").await;
+    author.receive().await;
+    let list = author.doc.get_or_insert_array("a");
+    let update = {
+        let mut txn = author.doc.transact_mut();
+        for value in 0..1100 {
+            list.push_back(&mut txn, value);
+        }
+        txn.encode_update_v1()
+    };
+    author.send(protocol::encode_update(&update)).await;
+    let client = author.doc.client_id().get();
+    let mut attacker = Client::join(&rooms, "lookups").await;
+    attacker.receive().await;
+    let origins: Vec<(u64, u32)> = (0..1100).map(|clock| (client, clock)).collect();
+    attacker
+        .send(protocol::encode_update(&maps_after(&origins)))
+        .await;
+    assert_closed_invalid(&attacker).await;
+    // A handful of places is fine.
+    let update = {
+        let mut txn = author.doc.transact_mut();
+        for index in [10, 100, 200] {
+            list.insert(&mut txn, index, MapPrelim::default());
+        }
+        txn.encode_update_v1()
+    };
+    author.send(protocol::encode_update(&update)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = rooms
+            .encode_state(&DocId::new("lookups").expect("doc id"))
+            .await
+            .expect("room alive");
+        let copy = Doc::new();
+        copy.transact_mut()
+            .apply_update(Update::decode_v1(&state).expect("decode"))
+            .expect("apply");
+        if copy.get_or_insert_array("a").len(&copy.transact()) == 1103 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "maps never applied");
+        tokio::task::yield_now().await;
+    }
+    assert!(author.inbox.close_requests().take().is_empty());
 }
