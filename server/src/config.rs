@@ -200,6 +200,16 @@ pub struct Config {
     #[arg(long, env = "LECTERN_MAX_REFUSED_OPENS_PER_SOCKET", default_value_t = 64)]
     pub max_refused_opens_per_socket: usize,
 
+    /// Frames one socket may send per second, sustained; a socket that outruns this and
+    /// its burst is closed with code 1008. Typing, cursors and reconnects stay far below.
+    #[arg(long, env = "LECTERN_MAX_FRAMES_PER_SEC", default_value_t = 200)]
+    pub max_frames_per_sec: u32,
+
+    /// Frames one socket may send in a burst above `--max-frames-per-sec` (a multiplexed
+    /// socket reopening many documents at once).
+    #[arg(long, env = "LECTERN_MAX_FRAMES_BURST", default_value_t = 1000)]
+    pub max_frames_burst: u32,
+
     /// TCP connections served at once (HTTP and WebSocket); beyond it a new connection gets
     /// `503` with `Retry-After` and is closed. Unset: the open-files limit (raised to its
     /// hard limit at start) less headroom for the database, files and extraction.

@@ -37,7 +37,7 @@ use yrs::encoding::write::Write;
 
 use lectern_collab::outbox::{Outbox, OutboxReceiver, Route};
 use lectern_collab::protocol::decode_shared_frame;
-use lectern_collab::{CloseReason, DocId, Membership};
+use lectern_collab::{CloseReason, DocId, Membership, TokenBucket};
 
 use lectern_db::Accounts;
 
@@ -284,6 +284,7 @@ async fn serve_socket(
         routes_by_doc: HashMap::new(),
         next_route: 0,
         refused_opens: 0,
+        frames: TokenBucket::full(state.config().max_frames_burst),
         metrics,
         fatal: Some(fatal_sender),
         credentials,
@@ -375,6 +376,10 @@ struct Reader {
     /// `--max-refused-opens-per-socket` the socket is closed, so a client cannot make the
     /// server decide access in a loop.
     refused_opens: usize,
+    /// Frames this socket may still send (`--max-frames-per-sec`, `--max-frames-burst`):
+    /// every frame costs the rooms it reaches some work, so a client that floods them is
+    /// closed rather than allowed to take a room's whole time from its classmates.
+    frames: TokenBucket,
     metrics: SocketMetrics,
     fatal: Option<oneshot::Sender<Close>>,
 }
@@ -427,7 +432,14 @@ impl Reader {
                 }
                 Some(route) = closed_routes.recv() => self.forget_route(route),
                 message = stream.next() => {
+                    let config = self.state.config();
+                    let flooding = matches!(message, Some(Ok(ref frame)) if !matches!(frame, Message::Close(_)))
+                        && !self.frames.take(config.max_frames_per_sec, config.max_frames_burst);
                     let outcome = match message {
+                        _ if flooding => Err(Close::new(
+                            close_code::POLICY_VIOLATION,
+                            "too many messages; slow down",
+                        )),
                         None | Some(Ok(Message::Close(_))) => return,
                         Some(Ok(Message::Binary(frame))) => {
                             self.metrics.messages_in.inc();

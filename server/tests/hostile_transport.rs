@@ -348,3 +348,60 @@ async fn a_socket_that_keeps_opening_refused_documents_is_closed_with_1008() {
     assert!(refusals >= ALLOWED, "each refusal was reported first");
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a_socket_flooding_frames_is_closed_with_1008_and_its_room_carries_on() {
+    let server = TestServer::start(|config| {
+        config.anonymous_access = lectern::config::AnonymousAccess::Write;
+        config.max_frames_per_sec = 1;
+        config.max_frames_burst = 20;
+    })
+    .await;
+    let mut classmate = connect(&server.ws("/ws/flooded")).await;
+    let mut flooder = connect(&server.ws("/ws/flooded")).await;
+    // Awareness queries: each one makes the room encode every presence state for the asker.
+    let query = protocol::encode_awareness_query().to_vec();
+    let flood = async {
+        for _ in 0..200 {
+            if flooder
+                .send(Message::Binary(query.clone().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, flood).await.expect("flood sent");
+    let close = tokio::time::timeout(DEADLINE, async {
+        while let Some(message) = flooder.next().await {
+            if let Ok(Message::Close(frame)) = message {
+                return frame.map(|frame| (u16::from(frame.code), frame.reason.to_string()));
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(
+        close,
+        Some((1008, "too many messages; slow down".to_owned()))
+    );
+    // The classmate, well within its own budget, is still served.
+    let empty = Doc::new().transact().state_vector();
+    send_binary(&mut classmate, protocol::encode_sync_step1(&empty).to_vec()).await;
+    let answered = tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(message)) = classmate.next().await {
+            if let Message::Binary(bytes) = message
+                && let Ok(yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep2(_))) =
+                    <yrs::sync::Message as yrs::updates::decoder::Decode>::decode_v1(&bytes)
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("answered in time");
+    assert!(answered, "the classmate's socket stays served");
+}

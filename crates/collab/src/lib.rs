@@ -14,6 +14,7 @@
 //! - [`store`]: the `Store` seam (snapshot + update log) and an in-memory implementation.
 //! - [`fanout`]: the `Fanout` seam between server nodes and an in-process implementation.
 //! - [`metrics`]: Prometheus metrics for rooms.
+//! - [`TokenBucket`] (`rate.rs`): per-client rate limits (awareness, socket frames).
 //!
 //! The server crate owns sockets, HTTP and configuration parsing; this crate never sees them.
 
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+mod rate;
 mod reserved;
 mod room;
 mod rooms;
@@ -37,6 +39,7 @@ pub use limits::{LimitError, UpdateLimits, UpdateSummary, check_update_v1};
 pub use metrics::CollabMetrics;
 pub use outbox::{Outbox, OutboxReceiver, Route, outbox};
 pub use protocol::{ClientMessage, ProtocolError};
+pub use rate::TokenBucket;
 pub use reserved::ClientReservation;
 pub use rooms::{JoinError, Membership, RoomError, Rooms};
 pub use store::{MemoryStore, Store, StoreError};

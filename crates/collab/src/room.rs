@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use yrs::sync::{Awareness, AwarenessUpdate};
@@ -27,6 +26,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut, Update, WriteTxn};
 
+use crate::rate::TokenBucket;
 use crate::fanout::{FanoutMessage, FanoutPayload, NodeId, Subscription};
 use crate::limits::{self, LimitError, UpdateLimits};
 use crate::outbox::{Outbox, Route, SendError};
@@ -160,36 +160,6 @@ struct Member {
     /// Whether the member was already sent a sync step 1 because its update left something
     /// pending; reset once nothing is pending any more.
     resync_sent: bool,
-}
-
-/// A token bucket: `rate` tokens per second, holding at most `burst`.
-#[derive(Debug)]
-struct TokenBucket {
-    tokens: f64,
-    refilled: TokioInstant,
-}
-
-impl TokenBucket {
-    fn full(burst: u32) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            refilled: TokioInstant::now(),
-        }
-    }
-
-    /// Takes one token if there is one.
-    fn take(&mut self, rate: u32, burst: u32) -> bool {
-        let now = TokioInstant::now();
-        let elapsed = now.duration_since(self.refilled).as_secs_f64();
-        self.refilled = now;
-        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 pub(crate) struct Room {
