@@ -197,7 +197,11 @@ pub struct Config {
 
     /// Documents one multiplexed socket may ask to open and be refused (no access) over its
     /// lifetime; one more closes the socket with code 1008.
-    #[arg(long, env = "LECTERN_MAX_REFUSED_OPENS_PER_SOCKET", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "LECTERN_MAX_REFUSED_OPENS_PER_SOCKET",
+        default_value_t = 64
+    )]
     pub max_refused_opens_per_socket: usize,
 
     /// Frames one socket may send per second, sustained; a socket that outruns this and
@@ -230,7 +234,11 @@ pub struct Config {
     /// Slowest average rate a request body may arrive at, in bytes per second, once the
     /// server has waited `--http-body-timeout-secs` for it in all; slower uploads fail (400).
     /// 0: no minimum.
-    #[arg(long, env = "LECTERN_HTTP_BODY_MIN_BYTES_PER_SEC", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "LECTERN_HTTP_BODY_MIN_BYTES_PER_SEC",
+        default_value_t = 1024
+    )]
     pub http_body_min_bytes_per_sec: u64,
 
     /// Seconds a WebSocket upgrade may take to complete after the server accepted it.

@@ -129,6 +129,7 @@ impl Close {
             CloseReason::TooManyPending => close_code::TOO_MANY_PENDING,
             CloseReason::AwarenessLimit => close_code::POLICY_VIOLATION,
             CloseReason::DocumentUnreadable => close_code::INTERNAL_ERROR,
+            CloseReason::RoomFailed => close_code::INTERNAL_ERROR,
             CloseReason::ReservedClientId => close_code::POLICY_VIOLATION,
         };
         Self::new(code, reason.description())

@@ -708,7 +708,11 @@ async fn doc_tokens_are_minted_only_with_the_api_key() {
     );
 
     let (status, body) = api
-        .post("/doc-tokens", Some("embedder-secret-key-of-at-least-32-bytes"), request)
+        .post(
+            "/doc-tokens",
+            Some("embedder-secret-key-of-at-least-32-bytes"),
+            request,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["doc"], "course/notes");

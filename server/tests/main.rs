@@ -5,9 +5,9 @@
 mod ai;
 mod ai_queue;
 mod api;
-mod hostile_input;
 mod hostile_auth;
 mod hostile_files;
+mod hostile_input;
 mod hostile_transport;
 mod hostile_ws;
 mod http;

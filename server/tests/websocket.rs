@@ -154,7 +154,11 @@ async fn no_grant_makes_a_sessions_lectern_document_writable() {
         ("/ws/session/s1/notes", "notes"),
     ] {
         let mut writer = connect(&server.ws(path)).await;
-        let update = write(if expected.is_empty() { "forged" } else { "notes" });
+        let update = write(if expected.is_empty() {
+            "forged"
+        } else {
+            "notes"
+        });
         send_binary(&mut writer, protocol::encode_update(&update).to_vec()).await;
         // Refused updates keep the socket open; a step 1 after the update is answered only
         // once the room has handled the update before it.

@@ -165,6 +165,9 @@ pub enum CloseReason {
     /// The stored document is damaged (fails the update limits or does not decode) and
     /// cannot be opened; other documents are unaffected.
     DocumentUnreadable,
+    /// The room failed unexpectedly (a bug, caught); reconnecting loads the document
+    /// afresh from the store.
+    RoomFailed,
     /// The client's update carries structs of a client id the server is writing under (a
     /// running AI job's, see [`Rooms::reserve_client`]); it was not applied.
     ReservedClientId,
@@ -187,6 +190,7 @@ impl CloseReason {
             }
             Self::AwarenessLimit => "awareness limits exceeded",
             Self::DocumentUnreadable => "the stored document is damaged and cannot be opened",
+            Self::RoomFailed => "the document failed on the server; reconnect to resync",
             Self::ReservedClientId => "update uses a client id reserved by the server",
         }
     }

@@ -29,6 +29,8 @@ pub struct CollabMetrics {
     pub store_errors: Counter,
     /// Documents refused at load because a stored part is damaged or fails the limits.
     pub documents_unreadable: Counter,
+    /// Rooms that failed unexpectedly (a panic, caught) and closed their clients.
+    pub room_panics: Counter,
     /// Times a room dropped its pending updates because they exceeded the bound.
     pub pending_overflows: Counter,
     /// Awareness updates or entries dropped (over the rate, foreign or unowned client ids).
@@ -49,6 +51,7 @@ impl Default for CollabMetrics {
             compactions: Counter::default(),
             store_errors: Counter::default(),
             documents_unreadable: Counter::default(),
+            room_panics: Counter::default(),
             pending_overflows: Counter::default(),
             awareness_dropped: Counter::default(),
         }
@@ -108,6 +111,11 @@ impl CollabMetrics {
             "documents_unreadable",
             "Documents refused at load because a stored part is damaged",
             metrics.documents_unreadable.clone(),
+        );
+        registry.register(
+            "room_panics",
+            "Rooms that failed unexpectedly and closed their clients",
+            metrics.room_panics.clone(),
         );
         registry.register(
             "pending_overflows",

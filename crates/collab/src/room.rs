@@ -26,11 +26,11 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut, Update, WriteTxn};
 
-use crate::rate::TokenBucket;
 use crate::fanout::{FanoutMessage, FanoutPayload, NodeId, Subscription};
 use crate::limits::{self, LimitError, UpdateLimits};
 use crate::outbox::{Outbox, Route, SendError};
 use crate::protocol::{self, ClientMessage};
+use crate::rate::TokenBucket;
 use crate::type_depth::{Checked, TypeDepths};
 use crate::{
     Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, JoinError, RoomConfig,
@@ -512,16 +512,12 @@ impl Room {
                 .awareness
                 .doc()
                 .transact()
-                .encode_state_as_update_v1(&StateVector::default());
+                .encode_diff_v1(&StateVector::default());
             let message = protocol::encode_sync_step2(&encoded);
             self.full_state = Some(message.clone());
             return message;
         }
-        let diff = self
-            .awareness
-            .doc()
-            .transact()
-            .encode_state_as_update_v1(state_vector);
+        let diff = self.awareness.doc().transact().encode_diff_v1(state_vector);
         protocol::encode_sync_step2(&diff)
     }
 
@@ -858,7 +854,7 @@ impl Room {
         self.leave(member);
     }
 
-    fn close_all(&mut self, reason: CloseReason) {
+    pub(crate) fn close_all(&mut self, reason: CloseReason) {
         let members: Vec<MemberId> = self.members.keys().copied().collect();
         for member in members {
             self.kick(member, reason);
@@ -947,11 +943,16 @@ impl Room {
         self.finish_compaction(result);
     }
 
+    /// The document's integrated state. Never `encode_state_as_update_v1`: that also
+    /// merges in yrs' pending (not yet integrable) structs, and a hostile pending update
+    /// makes that merge panic (found by fuzzing). Pending structs are not needed by anyone:
+    /// a peer cannot integrate them either, and once their dependencies arrive they are
+    /// integrated, stored and broadcast like any change.
     fn encode_snapshot(&self) -> Vec<u8> {
         self.awareness
             .doc()
             .transact()
-            .encode_state_as_update_v1(&StateVector::default())
+            .encode_diff_v1(&StateVector::default())
     }
 }
 

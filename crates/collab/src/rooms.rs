@@ -5,10 +5,12 @@
 //! an unload simply retries and meets a freshly loaded room.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -386,9 +388,22 @@ async fn run_room(
         Ok(mut room) => {
             let _loaded = GaugeGuard::new(&context.metrics.rooms_loaded);
             tracing::debug!("room loaded");
-            let exit = room.run(&mut commands, subscription).await;
-            if exit != Exit::StorageFailed {
-                tracing::debug!(?exit, "room unloaded");
+            // A panic inside yrs (or here) must not leave the document's clients connected
+            // to a dead room that never answers: they are closed, and reconnecting loads the
+            // document afresh from the store, which holds everything acknowledged.
+            let run = AssertUnwindSafe(room.run(&mut commands, subscription)).catch_unwind();
+            match run.await {
+                Ok(exit) if exit != Exit::StorageFailed => {
+                    tracing::debug!(?exit, "room unloaded");
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    context.metrics.room_panics.inc();
+                    tracing::error!(
+                        "room failed; closing its clients so they resync from the store"
+                    );
+                    room.close_all(CloseReason::RoomFailed);
+                }
             }
         }
         Err(LoadError::Store(error)) => {

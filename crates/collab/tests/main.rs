@@ -670,3 +670,55 @@ async fn server_edits_build_on_the_current_state() {
     );
     assert_eq!(watcher.text(), "typed by a person");
 }
+
+/// A store whose next append panics: stands in for any bug inside a room's turn.
+#[derive(Debug, Default)]
+struct PanickingStore {
+    inner: MemoryStore,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Store for PanickingStore {
+    async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
+        self.inner.load(doc).await
+    }
+    async fn append(&self, doc: &DocId, update: &[u8]) -> Result<i64, StoreError> {
+        assert!(
+            !self.armed.swap(false, Ordering::SeqCst),
+            "a bug in the room"
+        );
+        self.inner.append(doc, update).await
+    }
+    async fn compact(&self, doc: &DocId, snapshot: &[u8], seq: i64) -> Result<(), StoreError> {
+        self.inner.compact(doc, snapshot, seq).await
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_room_closes_its_clients_and_the_next_join_reloads_it() {
+    let store = Arc::new(PanickingStore::default());
+    let (rooms, metrics) = rooms_with(store.clone(), config());
+    let writer = Client::join(&rooms, "panics").await;
+    let mut watcher = Client::join(&rooms, "panics").await;
+    writer.insert(0, "saved ").await;
+    watcher.receive_until_text("saved ").await;
+
+    store.armed.store(true, Ordering::SeqCst);
+    writer.insert(6, "lost?").await;
+    // Not left connected to a dead room that never answers: closed, so they reconnect.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        watcher.inbox.close_requests().requested(),
+    )
+    .await
+    .expect("closed, not left hanging");
+    assert_eq!(
+        watcher.inbox.close_requests().take()[0].reason,
+        CloseReason::RoomFailed
+    );
+    assert_eq!(metrics.room_panics.get(), 1);
+    wait_for(|| rooms.loaded() == 0).await;
+    let mut again = Client::join(&rooms, "panics").await;
+    again.receive_until_text("saved ").await;
+}

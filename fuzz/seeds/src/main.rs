@@ -272,7 +272,7 @@ fn main() {
         ),
         (
             "array_of_questions",
-            0 | 0x80,
+            0x80, // quiz, with a title hint
             r#"[{"prompt": "What gas is released?", "options": ["Oxygen", "Nitrogen"], "answer": "Oxygen"}]"#,
         ),
     ];

@@ -996,3 +996,99 @@ async fn types_placed_after_too_many_document_items_are_refused() {
     }
     assert!(author.inbox.close_requests().take().is_empty());
 }
+
+/// Found by fuzzing (`fuzz/regressions/sync_apply/pending-update-panics-encode`): an update
+/// that passes every check and goes pending (its left origin is missing, its right origin
+/// is a classmate's item). yrs re-encodes pending structs into bytes it cannot decode, so
+/// encoding the state with pending structs merged in panicked, and the room died without
+/// closing anyone: the next joiner never got its sync step 2.
+const PENDING_THAT_PANICS_A_MERGE: &[u8] = &[
+    0x01, 0x01, 0x01, 0x00, 0xe2, 0x63, 0x05, 0xff, 0xff, 0x8c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x0b, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x20, 0x72, 0x6c, 0x64, 0x00,
+];
+
+#[tokio::test]
+async fn a_pending_update_yrs_cannot_merge_leaves_the_room_serving() {
+    let (rooms, _) = rooms_with(Arc::new(MemoryStore::new()), config());
+    // The classmate whose item the attacker's right origin names (client 212991, clock 0).
+    let classmate = Client::join(&rooms, "pending-merge").await;
+    let base = Doc::with_options(yrs::Options {
+        client_id: yrs::ClientID::new(212_991),
+        ..yrs::Options::default()
+    });
+    let base_update = {
+        let text = base.get_or_insert_text("body");
+        let mut txn = base.transact_mut();
+        text.insert(&mut txn, 0, "x");
+        txn.encode_update_v1()
+    };
+    classmate.send(protocol::encode_update(&base_update)).await;
+    let attacker = Client::join(&rooms, "pending-merge").await;
+    attacker
+        .send(protocol::encode_update(PENDING_THAT_PANICS_A_MERGE))
+        .await;
+    // A joiner's sync step 2 and the snapshot at unload both encode the whole state.
+    let mut joiner = Client::join(&rooms, "pending-merge").await;
+    joiner.receive().await;
+    joiner.insert(0, "still ").await;
+    let state = rooms
+        .encode_state(&DocId::new("pending-merge").expect("doc id"))
+        .await
+        .expect("room alive");
+    let copy = Doc::new();
+    copy.transact_mut()
+        .apply_update(Update::decode_v1(&state).expect("decode"))
+        .expect("apply");
+    // Two concurrent inserts at 0: Yjs orders them by client id.
+    let text = copy.get_or_insert_text("body").get_string(&copy.transact());
+    assert!(text == "still x" || text == "xstill ", "{text}");
+    // The same room, not one reloaded after a failure that closed everyone.
+    assert!(joiner.inbox.close_requests().take().is_empty());
+    assert!(classmate.inbox.close_requests().take().is_empty());
+}
+
+/// Found by fuzzing: Yjs client ids are 53-bit; yrs asserts that in debug builds (a panic in
+/// the room or the socket) and truncates in release builds (so `2^60 | id` posed as `id`).
+#[test]
+fn client_ids_wider_than_53_bits_are_refused_everywhere() {
+    let wide = (1u64 << 60) | 7;
+    let limits = UpdateLimits::default();
+    // An update whose struct group is authored by the wide id.
+    let mut update = EncoderV1::new();
+    update.write_var(1u32); // one client group
+    update.write_var(1u32); // one struct
+    update.write_var(wide);
+    update.write_var(0u32); // clock
+    update.write_u8(10); // a skip struct
+    update.write_var(1u32);
+    update.write_var(0u32); // empty delete set
+    assert!(matches!(
+        check_update_v1(&update.to_vec(), &limits),
+        Err(LimitError::ClientIdTooLarge(id)) if id == wide
+    ));
+    // A state vector (sync step 1) naming it.
+    let mut state_vector = EncoderV1::new();
+    state_vector.write_var(1u32);
+    state_vector.write_var(wide);
+    state_vector.write_var(3u32);
+    assert!(matches!(
+        lectern_collab::limits::check_state_vector_v1(&state_vector.to_vec()),
+        Err(LimitError::ClientIdTooLarge(_))
+    ));
+    // An awareness state claiming it.
+    let mut awareness = EncoderV1::new();
+    awareness.write_var(1u32);
+    awareness.write_var(wide);
+    awareness.write_var(1u32);
+    awareness.write_string("{}");
+    assert!(matches!(
+        lectern_collab::limits::check_awareness_v1(&awareness.to_vec()),
+        Err(LimitError::ClientIdTooLarge(_))
+    ));
+    // The widest legal id still passes.
+    let mut state_vector = EncoderV1::new();
+    state_vector.write_var(1u32);
+    state_vector.write_var((1u64 << 53) - 1);
+    state_vector.write_var(3u32);
+    lectern_collab::limits::check_state_vector_v1(&state_vector.to_vec()).expect("53-bit id");
+}
