@@ -18,7 +18,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # cargo-fuzz has no --locked: check that fuzz/Cargo.lock needs no change before building.
-cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
+if ! cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null; then
+  echo "fuzz: fuzz/Cargo.lock is out of date (a workspace crate's dependencies changed):" >&2
+  echo "fuzz: run 'cargo metadata --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null' and commit fuzz/Cargo.lock" >&2
+  exit 1
+fi
 # `-s none`: the sanitizers need nightly; coverage instrumentation works on stable.
 (cd fuzz && cargo fuzz build --sanitizer none --target-dir "$target_dir")
 bin_dir="$target_dir/x86_64-unknown-linux-gnu/release"

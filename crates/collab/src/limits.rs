@@ -180,7 +180,7 @@ fn walk_update_v1(
         }
         for _ in 0..structs {
             let len = walk.structure(client, clock)?;
-            clock = clock.saturating_add(len);
+            clock = end_of_range(clock, len)?;
         }
     }
     walk.delete_set()?;
@@ -260,6 +260,29 @@ fn client_id(cursor: &mut Cursor<'_>) -> Result<u64, LimitError> {
         return Err(LimitError::ClientIdTooLarge(client));
     }
     Ok(client)
+}
+
+/// The clock after a range of `len` starting at `clock`. yrs adds them unchecked (debug
+/// builds panic on the overflow, release builds wrap into another client's past), so a
+/// range that runs past `u32::MAX` is refused (found by fuzzing).
+fn end_of_range(clock: u32, len: u32) -> Result<u32, LimitError> {
+    clock
+        .checked_add(len)
+        .ok_or(LimitError::Malformed(yrs::encoding::read::Error::UnexpectedValue))
+}
+
+/// Skips a signed varint as yrs reads it (`Any` integers). yrs shifts each further byte 7
+/// bits more without checking, and an eleventh byte shifts past 64 bits (a panic in debug
+/// builds; found by fuzzing): ten bytes hold any `i64`, so longer ones are refused.
+fn skip_var_i64(cursor: &mut Cursor<'_>) -> Result<(), LimitError> {
+    for _ in 0..10 {
+        if cursor.read_u8()? < 0x80 {
+            return Ok(());
+        }
+    }
+    Err(LimitError::Malformed(
+        yrs::encoding::read::Error::InvalidVarInt,
+    ))
 }
 
 /// Reads a count of elements that take at least `min_bytes` each, refusing counts the bytes
@@ -465,9 +488,7 @@ impl Walk<'_> {
             let tag = self.cursor.read_u8()?;
             match tag {
                 127 | 126 | 121 | 120 => {}
-                125 => {
-                    let _int: i64 = self.cursor.read_var()?;
-                }
+                125 => skip_var_i64(&mut self.cursor)?,
                 124 => {
                     self.cursor.read_f32()?;
                 }
@@ -523,8 +544,9 @@ impl Walk<'_> {
             let ranges = self.count(2)?;
             for _ in 0..ranges {
                 self.tally(false)?;
-                let _clock: u32 = self.cursor.read_var()?;
-                let _len: u32 = self.cursor.read_var()?;
+                let clock: u32 = self.cursor.read_var()?;
+                let len: u32 = self.cursor.read_var()?;
+                end_of_range(clock, len)?;
             }
         }
         Ok(())
