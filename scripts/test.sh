@@ -31,7 +31,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # One build for everything: the test binaries, and the `lectern` binary the Node tests and
 # the model preparation below run.
 cargo nextest run --workspace --locked --profile ci --no-run
-# Coverage-guided fuzzing of every parser of user bytes, ~10 s per target (fuzz/README.md).
+# Coverage-guided fuzzing of every parser of user bytes, ~10 s per target, deterministic (fuzz/README.md).
 scripts/fuzz.sh
 
 # The local models (ONNX Runtime, the embedding model, the generator) come from the Python

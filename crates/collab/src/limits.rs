@@ -53,7 +53,8 @@ impl Default for UpdateLimits {
 /// What a checked update contains.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpdateSummary {
-    /// The client ids whose structs the update carries, in wire order, without repeats.
+    /// The client ids whose structs the update carries, in wire order (each once: an update
+    /// that names a client in two groups is refused).
     /// (Delete-set clients are not included: deleting does not author content.)
     pub clients: Vec<u64>,
     /// Structs read (items, GC and skip ranges).
@@ -103,6 +104,9 @@ pub enum LimitError {
     /// could pose as another client's.
     #[error("client id {0} is wider than 53 bits")]
     ClientIdTooLarge(u64),
+    /// A clock (or the end of a range) of 2^31 or more, where yrs' arithmetic overflows.
+    #[error("clock {0} is past 2^31")]
+    ClockTooLarge(u32),
     /// The update creates a Yjs type nested deeper than allowed (`type_depth.rs`).
     #[error("types nest deeper than {max}")]
     TypesTooDeep {
@@ -174,10 +178,16 @@ fn walk_update_v1(
     for _ in 0..clients {
         let structs = walk.count(1)?;
         let client = client_id(&mut walk.cursor)?;
-        let mut clock: u32 = walk.cursor.read_var()?;
-        if seen.insert(client) {
-            walk.summary.clients.push(client);
+        let mut clock = read_clock(&mut walk.cursor)?;
+        // Yjs writes one group per client. yrs merges repeated groups and then adds their
+        // clocks unchecked (an overflow panic in debug builds, found by fuzzing), and each
+        // group's bounds below hold only for itself: refuse repeats.
+        if !seen.insert(client) {
+            return Err(LimitError::Malformed(
+                yrs::encoding::read::Error::UnexpectedValue,
+            ));
         }
+        walk.summary.clients.push(client);
         for _ in 0..structs {
             let len = walk.structure(client, clock)?;
             clock = end_of_range(clock, len)?;
@@ -234,7 +244,7 @@ pub fn check_state_vector_v1(bytes: &[u8]) -> Result<(), LimitError> {
     let entries = count(&mut cursor, 2)?;
     for _ in 0..entries {
         client_id(&mut cursor)?;
-        let _clock: u32 = cursor.read_var()?;
+        read_clock(&mut cursor)?;
     }
     Ok(())
 }
@@ -262,13 +272,29 @@ fn client_id(cursor: &mut Cursor<'_>) -> Result<u64, LimitError> {
     Ok(client)
 }
 
-/// The clock after a range of `len` starting at `clock`. yrs adds them unchecked (debug
-/// builds panic on the overflow, release builds wrap into another client's past), so a
-/// range that runs past `u32::MAX` is refused (found by fuzzing).
+/// The largest clock accepted. yrs does clock arithmetic in `i32` in places (the offset of
+/// a block against the document's clock: an overflow panic in debug builds, garbage in
+/// release ones; found by fuzzing) and adds ranges unchecked in `u32`, so clocks and range
+/// ends stay below 2^31: two billion insertions by one client, far past any real document
+/// (the document size limit is reached long before).
+const MAX_CLOCK: u32 = i32::MAX as u32;
+
+/// Reads a clock, refusing one past [`MAX_CLOCK`].
+fn read_clock(cursor: &mut Cursor<'_>) -> Result<u32, LimitError> {
+    let clock: u32 = cursor.read_var()?;
+    if clock > MAX_CLOCK {
+        return Err(LimitError::ClockTooLarge(clock));
+    }
+    Ok(clock)
+}
+
+/// The clock after a range of `len` starting at `clock`, refusing ranges that end past
+/// [`MAX_CLOCK`].
 fn end_of_range(clock: u32, len: u32) -> Result<u32, LimitError> {
-    clock
-        .checked_add(len)
-        .ok_or(LimitError::Malformed(yrs::encoding::read::Error::UnexpectedValue))
+    match clock.checked_add(len) {
+        Some(end) if end <= MAX_CLOCK => Ok(end),
+        _ => Err(LimitError::ClockTooLarge(clock.saturating_add(len))),
+    }
 }
 
 /// Skips a signed varint as yrs reads it (`Any` integers). yrs shifts each further byte 7
@@ -394,7 +420,7 @@ impl Walk<'_> {
 
     fn id(&mut self) -> Result<ID, LimitError> {
         let client = client_id(&mut self.cursor)?;
-        let clock: u32 = self.cursor.read_var()?;
+        let clock = read_clock(&mut self.cursor)?;
         Ok(ID::new(ClientID::new(client), clock))
     }
 
@@ -404,15 +430,15 @@ impl Walk<'_> {
         let len = match kind {
             CONTENT_DELETED => self.cursor.read_var()?,
             CONTENT_JSON => {
-                // yrs reads one string more than the count says (`while remaining >= 0`);
-                // follow it, or this walk and yrs would disagree on where the next struct
-                // starts. The strings are kept as strings, never parsed.
-                let strings = self.count(1)?.saturating_add(1);
-                for _ in 0..strings {
-                    self.tally(false)?;
-                    self.cursor.read_string()?;
-                }
-                u32::try_from(strings).unwrap_or(u32::MAX)
+                // Legacy JSON content (only Yjs before v13 wrote it) does not survive a round
+                // trip through yrs 0.28: it reads one string more than it writes, so a stored
+                // snapshot holding such an item no longer decodes and the whole document would
+                // fail to load; merging it as a pending struct even panicked (both found by
+                // fuzzing). No current client sends it: refuse it.
+                return Err(LimitError::UnknownTag {
+                    what: "content (legacy JSON content is not supported)",
+                    tag: kind,
+                });
             }
             CONTENT_BINARY => {
                 self.cursor.read_buf()?;
@@ -544,7 +570,7 @@ impl Walk<'_> {
             let ranges = self.count(2)?;
             for _ in 0..ranges {
                 self.tally(false)?;
-                let clock: u32 = self.cursor.read_var()?;
+                let clock = read_clock(&mut self.cursor)?;
                 let len: u32 = self.cursor.read_var()?;
                 end_of_range(clock, len)?;
             }
