@@ -337,11 +337,13 @@ async fn log_is_compacted_after_the_configured_number_of_updates() {
     assert!(stored.snapshot.is_some());
 }
 
-/// A store whose appends fail while `failing` is set.
+/// A store whose appends fail while `failing` is set, and whose next append panics once
+/// `panic_next` is set (standing in for any bug inside a room's turn).
 #[derive(Debug, Default)]
 struct FlakyStore {
     inner: MemoryStore,
     failing: AtomicBool,
+    panic_next: AtomicBool,
 }
 
 #[async_trait]
@@ -353,6 +355,7 @@ impl Store for FlakyStore {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("disk on fire".into()));
         }
+        assert!(!self.panic_next.swap(false, Ordering::SeqCst), "a bug in the room");
         self.inner.append(doc, update).await
     }
     async fn compact(&self, doc: &DocId, snapshot: &[u8], seq: i64) -> Result<(), StoreError> {
@@ -671,40 +674,16 @@ async fn server_edits_build_on_the_current_state() {
     assert_eq!(watcher.text(), "typed by a person");
 }
 
-/// A store whose next append panics: stands in for any bug inside a room's turn.
-#[derive(Debug, Default)]
-struct PanickingStore {
-    inner: MemoryStore,
-    armed: AtomicBool,
-}
-
-#[async_trait]
-impl Store for PanickingStore {
-    async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
-        self.inner.load(doc).await
-    }
-    async fn append(&self, doc: &DocId, update: &[u8]) -> Result<i64, StoreError> {
-        assert!(
-            !self.armed.swap(false, Ordering::SeqCst),
-            "a bug in the room"
-        );
-        self.inner.append(doc, update).await
-    }
-    async fn compact(&self, doc: &DocId, snapshot: &[u8], seq: i64) -> Result<(), StoreError> {
-        self.inner.compact(doc, snapshot, seq).await
-    }
-}
-
 #[tokio::test]
 async fn a_panicking_room_closes_its_clients_and_the_next_join_reloads_it() {
-    let store = Arc::new(PanickingStore::default());
+    let store = Arc::new(FlakyStore::default());
     let (rooms, metrics) = rooms_with(store.clone(), config());
     let writer = Client::join(&rooms, "panics").await;
     let mut watcher = Client::join(&rooms, "panics").await;
     writer.insert(0, "saved ").await;
     watcher.receive_until_text("saved ").await;
 
-    store.armed.store(true, Ordering::SeqCst);
+    store.panic_next.store(true, Ordering::SeqCst);
     writer.insert(6, "lost?").await;
     // Not left connected to a dead room that never answers: closed, so they reconnect.
     tokio::time::timeout(

@@ -169,6 +169,13 @@ impl Job {
                 (AiJobStatus::Failed, Some(reason.clone()))
             }
         };
+        // The registry first: anyone who sees the end in a document and then asks for the
+        // job's status must find it ended too.
+        self.entry.update(|info| {
+            info.status = status;
+            info.error = error.clone();
+            info.finished_at = Some(now());
+        });
         if let Some(peer) = &peer {
             // The end in the target first, then the status (with the clock that covers it)
             // in the session's server-owned document.
@@ -189,11 +196,6 @@ impl Job {
                 );
             }
         }
-        self.entry.update(|info| {
-            info.status = status;
-            info.error = error;
-            info.finished_at = Some(now());
-        });
         metrics.jobs_running.dec();
     }
 
