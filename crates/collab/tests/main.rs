@@ -355,7 +355,10 @@ impl Store for FlakyStore {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("disk on fire".into()));
         }
-        assert!(!self.panic_next.swap(false, Ordering::SeqCst), "a bug in the room");
+        assert!(
+            !self.panic_next.swap(false, Ordering::SeqCst),
+            "a bug in the room"
+        );
         self.inner.append(doc, update).await
     }
     async fn compact(&self, doc: &DocId, snapshot: &[u8], seq: i64) -> Result<(), StoreError> {
