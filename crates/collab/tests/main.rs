@@ -126,6 +126,19 @@ fn rooms_with(store: Arc<dyn Store>, config: RoomConfig) -> (Rooms, CollabMetric
     (rooms, metrics)
 }
 
+/// The room's document as it is now (the room must be loaded, or is loaded by asking).
+async fn room_doc(rooms: &Rooms, doc: &str) -> Doc {
+    let state = rooms
+        .encode_state(&DocId::new(doc).expect("doc id"))
+        .await
+        .expect("room alive");
+    let copy = Doc::new();
+    copy.transact_mut()
+        .apply_update(Update::decode_v1(&state).expect("decode"))
+        .expect("apply");
+    copy
+}
+
 async fn wait_for(mut condition: impl FnMut() -> bool) {
     for _ in 0..500 {
         if condition() {
@@ -138,14 +151,7 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
 
 /// The text of the room's own copy of the document (not any client's).
 async fn room_text(rooms: &Rooms, doc: &str) -> String {
-    let state = rooms
-        .encode_state(&DocId::new(doc).expect("doc id"))
-        .await
-        .expect("state");
-    let copy = Doc::new();
-    copy.transact_mut()
-        .apply_update(Update::decode_v1(&state).expect("decode"))
-        .expect("apply");
+    let copy = room_doc(rooms, doc).await;
     let body = copy.get_or_insert_text("body");
     body.get_string(&copy.transact())
 }
@@ -557,16 +563,7 @@ async fn a_read_only_member_follows_but_its_edits_are_refused() {
     // The teacher got nothing from the student, and the room holds only the teacher's text.
     assert!(teacher.inbox.try_recv().is_none());
     assert_eq!(metrics.messages_rejected.get(), 1);
-    let state = rooms
-        .encode_state(&DocId::new("lesson").expect("doc id"))
-        .await
-        .expect("state");
-    let copy = Doc::new();
-    copy.transact_mut()
-        .apply_update(Update::decode_v1(&state).expect("decode"))
-        .expect("apply");
-    let body = copy.get_or_insert_text("body");
-    assert_eq!(body.get_string(&copy.transact()), "lesson plan");
+    assert_eq!(room_text(&rooms, "lesson").await, "lesson plan");
 }
 
 #[tokio::test]

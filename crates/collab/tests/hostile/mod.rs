@@ -329,14 +329,7 @@ async fn nested_updates_close_the_sender_and_leave_the_room_serving() {
     }
     assert_eq!(metrics.messages_rejected.get(), 2);
     bystander.insert(0, "still here").await;
-    let state = rooms
-        .encode_state(&DocId::new("deep").expect("doc id"))
-        .await
-        .expect("room alive");
-    let copy = Doc::new();
-    copy.transact_mut()
-        .apply_update(Update::decode_v1(&state).expect("decode"))
-        .expect("apply");
+    let copy = room_doc(&rooms, "deep").await;
     assert_eq!(
         copy.get_or_insert_text("body").get_string(&copy.transact()),
         "still here"
@@ -595,15 +588,8 @@ fn with_chain_root_deleted(update: &[u8]) -> Vec<u8> {
 
 /// Whether the room's root map "root" has a "k" entry.
 async fn room_has_chain(rooms: &Rooms, doc: &str) -> bool {
-    let state = rooms
-        .encode_state(&DocId::new(doc).expect("doc id"))
-        .await
-        .expect("room alive");
     // Decoding and applying a (bounded) chain is safe; deleting is what recursed.
-    let copy = Doc::new();
-    copy.transact_mut()
-        .apply_update(Update::decode_v1(&state).expect("decode"))
-        .expect("apply");
+    let copy = room_doc(rooms, doc).await;
     let root = copy.get_or_insert_map("root");
     root.get(&copy.transact(), "k").is_some()
 }
@@ -772,14 +758,7 @@ async fn a_deletion_sent_before_a_deep_chain_never_deletes_it() {
         .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let state = rooms
-            .encode_state(&DocId::new("delete-first").expect("doc id"))
-            .await
-            .expect("room alive");
-        let copy = Doc::new();
-        copy.transact_mut()
-            .apply_update(Update::decode_v1(&state).expect("decode"))
-            .expect("apply");
+        let copy = room_doc(&rooms, "delete-first").await;
         // Integrated (the author's clock advanced) and deleted.
         if copy
             .transact()
@@ -980,14 +959,7 @@ async fn types_placed_after_too_many_document_items_are_refused() {
     author.send(protocol::encode_update(&update)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let state = rooms
-            .encode_state(&DocId::new("lookups").expect("doc id"))
-            .await
-            .expect("room alive");
-        let copy = Doc::new();
-        copy.transact_mut()
-            .apply_update(Update::decode_v1(&state).expect("decode"))
-            .expect("apply");
+        let copy = room_doc(&rooms, "lookups").await;
         if copy.get_or_insert_array("a").len(&copy.transact()) == 1103 {
             break;
         }
@@ -1031,14 +1003,7 @@ async fn a_pending_update_yrs_cannot_merge_leaves_the_room_serving() {
     let mut joiner = Client::join(&rooms, "pending-merge").await;
     joiner.receive().await;
     joiner.insert(0, "still ").await;
-    let state = rooms
-        .encode_state(&DocId::new("pending-merge").expect("doc id"))
-        .await
-        .expect("room alive");
-    let copy = Doc::new();
-    copy.transact_mut()
-        .apply_update(Update::decode_v1(&state).expect("decode"))
-        .expect("apply");
+    let copy = room_doc(&rooms, "pending-merge").await;
     // Two concurrent inserts at 0: Yjs orders them by client id.
     let text = copy.get_or_insert_text("body").get_string(&copy.transact());
     assert!(text == "still x" || text == "xstill ", "{text}");
