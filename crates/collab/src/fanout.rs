@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::DocId;
 
@@ -37,12 +37,47 @@ pub struct FanoutMessage {
 }
 
 /// The kinds of message rooms exchange.
+///
+/// A transport may lose messages (Redis pub/sub does when a subscriber lags or reconnects),
+/// so updates are numbered and rooms repair gaps by comparing state (see `room.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FanoutPayload {
-    /// An encoded document update (already durable at the origin).
-    Update(Bytes),
+    /// An encoded document update, already durable at the origin. Updates from one room
+    /// instance form a stream (`stream`, a random id per loaded room) numbered 1, 2, 3...
+    /// (`seq`): a receiver that sees a number skipped knows it missed one.
+    Update {
+        /// Which room instance at the origin numbered it.
+        stream: u64,
+        /// Its number in that stream.
+        seq: u64,
+        /// The encoded (v1) update.
+        update: Bytes,
+    },
     /// An encoded awareness update.
     Awareness(Bytes),
+    /// A room states what it has and asks for what it lacks: every other room for the
+    /// document answers with a [`FanoutPayload::SyncReply`] when it has inserts the sender
+    /// lacks, or always when `after_gap` is set.
+    SyncRequest {
+        /// The sender's encoded state vector.
+        state_vector: Bytes,
+        /// The sender may have missed an update: answer even when the state vectors agree,
+        /// since deletions do not show in a state vector.
+        after_gap: bool,
+        /// The sender's own update stream and the last number it used in it (0: none yet),
+        /// so a receiver that missed the stream's last update notices.
+        stream: u64,
+        /// See `stream`.
+        seq: u64,
+    },
+    /// The answer to `to`'s [`FanoutPayload::SyncRequest`]: an encoded (v1) update holding
+    /// what it lacked. Other nodes ignore it.
+    SyncReply {
+        /// The node that asked.
+        to: NodeId,
+        /// What it lacked.
+        update: Bytes,
+    },
 }
 
 /// A subscription to one document's messages; dropping it unsubscribes.
@@ -50,6 +85,9 @@ pub enum FanoutPayload {
 pub struct Subscription {
     /// Messages published by other nodes for this document.
     pub messages: mpsc::Receiver<FanoutMessage>,
+    /// Changes whenever the transport may have lost messages (it reconnected): the room
+    /// then asks the other nodes for what it lacks. None: the transport loses nothing.
+    pub resync: Option<watch::Receiver<u64>>,
     /// Undoes the subscription when dropped.
     _unsubscribe: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -62,8 +100,15 @@ impl Subscription {
     ) -> Self {
         Self {
             messages,
+            resync: None,
             _unsubscribe: Box::new(unsubscribe),
         }
+    }
+
+    /// The same subscription, resynchronising whenever `resync` changes.
+    pub fn with_resync(mut self, resync: watch::Receiver<u64>) -> Self {
+        self.resync = Some(resync);
+        self
     }
 }
 
@@ -86,9 +131,9 @@ pub trait Fanout: Send + Sync + std::fmt::Debug + 'static {
     fn publish(&self, doc: &DocId, message: FanoutMessage) -> Result<(), FanoutError>;
 }
 
-/// How many cross-node messages may wait for a slow room before new ones are dropped and a
-/// warning is logged (clients of that room then catch up on their next sync).
-const SUBSCRIBER_BUFFER: usize = 1024;
+/// How many cross-node messages may wait for a slow room before new ones are dropped (the
+/// room notices the gap in the update numbers and asks for what it missed).
+pub const SUBSCRIBER_BUFFER: usize = 1024;
 
 /// In-process fan-out: rooms of several `Rooms` registries in one process share documents.
 #[derive(Debug, Default, Clone)]

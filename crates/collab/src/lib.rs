@@ -148,7 +148,9 @@ pub enum CloseReason {
     Lagging,
     /// The store failed; the room was unloaded so no unsaved state is served. Reconnect.
     StorageUnavailable,
-    /// The server is shutting down.
+    /// The server is shutting down (draining this node). Retryable: the client should
+    /// reconnect at once; behind a load balancer it lands on another node, which loads the
+    /// document from the shared store.
     ShuttingDown,
     /// The client's credentials expired or were revoked; reconnect with a fresh token.
     Unauthenticated,
@@ -181,7 +183,7 @@ impl CloseReason {
             Self::DocumentTooLarge => "document size limit exceeded",
             Self::Lagging => "client too slow to keep up; reconnect to resync",
             Self::StorageUnavailable => "storage unavailable; reconnect later",
-            Self::ShuttingDown => "server shutting down",
+            Self::ShuttingDown => "server shutting down; reconnect now",
             Self::Unauthenticated => "credentials expired or revoked; reconnect with a new token",
             Self::Forbidden => "access to this document was withdrawn",
             Self::SessionEnded => "the session has ended; the document is now read-only",
@@ -228,6 +230,10 @@ pub struct RoomConfig {
     pub awareness_rate: u32,
     /// ...with this burst. Updates over the rate are dropped, not relayed.
     pub awareness_burst: u32,
+    /// How often a room shared with other nodes states its state vector to them, so a lost
+    /// message is repaired even when no later one reveals the gap. None: never (one node,
+    /// or a transport that loses nothing).
+    pub cluster_sync_interval: Option<Duration>,
 }
 
 impl Default for RoomConfig {
@@ -245,6 +251,7 @@ impl Default for RoomConfig {
             max_awareness_state_bytes: 16 * 1024,
             awareness_rate: 30,
             awareness_burst: 60,
+            cluster_sync_interval: None,
         }
     }
 }

@@ -35,6 +35,13 @@ pub struct CollabMetrics {
     pub pending_overflows: Counter,
     /// Awareness updates or entries dropped (over the rate, foreign or unowned client ids).
     pub awareness_dropped: Counter,
+    /// Messages from other nodes found missing (a skipped update number, an update
+    /// building on unknown changes): each makes the room ask for what it lacks.
+    pub fanout_gaps: Counter,
+    /// State vectors sent to other nodes asking for what a room lacks.
+    pub fanout_sync_requests: Counter,
+    /// Answers sent to other nodes' requests, carrying what they lacked.
+    pub fanout_repairs: Counter,
 }
 
 impl Default for CollabMetrics {
@@ -54,6 +61,9 @@ impl Default for CollabMetrics {
             room_panics: Counter::default(),
             pending_overflows: Counter::default(),
             awareness_dropped: Counter::default(),
+            fanout_gaps: Counter::default(),
+            fanout_sync_requests: Counter::default(),
+            fanout_repairs: Counter::default(),
         }
     }
 }
@@ -126,6 +136,21 @@ impl CollabMetrics {
             "awareness_dropped",
             "Awareness updates or entries dropped (rate, foreign or unowned client ids)",
             metrics.awareness_dropped.clone(),
+        );
+        registry.register(
+            "fanout_gaps",
+            "Messages from other nodes found missing (then asked for)",
+            metrics.fanout_gaps.clone(),
+        );
+        registry.register(
+            "fanout_sync_requests",
+            "State vectors sent to other nodes asking for missing updates",
+            metrics.fanout_sync_requests.clone(),
+        );
+        registry.register(
+            "fanout_repairs",
+            "Answers sent to other nodes carrying updates they lacked",
+            metrics.fanout_repairs.clone(),
         );
         metrics
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use yrs::sync::{Awareness, AwarenessUpdate};
@@ -188,7 +188,28 @@ pub(crate) struct Room {
     pending_bytes: usize,
     /// The depths of the document's types, to refuse updates nesting types too deep.
     type_depths: TypeDepths,
+    /// Numbers this room's updates to other nodes: its stream id and the last number used.
+    stream: u64,
+    published_seq: u64,
+    /// The last update heard from each other node's room: its stream and number, to notice
+    /// a lost message.
+    heard: HashMap<NodeId, (u64, u64)>,
+    /// When to next ask the other nodes for what this room lacks (None: no need).
+    sync_due: Option<tokio::time::Instant>,
+    /// When it last asked, to ask at most every `MIN_SYNC_REQUEST_GAP`.
+    last_sync_request: Option<tokio::time::Instant>,
+    /// Whether the next request follows a (possible) lost message.
+    sync_after_gap: bool,
 }
+
+/// Asking other nodes for what a room lacks is cheap but not free: after a gap a burst of
+/// triggers (every later message, every answer) makes one request, not one each.
+const MIN_SYNC_REQUEST_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Other nodes' rooms a room remembers update numbers for; beyond that (nodes come and go
+/// over a long-lived room) it forgets them all, and the next message from each counts as
+/// a gap: one extra state comparison, never a loss.
+const MAX_HEARD_STREAMS: usize = 64;
 
 /// A background compaction and what it covers, to settle the log counters when it ends.
 #[derive(Debug)]
@@ -271,6 +292,12 @@ impl Room {
             pending_updates: 0,
             pending_bytes: 0,
             type_depths,
+            stream: random_stream_id(),
+            published_seq: 0,
+            heard: HashMap::new(),
+            sync_due: None,
+            last_sync_request: None,
+            sync_after_gap: false,
         })
     }
 
@@ -285,9 +312,37 @@ impl Room {
         // Grows with the first burst instead of up front: most rooms are quiet, and 256
         // commands' worth of capacity was the largest part of an idle room's memory.
         let mut batch = Vec::new();
+        let mut resync = subscription
+            .as_mut()
+            .and_then(|subscription| subscription.resync.take());
+        let mut sync_tick = match (&subscription, self.context.config.cluster_sync_interval) {
+            (Some(_), Some(period)) => {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                Some(tick)
+            }
+            _ => None,
+        };
+        if subscription.is_some() {
+            // Updates other nodes published before this room subscribed, or while it was
+            // loading, are asked for now.
+            self.request_sync_soon(true);
+        }
+        // Since when the room has had no members and no commands. Messages from other nodes
+        // do not count: a room that only relays another node's traffic still unloads.
+        let mut idle_since = None;
         loop {
-            let idle = self.members.is_empty();
-            let grace = tokio::time::sleep(self.context.config.unload_grace);
+            if !self.members.is_empty() {
+                idle_since = None;
+            } else if idle_since.is_none() {
+                idle_since = Some(tokio::time::Instant::now());
+            }
+            let idle = idle_since.is_some();
+            let grace = tokio::time::sleep_until(
+                idle_since.unwrap_or_else(tokio::time::Instant::now)
+                    + self.context.config.unload_grace,
+            );
+            let sync_due = self.sync_due;
             tokio::select! {
                 biased;
                 () = self.context.shutdown.cancelled() => {
@@ -309,6 +364,7 @@ impl Room {
                         // Every handle is gone: the registry itself was dropped.
                         return Exit::Shutdown;
                     }
+                    idle_since = None;
                     if let Err(error) = self.handle_batch(&mut batch).await {
                         tracing::error!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "store failed; unloading room");
                         self.context.metrics.store_errors.inc();
@@ -318,6 +374,16 @@ impl Room {
                 }
                 Some(message) = next_fanout(&mut subscription) => {
                     self.handle_fanout(message);
+                }
+                () = next_change(&mut resync) => {
+                    // The transport reconnected: whatever was published meanwhile is lost.
+                    self.request_sync_soon(true);
+                }
+                _ = next_tick(&mut sync_tick) => {
+                    self.request_sync_soon(false);
+                }
+                () = sleep_until_due(sync_due) => {
+                    self.send_sync_request();
                 }
                 result = compaction_done(&mut self.compaction) => {
                     self.finish_compaction(result);
@@ -686,7 +752,12 @@ impl Room {
         self.document_bytes += diff.len();
 
         self.broadcast(protocol::encode_update(&diff), except);
-        self.publish(FanoutPayload::Update(Bytes::from(diff)));
+        self.published_seq += 1;
+        self.publish(FanoutPayload::Update {
+            stream: self.stream,
+            seq: self.published_seq,
+            update: Bytes::from(diff),
+        });
         self.start_compaction_if_needed();
         Ok(())
     }
@@ -758,39 +829,27 @@ impl Room {
 
     fn handle_fanout(&mut self, message: FanoutMessage) {
         match message.payload {
-            FanoutPayload::Update(bytes) => {
-                // Another node checked it against the same limits; a node running older code,
-                // or a forged message on a shared bus, must not crash this one either.
-                let config = &self.context.config;
-                let mut txn = self.awareness.doc().transact_mut();
-                // The type depth check too; a type of unknown depth is applied all the same:
-                // the node that accepted it resolved it, and refusing would leave this
-                // node's copy behind until its clients resync.
-                let checked = checked_decode_in(
-                    &bytes,
-                    &config.update_limits,
-                    config.max_type_depth,
-                    &mut self.type_depths,
-                    &txn,
-                );
-                let (update, checked) = match checked {
-                    Ok(decoded) => decoded,
-                    Err(error) => {
-                        tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "fan-out update refused");
-                        return;
-                    }
-                };
-                if let Err(error) = txn.apply_update(update) {
-                    tracing::warn!(doc = %self.doc_id, %error, "fan-out update does not apply");
-                    return;
+            FanoutPayload::Update {
+                stream,
+                seq,
+                update,
+            } => {
+                self.note_number(message.origin, stream, seq);
+                self.apply_remote_update(&update);
+            }
+            FanoutPayload::SyncReply { to, update } => {
+                if to == self.context.node {
+                    self.apply_remote_update(&update);
                 }
-                drop(txn);
-                if let Checked::Within(created) = checked {
-                    self.type_depths.record(created);
-                }
-                self.full_state = None;
-                self.document_bytes += bytes.len();
-                self.broadcast(protocol::encode_update(&bytes), None);
+            }
+            FanoutPayload::SyncRequest {
+                state_vector,
+                after_gap,
+                stream,
+                seq,
+            } => {
+                self.note_last_number(message.origin, stream, seq);
+                self.answer_sync_request(message.origin, &state_vector, after_gap);
             }
             FanoutPayload::Awareness(bytes) => match limits::check_awareness_v1(&bytes)
                 .map_err(|error| error.to_string())
@@ -807,6 +866,158 @@ impl Room {
                 }
             },
         }
+    }
+
+    /// Checks that `seq` follows the last update heard from `origin`'s room; a skipped
+    /// number means a message was lost, and the room asks for what it lacks.
+    fn note_number(&mut self, origin: NodeId, stream: u64, seq: u64) {
+        let expected = match self.heard.get(&origin) {
+            Some(&(heard_stream, last)) if heard_stream == stream => last.wrapping_add(1),
+            // A room instance not heard from before starts at 1; anything else means this
+            // room subscribed after some of its updates went out.
+            _ => 1,
+        };
+        if seq != expected {
+            self.context.metrics.fanout_gaps.inc();
+            tracing::debug!(doc = %self.doc_id, expected, seq, "fan-out gap; asking for what is missing");
+            self.request_sync_soon(true);
+        }
+        self.remember_number(origin, stream, seq);
+    }
+
+    /// Checks the last number `origin`'s room says it used against what this room heard: a
+    /// lost last update (no later one to reveal it) shows here.
+    fn note_last_number(&mut self, origin: NodeId, stream: u64, seq: u64) {
+        let missed = match self.heard.get(&origin) {
+            Some(&(heard_stream, last)) if heard_stream == stream => last < seq,
+            _ => seq > 0,
+        };
+        if missed {
+            self.context.metrics.fanout_gaps.inc();
+            self.request_sync_soon(true);
+            // What it announced is accounted for by the request just made.
+            self.remember_number(origin, stream, seq);
+        }
+    }
+
+    fn remember_number(&mut self, origin: NodeId, stream: u64, seq: u64) {
+        if self.heard.len() >= MAX_HEARD_STREAMS && !self.heard.contains_key(&origin) {
+            self.heard.clear();
+        }
+        self.heard.insert(origin, (stream, seq));
+    }
+
+    /// Applies an update another node made durable, and relays it to this node's members.
+    fn apply_remote_update(&mut self, bytes: &Bytes) {
+        // Another node checked it against the same limits; a node running older code, or a
+        // forged message on a shared bus, must not crash this one either.
+        let config = &self.context.config;
+        let mut txn = self.awareness.doc().transact_mut();
+        // The type depth check too; a type of unknown depth is applied all the same: the
+        // node that accepted it resolved it, and refusing would leave this node's copy
+        // behind until its clients resync.
+        let checked = checked_decode_in(
+            bytes,
+            &config.update_limits,
+            config.max_type_depth,
+            &mut self.type_depths,
+            &txn,
+        );
+        let (update, checked) = match checked {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "fan-out update refused");
+                return;
+            }
+        };
+        let before = txn.state_vector();
+        if let Err(error) = txn.apply_update(update) {
+            tracing::warn!(doc = %self.doc_id, %error, "fan-out update does not apply");
+            return;
+        }
+        let changed = txn.state_vector() != before || !txn.delete_set().is_empty();
+        let missing = txn.has_missing_updates();
+        drop(txn);
+        if let Checked::Within(created) = checked {
+            self.type_depths.record(created);
+        }
+        if missing {
+            // It builds on changes this room never got: a lost message. Ask for them.
+            self.context.metrics.fanout_gaps.inc();
+            self.request_sync_soon(true);
+        }
+        if !changed && !missing {
+            return; // already known (an answer overlapping what arrived live)
+        }
+        self.full_state = None;
+        self.document_bytes += bytes.len();
+        self.broadcast(protocol::encode_update(bytes), None);
+    }
+
+    /// Answers another node's state vector with what it lacks, and asks in turn when it has
+    /// something this room lacks.
+    fn answer_sync_request(&mut self, origin: NodeId, state_vector: &[u8], after_gap: bool) {
+        let theirs = match limits::check_state_vector_v1(state_vector)
+            .map_err(|error| error.to_string())
+            .and_then(|()| StateVector::decode_v1(state_vector).map_err(|e| e.to_string()))
+        {
+            Ok(theirs) => theirs,
+            Err(error) => {
+                tracing::warn!(doc = %self.doc_id, %error, "fan-out state vector does not decode");
+                return;
+            }
+        };
+        let (diff, they_have_more) = {
+            let txn = self.awareness.doc().transact();
+            let ours = txn.state_vector();
+            let they_have_more = theirs
+                .iter()
+                .any(|(client, clock)| ours.get(client) < *clock);
+            let lacking = ours
+                .iter()
+                .any(|(client, clock)| theirs.get(client) < *clock);
+            // A state vector does not show deletions: after a gap the answer goes out even
+            // when the vectors agree (it carries the whole delete set); a routine check is
+            // answered only when they lack inserts. ARCHITECTURE.md explains why a lost
+            // deletion is still always noticed (update numbers).
+            let answer = after_gap || lacking;
+            (answer.then(|| txn.encode_diff_v1(&theirs)), they_have_more)
+        };
+        if let Some(diff) = diff {
+            self.context.metrics.fanout_repairs.inc();
+            self.publish(FanoutPayload::SyncReply {
+                to: origin,
+                update: Bytes::from(diff),
+            });
+        }
+        if they_have_more {
+            self.request_sync_soon(false);
+        }
+    }
+
+    /// Asks the other nodes for what this room lacks, now or as soon as the last request is
+    /// `MIN_SYNC_REQUEST_GAP` old.
+    fn request_sync_soon(&mut self, after_gap: bool) {
+        self.sync_after_gap |= after_gap;
+        let now = tokio::time::Instant::now();
+        let earliest = self
+            .last_sync_request
+            .map_or(now, |last| (last + MIN_SYNC_REQUEST_GAP).max(now));
+        self.sync_due = Some(self.sync_due.map_or(earliest, |due| due.min(earliest)));
+    }
+
+    fn send_sync_request(&mut self) {
+        self.sync_due = None;
+        self.last_sync_request = Some(tokio::time::Instant::now());
+        self.context.metrics.fanout_sync_requests.inc();
+        let state_vector = self.awareness.doc().transact().state_vector().encode_v1();
+        let after_gap = std::mem::take(&mut self.sync_after_gap);
+        self.publish(FanoutPayload::SyncRequest {
+            state_vector: Bytes::from(state_vector),
+            after_gap,
+            stream: self.stream,
+            seq: self.published_seq,
+        });
     }
 
     /// Sends `payload` to every member but `except`; members that cannot keep up are closed.
@@ -987,4 +1198,36 @@ async fn next_fanout(subscription: &mut Option<Subscription>) -> Option<FanoutMe
         Some(subscription) => subscription.messages.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Resolves when `receiver` changes; never, once its sender is gone (or without one).
+async fn next_change(receiver: &mut Option<watch::Receiver<u64>>) {
+    if let Some(changes) = receiver {
+        if changes.changed().await.is_ok() {
+            return;
+        }
+        *receiver = None;
+    }
+    std::future::pending().await
+}
+
+async fn next_tick(tick: &mut Option<tokio::time::Interval>) -> tokio::time::Instant {
+    match tick {
+        Some(tick) => tick.tick().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A stream id for a newly loaded room's updates: random, so a reloaded room's numbers are
+/// never mistaken for the previous instance's.
+fn random_stream_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }

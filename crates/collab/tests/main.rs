@@ -19,6 +19,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 mod hostile;
+mod repair;
 
 /// A test client: a yrs document, a membership and the outbox the room writes into.
 struct Client {
