@@ -91,7 +91,7 @@ impl Fanout for RedisFanout {
             }
             if drop_every > 0 && matches!(message.payload, FanoutPayload::Update { .. }) {
                 let count = received_updates.fetch_add(1, Ordering::Relaxed) + 1;
-                if count % drop_every == 0 {
+                if count.is_multiple_of(drop_every) {
                     tracing::debug!("test hook: dropping a received update");
                     return;
                 }
@@ -100,8 +100,10 @@ impl Fanout for RedisFanout {
                 metrics.receive_dropped.inc();
             }
         };
-        let guard = self.link
-            .subscribe(channel(&self.prefix, doc), Box::new(deliver)).await;
+        let guard = self
+            .link
+            .subscribe(channel(&self.prefix, doc), Box::new(deliver))
+            .await;
         Ok(Subscription::new(messages, guard).with_resync(self.link.reconnects()))
     }
 
@@ -239,8 +241,15 @@ mod tests {
     #[test]
     fn strangers_and_truncations_are_refused() {
         assert_eq!(decode(Bytes::from_static(b"")), None);
-        assert_eq!(decode(Bytes::from_static(b"\x02\x01")), None, "other version");
-        assert_eq!(decode(Bytes::from_static(b"\x01\x09\0\0\0\0\0\0\0\0")), None);
+        assert_eq!(
+            decode(Bytes::from_static(b"\x02\x01")),
+            None,
+            "other version"
+        );
+        assert_eq!(
+            decode(Bytes::from_static(b"\x01\x09\0\0\0\0\0\0\0\0")),
+            None
+        );
         assert_eq!(decode(Bytes::from_static(b"\x01\x01\0\0\0")), None);
         let update = encode(&FanoutMessage {
             origin: NodeId(1),

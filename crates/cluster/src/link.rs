@@ -128,13 +128,12 @@ impl RedisLink {
             },
             _ => {
                 return Err(LinkError::InvalidUrl(
-                    "only redis://host:port URLs are supported (no TLS or Unix sockets yet)"
-                        .into(),
+                    "only redis://host:port URLs are supported (no TLS or Unix sockets yet)".into(),
                 ));
             }
         };
-        let client = redis::Client::open(info)
-            .map_err(|error| LinkError::InvalidUrl(error.to_string()))?;
+        let client =
+            redis::Client::open(info).map_err(|error| LinkError::InvalidUrl(error.to_string()))?;
 
         let stop = CancellationToken::new();
         let commands = Arc::new(OnceLock::new());
@@ -302,11 +301,9 @@ async fn publish_loop(
                 .arg(payload.as_ref())
                 .ignore();
         }
-        let sent = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            pipeline.query_async::<()>(&mut connection),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(COMMAND_TIMEOUT, pipeline.query_async::<()>(&mut connection))
+                .await;
         match sent {
             Ok(Ok(())) => {
                 metrics.published.inc_by(count);
@@ -318,7 +315,9 @@ async fn publish_loop(
             Ok(Err(_)) | Err(_) => {
                 metrics.publish_dropped.inc_by(count);
                 if !failing {
-                    tracing::warn!("publishing to Redis failed; messages dropped until it is back (other nodes repair the gap)");
+                    tracing::warn!(
+                        "publishing to Redis failed; messages dropped until it is back (other nodes repair the gap)"
+                    );
                     failing = true;
                 }
             }
@@ -431,13 +430,11 @@ impl Subscriber {
     }
 
     async fn connect_and_serve(&mut self, stop: &CancellationToken) -> Result<(), ConnectionLost> {
-        let stream = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect(&self.endpoint.address),
-        )
-        .await
-        .map_err(|_| ConnectionLost::ConnectTimeout)?
-        .map_err(RespError::Io)?;
+        let stream =
+            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.endpoint.address))
+                .await
+                .map_err(|_| ConnectionLost::ConnectTimeout)?
+                .map_err(RespError::Io)?;
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let mut read = BufReader::new(read);
@@ -516,6 +513,9 @@ impl Subscriber {
         let items = match value {
             Value::Array(Some(items)) => items,
             Value::Error(message) => return Err(ConnectionLost::Refused(message)),
+            // Before the first subscription the connection answers PING as usual; once
+            // subscribed, as a pushed ["pong", ""].
+            Value::Simple(reply) => return Ok(reply == "PONG"),
             _ => return Ok(false),
         };
         let mut items = items.into_iter();

@@ -58,7 +58,9 @@ pub(crate) fn command(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Reads one value. Arrays nest one level at most (pushed messages never nest deeper).
-pub(crate) async fn read_value<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Value, RespError> {
+pub(crate) async fn read_value<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Result<Value, RespError> {
     let line = read_line(reader).await?;
     match parse_header(&line)? {
         Header::Array(None) => Ok(Value::Array(None)),
@@ -86,7 +88,9 @@ enum Header {
 }
 
 fn parse_header(line: &[u8]) -> Result<Header, RespError> {
-    let (&kind, rest) = line.split_first().ok_or(RespError::Malformed("empty line"))?;
+    let (&kind, rest) = line
+        .split_first()
+        .ok_or(RespError::Malformed("empty line"))?;
     let text = std::str::from_utf8(rest).map_err(|_| RespError::Malformed("not UTF-8"))?;
     let length = |max: usize| -> Result<Option<usize>, RespError> {
         if text == "-1" {
@@ -170,7 +174,10 @@ mod tests {
 
     #[tokio::test]
     async fn reads_scalars() {
-        assert_eq!(read(b"+OK\r\n").await.ok(), Some(Value::Simple("OK".into())));
+        assert_eq!(
+            read(b"+OK\r\n").await.ok(),
+            Some(Value::Simple("OK".into()))
+        );
         assert_eq!(read(b":-3\r\n").await.ok(), Some(Value::Integer(-3)));
         assert_eq!(
             read(b"-ERR unknown\r\n").await.ok(),
@@ -183,8 +190,14 @@ mod tests {
     async fn refuses_what_it_does_not_expect() {
         assert!(read(b"*2\r\n*1\r\n:1\r\n").await.is_err(), "nested array");
         assert!(read(b"*100\r\n").await.is_err(), "too long an array");
-        assert!(read(b"$999999999999\r\n").await.is_err(), "too large a bulk");
-        assert!(read(b"$3\r\nabcde").await.is_err(), "bulk without its terminator");
+        assert!(
+            read(b"$999999999999\r\n").await.is_err(),
+            "too large a bulk"
+        );
+        assert!(
+            read(b"$3\r\nabcde").await.is_err(),
+            "bulk without its terminator"
+        );
         assert!(read(b"$3\r\nab").await.is_err(), "truncated");
         assert!(read(b"?x\r\n").await.is_err(), "unknown type");
     }
