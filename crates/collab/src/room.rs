@@ -31,6 +31,7 @@ use crate::limits::{self, LimitError, UpdateLimits};
 use crate::outbox::{Outbox, Route, SendError};
 use crate::protocol::{self, ClientMessage};
 use crate::rate::TokenBucket;
+use crate::store::StoredDoc;
 use crate::type_depth::{Checked, TypeDepths};
 use crate::{
     Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, JoinError, RoomConfig,
@@ -200,6 +201,11 @@ pub(crate) struct Room {
     last_sync_request: Option<tokio::time::Instant>,
     /// Whether the next request follows a (possible) lost message.
     sync_after_gap: bool,
+    /// Whether the next request should also read the document back from the store: the
+    /// node that published a lost update may be gone, but the store has it.
+    read_store_wanted: bool,
+    /// A read of the stored document running in the background, if any.
+    store_read: Option<tokio::task::JoinHandle<Result<StoredDoc, StoreError>>>,
 }
 
 /// Asking other nodes for what a room lacks is cheap but not free: after a gap a burst of
@@ -298,6 +304,8 @@ impl Room {
             sync_due: None,
             last_sync_request: None,
             sync_after_gap: false,
+            read_store_wanted: false,
+            store_read: None,
         })
     }
 
@@ -317,7 +325,8 @@ impl Room {
             .and_then(|subscription| subscription.resync.take());
         let mut sync_tick = match (&subscription, self.context.config.cluster_sync_interval) {
             (Some(_), Some(period)) => {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 Some(tick)
             }
@@ -377,13 +386,17 @@ impl Room {
                 }
                 () = next_change(&mut resync) => {
                     // The transport reconnected: whatever was published meanwhile is lost.
-                    self.request_sync_soon(true);
+                    self.suspect_loss();
                 }
                 _ = next_tick(&mut sync_tick) => {
                     self.request_sync_soon(false);
                 }
                 () = sleep_until_due(sync_due) => {
                     self.send_sync_request();
+                }
+                result = store_read_done(&mut self.store_read) => {
+                    self.store_read = None;
+                    self.apply_store_read(result);
                 }
                 result = compaction_done(&mut self.compaction) => {
                     self.finish_compaction(result);
@@ -880,7 +893,7 @@ impl Room {
         if seq != expected {
             self.context.metrics.fanout_gaps.inc();
             tracing::debug!(doc = %self.doc_id, expected, seq, "fan-out gap; asking for what is missing");
-            self.request_sync_soon(true);
+            self.suspect_loss();
         }
         self.remember_number(origin, stream, seq);
     }
@@ -894,7 +907,7 @@ impl Room {
         };
         if missed {
             self.context.metrics.fanout_gaps.inc();
-            self.request_sync_soon(true);
+            self.suspect_loss();
             // What it announced is accounted for by the request just made.
             self.remember_number(origin, stream, seq);
         }
@@ -944,7 +957,7 @@ impl Room {
         if missing {
             // It builds on changes this room never got: a lost message. Ask for them.
             self.context.metrics.fanout_gaps.inc();
-            self.request_sync_soon(true);
+            self.suspect_loss();
         }
         if !changed && !missing {
             return; // already known (an answer overlapping what arrived live)
@@ -952,6 +965,56 @@ impl Room {
         self.full_state = None;
         self.document_bytes += bytes.len();
         self.broadcast(protocol::encode_update(bytes), None);
+    }
+
+    /// Applies what the store holds that this room lacks, and relays it to the members.
+    fn apply_store_read(&mut self, result: Result<StoredDoc, StoreError>) {
+        let stored = match result {
+            Ok(stored) => stored,
+            Err(error) => {
+                self.context.metrics.store_errors.inc();
+                tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "reading the store back after a gap failed");
+                return;
+            }
+        };
+        // As when loading: sizes were bounded when the parts were stored.
+        let limits = UpdateLimits {
+            max_values: usize::MAX,
+            ..self.context.config.update_limits
+        };
+        let max_type_depth = self.context.config.max_type_depth;
+        let update = {
+            let mut txn = self.awareness.doc().transact_mut();
+            let parts = stored
+                .snapshot
+                .iter()
+                .map(Vec::as_slice)
+                .chain(stored.updates.iter().map(|update| update.bytes.as_slice()));
+            for bytes in parts {
+                let decoded =
+                    checked_decode_in(bytes, &limits, max_type_depth, &mut self.type_depths, &txn);
+                match decoded {
+                    Ok((update, checked)) => {
+                        if txn.apply_update(update).is_ok()
+                            && let Checked::Within(created) = checked
+                        {
+                            self.type_depths.record(created);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "stored part refused while reading back");
+                    }
+                }
+            }
+            let changed = txn.before_state() != txn.after_state() || !txn.delete_set().is_empty();
+            changed.then(|| txn.encode_update_v1())
+        };
+        if let Some(update) = update {
+            self.context.metrics.fanout_repairs.inc();
+            self.full_state = None;
+            self.document_bytes += update.len();
+            self.broadcast(protocol::encode_update(&update), None);
+        }
     }
 
     /// Answers another node's state vector with what it lacks, and asks in turn when it has
@@ -1006,7 +1069,21 @@ impl Room {
         self.sync_due = Some(self.sync_due.map_or(earliest, |due| due.min(earliest)));
     }
 
+    /// A message from another node may have been lost: ask the other nodes, and read the
+    /// store back too (it holds every update any node accepted, even one whose node has
+    /// since unloaded the room or died).
+    fn suspect_loss(&mut self) {
+        self.read_store_wanted = true;
+        self.request_sync_soon(true);
+    }
+
     fn send_sync_request(&mut self) {
+        if std::mem::take(&mut self.read_store_wanted) && self.store_read.is_none() {
+            let (store, doc_id) = (self.context.store.clone(), self.doc_id.clone());
+            self.store_read = Some(tokio::spawn(
+                async move { store.load(&doc_id).await }.instrument(tracing::Span::current()),
+            ));
+        }
         self.sync_due = None;
         self.last_sync_request = Some(tokio::time::Instant::now());
         self.context.metrics.fanout_sync_requests.inc();
@@ -1186,6 +1263,19 @@ fn checked_decode_in<T: ReadTxn>(
 async fn compaction_done(compaction: &mut Option<Compaction>) -> Result<(), StoreError> {
     match compaction {
         Some(running) => match (&mut running.task).await {
+            Ok(result) => result,
+            Err(join_error) => Err(StoreError::Backend(Box::new(join_error))),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the running store read ends; never, when none runs.
+async fn store_read_done(
+    read: &mut Option<tokio::task::JoinHandle<Result<StoredDoc, StoreError>>>,
+) -> Result<StoredDoc, StoreError> {
+    match read {
+        Some(running) => match running.await {
             Ok(result) => result,
             Err(join_error) => Err(StoreError::Backend(Box::new(join_error))),
         },

@@ -18,6 +18,8 @@ struct LossyFanout {
     lose_updates: AtomicUsize,
     /// While set, every message is lost.
     outage: AtomicBool,
+    /// While set, answers to sync requests are lost (as if their nodes were gone).
+    lose_replies: AtomicBool,
     /// Bumped to tell rooms the transport reconnected.
     reconnects: watch::Sender<u64>,
 }
@@ -28,6 +30,7 @@ impl LossyFanout {
             inner: LocalFanout::new(),
             lose_updates: AtomicUsize::new(0),
             outage: AtomicBool::new(false),
+            lose_replies: AtomicBool::new(false),
             reconnects: watch::channel(0).0,
         })
     }
@@ -50,7 +53,10 @@ impl Fanout for LossyFanout {
     }
 
     fn publish(&self, doc: &DocId, message: FanoutMessage) -> Result<(), FanoutError> {
-        if self.outage.load(Ordering::SeqCst) {
+        if self.outage.load(Ordering::SeqCst)
+            || (self.lose_replies.load(Ordering::SeqCst)
+                && matches!(message.payload, FanoutPayload::SyncReply { .. }))
+        {
             return Ok(());
         }
         if matches!(message.payload, FanoutPayload::Update { .. })
@@ -109,6 +115,23 @@ async fn a_lost_update_is_repaired_when_the_next_one_shows_the_gap() {
     writer.insert(5, "found").await;
     reader.receive_until_text("lost found").await;
     assert!(metrics.fanout_gaps.get() >= 1, "the gap was noticed");
+}
+
+#[tokio::test]
+async fn a_lost_update_is_read_back_from_the_store_when_no_node_answers() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let fanout = LossyFanout::new();
+    let (first, _) = node_on(store.clone(), fanout.clone(), 1, None);
+    let (second, _) = node_on(store, fanout.clone(), 2, None);
+    let writer = Client::join(&first, "orphan").await;
+    let mut reader = Client::join(&second, "orphan").await;
+    reader.receive().await;
+
+    fanout.lose_replies.store(true, Ordering::SeqCst);
+    fanout.lose_next_updates(1);
+    writer.insert(0, "stored ").await;
+    writer.insert(7, "anyway").await;
+    reader.receive_until_text("stored anyway").await;
 }
 
 #[tokio::test]
