@@ -8,8 +8,12 @@
  * this class decides instead:
  * - `4401` (token expired, or refused): renew the access token, reconnect at once;
  * - `4403` (no access) and `4410` (session ended): stop, and emit `'access'`;
- * - anything else (`1001` restart, `1006` network...): reconnect with y-websocket's
- *   exponential backoff, with a fresh token.
+ * - `4503` (the node is draining: a restart, rolling update or scale-down): reconnect at
+ *   once, with no backoff, so a load balancer moves the document to another node within
+ *   one round trip. Only once per successful sync: a node that keeps answering 4503 before
+ *   the document synced again is retried with backoff like any other close;
+ * - anything else (other 45xx, `1006` network...): reconnect with y-websocket's exponential
+ *   backoff, with a fresh token.
  * Every connection attempt first asks the client for a token that is not about to expire.
  */
 
@@ -41,7 +45,9 @@ export interface AccessEvent {
 export const CLOSE_CODES = {
   unauthenticated: 4401,
   forbidden: 4403,
-  sessionEnded: 4410
+  sessionEnded: 4410,
+  /** Retryable (45xx): the node shuts down; reconnect at once. */
+  draining: 4503
 } as const
 
 type BaseEvents = WebsocketProvider extends { on: (name: infer N, f: infer _F) => unknown } ? N : never
@@ -93,6 +99,8 @@ export class LecternProvider extends WebsocketProvider {
   #token: string | undefined
   /** 4401s since the last successful sync: a token refused right after renewal ends it. */
   #authFailures = 0
+  /** A 4503 was answered with an immediate reconnect since the last successful sync. */
+  #drainedSinceSync = false
 
   constructor (client: LecternClient, docId: string, options: OpenDocumentOptions = {}) {
     const doc = options.doc ?? new Y.Doc()
@@ -118,7 +126,12 @@ export class LecternProvider extends WebsocketProvider {
       const current = client.tokens?.accessToken
       if (current !== undefined && current !== this.#token) this.#setToken(current)
     })
-    super.on('sync', synced => { if (synced) this.#authFailures = 0 })
+    super.on('sync', synced => {
+      if (synced) {
+        this.#authFailures = 0
+        this.#drainedSinceSync = false
+      }
+    })
     if (options.connect !== false) this.connect()
   }
 
@@ -195,6 +208,14 @@ export class LecternProvider extends WebsocketProvider {
         return
       }
       void this.#reconnect(generation, true)
+      return
+    }
+    if (code === CLOSE_CODES.draining && !this.#drainedSinceSync) {
+      // Not a failure of this client or of the service: another node takes over. The close
+      // does not count towards the backoff either.
+      this.#drainedSinceSync = true
+      this.wsUnsuccessfulReconnects = 0
+      void this.#reconnect(generation, false)
       return
     }
     setTimeout(() => { void this.#reconnect(generation, false) }, this.#backoff())

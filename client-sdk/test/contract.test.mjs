@@ -3,7 +3,8 @@
 // or renames an error code, a field of a modelled schema, or an enum spelling.
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import { ERROR_CODES, WIRE_SCHEMAS, WIRE_ENUMS } from '../dist/index.js'
+import { readFileSync } from 'node:fs'
+import { CLOSE_CODES, ERROR_CODES, WIRE_SCHEMAS, WIRE_ENUMS } from '../dist/index.js'
 import { startServer } from './support.mjs'
 
 const server = await startServer()
@@ -34,6 +35,19 @@ test('ERROR_CODES is exactly the ErrorCode enum of the server', () => {
   const stale = ERROR_CODES.filter(code => !server.includes(code))
   assert.deepEqual({ missing, stale }, { missing: [], stale: [] }, 'add/remove codes in src/errors.ts')
   assert.equal(new Set(ERROR_CODES).size, ERROR_CODES.length, 'no duplicates')
+})
+
+test('CLOSE_CODES are documented close codes, in the range of their kind', () => {
+  // docs/protocol.md, "Close codes": one table row per code; 44xx are final, 45xx retryable.
+  const protocol = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8')
+  const documented = new Set([...protocol.matchAll(/^\| (\d{4}) \|/gm)].map(m => Number(m[1])))
+  for (const [name, code] of Object.entries(CLOSE_CODES)) {
+    assert.ok(documented.has(code), `${name} (${code}) has a row in docs/protocol.md`)
+  }
+  assert.ok(CLOSE_CODES.draining >= 4500 && CLOSE_CODES.draining < 4600, 'draining is retryable (45xx)')
+  for (const name of ['unauthenticated', 'forbidden', 'sessionEnded']) {
+    assert.ok(CLOSE_CODES[name] >= 4400 && CLOSE_CODES[name] < 4500, `${name} is in 44xx`)
+  }
 })
 
 for (const [sdkType, { schema, properties }] of Object.entries(WIRE_SCHEMAS)) {

@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
+import { createServer, connect as netConnect } from 'node:net'
 import { after } from 'node:test'
 import WebSocket from 'ws'
 import { LecternClient, openDocument } from '../dist/index.js'
@@ -24,14 +25,15 @@ after(() => {
   for (const child of running) child.kill('SIGKILL')
 })
 
-/** Starts `lectern serve` (no anonymous access, AI off unless `args` says otherwise). */
-export async function startServer ({ args = [] } = {}) {
+/** Starts `lectern serve` (no anonymous access, AI off unless `args` says otherwise);
+ * `env` adds environment variables (e.g. a `LECTERN_JWT_SECRET` shared by two nodes). */
+export async function startServer ({ args = [], env = {} } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'lectern-sdk-'))
   const models = process.env.LECTERN_TEST_MODELS_DIR ?? new URL('../../.cache/models', import.meta.url).pathname
   const base = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--anonymous-access', 'none',
     '--ai-backend', 'off', '--models-dir', models, '--registration', 'open']
   const child = spawn(BIN, [...base, ...args], {
-    env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info' },
+    env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let stderr = ''
@@ -55,10 +57,62 @@ export async function startServer ({ args = [] } = {}) {
   running.add(child)
   const exited = once(child, 'exit').finally(() => running.delete(child))
   return {
+    address,
     http: `http://${address}`,
+    /** Sends SIGTERM (unless it exited) and resolves with the exit code (or signal name). */
     async stop () {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
-      await exited
+      const [code, signal] = await exited
+      return code ?? signal
+    }
+  }
+}
+
+/**
+ * A minimal TCP load balancer in front of `servers` (objects with an `address`
+ * `host:port`): each connection goes to the first server that accepts it, in order, the way
+ * HAProxy retries a refused connection on another server (`option redispatch`). A node
+ * that received SIGTERM has closed its listener, so new connections move on to the next.
+ */
+export async function startBalancer (servers) {
+  const sockets = new Set()
+  const track = socket => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  }
+  const balancer = createServer(downstream => {
+    track(downstream)
+    downstream.on('error', () => {})
+    const tryServer = index => {
+      if (index >= servers.length) {
+        downstream.destroy()
+        return
+      }
+      const [host, port] = servers[index].address.split(':')
+      const upstream = netConnect({ host, port: Number(port) })
+      upstream.once('error', () => tryServer(index + 1))
+      upstream.once('connect', () => {
+        upstream.removeAllListeners('error')
+        track(upstream)
+        upstream.on('error', () => downstream.destroy())
+        downstream.on('error', () => upstream.destroy())
+        // Each side's end (FIN) is passed on; a reset tears down both.
+        downstream.pipe(upstream)
+        upstream.pipe(downstream)
+      })
+    }
+    tryServer(0)
+  })
+  balancer.listen(0, '127.0.0.1')
+  await once(balancer, 'listening')
+  const address = `127.0.0.1:${balancer.address().port}`
+  return {
+    address,
+    http: `http://${address}`,
+    ws: `ws://${address}/ws`,
+    close () {
+      balancer.close()
+      for (const socket of sockets) socket.destroy()
     }
   }
 }

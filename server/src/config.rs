@@ -176,6 +176,38 @@ pub struct Config {
     #[arg(long, env = "LECTERN_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// Redis URL (`redis://[user:password@]host:port[/db]`) joining this node to the others
+    /// of a cluster: rooms on different nodes share edits and awareness, and access changes,
+    /// rate limits, budgets and the answer cache become cluster-wide. Unset: one node on its
+    /// own (in-process fan-out). Redis may go down at run time: each node keeps serving its
+    /// own clients and the nodes reconverge when it returns.
+    #[arg(long, env = "LECTERN_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// Prefix of every Redis key and channel this deployment uses, so several deployments
+    /// (or test runs) can share one Redis.
+    #[arg(long, env = "LECTERN_REDIS_PREFIX", default_value = "lectern")]
+    pub redis_prefix: String,
+
+    /// How often a room shared with other nodes compares its state with theirs (a state
+    /// vector over Redis; cheap), so a lost message is repaired even in a room gone quiet.
+    #[arg(
+        long,
+        env = "LECTERN_CLUSTER_SYNC_INTERVAL_MS",
+        default_value_t = 5_000
+    )]
+    pub cluster_sync_interval_ms: u64,
+
+    /// Test hook: drop every Nth document update received from Redis, as a lagging
+    /// subscriber would, to exercise gap repair. 0: never.
+    #[arg(
+        long,
+        env = "LECTERN_TEST_DROP_FANOUT_EVERY",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub test_drop_fanout_every: u64,
+
     /// Largest WebSocket message accepted from a client, in bytes; larger ones close the
     /// socket with code 1009.
     #[arg(long, env = "LECTERN_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
@@ -505,6 +537,17 @@ pub struct Config {
     #[arg(long, env = "LECTERN_AI_QUEUE_PER_CLASSROOM", default_value_t = 20)]
     pub ai_queue_per_classroom: u32,
 
+    /// How long an unfinished AI job's node may go without marking it alive (it does so
+    /// every second) before the job is reported failed: "interrupted: the server running it
+    /// stopped". Milliseconds.
+    #[arg(
+        long,
+        env = "LECTERN_AI_JOB_HEARTBEAT_TIMEOUT_MS",
+        default_value_t = 60_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub ai_job_heartbeat_timeout_ms: u64,
+
     /// Login and registration attempts per minute for one email address (also the burst).
     #[arg(
         long,
@@ -700,6 +743,10 @@ impl Config {
             max_awareness_state_bytes: self.max_awareness_state_bytes,
             awareness_rate: self.awareness_rate,
             awareness_burst: self.awareness_burst,
+            cluster_sync_interval: self
+                .redis_url
+                .is_some()
+                .then(|| Duration::from_millis(self.cluster_sync_interval_ms.max(100))),
         }
     }
 

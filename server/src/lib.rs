@@ -8,6 +8,10 @@
 //! - `auth/`: token issuing and verification, passwords, refresh tokens.
 //! - `api/`: the REST API under `/api/v1` (accounts, classrooms, sessions, document tokens).
 //! - `access.rs`: who may open which document, read or write (one pure `decide`).
+//! - `cluster.rs`: this node among the others: the Redis link, document fan-out over it,
+//!   and the cluster events other nodes apply (access changes, sign-outs, AI cancels...).
+//! - `cluster_store.rs`: counters and caches shared through Redis (rate limits, AI
+//!   budgets, AI answers), with the fallback to the node's own state.
 //! - `room_effects.rs`: what REST changes (lock, end, removal, handouts) do to open rooms.
 //! - `lazy_model.rs`: a model loaded once on a blocking thread, on first use.
 //! - `materials/`: course material: uploads into object storage, background ingestion
@@ -23,6 +27,8 @@ pub mod access;
 pub mod ai;
 pub mod api;
 pub mod auth;
+mod cluster;
+mod cluster_store;
 pub mod config;
 pub mod credentials;
 pub mod lazy_model;
@@ -46,7 +52,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use lectern_collab::{DocId, LocalFanout, NodeId, Rooms};
+use lectern_collab::{DocId, Rooms};
 use lectern_db::Database;
 
 pub use config::Config;
@@ -70,6 +76,7 @@ struct Inner {
     room_effects: RoomEffects,
     library: materials::Library,
     ai: ai::AiService,
+    cluster: cluster::Cluster,
 }
 
 impl AppState {
@@ -81,17 +88,20 @@ impl AppState {
             .await
             .context("connecting to the database")?;
         let metrics = Metrics::new();
+        let cluster = cluster::Cluster::from_config(&config, metrics.cluster.clone())
+            .context("configuring the Redis link")?;
         let rooms = Rooms::new(
             database.document_store(),
-            Arc::new(LocalFanout::new()),
-            NodeId::random(),
+            cluster.fanout(),
+            cluster.node(),
             config.room_config(),
             metrics.collab.clone(),
         );
         let authenticator =
             auth::Authenticator::from_config(&config).context("configuring authentication")?;
-        let rate_limits = api::rate_limits(&config);
-        let room_effects = RoomEffects::new(rooms.clone(), database.clone());
+        let store = cluster_store::ClusterStore::new(&cluster, metrics.redis_fallbacks.clone());
+        let rate_limits = api::rate_limits(&config, &store);
+        let room_effects = RoomEffects::new(rooms.clone(), database.clone(), cluster.clone());
         let shutdown = CancellationToken::new();
         let model = materials::EmbeddingModel::new(config.models_dir(), config.prepare_models);
         let library = materials::Library::start(
@@ -102,6 +112,7 @@ impl AppState {
             materials::LibraryLimits::from_config(&config)
                 .context("finding the extraction worker binary")?,
             metrics.materials.clone(),
+            cluster.clone(),
             shutdown.child_token(),
         )
         .await
@@ -112,11 +123,13 @@ impl AppState {
             database.clone(),
             library.clone(),
             metrics.ai.clone(),
+            &store,
             shutdown.child_token(),
         );
-        Ok(Self(Arc::new(Inner {
+        let state = Self(Arc::new(Inner {
             library,
             ai,
+            cluster,
             authenticator,
             rate_limits,
             room_effects,
@@ -126,7 +139,64 @@ impl AppState {
             metrics,
             shutdown,
             connections: TaskTracker::new(),
-        })))
+        }));
+        state.listen_to_cluster().await;
+        Ok(state)
+    }
+
+    /// Applies other nodes' cluster events here until shutdown (nothing to do on a node on
+    /// its own).
+    async fn listen_to_cluster(&self) {
+        let Some((guard, mut events)) = self.0.cluster.listen().await else {
+            return;
+        };
+        let state = self.clone();
+        let shutdown = self.0.shutdown.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            loop {
+                let event = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    event = events.recv() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                };
+                state.apply_cluster_event(event).await;
+            }
+        });
+    }
+
+    /// What another node's event means here.
+    async fn apply_cluster_event(&self, event: cluster::ClusterEvent) {
+        use cluster::ClusterEvent;
+        tracing::debug!(?event, "cluster event");
+        let result = match event {
+            ClusterEvent::AccessChanged { doc_ids } => {
+                self.0.room_effects.apply_access_changed(doc_ids).await
+            }
+            ClusterEvent::SessionEnded { doc_ids } => {
+                self.0.room_effects.apply_session_ended(doc_ids).await
+            }
+            ClusterEvent::LoginRevoked { family_id } => {
+                self.0.room_effects.apply_login_revoked(&family_id).await;
+                Ok(())
+            }
+            ClusterEvent::AiJobCancelled { job_id } => {
+                self.0.ai.cancel_local(&job_id);
+                Ok(())
+            }
+            ClusterEvent::MaterialsChanged { classroom_id } => {
+                self.0.library.forget_index(&classroom_id);
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "applying a cluster event failed"
+            );
+        }
     }
 
     /// The configuration in effect.
@@ -180,8 +250,8 @@ impl AppState {
         &self.0.connections
     }
 
-    /// Closes every socket with 1001, flushes every room, waits (bounded) for sockets to
-    /// finish, and closes the database.
+    /// Closes every socket with 4503 (draining), flushes every room, waits (bounded) for
+    /// sockets to finish, and closes the database.
     pub async fn shutdown(&self) {
         self.0.shutdown.cancel();
         // Jobs record their cancellation in their documents, so they stop before rooms do.
@@ -196,6 +266,7 @@ impl AppState {
             tracing::warn!("some sockets did not close in time");
         }
         self.0.database.close().await;
+        self.0.cluster.close();
     }
 }
 
@@ -237,7 +308,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then shuts down gracefully:
-/// stops accepting, lets HTTP requests in flight finish, closes every WebSocket with 1001
+/// stops accepting, lets HTTP requests in flight finish, closes every WebSocket with 4503
 /// and drains rooms ([`AppState::shutdown`]). Connections are served with the timeouts and
 /// the connection cap of the configuration (see `transport.rs`).
 pub async fn serve(
@@ -260,6 +331,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     match state.0.database.ping().await {
+        // Cut off from the other nodes, this one still serves its own clients (edits stay
+        // durable) and reconverges when Redis is back: ready, but saying so.
+        Ok(()) if state.0.cluster.degraded() => "degraded: Redis unavailable".into_response(),
         Ok(()) => "ready".into_response(),
         Err(error) => {
             tracing::warn!(

@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use lectern_cluster::ClusterMetrics;
 use lectern_collab::CollabMetrics;
 
 use crate::ai::metrics::AiMetrics;
@@ -63,6 +64,11 @@ pub struct Metrics {
     pub ai: AiMetrics,
     /// Upload and ingestion metrics.
     pub materials: MaterialsMetrics,
+    /// The Redis link's metrics (zero on a node on its own).
+    pub cluster: ClusterMetrics,
+    /// Counter and cache operations (rate limits, AI budgets, AI answers) this node served
+    /// from its own state because Redis did not answer (`cluster_store.rs`).
+    pub redis_fallbacks: Counter,
     process_resident_bytes: Gauge,
     runtime_alive_tasks: Gauge,
 }
@@ -132,6 +138,13 @@ impl Metrics {
         let collab = CollabMetrics::register(&mut registry);
         let ai = AiMetrics::register(&mut registry);
         let materials = MaterialsMetrics::register(&mut registry);
+        let cluster = ClusterMetrics::register(&mut registry);
+        let redis_fallbacks = Counter::default();
+        registry.register(
+            "redis_fallbacks",
+            "Rate-limit, AI budget and answer-cache operations served by this node alone because Redis did not answer",
+            redis_fallbacks.clone(),
+        );
         let process_resident_bytes = Gauge::default();
         registry.register(
             "process_resident_bytes",
@@ -151,6 +164,8 @@ impl Metrics {
             collab,
             ai,
             materials,
+            cluster,
+            redis_fallbacks,
             process_resident_bytes,
             runtime_alive_tasks,
         }

@@ -3,8 +3,9 @@
 //! changes affect.
 //!
 //! Handlers call these after the database change has committed, and before answering, so
-//! a client that got its response can rely on the effect having been applied. Every
-//! method is safe to call again with the same arguments.
+//! a client that got its response can rely on the effect having been applied on this node;
+//! other nodes apply it when the cluster event reaches them (within milliseconds while
+//! Redis is up). Every method is safe to call again with the same arguments.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use yrs::{Any, Map, WriteTxn};
 use crate::access::AccessError;
 use crate::api::dto::Focus;
 use crate::auth::{Origin, Principal};
+use crate::cluster::{Cluster, ClusterEvent};
 use crate::credentials;
 
 /// The root map of a session's `lectern` document (`session/{id}/lectern`), the one place
@@ -56,12 +58,19 @@ pub struct RoomEffects {
     rooms: Rooms,
     /// The database the changes were made in.
     database: Database,
+    /// Other nodes, which apply the same effects to their rooms.
+    cluster: Cluster,
 }
 
 impl RoomEffects {
-    /// Effects on `rooms`, reading from `database`.
-    pub fn new(rooms: Rooms, database: Database) -> Self {
-        Self { rooms, database }
+    /// Effects on `rooms`, reading from `database`, published to the other nodes of
+    /// `cluster`.
+    pub(crate) fn new(rooms: Rooms, database: Database, cluster: Cluster) -> Self {
+        Self {
+            rooms,
+            database,
+            cluster,
+        }
     }
 
     /// A fork of `template_doc_id` was registered as `fork_doc_id`: give it the
@@ -83,6 +92,17 @@ impl RoomEffects {
     /// socket on them. Sockets that lost access are closed with 4403; the others are
     /// downgraded or upgraded in place.
     pub async fn access_changed(&self, doc_ids: Vec<String>) -> Result<(), RoomEffectsError> {
+        let result = self.apply_access_changed(doc_ids.clone()).await;
+        self.cluster
+            .publish(ClusterEvent::AccessChanged { doc_ids });
+        result
+    }
+
+    /// [`RoomEffects::access_changed`] on this node's rooms only.
+    pub(crate) async fn apply_access_changed(
+        &self,
+        doc_ids: Vec<String>,
+    ) -> Result<(), RoomEffectsError> {
         let accounts = Accounts::new(self.database.clone());
         for doc in doc_ids {
             let doc = doc_id(&doc)?;
@@ -115,8 +135,16 @@ impl RoomEffects {
     }
 
     /// Login session `family_id` was revoked (logout, or refresh-token reuse): close every
-    /// socket opened with its access tokens, in every room of this node, with 4401.
+    /// socket opened with its access tokens, in every room of every node, with 4401.
     pub async fn session_revoked(&self, family_id: &str) {
+        self.apply_login_revoked(family_id).await;
+        self.cluster.publish(ClusterEvent::LoginRevoked {
+            family_id: family_id.to_owned(),
+        });
+    }
+
+    /// [`RoomEffects::session_revoked`] on this node's rooms only.
+    pub(crate) async fn apply_login_revoked(&self, family_id: &str) {
         self.rooms
             .close_session(family_id, CloseReason::Unauthenticated)
             .await;
@@ -125,6 +153,16 @@ impl RoomEffects {
     /// The session owning `doc_ids` (its own documents and its forks) has ended: every
     /// socket on them is closed with 4410; reopening gives read-only access for review.
     pub async fn session_ended(&self, doc_ids: Vec<String>) -> Result<(), RoomEffectsError> {
+        let result = self.apply_session_ended(doc_ids.clone()).await;
+        self.cluster.publish(ClusterEvent::SessionEnded { doc_ids });
+        result
+    }
+
+    /// [`RoomEffects::session_ended`] on this node's rooms only.
+    pub(crate) async fn apply_session_ended(
+        &self,
+        doc_ids: Vec<String>,
+    ) -> Result<(), RoomEffectsError> {
         for doc in doc_ids {
             let doc = doc_id(&doc)?;
             let changes: Vec<_> = self

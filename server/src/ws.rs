@@ -70,8 +70,6 @@ pub const MSG_DOC_CLOSED: u8 = 101;
 
 /// Close codes, documented in `docs/protocol.md`.
 pub mod close_code {
-    /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
     /// Text frames are not part of the protocol.
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// The frame was not valid y-sync (or not a valid update).
@@ -93,6 +91,10 @@ pub mod close_code {
     /// Too many of the client's updates wait for changes the server never received; they
     /// were dropped. Reconnect to resync.
     pub const TOO_MANY_PENDING: u16 = 4429;
+    /// This node is shutting down (draining): reconnect at once, without backoff; behind a
+    /// load balancer the next connection lands on another node. 45xx codes are retryable
+    /// (stock y-websocket 3 reconnects on them; it gives up on 44xx).
+    pub const DRAINING: u16 = 4503;
 }
 
 /// What a socket serves.
@@ -122,7 +124,7 @@ impl Close {
             CloseReason::DocumentTooLarge => close_code::MESSAGE_TOO_BIG,
             CloseReason::Lagging => close_code::TRY_AGAIN_LATER,
             CloseReason::StorageUnavailable => close_code::INTERNAL_ERROR,
-            CloseReason::ShuttingDown => close_code::GOING_AWAY,
+            CloseReason::ShuttingDown => close_code::DRAINING,
             CloseReason::Unauthenticated => close_code::UNAUTHENTICATED,
             CloseReason::Forbidden => close_code::FORBIDDEN,
             CloseReason::SessionEnded => close_code::SESSION_ENDED,
@@ -682,12 +684,16 @@ impl Reader {
         let ai = self.state.ai().clone();
         let outbox = self.outbox.clone();
         let rate_limits_key = requester.as_ref().map(|r| format!("user:{}", r.user_id));
-        let rate_limited = rate_limits_key
-            .as_deref()
-            .and_then(|key| self.state.rate_limits().api.check(key).err());
+        let state = self.state.clone();
         let span = tracing::info_span!("ai_control");
         let shutdown = ai.shutdown_token();
         let task = async move {
+            // Checked in the task: in a cluster the bucket is in Redis, and this socket's
+            // reader does not wait for it.
+            let rate_limited = match rate_limits_key {
+                Some(key) => state.rate_limits().api.check(&key).await.err(),
+                None => None,
+            };
             let reply = tokio::select! {
                 () = shutdown.cancelled() => return,
                 reply = crate::ai::control::answer(&ai, requester, rate_limited, request) => reply,

@@ -23,22 +23,23 @@ use lectern::config::AiBackendKind;
 use crate::api::{Api, Session, code, sqlite};
 use crate::support::connect;
 
-/// A request that reached the model, held until the test releases it.
-struct Arrival {
+/// A request that reached the model, held until the test releases it (also used by the
+/// `ai_nodes` tests).
+pub(crate) struct Arrival {
     /// The question it asks (the qa prompt).
-    question: String,
+    pub(crate) question: String,
     /// Lets its answer stream.
-    release: oneshot::Sender<()>,
+    pub(crate) release: oneshot::Sender<()>,
 }
 
 /// A local OpenAI-compatible server that answers only when told to.
-struct HeldModel {
-    base_url: String,
+pub(crate) struct HeldModel {
+    pub(crate) base_url: String,
     arrivals: mpsc::UnboundedReceiver<Arrival>,
 }
 
 impl HeldModel {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let (sender, arrivals) = mpsc::unbounded_channel();
         let app = Router::new().route(
             "/v1/chat/completions",
@@ -66,7 +67,7 @@ impl HeldModel {
     }
 
     /// The next request to reach the model.
-    async fn next(&mut self) -> Arrival {
+    pub(crate) async fn next(&mut self) -> Arrival {
         tokio::time::timeout(Duration::from_secs(60), self.arrivals.recv())
             .await
             .expect("a request reaches the model within 60 s")
@@ -130,12 +131,12 @@ async fn server(model: &HeldModel, adjust: impl FnOnce(&mut lectern::Config)) ->
 }
 
 /// A classroom with a live session whose notes say something, and its teacher.
-struct Class {
-    session: String,
-    teacher: Session,
+pub(crate) struct Class {
+    pub(crate) session: String,
+    pub(crate) teacher: Session,
 }
 
-async fn class(api: &Api, name: &str) -> Class {
+pub(crate) async fn class(api: &Api, name: &str) -> Class {
     let teacher = api
         .register(&format!("teacher-{name}@example.edu"), "faculty")
         .await;
@@ -220,14 +221,14 @@ async fn ask(api: &Api, class: &Class, question: &str) -> (StatusCode, Value) {
     .await
 }
 
-async fn ask_ok(api: &Api, class: &Class, question: &str) -> String {
+pub(crate) async fn ask_ok(api: &Api, class: &Class, question: &str) -> String {
     let (status, job) = ask(api, class, question).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     assert_eq!(job["status"], "queued", "{job}");
     job["job_id"].as_str().expect("job id").to_owned()
 }
 
-async fn job(api: &Api, class: &Class, job_id: &str) -> Value {
+pub(crate) async fn job(api: &Api, class: &Class, job_id: &str) -> Value {
     let (status, job) = api
         .get(&format!("/ai/jobs/{job_id}"), Some(&class.teacher.access))
         .await;

@@ -3,8 +3,10 @@
 //! `node` runs the end-to-end suite with stock Yjs clients from npm (tests/node).
 
 mod ai;
+mod ai_nodes;
 mod ai_queue;
 mod api;
+mod cluster_limits;
 mod hostile_auth;
 mod hostile_files;
 mod hostile_input;

@@ -856,3 +856,88 @@ async fn ingestion_interrupted_by_a_restart_is_resumed_from_the_stored_file() {
     assert_eq!(body["hits"][0]["page"], 3, "{body}");
     api.stop().await;
 }
+
+/// `name`'s value in the server's metrics (0 when absent).
+async fn counter(api: &Api, name: &str) -> u64 {
+    let text = api
+        .client()
+        .get(api.server().http("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn two_nodes_resuming_the_same_unfinished_material_ingest_it_once() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let data_path = data_dir.path().to_path_buf();
+    // Both nodes use one database and one object directory, and accept each other's tokens.
+    let in_data_dir = move |config: &mut lectern::Config| {
+        config.data_dir = data_path.clone();
+        config.jwt_secret = Some("two-nodes-test-secret-of-at-least-32-bytes".into());
+    };
+    let api = crate::api::Api::on(crate::support::TestServer::start(in_data_dir.clone()).await);
+    let class = class(&api).await;
+    let teacher = class.teacher.access.clone();
+    let material = upload_ok(&api, &class, "cells.pdf", fixtures::pdf(&CELL_PAGES)).await;
+    ready(&api, &teacher, &material).await;
+    api.stop().await;
+
+    // As if the node had died mid-ingestion (see the restart test above).
+    let url = format!("sqlite://{}", data_dir.path().join("lectern.db").display());
+    let database = lectern_db::Database::connect(&url).await.expect("database");
+    let materials = lectern_db::Materials::new(database.clone());
+    materials
+        .finish(&material, &[], 0)
+        .await
+        .expect("drop the passages");
+    materials
+        .set_status(
+            &material,
+            lectern_db::materials::MaterialStatus::Embedding,
+            40,
+            None,
+            None,
+            0,
+        )
+        .await
+        .expect("status");
+    database.close().await;
+
+    // Two nodes start on it; each queues the material again at start.
+    let nodes = [
+        crate::api::Api::on(crate::support::TestServer::start(in_data_dir.clone()).await),
+        crate::api::Api::on(crate::support::TestServer::start(in_data_dir).await),
+    ];
+    let resumed = ready(&nodes[1], &teacher, &material).await;
+    assert_eq!(resumed["chunk_count"], 3, "{resumed}");
+    let outcome = |outcome: &'static str| {
+        let nodes = &nodes;
+        async move {
+            let name = format!("lectern_materials_ingestions_total{{outcome=\"{outcome}\"}}");
+            counter(&nodes[0], &name).await + counter(&nodes[1], &name).await
+        }
+    };
+    // Wait until both workers have dealt with it, one way or the other.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while outcome("ready").await + outcome("skipped").await + outcome("failed").await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a node never took up the material"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(outcome("ready").await, 1, "ingested by exactly one node");
+    assert_eq!(outcome("skipped").await, 1, "left alone by the other");
+    assert_eq!(outcome("failed").await, 0);
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -124,16 +124,31 @@ async fn too_many_documents_on_one_multiplexed_socket_closes_with_1008() {
     server.stop().await;
 }
 
+/// Shutdown drains the node: every socket, single-document or multiplexed, closes with the
+/// retryable 4503 (not 1001), so clients reconnect at once and a load balancer sends them
+/// to another node.
 #[tokio::test]
-async fn graceful_shutdown_closes_sockets_with_1001() {
+async fn graceful_shutdown_closes_sockets_with_the_drain_code_4503() {
     let server = TestServer::start(anonymous_writers).await;
     let mut socket = connect(&server.ws("/ws/closing")).await;
-    // Make sure the socket joined its room before shutting down.
-    let empty = Doc::new().transact().state_vector();
-    send_binary(&mut socket, protocol::encode_sync_step1(&empty).to_vec()).await;
+    let mut multiplexed = connect(&server.ws("/ws")).await;
+    // Make sure both sockets joined their rooms before shutting down.
+    let step1 = protocol::encode_sync_step1(&Doc::new().transact().state_vector());
+    send_binary(&mut socket, step1.to_vec()).await;
     read_sync_step2(&mut socket).await;
+    let mut frame = Vec::new();
+    yrs::encoding::write::Write::write_string(&mut frame, "closing-too");
+    frame.extend_from_slice(&step1);
+    send_binary(&mut multiplexed, frame).await;
+    let answer = multiplexed
+        .next()
+        .await
+        .expect("socket open")
+        .expect("frame");
+    assert!(matches!(answer, Message::Binary(_)), "{answer:?}");
     let stopping = tokio::spawn(server.stop());
-    assert_eq!(close_code(&mut socket).await, Some(1001));
+    assert_eq!(close_code(&mut socket).await, Some(4503));
+    assert_eq!(close_code(&mut multiplexed).await, Some(4503));
     stopping.await.expect("stopped");
 }
 

@@ -6,7 +6,7 @@ import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import * as syncProtocol from 'y-protocols/sync'
 import {
-  Y, startServer, connect, synced, eventually, destroy, metric, rawSocket, closed
+  Y, startServer, startBalancer, connect, synced, eventually, destroy, metric, rawSocket, closed
 } from './support.mjs'
 
 test('two stock clients converge on concurrent text edits', async () => {
@@ -153,7 +153,7 @@ test('after SIGKILL every update another client saw is still there (PostgreSQL)'
   await restartKeepsWhatOthersSaw(['--database-url', url])
 })
 
-test('SIGTERM closes sockets with 1001 and exits cleanly', async () => {
+test('SIGTERM closes sockets with the drain code 4503 and exits cleanly', async () => {
   const server = await startServer()
   const a = connect(server, 'shutdown')
   const watcher = connect(server, 'shutdown')
@@ -165,7 +165,7 @@ test('SIGTERM closes sockets with 1001 and exits cleanly', async () => {
   const closeCode = new Promise(resolve => a.provider.on('connection-close', event => resolve(event?.code)))
   a.provider.shouldConnect = false
   assert.equal(await server.stop('SIGTERM'), 0)
-  assert.equal(await closeCode, 1001)
+  assert.equal(await closeCode, 4503)
   destroy(a)
   const again = await startServer({ dataDir: server.dataDir })
   const b = connect(again, 'shutdown')
@@ -173,6 +173,42 @@ test('SIGTERM closes sockets with 1001 and exits cleanly', async () => {
   assert.equal(b.text.toString(), 'before shutdown')
   destroy(b)
   await again.stop()
+})
+
+test('on 4503 a stock client reconnects by itself and lands on another node (PostgreSQL)', async (t) => {
+  const url = process.env.LECTERN_TEST_POSTGRES_URL_FOR_NODE
+  if (!url) {
+    if (process.env.CI === 'true') throw new Error('PostgreSQL is required under CI=true')
+    t.skip('no PostgreSQL database provided')
+    return
+  }
+  // Two nodes on one database, behind a balancer that sends each connection to the first
+  // node that accepts it: node A while it runs, then node B.
+  const nodeA = await startServer({ args: ['--database-url', url] })
+  const nodeB = await startServer({ args: ['--database-url', url] })
+  const balancer = await startBalancer([nodeA, nodeB])
+  const room = `drain-${process.pid}-${Date.now()}`
+  const client = connect(balancer, room)
+  await synced(client)
+  client.text.insert(0, 'typed on A')
+  const onA = connect(nodeA, room)
+  await eventually(() => onA.text.toString() === 'typed on A', { message: 'the edit on node A' })
+  destroy(onA)
+  // Node B loads the document from the database A wrote it to (write-ahead).
+  const onB = connect(nodeB, room)
+  await eventually(() => onB.text.toString() === 'typed on A', { message: 'node B to load the edit' })
+  const closes = []
+  client.provider.on('connection-close', event => closes.push(event?.code))
+
+  assert.equal(await nodeA.stop('SIGTERM'), 0)
+  // The stock provider keeps `shouldConnect`: y-websocket 3 gives up on 44xx closes only.
+  await eventually(() => closes.length > 0 && client.provider.synced, { message: 'the client to resync on node B' })
+  assert.deepEqual(closes, [4503])
+  client.text.insert(client.text.length, ', then on B')
+  await eventually(() => onB.text.toString() === 'typed on A, then on B', { message: 'the edit through node B' })
+  destroy(client, onB)
+  balancer.close()
+  assert.equal(await nodeB.stop(), 0)
 })
 
 test('idle rooms unload and rooms, sockets and tasks return to baseline', async () => {

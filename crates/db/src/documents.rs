@@ -6,6 +6,14 @@
 //! merges the caller's snapshot with the stored snapshot and every log entry it deletes, and
 //! replaces the stored snapshot only if no other node compacted in between (optimistic
 //! check on `through_seq`); otherwise it leaves the log alone for the next attempt.
+//!
+//! On top of that, a lease (`compact:{doc_id}`, see [`crate::leases`]) lets one node at a
+//! time compact a document, so several nodes holding the same room do not all merge the
+//! same log: a node that does not get the lease skips this compaction (the log stays
+//! complete, and its next trigger tries again). The lease saves work; the optimistic
+//! check alone keeps compaction lossless, even if a lease expires under a slow holder.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -15,7 +23,12 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 use lectern_collab::store::{StoredDoc, StoredUpdate};
 use lectern_collab::{DocId, Store, StoreError};
 
+use crate::leases::{self, Leases};
 use crate::{Database, DbError};
+
+/// How long a compaction may hold its document's lease. Far longer than a merge takes; it
+/// only matters when a node dies mid-compaction (its document waits this long).
+const COMPACTION_LEASE: Duration = Duration::from_secs(60);
 
 /// Room documents in SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
@@ -131,7 +144,38 @@ impl SqlDocumentStore {
         Ok(seq)
     }
 
+    /// Compacts `doc` under its lease; skips (Ok) when another node is compacting it.
     async fn compact_doc(
+        &self,
+        doc: &str,
+        snapshot: &[u8],
+        through_seq: i64,
+    ) -> Result<(), DbError> {
+        let leases = Leases::new(self.database.clone());
+        let lease = format!("compact:{doc}");
+        // Each attempt is its own holder: two rooms of one node never share a lease.
+        let holder = leases::unique_holder();
+        if !leases
+            .try_acquire(&lease, &holder, COMPACTION_LEASE)
+            .await?
+        {
+            tracing::debug!(doc, "another node is compacting; log kept for next time");
+            return Ok(());
+        }
+        let result = self.compact_leased(doc, snapshot, through_seq).await;
+        if let Err(error) = leases.release(&lease, &holder).await {
+            // It expires by itself; until then other nodes skip this document.
+            tracing::warn!(
+                doc,
+                error = &error as &dyn std::error::Error,
+                "could not release the compaction lease"
+            );
+        }
+        result
+    }
+
+    /// The compaction itself (the caller holds the lease).
+    async fn compact_leased(
         &self,
         doc: &str,
         snapshot: &[u8],

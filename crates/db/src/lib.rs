@@ -11,15 +11,21 @@
 //!   (which classroom, session and student a document id belongs to).
 //! - [`materials`]: [`Materials`], course material uploaded to a classroom, its ingestion
 //!   state, and its text chunks with their embeddings.
+//! - [`ai_jobs`]: [`AiJobs`], AI job records: status, usage, the node running each job and
+//!   its heartbeat, cancel requests; readable from every node.
+//! - [`leases`]: [`Leases`], named locks with an expiry, so exactly one node of a cluster
+//!   does a piece of work (compacting a document, ingesting a material).
 //! - [`testing`]: helpers that give tests a fresh PostgreSQL database.
 //!
 //! Queries are written out per backend rather than through `sqlx::Any`: the two dialects
 //! differ (placeholders, types), and seeing both side by side keeps them honestly equal.
 
 pub mod accounts;
+pub mod ai_jobs;
 mod checkpoint;
 pub mod classrooms;
 pub mod documents;
+pub mod leases;
 pub mod materials;
 pub mod sessions;
 pub mod testing;
@@ -34,8 +40,10 @@ use sqlx::sqlite::{
 };
 
 pub use accounts::Accounts;
+pub use ai_jobs::AiJobs;
 pub use classrooms::Classrooms;
 pub use documents::SqlDocumentStore;
+pub use leases::Leases;
 pub use materials::Materials;
 pub use sessions::Sessions;
 
@@ -96,6 +104,9 @@ pub enum DbError {
     /// A stored material format or status is not one this version knows.
     #[error("unknown material format or status {0:?} in the database")]
     UnknownMaterialValue(String),
+    /// A stored AI job status is not one this version knows.
+    #[error("unknown AI job value {0:?} in the database")]
+    UnknownAiJobValue(String),
     /// A stored embedding is not a whole number of f32s.
     #[error("stored embedding of {0} bytes is not a list of f32s")]
     CorruptEmbedding(usize),

@@ -2,8 +2,10 @@
 //! database per test; under `CI=true` an unreachable PostgreSQL fails the test). Every test
 //! runs the same assertions on both backends.
 
+mod ai_jobs;
 mod documents;
 mod identity;
+mod leases;
 mod materials;
 mod sessions;
 

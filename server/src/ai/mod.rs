@@ -17,6 +17,17 @@
 //! - this file: [`AiService`], the handle in `AppState`: checks (who may start what,
 //!   budget, rate limit, availability), the job registry, cancellation and shutdown.
 //!
+//! # The job registry
+//! Jobs are records in the database (`lectern_db::ai_jobs`), so their status and their
+//! cancellation work through any node of a cluster, and a job outlives its node as a
+//! record. What only the running node knows stays in memory here: the cancellation token
+//! of each *local* job and its place in line. One heartbeat task per node, every second,
+//! runs one statement for all its local jobs: it marks them alive and brings back the
+//! cancel requests made through other nodes, so such a cancel stops the job within about
+//! a second with no messaging between nodes. A job still unfinished whose node has been
+//! silent longer than `--ai-job-heartbeat-timeout-ms` lost its node: it is reported (and
+//! recorded, when read) as failed.
+//!
 //! **Architecture invariant:** AI never blocks realtime collaboration. Jobs are tasks
 //! owned by the service's tracker, their edits go through the room like any client's, and
 //! an unavailable or failing backend fails jobs (visible in REST and in the document),
@@ -31,7 +42,8 @@ mod queue;
 mod run;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -41,14 +53,17 @@ use tracing::Instrument as _;
 use lectern_ai::backend::Usage;
 use lectern_collab::{DocId, RoomError, Rooms};
 use lectern_db::accounts::Role;
+use lectern_db::ai_jobs::{AiJobRecord, JobStatus, JobUsage};
 use lectern_db::classrooms::MemberRole;
 use lectern_db::sessions::SessionState;
-use lectern_db::{Classrooms, Database, DbError, Sessions};
+use lectern_db::{AiJobs, Classrooms, Database, DbError, Sessions};
 
 use crate::access::{Access, AccessError};
 use crate::api::RateLimiter;
 use crate::api::dto::{AiJobKind, AiJobRequest, AiJobResponse, AiJobStatus};
 use crate::auth::{Origin, Principal, now_secs};
+use crate::cluster::{Cluster, ClusterEvent};
+use crate::cluster_store::ClusterStore;
 use crate::config::{AiBackendKind, Config};
 use crate::materials::Library;
 use generator::Generator;
@@ -63,9 +78,13 @@ pub const MAX_MATERIALS: usize = 20;
 /// Longest target language name, in characters.
 const MAX_LANGUAGE_CHARS: usize = 40;
 /// Finished jobs are kept for status queries this long.
-const FINISHED_JOB_TTL_SECS: u64 = 3600;
-/// Above this many registered jobs, finished ones past their TTL are dropped.
-const PRUNE_ABOVE: usize = 1000;
+const FINISHED_JOB_TTL_SECS: i64 = 24 * 3600;
+/// How often a node marks its jobs alive and looks for cancel requests made elsewhere.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Heartbeats between two prunings of old job records (ten minutes).
+const PRUNE_EVERY_BEATS: u64 = 600;
+/// What a job whose node stopped without recording its end is reported as.
+const INTERRUPTED: &str = "interrupted: the server running it stopped";
 /// How long shutdown waits for jobs to record their cancellation.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// Generations at once by default with the local model: one model instance computes on one
@@ -167,6 +186,9 @@ pub struct AiLimits {
     pub max_concurrent_jobs: u32,
     /// Jobs one classroom may have waiting for a generation slot.
     pub queue_per_classroom: u32,
+    /// How long a node may go without marking an unfinished job alive before the job is
+    /// reported as failed (its node stopped).
+    pub heartbeat_timeout: Duration,
 }
 
 /// Live AI jobs: the generator, the job registry, budgets, the answer cache. Cheap to clone.
@@ -187,34 +209,20 @@ struct Inner {
     cache: AnswerCache,
     /// Who generates next.
     scheduler: Scheduler,
+    /// Every job's record, whichever node runs it.
+    records: AiJobs,
+    /// This node, as named in the records of the jobs it runs.
+    node: String,
+    /// The jobs running on this node: what cancels each (a cancel request or shutdown).
     // A std mutex: map operations only, never held across an await.
-    jobs: Mutex<HashMap<String, Arc<JobEntry>>>,
+    local: Mutex<HashMap<String, CancellationToken>>,
+    /// Whether the heartbeat task runs (started with the first job).
+    heartbeat_started: AtomicBool,
+    /// Other nodes, told at once when a job is cancelled (they also learn it from the
+    /// job's record within a heartbeat). None on a node on its own.
+    cluster: Option<Cluster>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-}
-
-/// One registered job.
-#[derive(Debug)]
-struct JobEntry {
-    /// Fires to cancel it (cancel request or shutdown).
-    cancel: CancellationToken,
-    /// The classroom it runs in (for authorization of status and cancel).
-    classroom_id: String,
-    /// What clients see.
-    info: Mutex<AiJobResponse>,
-}
-
-impl JobEntry {
-    fn snapshot(&self) -> AiJobResponse {
-        self.info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn update(&self, change: impl FnOnce(&mut AiJobResponse)) {
-        change(&mut self.info.lock().unwrap_or_else(PoisonError::into_inner));
-    }
 }
 
 /// What the checks decided about a new job.
@@ -235,13 +243,15 @@ struct Plan {
 }
 
 impl AiService {
-    /// The service `config` describes, writing through `rooms`. `shutdown` cancels every job.
-    pub fn new(
+    /// The service `config` describes, writing through `rooms`; rate limits, budgets and
+    /// the answer cache shared through `store`. `shutdown` cancels every job.
+    pub(crate) fn new(
         config: &Config,
         rooms: Rooms,
         database: Database,
         library: Library,
         metrics: AiMetrics,
+        store: &ClusterStore,
         shutdown: CancellationToken,
     ) -> Self {
         Self::with_generator(
@@ -251,18 +261,22 @@ impl AiService {
             database,
             library,
             metrics,
+            store,
             shutdown,
         )
     }
 
     /// Like [`AiService::new`] with a given generator (benchmarks inject a backend).
-    pub fn with_generator(
+    // Every handle the service holds, given once at start (see `AppState::build`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn with_generator(
         generator: Generator,
         config: &Config,
         rooms: Rooms,
         database: Database,
         library: Library,
         metrics: AiMetrics,
+        store: &ClusterStore,
         shutdown: CancellationToken,
     ) -> Self {
         let limits = AiLimits {
@@ -276,6 +290,7 @@ impl AiService {
                     AiBackendKind::Openai | AiBackendKind::Off => DEFAULT_REMOTE_CONCURRENT_JOBS,
                 }),
             queue_per_classroom: config.ai_queue_per_classroom,
+            heartbeat_timeout: Duration::from_millis(config.ai_job_heartbeat_timeout_ms),
         };
         let scheduler = Scheduler::new(
             usize::try_from(limits.max_concurrent_jobs).unwrap_or(usize::MAX),
@@ -285,16 +300,25 @@ impl AiService {
         Self(Arc::new(Inner {
             model_name: generator.model_name(config),
             generator,
-            rate: RateLimiter::new(limits.jobs_per_minute, limits.jobs_per_minute),
-            budget: DailyBudget::new(limits.classroom_daily_tokens),
+            rate: RateLimiter::new(
+                "ai_jobs",
+                limits.jobs_per_minute,
+                limits.jobs_per_minute,
+                store,
+            ),
+            budget: DailyBudget::new(limits.classroom_daily_tokens, store),
             limits,
             rooms,
+            records: AiJobs::new(database.clone()),
+            node: uuid::Uuid::new_v4().to_string(),
             database,
             library,
             metrics,
-            cache: AnswerCache::new(guard::CACHE_ENTRIES),
+            cache: AnswerCache::new(guard::CACHE_ENTRIES, store),
             scheduler,
-            jobs: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashMap::new()),
+            heartbeat_started: AtomicBool::new(false),
+            cluster: store.cluster().cloned(),
             tracker: TaskTracker::new(),
             shutdown,
         }))
@@ -317,8 +341,9 @@ impl AiService {
         self.0
             .rate
             .check(&requester.user_id)
+            .await
             .map_err(|retry_after| AiError::RateLimited { retry_after })?;
-        self.0.budget.check(&plan.classroom_id)?;
+        self.0.budget.check(&plan.classroom_id).await?;
         let backend = self
             .0
             .generator
@@ -341,27 +366,33 @@ impl AiService {
                 .create_template(plan.target.as_str(), &plan.classroom_id, now())
                 .await?;
         }
-        let entry = Arc::new(JobEntry {
-            cancel: self.0.shutdown.child_token(),
+        let record = AiJobRecord {
+            id: job_id.clone(),
+            kind: plan.kind.as_str().to_owned(),
+            session_id: plan.session_id.clone(),
             classroom_id: plan.classroom_id.clone(),
-            info: Mutex::new(AiJobResponse {
-                job_id: job_id.clone(),
-                kind: plan.kind,
-                session_id: plan.session_id.clone(),
-                doc_id: plan.target.as_str().to_owned(),
-                status: AiJobStatus::Queued,
-                error: None,
-                cached: false,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                started_by: requester.user_id.clone(),
-                created_at: now(),
-                finished_at: None,
-                queue_position: None,
-            }),
-        });
-        self.register(&job_id, entry.clone());
-        let response = self.view(&entry);
+            doc_id: plan.target.as_str().to_owned(),
+            status: JobStatus::Queued,
+            error: None,
+            cached: false,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            started_by: requester.user_id.clone(),
+            created_at: now(),
+            finished_at: None,
+            node: self.0.node.clone(),
+            heartbeat_at_ms: now_ms(),
+            cancel_requested: false,
+        };
+        self.0.records.insert(&record).await?;
+        let cancel = self.0.shutdown.child_token();
+        self.0
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job_id.clone(), cancel.clone());
+        self.start_heartbeat();
+        let response = self.view(record).await?;
         let kind = plan.kind.as_str();
         self.0
             .metrics
@@ -370,7 +401,8 @@ impl AiService {
             .inc();
         let job = run::Job {
             service: self.clone(),
-            entry,
+            job_id: job_id.clone(),
+            cancel,
             plan,
             backend,
             requester: requester.user_id.clone(),
@@ -383,23 +415,49 @@ impl AiService {
 
     /// Job `job_id` as `requester` may see it: the one who started it, faculty of its
     /// classroom and admins.
+    /// Works for jobs of any node, and for jobs whose node is gone.
     pub async fn get(&self, requester: &Requester, job_id: &str) -> Result<AiJobResponse, AiError> {
-        let entry = self.visible(requester, job_id).await?;
-        Ok(self.view(&entry))
+        let record = self.visible(requester, job_id).await?;
+        self.view(record).await
     }
 
-    /// Cancels job `job_id` (idempotent; a finished job stays as it ended). What it wrote
-    /// so far stays in the document.
+    /// Cancels job `job_id` (idempotent; a finished job stays as it ended), whichever node
+    /// runs it: here at once, elsewhere at that node's next heartbeat. What it wrote so far
+    /// stays in the document. Answers the job as it was when the cancel was asked.
     pub async fn cancel(
         &self,
         requester: &Requester,
         job_id: &str,
     ) -> Result<AiJobResponse, AiError> {
-        let entry = self.visible(requester, job_id).await?;
-        entry.cancel.cancel();
-        // Out of line at once, so the jobs behind it move up now, not when its task wakes.
-        self.0.scheduler.remove(job_id);
-        Ok(self.view(&entry))
+        let record = self.visible(requester, job_id).await?;
+        if !record.status.is_final() {
+            self.0.records.request_cancel(job_id).await?;
+            self.cancel_local(job_id);
+            if let Some(cluster) = &self.0.cluster {
+                cluster.publish(ClusterEvent::AiJobCancelled {
+                    job_id: job_id.to_owned(),
+                });
+            }
+        }
+        self.view(record).await
+    }
+
+    /// Cancels job `job_id` if it runs on this node (no-op otherwise): its task stops and
+    /// records the cancellation. Also for cancel requests arriving from other nodes.
+    pub(crate) fn cancel_local(&self, job_id: &str) {
+        let token = self
+            .0
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(job_id)
+            .cloned();
+        if let Some(token) = token {
+            token.cancel();
+            // Out of line at once, so the jobs behind it move up now, not when its task
+            // wakes.
+            self.0.scheduler.remove(job_id);
+        }
     }
 
     /// Cancels every job and waits (bounded) for them to record it in their documents.
@@ -426,49 +484,166 @@ impl AiService {
         self.0.shutdown.clone()
     }
 
-    /// What clients see of `entry`: its record, and its place in line while it waits.
-    fn view(&self, entry: &JobEntry) -> AiJobResponse {
-        let mut job = entry.snapshot();
-        if job.status == AiJobStatus::Queued {
+    /// What clients see of job `record`: the record, failed if its node is gone, and its
+    /// place in line while it waits here.
+    async fn view(&self, record: AiJobRecord) -> Result<AiJobResponse, AiError> {
+        let local = self
+            .0
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&record.id);
+        let record = if local || record.status.is_final() {
+            record
+        } else {
+            self.unless_lost(record).await?
+        };
+        let mut job = response(&record)?;
+        if local && job.status == AiJobStatus::Queued {
             job.queue_position = self
                 .0
                 .scheduler
                 .position(&job.job_id)
                 .map(|position| u32::try_from(position).unwrap_or(u32::MAX));
         }
-        job
+        Ok(job)
     }
 
-    fn register(&self, job_id: &str, entry: Arc<JobEntry>) {
-        let mut jobs = self.0.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        if jobs.len() > PRUNE_ABOVE {
-            let now = now();
-            jobs.retain(|_, job| {
-                job.snapshot().finished_at.is_none_or(|finished| {
-                    now.saturating_sub(finished) < FINISHED_JOB_TTL_SECS as i64
-                })
-            });
+    /// `record` (a job of another node, unfinished), or the job failed as interrupted when
+    /// its node has been silent too long: then the record says so too, for every reader.
+    async fn unless_lost(&self, record: AiJobRecord) -> Result<AiJobRecord, AiError> {
+        let timeout =
+            i64::try_from(self.0.limits.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+        let stale_before = now_ms().saturating_sub(timeout);
+        if record.heartbeat_at_ms >= stale_before {
+            return Ok(record);
         }
-        jobs.insert(job_id.to_owned(), entry);
+        let records = &self.0.records;
+        if let Some(failed) = records
+            .interrupt_if_stale(&record.id, stale_before, INTERRUPTED, now())
+            .await?
+        {
+            tracing::info!(job_id = %record.id, node = %record.node, "AI job lost its node");
+            return Ok(failed);
+        }
+        // It changed meanwhile (a heartbeat, its end): read it as it is now.
+        Ok(records.get(&record.id).await?.unwrap_or(record))
     }
 
-    async fn visible(&self, requester: &Requester, job_id: &str) -> Result<Arc<JobEntry>, AiError> {
-        let entry = self
+    /// Records that job `job_id` moved to a running status. A failure is logged: the job
+    /// goes on, and its end is recorded separately.
+    async fn record_status(&self, job_id: &str, status: JobStatus) {
+        if let Err(error) = self.0.records.set_status(job_id, status).await {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not record the job's status"
+            );
+        }
+    }
+
+    /// Records how job `job_id` ended. Called before the end is written into the document:
+    /// anyone who sees the end there and then asks for the job's status finds it ended.
+    async fn record_end(
+        &self,
+        job_id: &str,
+        status: AiJobStatus,
+        error: Option<&str>,
+        usage: JobUsage,
+    ) {
+        let recorded = self
             .0
-            .jobs
+            .records
+            .finish(job_id, stored_status(status), error, usage, now())
+            .await;
+        if let Err(error) = recorded {
+            // Its heartbeat stops with it, so readers report it interrupted in time.
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "could not record the job's end"
+            );
+        }
+    }
+
+    /// Forgets job `job_id` as running here (its task is over).
+    fn forget_local(&self, job_id: &str) {
+        self.0
+            .local
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(job_id)
+            .remove(job_id);
+    }
+
+    /// Starts the node's heartbeat task, once.
+    fn start_heartbeat(&self) {
+        if self.0.heartbeat_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // A weak handle: the task must not keep the service alive by itself.
+        let service = Arc::downgrade(&self.0);
+        let shutdown = self.0.shutdown.clone();
+        let span = tracing::info_span!("ai_heartbeat", node = %self.0.node);
+        self.0
+            .tracker
+            .spawn(heartbeat(service, shutdown).instrument(span));
+    }
+
+    /// One heartbeat: marks every local job alive and cancels those someone asked to
+    /// cancel through another node; one statement for all of them.
+    async fn beat(&self) {
+        let ids: Vec<String> = self
+            .0
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
             .cloned()
-            .ok_or(AiError::NotFound)?;
-        if requester.role == Role::Admin || entry.snapshot().started_by == requester.user_id {
-            return Ok(entry);
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        match self.0.records.heartbeat(&ids, now_ms()).await {
+            Ok(cancelled) => {
+                for job_id in cancelled {
+                    self.cancel_local(&job_id);
+                }
+            }
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not mark the AI jobs alive"
+            ),
+        }
+    }
+
+    /// Deletes the records of jobs that ended long ago, and of jobs whose node went silent
+    /// as long ago and nobody read since.
+    async fn prune(&self) {
+        let finished_before = now().saturating_sub(FINISHED_JOB_TTL_SECS);
+        let silent_before_ms = now_ms().saturating_sub(FINISHED_JOB_TTL_SECS * 1000);
+        match self
+            .0
+            .records
+            .prune(finished_before, silent_before_ms)
+            .await
+        {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "old AI job records deleted"),
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not delete old AI job records"
+            ),
+        }
+    }
+
+    async fn visible(&self, requester: &Requester, job_id: &str) -> Result<AiJobRecord, AiError> {
+        let record = self.0.records.get(job_id).await?.ok_or(AiError::NotFound)?;
+        if requester.role == Role::Admin || record.started_by == requester.user_id {
+            return Ok(record);
         }
         let role = Classrooms::new(self.0.database.clone())
-            .membership(&entry.classroom_id, &requester.user_id)
+            .membership(&record.classroom_id, &requester.user_id)
             .await?;
         match role {
-            Some(MemberRole::Faculty) => Ok(entry),
+            Some(MemberRole::Faculty) => Ok(record),
             // Members know jobs exist (they watch them in the documents); the details are
             // the starter's and faculty's. Non-members learn nothing.
             Some(MemberRole::Student) => Err(AiError::Forbidden),
@@ -618,11 +793,14 @@ impl AiService {
     }
 
     /// Records the tokens a finished generation used against its classroom's budget.
-    fn charge(&self, classroom_id: &str, usage: Usage) {
-        self.0.budget.charge(
-            classroom_id,
-            u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens),
-        );
+    async fn charge(&self, classroom_id: &str, usage: Usage) {
+        self.0
+            .budget
+            .charge(
+                classroom_id,
+                u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens),
+            )
+            .await;
     }
 }
 
@@ -633,4 +811,79 @@ fn doc_id(name: &str) -> Result<DocId, AiError> {
 
 fn now() -> i64 {
     i64::try_from(now_secs()).unwrap_or(i64::MAX)
+}
+
+/// Now in Unix milliseconds (heartbeats).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// The node's heartbeat, every [`HEARTBEAT_INTERVAL`] until shutdown or until the service
+/// is gone; prunes old records now and then.
+async fn heartbeat(service: Weak<Inner>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats: u64 = 0;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(inner) = service.upgrade() else {
+            return;
+        };
+        let service = AiService(inner);
+        service.beat().await;
+        if beats.is_multiple_of(PRUNE_EVERY_BEATS) {
+            service.prune().await;
+        }
+        beats = beats.wrapping_add(1);
+    }
+}
+
+/// What clients see of a stored job (without its place in line).
+fn response(record: &AiJobRecord) -> Result<AiJobResponse, AiError> {
+    let kind = AiJobKind::ALL
+        .into_iter()
+        .find(|kind| kind.as_str() == record.kind)
+        .ok_or_else(|| AiError::Database(DbError::UnknownAiJobValue(record.kind.clone())))?;
+    Ok(AiJobResponse {
+        job_id: record.id.clone(),
+        kind,
+        session_id: record.session_id.clone(),
+        doc_id: record.doc_id.clone(),
+        status: wire_status(record.status),
+        error: record.error.clone(),
+        cached: record.cached,
+        prompt_tokens: record.prompt_tokens,
+        completion_tokens: record.completion_tokens,
+        started_by: record.started_by.clone(),
+        created_at: record.created_at,
+        finished_at: record.finished_at,
+        queue_position: None,
+    })
+}
+
+fn wire_status(status: JobStatus) -> AiJobStatus {
+    match status {
+        JobStatus::Queued => AiJobStatus::Queued,
+        JobStatus::Streaming => AiJobStatus::Streaming,
+        JobStatus::Done => AiJobStatus::Done,
+        JobStatus::Failed => AiJobStatus::Failed,
+        JobStatus::Cancelled => AiJobStatus::Cancelled,
+    }
+}
+
+fn stored_status(status: AiJobStatus) -> JobStatus {
+    match status {
+        AiJobStatus::Queued => JobStatus::Queued,
+        AiJobStatus::Streaming => JobStatus::Streaming,
+        AiJobStatus::Done => JobStatus::Done,
+        AiJobStatus::Failed => JobStatus::Failed,
+        AiJobStatus::Cancelled => JobStatus::Cancelled,
+    }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{FutureExt as _, StreamExt as _};
+use tokio_util::sync::CancellationToken;
 use yrs::types::Attrs;
 use yrs::updates::decoder::Decode;
 use yrs::{
@@ -22,11 +23,12 @@ use lectern_ai::backend::{
 };
 use lectern_ai::structured::{self, MindmapBuilder, ParseHints, PromptOptions, SourceExcerpt};
 use lectern_collab::{DocId, RoomError};
+use lectern_db::ai_jobs::{JobStatus, JobUsage};
 
 use super::guard::{CacheKey, CacheKeyBuilder};
 use super::peer::AiPeer;
 use super::queue::Ticket;
-use super::{AiService, JobEntry, Plan, now};
+use super::{AiService, Plan, now};
 use crate::api::dto::{AiJobKind, AiJobStatus};
 use crate::materials::SearchHit;
 
@@ -54,8 +56,10 @@ const MAX_DOC_CHARS: usize = 8000;
 pub(super) struct Job {
     /// The service (registry, rooms, library, metrics, budget, cache).
     pub service: AiService,
-    /// Its registry entry.
-    pub entry: Arc<JobEntry>,
+    /// Its id (and its record's).
+    pub job_id: String,
+    /// Fires to cancel it (a cancel request, from any node, or shutdown).
+    pub cancel: CancellationToken,
     /// What the checks decided.
     pub plan: Plan,
     /// The generator.
@@ -141,6 +145,14 @@ impl Sink {
     }
 }
 
+impl Drop for Job {
+    /// However the task ends (even by a panic), the job no longer runs here: it leaves the
+    /// node's heartbeat, so if its end was never recorded, readers soon report it lost.
+    fn drop(&mut self) {
+        self.service.forget_local(&self.job_id);
+    }
+}
+
 impl Job {
     /// Runs the job to its end and records how it ended, in the registry and the document.
     pub async fn run(self) {
@@ -150,32 +162,35 @@ impl Job {
         let (outcome, peer, sink) = self.execute(accepted).await;
         // A job that ended before generating must not hold up the line.
         self.ticket.leave();
-        let (status, error) = match &outcome {
-            Outcome::Done { usage, cached } => {
-                self.entry.update(|info| {
-                    info.prompt_tokens = usage.prompt_tokens;
-                    info.completion_tokens = usage.completion_tokens;
-                    info.cached = *cached;
-                });
-                (AiJobStatus::Done, None)
-            }
-            Outcome::Cancelled => (AiJobStatus::Cancelled, None),
+        let (status, error, usage) = match &outcome {
+            Outcome::Done { usage, cached } => (
+                AiJobStatus::Done,
+                None,
+                JobUsage {
+                    prompt_tokens: usage.prompt_tokens,
+                    completion_tokens: usage.completion_tokens,
+                    cached: *cached,
+                },
+            ),
+            Outcome::Cancelled => (AiJobStatus::Cancelled, None, JobUsage::default()),
             Outcome::Failed(reason) => {
                 metrics
                     .job_errors
                     .get_or_create(&vec![("kind", self.plan.kind.as_str())])
                     .inc();
                 tracing::info!(%reason, "AI job failed");
-                (AiJobStatus::Failed, Some(reason.clone()))
+                (
+                    AiJobStatus::Failed,
+                    Some(reason.clone()),
+                    JobUsage::default(),
+                )
             }
         };
         // The registry first: anyone who sees the end in a document and then asks for the
         // job's status must find it ended too.
-        self.entry.update(|info| {
-            info.status = status;
-            info.error = error.clone();
-            info.finished_at = Some(now());
-        });
+        self.service
+            .record_end(&self.job_id, status, error.as_deref(), usage)
+            .await;
         if let Some(peer) = &peer {
             // The end in the target first, then the status (with the clock that covers it)
             // in the session's server-owned document.
@@ -221,7 +236,7 @@ impl Job {
             &service.rooms,
             plan.target.clone(),
             lectern,
-            &self.entry.snapshot().job_id,
+            &self.job_id,
             plan.kind.as_str(),
             &self.requester,
         )
@@ -254,7 +269,7 @@ impl Job {
     }
 
     async fn generate(&self, peer: &AiPeer, sink: &Sink, accepted: Instant) -> Outcome {
-        let cancel = self.entry.cancel.clone();
+        let cancel = self.cancel.clone();
         let (messages, hits, key) = match self.prompt().await {
             Ok(prompt) => prompt,
             Err(error) => return Outcome::Failed(error.to_string()),
@@ -265,7 +280,7 @@ impl Job {
             return Outcome::Failed(JobError::from(error).to_string());
         }
         let service = &self.service.0;
-        let cached = service.cache.get(&key);
+        let cached = service.cache.get(&key).await;
         let is_cached = cached.is_some();
         // Held until the generation (and any repair) is over, however it ends. A cached
         // answer replays without the model, so it gives up its place instead of waiting.
@@ -305,8 +320,8 @@ impl Job {
         match streamed {
             Ok((text, usage)) => {
                 if !is_cached {
-                    self.service.charge(&self.plan.classroom_id, usage);
-                    service.cache.put(key, text.as_str().into());
+                    self.service.charge(&self.plan.classroom_id, usage).await;
+                    service.cache.put(key, text.as_str().into()).await;
                 }
                 if let Err(reason) = self.complete(peer, sink, &text).await {
                     return Outcome::Failed(reason);
@@ -330,7 +345,7 @@ impl Job {
         accepted: Instant,
     ) -> Result<(String, Usage), JobError> {
         let metrics = &self.service.0.metrics;
-        let cancel = self.entry.cancel.clone();
+        let cancel = self.cancel.clone();
         let mut text = String::new();
         let mut tokens: u64 = 0;
         let mut first_token: Option<Instant> = None;
@@ -381,8 +396,9 @@ impl Job {
                     metrics
                         .time_to_first_token_seconds
                         .observe(accepted.elapsed().as_secs_f64());
-                    self.entry
-                        .update(|info| info.status = AiJobStatus::Streaming);
+                    self.service
+                        .record_status(&self.job_id, JobStatus::Streaming)
+                        .await;
                 }
             }
             match end {
@@ -476,7 +492,7 @@ impl Job {
             temperature: 0.0,
             top_p: 1.0,
         };
-        let cancel = self.entry.cancel.clone();
+        let cancel = self.cancel.clone();
         let mut stream = self
             .backend
             .generate(request, cancel)
@@ -487,7 +503,7 @@ impl Job {
             match event {
                 Ok(Event::Token(token)) => text.push_str(&token),
                 Ok(Event::Done(usage)) => {
-                    self.service.charge(&self.plan.classroom_id, usage);
+                    self.service.charge(&self.plan.classroom_id, usage).await;
                     return Ok(text);
                 }
                 Err(error) => return Err(format!("the repair attempt failed: {error}")),
@@ -499,7 +515,7 @@ impl Job {
     /// Chat and qa: the user's question goes into the chat first, as the server (not the
     /// AI), so the answer that follows reads as a reply to it.
     async fn post_question(&self) -> Result<(), RoomError> {
-        let job_id = self.entry.snapshot().job_id;
+        let job_id = self.job_id.clone();
         let question = self.plan.prompt.clone();
         let author = self.requester.clone();
         let created_at = now();
@@ -526,7 +542,7 @@ impl Job {
     /// Creates where the job writes, in the replica (shipped at once, so the class sees a
     /// placeholder before the first token).
     async fn open_sink(&self, peer: &AiPeer) -> Result<Sink, JobError> {
-        let job_id = self.entry.snapshot().job_id;
+        let job_id = self.job_id.clone();
         let kind = self.plan.kind;
         let sink = peer
             .write(|txn| match kind {

@@ -104,12 +104,13 @@ fn rate_limited(retry_after: std::time::Duration) -> ApiError {
 }
 
 /// Login, registration and refresh are limited per client address (when it is known).
-fn limit_address(state: &AppState, address: ClientAddress) -> Result<(), ApiError> {
+async fn limit_address(state: &AppState, address: ClientAddress) -> Result<(), ApiError> {
     match address.key() {
         Some(key) => state
             .rate_limits()
             .login_address
             .check(&key)
+            .await
             .map_err(rate_limited),
         None => Ok(()),
     }
@@ -127,14 +128,18 @@ struct LoginAttempt<'a> {
 
 impl<'a> LoginAttempt<'a> {
     /// Takes a token from the email-and-address bucket, then from the email's own.
-    fn begin(state: &'a AppState, email: &str, address: ClientAddress) -> Result<Self, ApiError> {
+    async fn begin(
+        state: &'a AppState,
+        email: &str,
+        address: ClientAddress,
+    ) -> Result<Self, ApiError> {
         let limits = state.rate_limits();
         let from = address.key().unwrap_or_else(|| "unknown".to_owned());
         let pair = format!("email:{email} from:{from}");
-        limits.login.check(&pair).map_err(rate_limited)?;
+        limits.login.check(&pair).await.map_err(rate_limited)?;
         let email = format!("email:{email}");
-        if let Err(retry_after) = limits.login_email.check(&email) {
-            limits.login.refund(&pair);
+        if let Err(retry_after) = limits.login_email.check(&email).await {
+            limits.login.refund(&pair).await;
             return Err(rate_limited(retry_after));
         }
         Ok(Self { state, pair, email })
@@ -142,10 +147,10 @@ impl<'a> LoginAttempt<'a> {
 
     /// The attempt was not a failed guess (right password, or never checked): give the
     /// tokens back, so only failures count.
-    fn forgive(self) {
+    async fn forgive(self) {
         let limits = self.state.rate_limits();
-        limits.login.refund(&self.pair);
-        limits.login_email.refund(&self.email);
+        limits.login.refund(&self.pair).await;
+        limits.login_email.refund(&self.email).await;
     }
 }
 
@@ -228,7 +233,7 @@ pub async fn register(
         }
     }
     let email = normalize_email(&request.email)?;
-    limit_address(&state, address)?;
+    limit_address(&state, address).await?;
     // Registration spends a login attempt for the email (never given back): it is how
     // one probes whether an email is taken.
     let from = address.key().unwrap_or_else(|| "unknown".to_owned());
@@ -236,6 +241,7 @@ pub async fn register(
         .rate_limits()
         .login
         .check(&format!("email:{email} from:{from}"))
+        .await
         .map_err(rate_limited)?;
     let account = NewAccount {
         email,
@@ -270,15 +276,15 @@ pub async fn login(
     if request.password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(ApiError::InvalidCredentials);
     }
-    limit_address(&state, address)?;
-    let attempt = LoginAttempt::begin(&state, &email, address)?;
+    limit_address(&state, address).await?;
+    let attempt = LoginAttempt::begin(&state, &email, address).await?;
     let user = match Accounts::new(state.database().clone())
         .user_by_email(&email)
         .await
     {
         Ok(user) => user,
         Err(error) => {
-            attempt.forgive();
+            attempt.forgive().await;
             return Err(error.into());
         }
     };
@@ -292,13 +298,13 @@ pub async fn login(
         .await;
     match (user, verified) {
         (Some(user), Ok(true)) => {
-            attempt.forgive();
+            attempt.forgive().await;
             Ok(Json(new_session(&state, user).await?))
         }
         (_, Ok(_)) => Err(ApiError::InvalidCredentials),
         // Busy or broken: the password was never judged, so it is not a failed guess.
         (_, Err(error)) => {
-            attempt.forgive();
+            attempt.forgive().await;
             Err(error.into())
         }
     }
@@ -321,7 +327,7 @@ pub async fn refresh(
     address: ClientAddress,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
-    limit_address(&state, address)?;
+    limit_address(&state, address).await?;
     let accounts = Accounts::new(state.database().clone());
     let next = RefreshToken::generate();
     let now = now_secs();

@@ -40,6 +40,7 @@ pub async fn create(
         .rate_limits()
         .doc_tokens
         .check(&key)
+        .await
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let presented = match bearer(&headers) {
         Ok(key) => key,

@@ -152,6 +152,7 @@ impl FromRequestParts<AppState> for Authenticated {
             .rate_limits()
             .api
             .check(&key)
+            .await
             .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
         Ok(Self(principal))
     }

@@ -7,7 +7,7 @@
 //!   path check every route passes.
 //! - `text.rs`: which text is accepted (no NUL or controls anywhere; no bidi or invisible
 //!   characters in names), and how upload file names are cleaned.
-//! - `rate_limit.rs`: per-user token buckets.
+//! - `rate_limit.rs`: per-user token buckets (in Redis for a cluster).
 //! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`, `ai.rs`:
 //!   the handlers.
 //! - this file: the router and the OpenAPI document (`GET /api/v1/openapi.json`).
@@ -39,6 +39,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
 pub use error::{ApiError, ErrorCode};
 pub use rate_limit::{RateLimiter, RateLimits};
 
+use crate::cluster_store::ClusterStore;
 use crate::{AppState, Config};
 
 /// Largest JSON body accepted, in bytes. Every request here is small; the limit keeps a
@@ -102,25 +103,38 @@ pub fn router() -> Router<AppState> {
         .layer(middleware::from_fn(extract::checked_path))
 }
 
-/// Rate limiters configured from `config`.
-pub fn rate_limits(config: &Config) -> RateLimits {
+/// Rate limiters configured from `config`, shared through `store` in a cluster.
+pub(crate) fn rate_limits(config: &Config, store: &ClusterStore) -> RateLimits {
     RateLimits {
-        api: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
+        api: RateLimiter::new(
+            "api",
+            config.rate_limit_per_minute,
+            config.rate_limit_burst,
+            store,
+        ),
         login: RateLimiter::new(
+            "login",
             config.login_rate_limit_per_minute,
             config.login_rate_limit_per_minute,
+            store,
         ),
         login_email: RateLimiter::new(
+            "login_email",
             config.login_email_rate_limit_per_minute,
             config.login_email_rate_limit_per_minute,
+            store,
         ),
         login_address: RateLimiter::new(
+            "login_address",
             config.login_address_rate_limit_per_minute,
             config.login_address_rate_limit_burst,
+            store,
         ),
         doc_tokens: RateLimiter::new(
+            "doc_tokens",
             config.doc_token_rate_limit_per_minute,
             config.doc_token_rate_limit_burst,
+            store,
         ),
     }
 }

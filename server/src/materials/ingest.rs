@@ -4,6 +4,14 @@
 //! One worker per node, one material at a time: embedding keeps a core busy, and a
 //! second material in parallel would only slow the first (and realtime rooms) down.
 //! A failure fails that material, with a reason its uploader can act on, never the worker.
+//!
+//! Across nodes, a material is ingested under its lease (`ingest:{material_id}`), renewed
+//! while the work goes on: a node that does not get the lease skips the material (another
+//! node is on it), and a node that gets it for a material already finished (another node
+//! just did it) skips it too. So each material is ingested once, and a dead node's
+//! material is taken over once its lease expires.
+
+use std::time::Duration;
 
 use lectern_db::materials::{Material, MaterialChunk, MaterialStatus};
 use lectern_library::{ChunkConfig, ExtractError, Extracted};
@@ -16,6 +24,13 @@ use crate::auth::now_secs;
 
 /// Passages embedded per model call; also how often progress is reported.
 const EMBED_BATCH: usize = 32;
+
+/// How long an ingestion lease lasts unless renewed: how long a dead node's material
+/// waits before another node may take it over.
+const INGEST_LEASE: Duration = Duration::from_secs(60);
+
+/// How often the worker renews its lease while it ingests (well within the lease).
+const INGEST_LEASE_RENEWAL: Duration = Duration::from_secs(20);
 
 /// Why one material's ingestion stopped.
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +83,110 @@ pub(super) async fn run(
                 None => return,
             },
         };
+        library.taken(&job.material_id);
         let span = tracing::info_span!("ingest", material_id = %job.material_id);
+        let lease = format!("ingest:{}", job.material_id);
+        if !take_lease(&library, &lease, &job.material_id)
+            .instrument(span.clone())
+            .await
+        {
+            library
+                .0
+                .metrics
+                .ingestions
+                .get_or_create(&vec![("outcome", "skipped")])
+                .inc();
+            continue;
+        }
         // A material interrupted by shutdown stays in its unfinished state in the
-        // database and is picked up again at the next start.
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = ingest(&library, job).instrument(span) => {}
+        // database and is picked up again at the next start (here or on another node).
+        let stopping = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = ingest(&library, job).instrument(span.clone()) => false,
+            () = keep_lease(&library, &lease) => {
+                span.in_scope(|| {
+                    tracing::warn!("lost the ingestion lease; another node took over");
+                });
+                false
+            }
+        };
+        if let Err(error) = library.0.leases.release(&lease, &library.0.node).await {
+            // It expires by itself; until then no other node takes the material over.
+            span.in_scope(|| {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "could not release the ingestion lease"
+                );
+            });
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Takes `material_id`'s ingestion lease; false (lease left alone or given back) when
+/// another node is ingesting it, it is finished or gone, or the database failed (the
+/// periodic re-scan tries again).
+async fn take_lease(library: &Library, lease: &str, material_id: &str) -> bool {
+    let leases = &library.0.leases;
+    match leases
+        .try_acquire(lease, &library.0.node, INGEST_LEASE)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!("another node is ingesting it");
+            return false;
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not take the ingestion lease"
+            );
+            return false;
+        }
+    }
+    // The lease may be free because another node has just finished the material.
+    let unfinished = match library.0.materials.get(material_id).await {
+        Ok(material) => material.is_some_and(|material| !material.status.is_final()),
+        Err(error) => {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not read the material"
+            );
+            false
+        }
+    };
+    if !unfinished {
+        tracing::debug!("already finished or deleted");
+        if let Err(error) = leases.release(lease, &library.0.node).await {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not release the ingestion lease"
+            );
+        }
+    }
+    unfinished
+}
+
+/// Renews `lease` every [`INGEST_LEASE_RENEWAL`]; returns only once another node holds
+/// it (this node's renewals failed for longer than the lease lasts).
+async fn keep_lease(library: &Library, lease: &str) {
+    loop {
+        tokio::time::sleep(INGEST_LEASE_RENEWAL).await;
+        match library
+            .0
+            .leases
+            .renew(lease, &library.0.node, INGEST_LEASE)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not renew the ingestion lease"
+            ),
         }
     }
 }
@@ -246,6 +359,7 @@ async fn steps(library: &Library, job: IngestJob) -> Result<(), IngestError> {
         .indexes
         .add_material(&material.classroom_id, &material.id, &vectors)
         .await;
+    library.searchable_changed(&material.classroom_id);
     publish(library, &material.id).await;
     tracing::info!(chunks = total, "material ready");
     Ok(())

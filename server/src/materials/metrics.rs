@@ -19,7 +19,9 @@ pub struct MaterialsMetrics {
     /// Uploads refused, by reason (`too_large`, `unsupported`, `unreadable`, `interrupted`,
     /// `busy`, `internal`).
     pub uploads_refused: Family<OutcomeLabels, Counter>,
-    /// Ingestions finished, by outcome (`ready`, `failed`).
+    /// Ingestions finished, by outcome (`ready`, `failed`), and queued materials this node
+    /// left alone (`skipped`: another node was ingesting or had finished it, it was
+    /// deleted, or the database could not tell; the periodic re-scan tries again).
     pub ingestions: Family<OutcomeLabels, Counter>,
     /// Seconds from the worker taking a material to it being searchable.
     pub ingest_seconds: Histogram,

@@ -16,6 +16,12 @@
 //! not a supported type, one that crashes or exhausts the reader) is refused with a 4xx at
 //! once and nothing is kept. Chunking and embedding, the slow part, run in the
 //! background with progress.
+//!
+//! Ingestion that did not finish (the node stopped or died) is resumed: at start and every
+//! few minutes, each node queues the unfinished materials again. With several nodes, the
+//! worker takes the lease `ingest:{material_id}` before it ingests a material and renews it
+//! while it works, so exactly one node ingests each material at a time, and a dead node's
+//! material is taken over once its lease expires.
 
 pub mod feed;
 mod ingest;
@@ -25,7 +31,7 @@ pub mod sandbox;
 pub mod search;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -35,13 +41,14 @@ use tokio_util::sync::CancellationToken;
 
 use lectern_collab::Rooms;
 use lectern_db::materials::{Material, MaterialChunk, MaterialFormat, MaterialStatus};
-use lectern_db::{Database, DbError, Materials};
+use lectern_db::{Database, DbError, Leases, Materials};
 use lectern_library::{ExtractError, Extracted, Format, Limits};
 use lectern_storage::{ByteStream, ObjectKey, ObjectStore, StorageError};
 
 pub use feed::MaterialsFeed;
 pub use model::EmbeddingModel;
 
+use crate::cluster::{Cluster, ClusterEvent};
 use sandbox::{Sandbox, SandboxConfig, SandboxError};
 use search::SearchIndexes;
 
@@ -53,6 +60,9 @@ const MODEL_WAIT: Duration = Duration::from_secs(20);
 
 /// Dimensions of the embedding model's vectors (all-MiniLM-L6-v2).
 pub const EMBEDDING_DIMS: usize = 384;
+
+/// How often a node looks for unfinished materials nobody is ingesting (a node died).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(180);
 
 /// Why an upload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -175,21 +185,35 @@ struct Inner {
     limits: LibraryLimits,
     sandbox: Sandbox,
     metrics: metrics::MaterialsMetrics,
+    /// Who ingests which material, across nodes.
+    leases: Leases,
+    /// This node, as the holder of its ingestion leases.
+    node: String,
+    /// Materials queued here and not yet taken by the worker, so a re-scan does not queue
+    /// them twice. A std mutex: set operations only, never held across an await.
+    pending: Mutex<HashSet<String>>,
+    /// Other nodes, told when a classroom's searchable materials change.
+    cluster: Cluster,
 }
 
 impl Library {
     /// Starts the library: the ingestion worker (stopped by `shutdown`), with every
-    /// material whose ingestion a previous run left unfinished queued again.
-    pub async fn start(
+    /// material whose ingestion was left unfinished queued again, now and every few
+    /// minutes (the worker skips those another node is ingesting).
+    // Each argument is a separate handle the library keeps; grouping them belongs with the
+    // configuration's sections (issue #16).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn start(
         store: Arc<dyn ObjectStore>,
         database: Database,
         rooms: Rooms,
         model: EmbeddingModel,
         limits: LibraryLimits,
         metrics: metrics::MaterialsMetrics,
+        cluster: Cluster,
         shutdown: CancellationToken,
     ) -> Result<Self, DbError> {
-        let materials = Materials::new(database);
+        let materials = Materials::new(database.clone());
         let (jobs, queue) = mpsc::unbounded_channel();
         let library = Self(Arc::new(Inner {
             indexes: SearchIndexes::new(materials.clone(), EMBEDDING_DIMS),
@@ -201,13 +225,63 @@ impl Library {
             sandbox: Sandbox::new(limits.sandbox.clone(), metrics.clone()),
             limits,
             metrics,
+            cluster,
+            leases: Leases::new(database),
+            node: uuid::Uuid::new_v4().to_string(),
+            pending: Mutex::new(HashSet::new()),
         }));
-        for material in library.0.materials.unfinished().await? {
-            tracing::info!(material_id = %material.id, "resuming unfinished ingestion");
-            library.enqueue(material.id, None);
-        }
-        tokio::spawn(ingest::run(library.clone(), queue, shutdown));
+        library.resume_unfinished().await?;
+        tokio::spawn(ingest::run(library.clone(), queue, shutdown.clone()));
+        tokio::spawn(library.clone().rescan(shutdown));
         Ok(library)
+    }
+
+    /// Queues every material whose ingestion is unfinished and not already queued here.
+    async fn resume_unfinished(&self) -> Result<(), DbError> {
+        for material in self.0.materials.unfinished().await? {
+            if self.enqueue(material.id.clone(), None) {
+                tracing::info!(material_id = %material.id, "resuming unfinished ingestion");
+            }
+        }
+        Ok(())
+    }
+
+    /// Every [`RESCAN_INTERVAL`] until `shutdown`: takes over what a dead node left
+    /// unfinished (its lease has expired by then, or will have at the next pass).
+    async fn rescan(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(RESCAN_INTERVAL) => {}
+            }
+            if let Err(error) = self.resume_unfinished().await {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "could not look for unfinished materials"
+                );
+            }
+            // Housekeeping: leases left behind by nodes that died holding them.
+            if let Err(error) = self.0.leases.prune_expired().await {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "could not delete expired leases"
+                );
+            }
+        }
+    }
+
+    /// Tells the other nodes that `classroom_id`'s searchable materials changed, so a
+    /// material ingested here is found by a search there at once.
+    pub(crate) fn searchable_changed(&self, classroom_id: &str) {
+        self.0.cluster.publish(ClusterEvent::MaterialsChanged {
+            classroom_id: classroom_id.to_owned(),
+        });
+    }
+
+    /// Another node changed `classroom_id`'s searchable materials: this node's index of it
+    /// is read afresh from the database on its next search.
+    pub(crate) fn forget_index(&self, classroom_id: &str) {
+        self.0.indexes.forget(classroom_id);
     }
 
     /// The stored materials.
@@ -225,13 +299,34 @@ impl Library {
         &self.0.limits
     }
 
-    fn enqueue(&self, material_id: String, extracted: Option<Extracted>) {
+    /// Queues `material_id` for the worker unless it is queued here already; returns
+    /// whether it was queued.
+    fn enqueue(&self, material_id: String, extracted: Option<Extracted>) -> bool {
+        if !self
+            .0
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(material_id.clone())
+        {
+            return false;
+        }
         // The worker lives as long as the server; if it is gone we are shutting down and
         // the material stays queued in the database for the next start.
         let _ = self.0.jobs.send(IngestJob {
             material_id,
             extracted,
         });
+        true
+    }
+
+    /// The worker took `material_id` from the queue.
+    fn taken(&self, material_id: &str) {
+        self.0
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(material_id);
     }
 
     /// Stores `body` as a new material of `classroom_id`, checks that its text can be
@@ -400,6 +495,7 @@ impl Library {
             .indexes
             .remove_material(&material.classroom_id, &material.id)
             .await;
+        self.searchable_changed(&material.classroom_id);
         self.0
             .store
             .delete(&ObjectKey::new(&material.object_key)?)

@@ -104,6 +104,14 @@ impl SearchIndexes {
         }
     }
 
+    /// Drops `classroom_id`'s index: the next search loads it from the database.
+    pub fn forget(&self, classroom_id: &str) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(classroom_id);
+    }
+
     /// A material was deleted: drop its vectors.
     pub async fn remove_material(&self, classroom_id: &str, material_id: &str) {
         let Some(slot) = self.loaded_slot(classroom_id) else {
