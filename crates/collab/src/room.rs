@@ -847,12 +847,14 @@ impl Room {
                 seq,
                 update,
             } => {
-                self.note_number(message.origin, stream, seq);
-                self.apply_remote_update(&update);
+                let gap = self.note_number(message.origin, stream, seq);
+                if self.apply_remote_update(&update) && !gap {
+                    self.note_missing_dependencies();
+                }
             }
             FanoutPayload::SyncReply { to, update } => {
-                if to == self.context.node {
-                    self.apply_remote_update(&update);
+                if to == self.context.node && self.apply_remote_update(&update) {
+                    self.note_missing_dependencies();
                 }
             }
             FanoutPayload::SyncRequest {
@@ -882,8 +884,9 @@ impl Room {
     }
 
     /// Checks that `seq` follows the last update heard from `origin`'s room; a skipped
-    /// number means a message was lost, and the room asks for what it lacks.
-    fn note_number(&mut self, origin: NodeId, stream: u64, seq: u64) {
+    /// number means a message was lost, and the room asks for what it lacks. True when
+    /// it noticed a gap.
+    fn note_number(&mut self, origin: NodeId, stream: u64, seq: u64) -> bool {
         let expected = match self.heard.get(&origin) {
             Some(&(heard_stream, last)) if heard_stream == stream => last.wrapping_add(1),
             // A room instance not heard from before starts at 1; anything else means this
@@ -896,6 +899,14 @@ impl Room {
             self.suspect_loss();
         }
         self.remember_number(origin, stream, seq);
+        seq != expected
+    }
+
+    /// An update from another node builds on changes this room never got: a lost message
+    /// (one the update numbers did not already reveal). Ask for them.
+    fn note_missing_dependencies(&mut self) {
+        self.context.metrics.fanout_gaps.inc();
+        self.suspect_loss();
     }
 
     /// Checks the last number `origin`'s room says it used against what this room heard: a
@@ -921,7 +932,8 @@ impl Room {
     }
 
     /// Applies an update another node made durable, and relays it to this node's members.
-    fn apply_remote_update(&mut self, bytes: &Bytes) {
+    /// True when part of it waits for changes this room lacks.
+    fn apply_remote_update(&mut self, bytes: &Bytes) -> bool {
         // Another node checked it against the same limits; a node running older code, or a
         // forged message on a shared bus, must not crash this one either.
         let config = &self.context.config;
@@ -940,13 +952,13 @@ impl Room {
             Ok(decoded) => decoded,
             Err(error) => {
                 tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "fan-out update refused");
-                return;
+                return false;
             }
         };
         let before = txn.state_vector();
         if let Err(error) = txn.apply_update(update) {
             tracing::warn!(doc = %self.doc_id, %error, "fan-out update does not apply");
-            return;
+            return false;
         }
         let changed = txn.state_vector() != before || !txn.delete_set().is_empty();
         let missing = txn.has_missing_updates();
@@ -954,17 +966,13 @@ impl Room {
         if let Checked::Within(created) = checked {
             self.type_depths.record(created);
         }
-        if missing {
-            // It builds on changes this room never got: a lost message. Ask for them.
-            self.context.metrics.fanout_gaps.inc();
-            self.suspect_loss();
+        if changed || missing {
+            // Unless already known (an answer overlapping what arrived live).
+            self.full_state = None;
+            self.document_bytes += bytes.len();
+            self.broadcast(protocol::encode_update(bytes), None);
         }
-        if !changed && !missing {
-            return; // already known (an answer overlapping what arrived live)
-        }
-        self.full_state = None;
-        self.document_bytes += bytes.len();
-        self.broadcast(protocol::encode_update(bytes), None);
+        missing
     }
 
     /// Applies what the store holds that this room lacks, and relays it to the members.
