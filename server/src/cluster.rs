@@ -119,6 +119,11 @@ impl Cluster {
         Bytes::from(self.key("events"))
     }
 
+    /// Changes each time the Redis link (re)connects; None on a node on its own.
+    pub(crate) fn reconnects(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.0.link.as_ref().map(RedisLink::reconnects)
+    }
+
     /// Whether this node is cut off from the others (it has a Redis link that is down).
     pub(crate) fn degraded(&self) -> bool {
         self.0.link.as_ref().is_some_and(|link| !link.is_up())

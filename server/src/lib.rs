@@ -150,6 +150,7 @@ impl AppState {
         let Some((guard, mut events)) = self.0.cluster.listen().await else {
             return;
         };
+        let mut reconnects = self.0.cluster.reconnects();
         let state = self.clone();
         let shutdown = self.0.shutdown.clone();
         tokio::spawn(async move {
@@ -161,6 +162,11 @@ impl AppState {
                         Some(event) => event,
                         None => return,
                     },
+                    () = next_reconnect(&mut reconnects) => {
+                        // Events published while the link was down are lost: decide again.
+                        state.0.room_effects.recheck_open_rooms().await;
+                        continue;
+                    }
                 };
                 state.apply_cluster_event(event).await;
             }
@@ -268,6 +274,18 @@ impl AppState {
         self.0.database.close().await;
         self.0.cluster.close();
     }
+}
+
+/// Resolves when the Redis link reconnects; never on a node on its own (or once the link
+/// is gone).
+async fn next_reconnect(reconnects: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(changes) = reconnects {
+        if changes.changed().await.is_ok() {
+            return;
+        }
+        *reconnects = None;
+    }
+    std::future::pending().await
 }
 
 /// The object store configured: an S3 bucket, or a local directory by default.

@@ -134,6 +134,24 @@ impl RoomEffects {
         Ok(())
     }
 
+    /// Re-decides the access of every open socket on this node. After a Redis outage:
+    /// access changes other nodes published meanwhile never arrived (sockets of an ended
+    /// session become read-only, as reopening them would make them).
+    pub(crate) async fn recheck_open_rooms(&self) {
+        let docs: Vec<String> = self
+            .rooms
+            .loaded_docs()
+            .into_iter()
+            .map(|doc| doc.as_str().to_owned())
+            .collect();
+        if let Err(error) = self.apply_access_changed(docs).await {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "re-deciding access after a Redis outage failed"
+            );
+        }
+    }
+
     /// Login session `family_id` was revoked (logout, or refresh-token reuse): close every
     /// socket opened with its access tokens, in every room of every node, with 4401.
     pub async fn session_revoked(&self, family_id: &str) {

@@ -634,3 +634,72 @@ async fn updates_dropped_on_the_way_to_b_are_repaired() {
         a.metric("lectern_fanout_repairs_total").await
     );
 }
+
+#[tokio::test]
+async fn a_lock_made_while_redis_is_down_reaches_b_once_it_is_back() {
+    let Some(services) = services().await else {
+        return;
+    };
+    let Some(mut redis) = OwnedRedis::start().await else {
+        return;
+    };
+    let redis_url = redis.url();
+    let (a, b) = tokio::join!(
+        Node::start_with_redis("A", &services, &redis_url, &[]),
+        Node::start_with_redis("B", &services, &redis_url, &[])
+    );
+    tokio::join!(a.wait_ready(), b.wait_ready());
+    let teacher = a.register("teacher@school.test", "faculty").await;
+    let alice = a.register("alice@school.test", "student").await;
+    let classroom_id = classroom(&a, &teacher, &[&alice]).await;
+    let session = live_session(&a, &classroom_id, &teacher).await;
+    let session_id = session["id"].as_str().expect("session id");
+    let notes = document(&session, "notes");
+    let alice_on_b = YClient::connect(
+        "Alice on B",
+        &b.ws(&format!("/ws/{notes}?token={}", alice.access)),
+    )
+    .await;
+    alice_on_b.synced().await;
+
+    // The lock's cluster event is published while Redis is away: B never hears it.
+    redis.kill().await;
+    b.wait_readyz("degraded: Redis unavailable", FEW_SECONDS)
+        .await;
+    let (status, body) = a
+        .post(
+            &format!("/sessions/{session_id}/lock"),
+            Some(&teacher.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Only once A gave the event up is it lost (a Redis back within the command timeout
+    // would still get it).
+    eventually("A to drop the lock's event", CONVERGE, || async {
+        (a.metric("lectern_redis_publish_dropped_total").await > 0.0).then_some(())
+    })
+    .await;
+    assert!(redis.restart().await);
+    b.wait_readyz("ready", CONVERGE).await;
+
+    // Back in touch, B decides again: Alice's socket is read-only.
+    let back = Instant::now();
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    for probe in 0.. {
+        pace.tick().await;
+        let token = format!("probe {probe};");
+        alice_on_b.append(&token);
+        if !body_text(&alice_on_b.server_state().await).contains(&token) {
+            break;
+        }
+        assert!(
+            back.elapsed() < FEW_SECONDS,
+            "Alice's socket on B still writes {FEW_SECONDS:?} after Redis came back"
+        );
+    }
+    println!(
+        "lock made during the outage applied on B {:?} after B was ready again",
+        back.elapsed()
+    );
+}

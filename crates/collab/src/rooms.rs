@@ -216,6 +216,11 @@ impl Rooms {
             .await
     }
 
+    /// The documents whose rooms are loaded on this node now.
+    pub fn loaded_docs(&self) -> Vec<DocId> {
+        self.inner.lock_rooms().keys().cloned().collect()
+    }
+
     /// The users connected to `doc` on this node (empty when its room is not loaded).
     pub async fn users(&self, doc: &DocId) -> Vec<Arc<str>> {
         let Some(slot) = self.loaded_room(doc) else {
