@@ -177,6 +177,27 @@ async fn live_session(node: &Node, classroom_id: &str, teacher: &harness::Login)
     session
 }
 
+/// Probes `client`'s socket with edits until the server refuses them (it turned read-only)
+/// and returns how long that took since `since`. At most 50 probes a second: well inside
+/// the per-socket frame limit.
+async fn until_read_only(client: &YClient, since: Instant, after_what: &str) -> Duration {
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    for probe in 0.. {
+        pace.tick().await;
+        let token = format!("probe {probe};");
+        client.append(&token);
+        if !body_text(&client.server_state().await).contains(&token) {
+            break;
+        }
+        assert!(
+            since.elapsed() < FEW_SECONDS,
+            "{} still writes {FEW_SECONDS:?} after {after_what}",
+            client.name
+        );
+    }
+    since.elapsed()
+}
+
 #[tokio::test]
 async fn a_lock_a_removal_a_sign_out_and_a_session_end_on_a_reach_sockets_on_b() {
     let Some(services) = services().await else {
@@ -218,21 +239,7 @@ async fn a_lock_a_removal_a_sign_out_and_a_session_end_on_a_reach_sockets_on_b()
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    // Probe at most 50 times a second: well inside the per-socket frame limit.
-    let mut pace = tokio::time::interval(Duration::from_millis(20));
-    for probe in 0.. {
-        pace.tick().await;
-        let token = format!("probe {probe};");
-        alice_on_b.append(&token);
-        if !body_text(&alice_on_b.server_state().await).contains(&token) {
-            break;
-        }
-        assert!(
-            locked.elapsed() < FEW_SECONDS,
-            "Alice's socket on B still writes {FEW_SECONDS:?} after the lock on A"
-        );
-    }
-    let read_only_after = locked.elapsed();
+    let read_only_after = until_read_only(&alice_on_b, locked, "the lock on A").await;
 
     // Removing Zoe on A closes her socket on B with 4403.
     let removed = Instant::now();
@@ -684,22 +691,6 @@ async fn a_lock_made_while_redis_is_down_reaches_b_once_it_is_back() {
     b.wait_readyz("ready", CONVERGE).await;
 
     // Back in touch, B decides again: Alice's socket is read-only.
-    let back = Instant::now();
-    let mut pace = tokio::time::interval(Duration::from_millis(20));
-    for probe in 0.. {
-        pace.tick().await;
-        let token = format!("probe {probe};");
-        alice_on_b.append(&token);
-        if !body_text(&alice_on_b.server_state().await).contains(&token) {
-            break;
-        }
-        assert!(
-            back.elapsed() < FEW_SECONDS,
-            "Alice's socket on B still writes {FEW_SECONDS:?} after Redis came back"
-        );
-    }
-    println!(
-        "lock made during the outage applied on B {:?} after B was ready again",
-        back.elapsed()
-    );
+    let after = until_read_only(&alice_on_b, Instant::now(), "Redis came back").await;
+    println!("lock made during the outage applied on B {after:?} after B was ready again");
 }
