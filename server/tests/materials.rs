@@ -803,6 +803,30 @@ async fn without_the_embedding_model_uploads_are_kept_and_search_says_why() {
     api.stop().await;
 }
 
+/// Puts `material`, in the SQLite database under `data_dir`, back where a crash before its
+/// ingestion finished leaves it: `embedding`, with no passages.
+async fn interrupt_ingestion(data_dir: &std::path::Path, material: &str) {
+    let url = format!("sqlite://{}", data_dir.join("lectern.db").display());
+    let database = lectern_db::Database::connect(&url).await.expect("database");
+    let materials = lectern_db::Materials::new(database.clone());
+    materials
+        .finish(material, &[], 0)
+        .await
+        .expect("drop the passages");
+    materials
+        .set_status(
+            material,
+            lectern_db::materials::MaterialStatus::Embedding,
+            40,
+            None,
+            None,
+            0,
+        )
+        .await
+        .expect("status");
+    database.close().await;
+}
+
 #[tokio::test]
 async fn ingestion_interrupted_by_a_restart_is_resumed_from_the_stored_file() {
     let data_dir = tempfile::tempdir().expect("temp dir");
@@ -822,25 +846,7 @@ async fn ingestion_interrupted_by_a_restart_is_resumed_from_the_stored_file() {
 
     // As if the server had died mid-ingestion: the material is back to `embedding` with no
     // passages (what a crash before `finish` leaves).
-    let url = format!("sqlite://{}", data_dir.path().join("lectern.db").display());
-    let database = lectern_db::Database::connect(&url).await.expect("database");
-    let materials = lectern_db::Materials::new(database.clone());
-    materials
-        .finish(&material, &[], 0)
-        .await
-        .expect("drop the passages");
-    materials
-        .set_status(
-            &material,
-            lectern_db::materials::MaterialStatus::Embedding,
-            40,
-            None,
-            None,
-            0,
-        )
-        .await
-        .expect("status");
-    database.close().await;
+    interrupt_ingestion(data_dir.path(), &material).await;
 
     let api = crate::api::Api::on(crate::support::TestServer::start(in_data_dir).await);
     let resumed = ready(&api, &teacher, &material).await;
@@ -891,25 +897,7 @@ async fn two_nodes_resuming_the_same_unfinished_material_ingest_it_once() {
     api.stop().await;
 
     // As if the node had died mid-ingestion (see the restart test above).
-    let url = format!("sqlite://{}", data_dir.path().join("lectern.db").display());
-    let database = lectern_db::Database::connect(&url).await.expect("database");
-    let materials = lectern_db::Materials::new(database.clone());
-    materials
-        .finish(&material, &[], 0)
-        .await
-        .expect("drop the passages");
-    materials
-        .set_status(
-            &material,
-            lectern_db::materials::MaterialStatus::Embedding,
-            40,
-            None,
-            None,
-            0,
-        )
-        .await
-        .expect("status");
-    database.close().await;
+    interrupt_ingestion(data_dir.path(), &material).await;
 
     // Two nodes start on it; each queues the material again at start.
     let nodes = [
