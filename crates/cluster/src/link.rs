@@ -8,7 +8,7 @@
 //! comparing state with the other nodes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,40 @@ struct Inner {
     metrics: ClusterMetrics,
     next_subscription: AtomicU64,
     stop: CancellationToken,
+}
+
+/// Sharded pub/sub (Redis 7 and later, and what Redis Cluster needs) or, on an older Redis
+/// that does not know `SSUBSCRIBE`, classic pub/sub. Shared by the subscriber, which finds
+/// out, and the publisher, which must match.
+#[derive(Debug, Default)]
+struct PubSubMode {
+    classic: AtomicBool,
+}
+
+impl PubSubMode {
+    fn subscribe(&self) -> &'static [u8] {
+        if self.classic.load(Ordering::Relaxed) {
+            b"SUBSCRIBE"
+        } else {
+            b"SSUBSCRIBE"
+        }
+    }
+
+    fn unsubscribe(&self) -> &'static [u8] {
+        if self.classic.load(Ordering::Relaxed) {
+            b"UNSUBSCRIBE"
+        } else {
+            b"SUNSUBSCRIBE"
+        }
+    }
+
+    fn publish(&self) -> &'static str {
+        if self.classic.load(Ordering::Relaxed) {
+            "PUBLISH"
+        } else {
+            "SPUBLISH"
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -141,11 +175,18 @@ impl RedisLink {
         let (reconnect_sender, reconnects) = watch::channel(0);
         let (publications, publication_queue) = mpsc::channel(PUBLISH_QUEUE);
         let (subscriber, subscriber_commands) = mpsc::unbounded_channel();
+        let mode = Arc::new(PubSubMode::default());
 
-        tokio::spawn(connect_commands(client, commands.clone(), stop.clone()));
+        tokio::spawn(connect_commands(
+            client,
+            commands.clone(),
+            mode.clone(),
+            stop.clone(),
+        ));
         tokio::spawn(publish_loop(
             publication_queue,
             commands.clone(),
+            mode.clone(),
             metrics.clone(),
             stop.clone(),
         ));
@@ -156,6 +197,7 @@ impl RedisLink {
                 channels: HashMap::new(),
                 waiters: HashMap::new(),
                 connected: false,
+                mode,
                 up: up_sender,
                 reconnects: reconnect_sender,
                 metrics: metrics.clone(),
@@ -232,10 +274,12 @@ impl RedisLink {
 }
 
 /// Establishes the command connection, retrying until Redis answers once; from then on the
-/// connection manager reconnects by itself.
+/// connection manager reconnects by itself. Finds out on the way whether this Redis has
+/// sharded pub/sub, before anything is published.
 async fn connect_commands(
     client: redis::Client,
     commands: Arc<OnceLock<ConnectionManager>>,
+    mode: Arc<PubSubMode>,
     stop: CancellationToken,
 ) {
     let config = ConnectionManagerConfig::new()
@@ -249,7 +293,17 @@ async fn connect_commands(
         tokio::select! {
             () = stop.cancelled() => return,
             result = connect => match result {
-                Ok(manager) => {
+                Ok(mut manager) => {
+                    let probe = redis::cmd("SPUBLISH")
+                        .arg("lectern-probe")
+                        .arg("")
+                        .query_async::<i64>(&mut manager)
+                        .await;
+                    if let Err(error) = probe
+                        && error.to_string().contains("unknown command")
+                    {
+                        mode.classic.store(true, Ordering::Relaxed);
+                    }
                     let _ = commands.set(manager);
                     return;
                 }
@@ -273,6 +327,7 @@ async fn connect_commands(
 async fn publish_loop(
     mut queue: mpsc::Receiver<(Bytes, Bytes)>,
     commands: Arc<OnceLock<ConnectionManager>>,
+    mode: Arc<PubSubMode>,
     metrics: ClusterMetrics,
     stop: CancellationToken,
 ) {
@@ -296,7 +351,7 @@ async fn publish_loop(
         let mut pipeline = redis::pipe();
         for (channel, payload) in batch.drain(..) {
             pipeline
-                .cmd("SPUBLISH")
+                .cmd(mode.publish())
                 .arg(channel.as_ref())
                 .arg(payload.as_ref())
                 .ignore();
@@ -311,6 +366,11 @@ async fn publish_loop(
                     tracing::info!("publishing to Redis again");
                     failing = false;
                 }
+            }
+            Ok(Err(error)) if error.to_string().contains("unknown command") => {
+                // An older Redis: the subscriber finds out too when it subscribes.
+                mode.classic.store(true, Ordering::Relaxed);
+                metrics.publish_dropped.inc_by(count);
             }
             Ok(Err(_)) | Err(_) => {
                 metrics.publish_dropped.inc_by(count);
@@ -335,6 +395,7 @@ struct Subscriber {
     waiters: HashMap<Bytes, Vec<oneshot::Sender<()>>>,
     /// Whether a connection is set up (subscriptions go to Redis now, not on reconnect).
     connected: bool,
+    mode: Arc<PubSubMode>,
     up: watch::Sender<bool>,
     reconnects: watch::Sender<u64>,
     metrics: ClusterMetrics,
@@ -415,7 +476,7 @@ impl Subscriber {
                     .entry(channel.clone())
                     .or_default()
                     .push(confirmed);
-                Some(resp::command(&[b"SSUBSCRIBE", &channel]))
+                Some(resp::command(&[self.mode.subscribe(), &channel]))
             }
             SubscriberCommand::Unsubscribe { id, channel } => {
                 let list = self.channels.get_mut(&channel)?;
@@ -424,7 +485,7 @@ impl Subscriber {
                     return None;
                 }
                 self.channels.remove(&channel);
-                Some(resp::command(&[b"SUNSUBSCRIBE", &channel]))
+                Some(resp::command(&[self.mode.unsubscribe(), &channel]))
             }
         }
     }
@@ -462,7 +523,7 @@ impl Subscriber {
         // missed.
         let mut setup = Vec::new();
         for channel in self.channels.keys() {
-            setup.extend(resp::command(&[b"SSUBSCRIBE", channel]));
+            setup.extend(resp::command(&[self.mode.subscribe(), channel]));
         }
         setup.extend(resp::command(&[b"PING"]));
         write.write_all(&setup).await.map_err(RespError::Io)?;
@@ -512,7 +573,16 @@ impl Subscriber {
     fn handle(&mut self, value: Value) -> Result<bool, ConnectionLost> {
         let items = match value {
             Value::Array(Some(items)) => items,
-            Value::Error(message) => return Err(ConnectionLost::Refused(message)),
+            Value::Error(message) => {
+                if message.contains("unknown command") && !self.mode.classic.load(Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        "this Redis has no sharded pub/sub (Redis 7+); using classic pub/sub, which Redis Cluster broadcasts to every shard"
+                    );
+                    self.mode.classic.store(true, Ordering::Relaxed);
+                }
+                return Err(ConnectionLost::Refused(message));
+            }
             // Before the first subscription the connection answers PING as usual; once
             // subscribed, as a pushed ["pong", ""].
             Value::Simple(reply) => return Ok(reply == "PONG"),
@@ -535,7 +605,7 @@ impl Subscriber {
                 }
                 Ok(false)
             }
-            b"ssubscribe" => {
+            b"ssubscribe" | b"subscribe" => {
                 if let Some(Value::Bulk(Some(channel))) = items.next() {
                     for waiter in self.waiters.remove(&channel).into_iter().flatten() {
                         let _ = waiter.send(());

@@ -16,16 +16,26 @@ use tokio::sync::mpsc;
 /// A `redis-server` of this test's own; killed when dropped.
 struct OwnRedis {
     port: u16,
+    /// Extra command-line settings.
+    settings: Vec<&'static str>,
     child: Option<Child>,
 }
 
 impl OwnRedis {
     fn start() -> Option<Self> {
+        Self::start_with(Vec::new())
+    }
+
+    fn start_with(settings: Vec<&'static str>) -> Option<Self> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let mut redis = Self { port, child: None };
+        let mut redis = Self {
+            port,
+            settings,
+            child: None,
+        };
         if !redis.restart() {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -46,6 +56,7 @@ impl OwnRedis {
         let spawned = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.settings)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -176,4 +187,39 @@ async fn a_link_to_nowhere_starts_and_drops_what_it_cannot_publish() {
         RedisLink::start("rediss://127.0.0.1:1", metrics).is_err(),
         "TLS refused clearly"
     );
+}
+
+#[tokio::test]
+async fn a_redis_without_sharded_pub_sub_is_used_with_classic_pub_sub() {
+    // What a Redis older than 7 answers to SSUBSCRIBE and SPUBLISH: unknown command.
+    let unknown = vec![
+        "--rename-command",
+        "SSUBSCRIBE",
+        "",
+        "--rename-command",
+        "SPUBLISH",
+        "",
+        "--rename-command",
+        "SUNSUBSCRIBE",
+        "",
+    ];
+    let Some(redis) = OwnRedis::start_with(unknown) else {
+        return;
+    };
+    let (a, b) = (
+        RedisLink::start(&redis.url(), ClusterMetrics::default()).expect("url"),
+        RedisLink::start(&redis.url(), ClusterMetrics::default()).expect("url"),
+    );
+    let (deliver, mut received) = collect();
+    let _guard = b.subscribe(Bytes::from_static(b"t:ch"), deliver).await;
+    until("both links up", || {
+        a.is_up() && b.is_up() && a.connection().is_some()
+    })
+    .await;
+    a.publish(Bytes::from_static(b"t:ch"), Bytes::from_static(b"classic"));
+    let message = tokio::time::timeout(Duration::from_secs(5), received.recv())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(message, Bytes::from_static(b"classic"));
 }
