@@ -201,6 +201,9 @@ pub(crate) struct Room {
     last_sync_request: Option<tokio::time::Instant>,
     /// Whether the next request follows a (possible) lost message.
     sync_after_gap: bool,
+    /// `published_seq` at the last periodic check, and as last stated to the other nodes.
+    seq_at_last_check: u64,
+    stated_seq: u64,
     /// Whether the next request should also read the document back from the store: the
     /// node that published a lost update may be gone, but the store has it.
     read_store_wanted: bool,
@@ -304,6 +307,8 @@ impl Room {
             sync_due: None,
             last_sync_request: None,
             sync_after_gap: false,
+            seq_at_last_check: 0,
+            stated_seq: 0,
             read_store_wanted: false,
             store_read: None,
         })
@@ -389,7 +394,7 @@ impl Room {
                     self.suspect_loss();
                 }
                 _ = next_tick(&mut sync_tick) => {
-                    self.request_sync_soon(false);
+                    self.periodic_check();
                 }
                 () = sleep_until_due(sync_due) => {
                     self.send_sync_request();
@@ -955,12 +960,11 @@ impl Room {
                 return false;
             }
         };
-        let before = txn.state_vector();
         if let Err(error) = txn.apply_update(update) {
             tracing::warn!(doc = %self.doc_id, %error, "fan-out update does not apply");
             return false;
         }
-        let changed = txn.state_vector() != before || !txn.delete_set().is_empty();
+        let changed = txn.before_state() != txn.after_state() || !txn.delete_set().is_empty();
         let missing = txn.has_missing_updates();
         drop(txn);
         if let Checked::Within(created) = checked {
@@ -1077,6 +1081,20 @@ impl Room {
         self.sync_due = Some(self.sync_due.map_or(earliest, |due| due.min(earliest)));
     }
 
+    /// The periodic check: once a room that published has gone quiet (nothing published
+    /// for a whole interval), it states its state vector and last update number, so a
+    /// receiver that lost its last update notices (the number) and gets what it lacks (the
+    /// state vector). While updates flow, each new number reveals any gap by itself, and a
+    /// room that has published nothing new has nothing to state: idle and busy rooms cost
+    /// Redis nothing.
+    fn periodic_check(&mut self) {
+        let quiet = self.published_seq == self.seq_at_last_check;
+        self.seq_at_last_check = self.published_seq;
+        if quiet && self.published_seq != self.stated_seq {
+            self.request_sync_soon(false);
+        }
+    }
+
     /// A message from another node may have been lost: ask the other nodes, and read the
     /// store back too (it holds every update any node accepted, even one whose node has
     /// since unloaded the room or died).
@@ -1097,6 +1115,7 @@ impl Room {
         self.context.metrics.fanout_sync_requests.inc();
         let state_vector = self.awareness.doc().transact().state_vector().encode_v1();
         let after_gap = std::mem::take(&mut self.sync_after_gap);
+        self.stated_seq = self.published_seq;
         self.publish(FanoutPayload::SyncRequest {
             state_vector: Bytes::from(state_vector),
             after_gap,
