@@ -91,6 +91,50 @@ impl Target {
     }
 }
 
+/// The servers under test: one or more nodes serving the same documents (a cluster), each a
+/// loopback [`Target`] of the same dialect.
+#[derive(Debug, Clone)]
+pub struct Nodes(Vec<Target>);
+
+impl Nodes {
+    /// Parses every URL (see [`Target::parse`]); at least one.
+    pub fn parse(urls: &[String], protocol: Protocol, token: &str) -> Result<Nodes> {
+        if urls.is_empty() {
+            bail!("at least one --url");
+        }
+        let targets = urls
+            .iter()
+            .map(|url| Target::parse(url, protocol, token))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Nodes(targets))
+    }
+
+    /// Number of nodes (at least 1).
+    pub fn len(&self) -> u32 {
+        u32::try_from(self.0.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The first node: the only one of single-node modes.
+    pub fn first(&self) -> &Target {
+        &self.0[0]
+    }
+
+    /// The node of global client `id` when rooms have `per_room` clients.
+    pub fn of_client(&self, id: u32, per_room: u32) -> &Target {
+        &self.0[node_of_client(id, per_room, self.len()) as usize]
+    }
+}
+
+/// Index of the node global client `id` talks to: round robin inside its room, so every room
+/// with at least as many clients as there are nodes has clients on every node. Each room
+/// starts one node further than the previous one, so the client that opens a room (and
+/// makes its node load it first) is spread over the nodes too, as is the odd client of a
+/// room whose size the node count does not divide.
+pub fn node_of_client(id: u32, per_room: u32, nodes: u32) -> u32 {
+    let (room, k) = (id / per_room.max(1), id % per_room.max(1));
+    (room % nodes.max(1) + k) % nodes.max(1)
+}
+
 /// Sends the opening frames (Hocuspocus `Auth`, then step 1 of an empty document) and
 /// reads until the server's sync step 2, answering the server's step 1 as stock clients do.
 /// Returns the step-2 update (a zero-copy slice of the received message).
@@ -159,6 +203,51 @@ mod tests {
         assert!(t.addr.is_ipv6());
         assert!(Target::parse("ws://10.0.0.1:80/", Protocol::YWebsocket, "").is_err());
         assert!(Target::parse("wss://127.0.0.1/", Protocol::YWebsocket, "").is_err());
+    }
+
+    #[test]
+    fn every_room_has_clients_on_every_node() {
+        // 2 nodes, rooms of 2: one client per node in every room.
+        for room in 0..10 {
+            let a = node_of_client(room * 2, 2, 2);
+            let b = node_of_client(room * 2 + 1, 2, 2);
+            assert_ne!(a, b, "room {room}");
+        }
+        // 3 nodes, rooms of 50: 16 or 17 clients on each node of each room.
+        for room in 0..3 {
+            let mut per_node = [0u32; 3];
+            for k in 0..50 {
+                per_node[node_of_client(room * 50 + k, 50, 3) as usize] += 1;
+            }
+            assert!(
+                per_node.iter().all(|&n| (16..=17).contains(&n)),
+                "{per_node:?}"
+            );
+        }
+        // Rooms of 3 on 2 nodes: the odd client alternates between the nodes.
+        let first_of_rooms: Vec<u32> = (0..4).map(|r| node_of_client(r * 3, 3, 2)).collect();
+        assert_eq!(first_of_rooms, [0, 1, 0, 1]);
+        // One node: everything on it.
+        assert!((0..100).all(|id| node_of_client(id, 7, 1) == 0));
+    }
+
+    #[test]
+    fn several_urls_make_several_nodes() {
+        let urls = [
+            "ws://127.0.0.1:1/ws".to_owned(),
+            "ws://127.0.0.1:2/ws".to_owned(),
+        ];
+        let nodes = Nodes::parse(&urls, Protocol::YWebsocket, "").expect("ok");
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes.of_client(0, 2).addr.port(), 1);
+        assert_eq!(nodes.of_client(1, 2).addr.port(), 2);
+        assert_eq!(nodes.of_client(2, 2).addr.port(), 2);
+        assert!(Nodes::parse(&[], Protocol::YWebsocket, "").is_err());
+        let bad = [
+            "ws://127.0.0.1:1/".to_owned(),
+            "ws://10.1.1.1:2/".to_owned(),
+        ];
+        assert!(Nodes::parse(&bad, Protocol::YWebsocket, "").is_err());
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //!   events in.
 //! - `marker` — the `|c<client>s<seq>|` strings every edit inserts, and the scanner that finds
 //!   them in received frames without decoding updates.
-//! - `conn` — loopback-only target, TCP + WebSocket connect, opening frames, sync step 2.
+//! - `conn` — loopback-only targets (one or several nodes), TCP + WebSocket connect,
+//!   opening frames, sync step 2.
 //! - `steady` — R rooms × C clients × E edits/s: fan-out latency, throughput, convergence.
 //! - `saturate` — steady steps with growing load until delivery lags; the knee.
 //! - `storm` — a large document, then K clients joining at once.
+//! - `reconverge` — a cluster's nodes cut apart by an outage of the service joining them
+//!   (stopped and started by commands given), then the time until every room agrees again.
 //! - `procfs` — server and generator CPU/RSS from `/proc`, sampled on a plain thread.
 //! - `stats` — percentiles. `report` — the human-readable tables.
 //!
@@ -19,6 +22,7 @@
 mod conn;
 mod marker;
 mod procfs;
+mod reconverge;
 mod report;
 mod saturate;
 mod stats;
@@ -32,7 +36,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::conn::Target;
+use crate::conn::Nodes;
 use crate::wire::Protocol;
 
 /// Load generator for y-websocket servers: fan-out latency, throughput, join storms.
@@ -50,8 +54,15 @@ struct Cli {
 struct Global {
     /// Base WebSocket URL, loopback only; y-websocket documents are `<url>/<doc>` (Lectern:
     /// ws://127.0.0.1:8080/ws, reference server and Hocuspocus: ws://127.0.0.1:PORT).
-    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
-    url: String,
+    /// Repeat it (or give a comma-separated list) for the nodes of a cluster: the clients
+    /// of every room are spread over them round robin.
+    #[arg(
+        long = "url",
+        global = true,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    urls: Vec<String>,
     /// Wire dialect of the server.
     #[arg(long, global = true, value_enum, default_value_t = Protocol::YWebsocket)]
     protocol: Protocol,
@@ -59,8 +70,10 @@ struct Global {
     #[arg(long, global = true, default_value = "bench")]
     token: String,
     /// Server process to read CPU and RSS of (/proc/PID); without it those figures are n/a.
-    #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    /// Repeat it (or give a comma-separated list) to count several processes (every node
+    /// and the Redis between them): CPU and RSS are then their sums.
+    #[arg(long = "server-pid", global = true, value_delimiter = ',')]
+    server_pids: Vec<u32>,
     /// Print one JSON line to stdout (the table then goes to stderr).
     #[arg(long, global = true)]
     json: bool,
@@ -80,6 +93,9 @@ enum Mode {
     Saturate(SaturateArgs),
     /// Build a large document, then let K clients join at once.
     JoinStorm(StormArgs),
+    /// Cut a cluster's nodes apart with commands that stop and start the service joining
+    /// them, under light load; time until every room agrees again.
+    Reconverge(ReconvergeArgs),
 }
 
 /// Load shape shared by `steady` and `saturate`.
@@ -164,6 +180,44 @@ struct StormArgs {
     timeout: f64,
 }
 
+#[derive(Debug, Args)]
+struct ReconvergeArgs {
+    /// Rooms (documents).
+    #[arg(short = 'R', long, default_value_t = 200)]
+    rooms: u32,
+    /// Clients per room.
+    #[arg(short = 'C', long, default_value_t = 2)]
+    clients: u32,
+    /// Edits per second per client, before and during the outage.
+    #[arg(short = 'E', long, default_value_t = 1.0)]
+    rate: f64,
+    /// Seconds of editing before the stop command.
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Seconds from the stop command's return to the start command's launch.
+    #[arg(long, default_value_t = 5.0)]
+    outage: f64,
+    /// Shell command that takes the service down and returns once it is down.
+    #[arg(long)]
+    stop_cmd: String,
+    /// Shell command that brings the service back and returns once it answers.
+    #[arg(long)]
+    start_cmd: String,
+    /// Longest either command may take, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    cmd_timeout: f64,
+    /// Longest wait for every room to agree after the start command returned, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Clients connecting at the same time.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Also apply every received update to a yrs Doc per client and compare the documents
+    /// of each room at the end.
+    #[arg(long)]
+    verify_docs: bool,
+}
+
 fn secs(s: f64, what: &str) -> Result<Duration> {
     if !(s.is_finite() && (0.0..=86_400.0).contains(&s)) {
         bail!("{what} must be between 0 and 86400 seconds");
@@ -201,14 +255,15 @@ fn main() -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
-    let target = Target::parse(&g.url, g.protocol, &g.token)?;
-    let server_pid = g.server_pid.filter(|&pid| {
-        let ok = procfs::Proc::Pid(pid).cpu_secs().is_some();
-        if !ok {
+    let nodes = Nodes::parse(&g.urls, g.protocol, &g.token)?;
+    // Figures are sums over every process given: one unreadable process would make them
+    // n/a anyway, so say which.
+    for &pid in &g.server_pids {
+        if procfs::Proc::Pid(pid).cpu_secs().is_none() {
             eprintln!("warning: /proc/{pid} is not readable; server figures will be n/a");
         }
-        ok
-    });
+    }
+    let pids = g.server_pids.as_slice();
     let prefix = g.doc_prefix.clone().unwrap_or_else(|| {
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -223,7 +278,7 @@ async fn run(cli: Cli) -> Result<()> {
     let (mode, table, json, converged) = match &cli.mode {
         Mode::Steady(a) => {
             let p = a.load.params(1, 50, a.rate, a.duration)?;
-            let o = steady::run(&target, server_pid, &prefix, &p).await?;
+            let o = steady::run(&nodes, pids, &prefix, &p).await?;
             let ok = o.convergence.converged;
             (
                 "steady",
@@ -244,7 +299,7 @@ async fn run(cli: Cli) -> Result<()> {
                 p99_limit_ms: a.p99_limit_ms,
                 min_ratio: a.min_ratio,
             };
-            let o = saturate::run(&target, server_pid, &prefix, &p).await?;
+            let o = saturate::run(&nodes, pids, &prefix, &p).await?;
             // Saturation ends with a lagging step by design; only a missing knee is a failure.
             let ok = o.knee.is_some();
             (
@@ -255,6 +310,9 @@ async fn run(cli: Cli) -> Result<()> {
             )
         }
         Mode::JoinStorm(a) => {
+            if nodes.len() > 1 {
+                bail!("join-storm loads one server: give one --url");
+            }
             if !(a.size_mb > 0.0 && a.size_mb <= 1024.0) {
                 bail!("--size-mb must be in (0, 1024]");
             }
@@ -265,7 +323,7 @@ async fn run(cli: Cli) -> Result<()> {
                 batch: a.batch,
                 timeout: secs(a.timeout, "--timeout")?,
             };
-            let o = storm::run(&target, server_pid, &prefix, &p).await?;
+            let o = storm::run(nodes.first(), pids, &prefix, &p).await?;
             let ok = o.converged;
             (
                 "join-storm",
@@ -274,8 +332,37 @@ async fn run(cli: Cli) -> Result<()> {
                 ok,
             )
         }
+        Mode::Reconverge(a) => {
+            if a.clients < 2 || a.rooms < 1 {
+                bail!("reconverge needs at least 1 room of at least 2 clients");
+            }
+            if !(a.rate > 0.0 && a.rate <= 1000.0) {
+                bail!("--rate must be in (0, 1000]");
+            }
+            let p = reconverge::Params {
+                rooms: a.rooms,
+                clients: a.clients,
+                rate: a.rate,
+                warmup: secs(a.warmup, "--warmup")?,
+                outage: secs(a.outage, "--outage")?,
+                stop_cmd: a.stop_cmd.clone(),
+                start_cmd: a.start_cmd.clone(),
+                cmd_timeout: secs(a.cmd_timeout, "--cmd-timeout")?,
+                timeout: secs(a.timeout, "--timeout")?,
+                connect_concurrency: a.connect_concurrency,
+                verify_docs: a.verify_docs,
+            };
+            let o = reconverge::run(&nodes, pids, &prefix, &p).await?;
+            let ok = o.convergence.converged;
+            (
+                "reconverge",
+                report::reconverge(&o),
+                summary("reconverge", protocol, g, &o),
+                ok,
+            )
+        }
     };
-    let table = format!("{}{table}", report::header(mode, protocol, &g.url));
+    let table = format!("{}{table}", report::header(mode, protocol, &g.urls));
     if g.json {
         eprint!("{table}");
         println!("{json}");
@@ -293,8 +380,9 @@ fn summary<T: Serialize>(mode: &str, protocol: &str, g: &Global, result: &T) -> 
     serde_json::json!({
         "mode": mode,
         "protocol": protocol,
-        "url": g.url,
-        "server_pid": g.server_pid,
+        "url": g.urls.join(","),
+        "urls": g.urls,
+        "server_pids": g.server_pids,
         "result": result,
     })
     .to_string()

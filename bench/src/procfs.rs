@@ -4,6 +4,10 @@
 //! memory is `VmRSS` / `VmHWM` of `/proc/<pid>/status`. A [`Sampler`] thread reads both every
 //! few milliseconds into a time series, so figures can be cut to any window afterwards and
 //! the sampling never waits behind the tokio workers that drive the load.
+//!
+//! "The server" may be several processes (the nodes of a cluster and the Redis between
+//! them): its CPU and RSS are the sums over all of them, and a sum is `None` unless every
+//! process could be read, so a process that died never makes a figure look smaller.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +53,25 @@ impl Proc {
     }
 }
 
+/// Sum of one reading over several server processes: `None` without processes or when one
+/// of them cannot be read.
+fn sum_over<T: std::iter::Sum<T>>(pids: &[u32], read: impl Fn(Proc) -> Option<T>) -> Option<T> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| read(Proc::Pid(pid))).sum()
+}
+
+/// Summed `VmRSS` of the server processes, KiB.
+pub fn servers_rss_kb(pids: &[u32]) -> Option<u64> {
+    sum_over(pids, Proc::rss_kb)
+}
+
+/// Summed `VmHWM` (peak RSS) of the server processes, KiB.
+pub fn servers_hwm_kb(pids: &[u32]) -> Option<u64> {
+    sum_over(pids, |p| p.status_kb("VmHWM"))
+}
+
 /// `utime + stime` from the text of `/proc/<pid>/stat`. The command name (field 2) may hold
 /// spaces and parentheses, so fields are counted from the last `)`.
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
@@ -69,26 +92,38 @@ fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
 }
 
 /// One reading of the sampled processes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     /// When it was taken.
     pub at: Instant,
-    /// Server resident set, KiB (`None` without a server pid or once it is gone).
+    /// Server resident set, summed over the server processes, KiB (`None` without a server
+    /// pid or once one is gone).
     pub server_rss_kb: Option<u64>,
-    /// Server CPU seconds so far.
-    pub server_cpu: Option<f64>,
+    /// CPU seconds so far of each server process, in the order of the pids.
+    pub server_cpu_each: Vec<Option<f64>>,
     /// Generator CPU seconds so far.
     pub own_cpu: Option<f64>,
 }
 
 impl Sample {
-    pub fn take(server: Option<u32>) -> Sample {
+    pub fn take(servers: &[u32]) -> Sample {
         Sample {
             at: Instant::now(),
-            server_rss_kb: server.and_then(|pid| Proc::Pid(pid).rss_kb()),
-            server_cpu: server.and_then(|pid| Proc::Pid(pid).cpu_secs()),
+            server_rss_kb: servers_rss_kb(servers),
+            server_cpu_each: servers
+                .iter()
+                .map(|&pid| Proc::Pid(pid).cpu_secs())
+                .collect(),
             own_cpu: Proc::Myself.cpu_secs(),
         }
+    }
+
+    /// CPU seconds so far of all server processes together.
+    pub fn server_cpu(&self) -> Option<f64> {
+        if self.server_cpu_each.is_empty() {
+            return None;
+        }
+        self.server_cpu_each.iter().copied().sum()
     }
 }
 
@@ -102,7 +137,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn start(server: Option<u32>, every: Duration) -> Sampler {
+    pub fn start(servers: Vec<u32>, every: Duration) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let max = (MAX_SAMPLER_RUN.as_secs_f64() / every.as_secs_f64()) as usize;
@@ -113,7 +148,7 @@ impl Sampler {
                 if flag.load(Ordering::Relaxed) {
                     break;
                 }
-                series.push(Sample::take(server));
+                series.push(Sample::take(&servers));
                 next += every;
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
@@ -169,13 +204,29 @@ impl Series {
         };
         let wall = b.at.duration_since(a.at).as_secs_f64();
         let rate = |x: Option<f64>, y: Option<f64>| Some((y? - x?).max(0.0) / wall);
-        (rate(a.server_cpu, b.server_cpu), rate(a.own_cpu, b.own_cpu))
+        (
+            rate(a.server_cpu(), b.server_cpu()),
+            rate(a.own_cpu, b.own_cpu),
+        )
+    }
+
+    /// Average CPU cores of each server process over `[from, to]`, in the order of the pids.
+    pub fn cores_each(&self, from: Instant, to: Instant) -> Vec<Option<f64>> {
+        let Some((a, b)) = self.enclosing(from, to) else {
+            return Vec::new();
+        };
+        let wall = b.at.duration_since(a.at).as_secs_f64();
+        a.server_cpu_each
+            .iter()
+            .zip(&b.server_cpu_each)
+            .map(|(&x, &y)| Some((y? - x?).max(0.0) / wall))
+            .collect()
     }
 
     /// CPU seconds the server consumed over `[from, to]` (enclosing samples).
     pub fn server_cpu_secs(&self, from: Instant, to: Instant) -> Option<f64> {
         let (a, b) = self.enclosing(from, to)?;
-        Some((b.server_cpu? - a.server_cpu?).max(0.0))
+        Some((b.server_cpu()? - a.server_cpu()?).max(0.0))
     }
 }
 
@@ -200,10 +251,11 @@ mod tests {
     #[test]
     fn cores_over_a_window_use_the_enclosing_samples() {
         let t0 = Instant::now();
+        // Two server processes; the second always used a quarter of the first's CPU.
         let at = |ms: u64, cpu: f64| Sample {
             at: t0 + Duration::from_millis(ms),
             server_rss_kb: Some(1000 + ms),
-            server_cpu: Some(cpu),
+            server_cpu_each: vec![Some(cpu * 0.8), Some(cpu * 0.2)],
             own_cpu: Some(cpu / 2.0),
         };
         let series = Series(vec![at(0, 1.0), at(500, 1.2), at(1000, 1.5), at(1500, 2.0)]);
@@ -211,6 +263,10 @@ mod tests {
         let (server, own) = series.cores(ms(100), ms(900));
         assert!((server.expect("server") - 0.5).abs() < 1e-9);
         assert!((own.expect("own") - 0.25).abs() < 1e-9);
+        let each = series.cores_each(ms(100), ms(900));
+        assert_eq!(each.len(), 2);
+        assert!((each[0].expect("first") - 0.4).abs() < 1e-9);
+        assert!((each[1].expect("second") - 0.1).abs() < 1e-9);
         let cpu = series.server_cpu_secs(ms(500), ms(1000)).expect("cpu");
         assert!((cpu - 0.3).abs() < 1e-9);
         assert_eq!(series.peak_rss_kb(ms(0), ms(1000)), Some(2000));
@@ -221,5 +277,19 @@ mod tests {
     fn own_process_is_readable() {
         assert!(Proc::Myself.cpu_secs().is_some());
         assert!(Proc::Myself.rss_kb().is_some_and(|kb| kb > 0));
+    }
+
+    #[test]
+    fn sums_need_every_process() {
+        let me = std::process::id();
+        let one = servers_rss_kb(&[me]).expect("own rss");
+        assert!(servers_rss_kb(&[me, me]).expect("twice") >= one);
+        assert_eq!(servers_rss_kb(&[]), None);
+        // No process has pid 0 in /proc: one unreadable process makes the sum unknown.
+        assert_eq!(servers_rss_kb(&[me, 0]), None);
+        let sample = Sample::take(&[me, 0]);
+        assert_eq!(sample.server_cpu(), None);
+        assert_eq!(Sample::take(&[]).server_cpu(), None);
+        assert!(Sample::take(&[me]).server_cpu().is_some());
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::reconverge;
 use crate::saturate;
 use crate::stats::Dist;
 use crate::steady;
@@ -36,8 +37,24 @@ fn dist(d: &Dist) -> String {
 }
 
 /// The header line shared by every mode.
-pub fn header(mode: &str, protocol: &str, url: &str) -> String {
-    format!("lectern-bench {mode}  protocol={protocol}  url={url}\n")
+pub fn header(mode: &str, protocol: &str, urls: &[String]) -> String {
+    format!(
+        "lectern-bench {mode}  protocol={protocol}  url={}\n",
+        urls.join(",")
+    )
+}
+
+/// Per-process cores, when there are several server processes.
+fn cores_each(pids: &[u32], cores: &[Option<f64>]) -> String {
+    if pids.len() < 2 {
+        return String::new();
+    }
+    let each: Vec<String> = pids
+        .iter()
+        .zip(cores)
+        .map(|(pid, c)| format!("{pid}: {}", num(*c, 2)))
+        .collect();
+    format!(" [{}]", each.join(", "))
 }
 
 pub fn steady(o: &steady::Outcome) -> String {
@@ -51,6 +68,15 @@ pub fn steady(o: &steady::Outcome) -> String {
     );
     let _ = writeln!(s, "  connect+sync      {}", dist(&o.connect_sync));
     let _ = writeln!(s, "  fan-out latency   {}", dist(&o.fanout));
+    if let (Some(same), Some(cross)) = (&o.fanout_same_node, &o.fanout_cross_node) {
+        let _ = writeln!(s, "    same node       {}", dist(same));
+        let _ = writeln!(
+            s,
+            "    cross node      {}  ({} nodes)",
+            dist(cross),
+            o.nodes
+        );
+    }
     let _ = writeln!(
         s,
         "  edits             {} in window = {:.2}/s per client (target {})",
@@ -65,10 +91,11 @@ pub fn steady(o: &steady::Outcome) -> String {
     );
     let _ = writeln!(
         s,
-        "  server CPU        {} cores ({} s) -> {} deliveries per core-second",
+        "  server CPU        {} cores ({} s) -> {} deliveries per core-second{}",
         num(v.cores, 2),
         num(v.cpu_s, 2),
-        num(v.deliveries_per_core_s, 0)
+        num(v.deliveries_per_core_s, 0),
+        cores_each(&v.pids, &v.cores_each)
     );
     let _ = writeln!(
         s,
@@ -172,6 +199,55 @@ pub fn saturate(o: &saturate::Outcome) -> String {
         None => {
             let _ = writeln!(s, "  knee              none: the first step already lagged");
         }
+    }
+    s
+}
+
+pub fn reconverge(o: &reconverge::Outcome) -> String {
+    let mut s = String::new();
+    let c = &o.convergence;
+    let _ = writeln!(
+        s,
+        "  load              {} rooms x {} clients over {} node(s), {} edits/s per client; {:.1} s before the outage",
+        o.rooms, o.clients_per_room, o.nodes, o.rate, o.warmup_s
+    );
+    let _ = writeln!(s, "  connect+sync      {}", dist(&o.connect_sync));
+    let _ = writeln!(s, "  fan-out before    {}", dist(&o.fanout_before));
+    let _ = writeln!(
+        s,
+        "  outage            stop took {:.3} s; down for {:.2} s ({} deliveries meanwhile); start took {:.3} s",
+        o.stop_cmd_s, o.outage_s, o.deliveries_during_outage, o.start_cmd_s
+    );
+    let _ = writeln!(
+        s,
+        "  reconverge/room   {}  (start launched -> room agrees)",
+        dist(&o.reconverge)
+    );
+    let _ = writeln!(
+        s,
+        "  all rooms agree   {} s after the start was launched, {} s after the service answered; {}/{} rooms",
+        num(o.all_rooms_s, 3),
+        num(o.all_rooms_after_up_s, 3),
+        o.rooms_reconverged,
+        o.rooms
+    );
+    let _ = writeln!(
+        s,
+        "  convergence       {}: {}/{} deliveries seen over the run, {} missing, {} rooms failed{}{}",
+        if c.converged { "OK" } else { "FAILED" },
+        c.deliveries_seen,
+        c.deliveries_expected,
+        c.deliveries_missing,
+        c.rooms_failed,
+        if c.drained { "" } else { " (timed out)" },
+        match c.docs_identical {
+            Some(true) => "; documents identical",
+            Some(false) => "; DOCUMENTS DIFFER",
+            None => "",
+        }
+    );
+    for e in &c.errors {
+        let _ = writeln!(s, "  error             {e}");
     }
     s
 }

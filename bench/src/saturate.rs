@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::conn::Target;
+use crate::conn::Nodes;
 use crate::steady;
 
 /// What to grow between steps.
@@ -79,12 +79,7 @@ pub struct Outcome {
     pub knee_deliveries_per_core_s: Option<f64>,
 }
 
-pub async fn run(
-    target: &Target,
-    server_pid: Option<u32>,
-    prefix: &str,
-    p: &Params,
-) -> Result<Outcome> {
+pub async fn run(nodes: &Nodes, server_pids: &[u32], prefix: &str, p: &Params) -> Result<Outcome> {
     let mut params = p.first.clone();
     let mut steps: Vec<Step> = Vec::new();
     for i in 0..p.max_steps {
@@ -96,7 +91,7 @@ pub async fn run(
             "saturate: step {i}: {} rooms x {} clients x {} edits/s (offered {offered:.0} deliveries/s)",
             params.rooms, params.clients, params.rate
         );
-        let step = match steady::run(target, server_pid, &format!("{prefix}-s{i}"), &params).await {
+        let step = match steady::run(nodes, server_pids, &format!("{prefix}-s{i}"), &params).await {
             Ok(o) => judge(&o, offered, p),
             Err(e) => Step {
                 rooms: params.rooms,

@@ -17,6 +17,14 @@
 //! 4. After the window, the run drains until every client saw every edit of its room (or the
 //!    drain timeout), then stops all clients and checks convergence per (receiver, sender).
 //!
+//! With several nodes (`--url` given more than once) the clients of every room are spread
+//! over the nodes round robin (`crate::conn::node_of_client`), so a room's edits cross from
+//! node to node; latency is then also reported apart for receivers on the sender's node and
+//! on another node.
+//!
+//! The connected clients of a run form a [`Fleet`], which `crate::reconverge` drives
+//! through an outage of a shared dependency instead of a fixed window.
+//!
 //! Reader and writer of a client are two futures joined in one task: they share the socket
 //! through `split` without a channel, and a writer blocked on a full socket never stops its
 //! reader. The receive path does not decode updates and does not allocate per message beyond
@@ -31,14 +39,15 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval_at, sleep, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 use yrs::updates::decoder::Decode as _;
 use yrs::{Doc, GetString as _, ReadTxn as _, StateVector, Text as _, Transact as _, Update};
 
-use crate::conn::{SYNC_TIMEOUT, Target, Ws, open_and_sync};
+use crate::conn::{Nodes, SYNC_TIMEOUT, Target, Ws, node_of_client, open_and_sync};
 use crate::marker;
-use crate::procfs::{Proc, Sampler};
+use crate::procfs::{Sampler, Series, servers_rss_kb};
 use crate::stats::{Dist, micros};
 use crate::wire::{Incoming, Wire};
 
@@ -80,9 +89,16 @@ pub struct Outcome {
     pub warmup_s: f64,
     /// WebSocket connect until sync step 2 received, per client.
     pub connect_sync: Dist,
+    /// Number of server nodes the clients were spread over.
+    pub nodes: u32,
     /// Edit sent at one client until first seen at another, per (edit, receiver), for edits
     /// sent inside the window.
     pub fanout: Dist,
+    /// With several nodes: `fanout` restricted to receivers on the sender's node.
+    pub fanout_same_node: Option<Dist>,
+    /// With several nodes: `fanout` restricted to receivers on another node than the
+    /// sender's (the edit crossed from node to node).
+    pub fanout_cross_node: Option<Dist>,
     /// Edits sent inside the window, all clients.
     pub edits_in_window: u64,
     /// Achieved edits per second per client inside the window.
@@ -104,11 +120,15 @@ pub struct Outcome {
     pub convergence: Convergence,
 }
 
-/// Server process figures from `/proc/<pid>`.
+/// Server process figures from `/proc/<pid>`, summed over every server process given.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ServerFigures {
-    /// Average CPU cores used inside the window.
+    /// The server processes (`--server-pid`), in the order given.
+    pub pids: Vec<u32>,
+    /// Average CPU cores used inside the window, all server processes together.
     pub cores: Option<f64>,
+    /// Average CPU cores of each server process inside the window, in the order of `pids`.
+    pub cores_each: Vec<Option<f64>>,
     /// CPU seconds used inside the window.
     pub cpu_s: Option<f64>,
     /// Deliveries per second divided by cores: deliveries per server core-second.
@@ -138,6 +158,10 @@ pub struct Convergence {
     pub deliveries_missing: u64,
     /// Rooms where some client missed some edit (or, with `--verify-docs`, documents differ).
     pub rooms_failed: u32,
+    /// Per room: whether every client saw every edit of the room (and, with
+    /// `--verify-docs`, the documents agree). Not in the JSON (one entry per room).
+    #[serde(skip)]
+    pub room_ok: Vec<bool>,
     /// Own edits echoed back by the server (not deliveries).
     pub echoes: u64,
     /// Markers that belong to no client of the receiver's room (should be 0).
@@ -155,15 +179,18 @@ pub struct Convergence {
 enum Phase {
     Waiting,
     Go(Schedule),
+    /// Every writer makes one last edit now and stops editing.
+    Final,
     Stop,
 }
 
-/// When editing starts and the measured window lies.
+/// When editing starts and ends, and where the measured window lies.
 #[derive(Debug, Clone, Copy)]
 struct Schedule {
     go: Instant,
-    window_end: Instant,
-    /// `window_start`/`window_end` in nanoseconds since the run's epoch.
+    /// Writers make no edit at or after this instant.
+    edit_end: Instant,
+    /// Measured window in nanoseconds since the run's epoch.
     start_ns: u64,
     end_ns: u64,
 }
@@ -182,6 +209,8 @@ struct SenderLog {
 struct Shared {
     epoch: Instant,
     clients_per_room: u32,
+    /// Server nodes the clients are spread over.
+    nodes: u32,
     /// Upper bound on edits per client (size of every log).
     cap: u32,
     logs: Vec<SenderLog>,
@@ -208,9 +237,14 @@ impl Shared {
 
 /// What a client task hands back.
 #[derive(Debug, Default)]
-struct ClientOutcome {
-    /// Fan-out latency samples, µs.
+pub struct ClientOutcome {
+    /// Fan-out latency samples from senders on this client's node, µs.
     latencies: Vec<u32>,
+    /// Fan-out latency samples from senders on other nodes, µs.
+    latencies_cross: Vec<u32>,
+    /// Nanoseconds since the run's epoch at which this client last saw an edit for the
+    /// first time (0: never).
+    pub last_new_ns: u64,
     delivered_in_window: u64,
     /// Distinct edits seen from each client of the room (index = client in room).
     seen_from: Vec<u32>,
@@ -221,145 +255,253 @@ struct ClientOutcome {
     final_text: Option<String>,
 }
 
-/// Runs one steady load and returns its figures. Fails if clients cannot connect; a run that
-/// does not converge is a successful run with `convergence.converged == false`.
-pub async fn run(
-    target: &Target,
-    server_pid: Option<u32>,
-    prefix: &str,
-    p: &Params,
-) -> Result<Outcome> {
-    ensure!(p.clients >= 2, "a room needs at least 2 clients");
-    ensure!(p.rooms >= 1, "at least one room");
-    ensure!(
-        p.rate > 0.0 && p.rate <= 10_000.0,
-        "--rate must be in (0, 10000]"
-    );
-    let n = p
-        .rooms
-        .checked_mul(p.clients)
-        .filter(|&n| n <= 1_000_000)
-        .context("too many clients")?;
-    let cap = (p.rate * (p.warmup + p.duration).as_secs_f64()).ceil() as u32 + 4;
-    let epoch = Instant::now();
-    let shared = Arc::new(Shared {
-        epoch,
-        clients_per_room: p.clients,
-        cap,
-        logs: (0..n)
-            .map(|_| SenderLog {
-                sent_at: (0..cap).map(|_| AtomicU64::new(0)).collect(),
-                sent: AtomicU32::new(0),
-            })
-            .collect(),
-        seen: AtomicU64::new(0),
-        writers_done: AtomicU32::new(0),
-    });
+/// Every client of a run, connected and synced, waiting for [`Fleet::go`].
+#[derive(Debug)]
+pub struct Fleet {
+    shared: Arc<Shared>,
+    /// Clients in all.
+    n: u32,
+    tasks: Vec<JoinHandle<ClientOutcome>>,
+    phase: watch::Sender<Phase>,
+    sampler: Sampler,
+    server_pids: Vec<u32>,
+    /// Connect+sync time of every client, µs.
+    connect_us: Vec<u32>,
+    rss_baseline: Option<u64>,
+    rss_after_connect: Option<u64>,
+}
 
-    let sampler = Sampler::start(server_pid, SAMPLE_EVERY);
-    let rss = || server_pid.and_then(|pid| Proc::Pid(pid).rss_kb());
-    let rss_baseline = rss();
+/// What a stopped fleet leaves behind.
+#[derive(Debug)]
+pub struct Finished {
+    /// One per client, in global client order (room by room).
+    pub outcomes: Vec<ClientOutcome>,
+    /// Edits each client sent over the whole run, in the same order.
+    pub sent: Vec<u64>,
+    /// Connect+sync time of every client, µs.
+    pub connect_us: Vec<u32>,
+    pub series: Series,
+    /// Server RSS at the end of the drain, clients still connected.
+    pub rss_end: Option<u64>,
+    /// Server RSS half a second after every client closed.
+    pub rss_after_close: Option<u64>,
+}
 
-    let connect_deadline = Instant::now() + SYNC_TIMEOUT + Duration::from_millis(20) * n;
-    let hard_deadline =
-        connect_deadline + p.warmup + p.duration + p.drain_timeout + Duration::from_secs(30);
-    let (phase_tx, phase_rx) = watch::channel(Phase::Waiting);
-    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
-    let permits = Arc::new(Semaphore::new(p.connect_concurrency.max(1)));
-    eprintln!(
-        "steady: {} rooms x {} clients, {} edits/s each; connecting {n} clients",
-        p.rooms, p.clients, p.rate
-    );
-    let mut tasks = Vec::with_capacity(n as usize);
-    for id in 0..n {
-        let task = ClientTask {
-            id,
-            wire: target.wire(&format!("{prefix}-r{}", id / p.clients)),
-            target: target.clone(),
-            shared: shared.clone(),
-            phase: phase_rx.clone(),
-            ready: ready_tx.clone(),
-            permits: permits.clone(),
-            rate: p.rate,
-            verify: p.verify_docs,
-            hard_deadline,
-        };
-        tasks.push(tokio::spawn(task.run()));
-    }
-    drop(ready_tx);
+impl Fleet {
+    /// Connects and syncs every client of `p` (rooms spread over `nodes`), with the sampler
+    /// already watching `server_pids`. Fails if some client cannot connect and sync.
+    pub async fn launch(
+        nodes: &Nodes,
+        server_pids: &[u32],
+        prefix: &str,
+        p: &Params,
+    ) -> Result<Fleet> {
+        ensure!(p.clients >= 2, "a room needs at least 2 clients");
+        ensure!(p.rooms >= 1, "at least one room");
+        ensure!(
+            p.rate > 0.0 && p.rate <= 10_000.0,
+            "--rate must be in (0, 10000]"
+        );
+        let n = p
+            .rooms
+            .checked_mul(p.clients)
+            .filter(|&n| n <= 1_000_000)
+            .context("too many clients")?;
+        let cap = (p.rate * (p.warmup + p.duration).as_secs_f64()).ceil() as u32 + 4;
+        let epoch = Instant::now();
+        let shared = Arc::new(Shared {
+            epoch,
+            clients_per_room: p.clients,
+            nodes: nodes.len(),
+            cap,
+            logs: (0..n)
+                .map(|_| SenderLog {
+                    sent_at: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+                    sent: AtomicU32::new(0),
+                })
+                .collect(),
+            seen: AtomicU64::new(0),
+            writers_done: AtomicU32::new(0),
+        });
 
-    let mut connect_us = Vec::with_capacity(n as usize);
-    let mut connect_errors = Vec::new();
-    while connect_us.len() + connect_errors.len() < n as usize {
-        match timeout_at(connect_deadline.into(), ready_rx.recv()).await {
-            Ok(Some(Ok(took))) => connect_us.push(micros(took)),
-            Ok(Some(Err(e))) => connect_errors.push(e),
-            Ok(None) => break,
-            Err(_) => {
-                connect_errors.push("connect phase timed out".to_owned());
-                break;
+        let sampler = Sampler::start(server_pids.to_vec(), SAMPLE_EVERY);
+        let rss_baseline = servers_rss_kb(server_pids);
+
+        let connect_deadline = Instant::now() + SYNC_TIMEOUT + Duration::from_millis(20) * n;
+        let hard_deadline =
+            connect_deadline + p.warmup + p.duration + p.drain_timeout + Duration::from_secs(30);
+        let (phase_tx, phase_rx) = watch::channel(Phase::Waiting);
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(p.connect_concurrency.max(1)));
+        eprintln!(
+            "steady: {} rooms x {} clients over {} node(s), {} edits/s each; connecting {n} clients",
+            p.rooms,
+            p.clients,
+            nodes.len(),
+            p.rate
+        );
+        let mut tasks = Vec::with_capacity(n as usize);
+        for id in 0..n {
+            let target = nodes.of_client(id, p.clients);
+            let task = ClientTask {
+                id,
+                wire: target.wire(&format!("{prefix}-r{}", id / p.clients)),
+                target: target.clone(),
+                shared: shared.clone(),
+                phase: phase_rx.clone(),
+                ready: ready_tx.clone(),
+                permits: permits.clone(),
+                rate: p.rate,
+                verify: p.verify_docs,
+                hard_deadline,
+            };
+            tasks.push(tokio::spawn(task.run()));
+        }
+        drop(ready_tx);
+
+        let mut connect_us = Vec::with_capacity(n as usize);
+        let mut connect_errors = Vec::new();
+        while connect_us.len() + connect_errors.len() < n as usize {
+            match timeout_at(connect_deadline.into(), ready_rx.recv()).await {
+                Ok(Some(Ok(took))) => connect_us.push(micros(took)),
+                Ok(Some(Err(e))) => connect_errors.push(e),
+                Ok(None) => break,
+                Err(_) => {
+                    connect_errors.push("connect phase timed out".to_owned());
+                    break;
+                }
             }
         }
-    }
-    if !connect_errors.is_empty() {
-        phase_tx.send_replace(Phase::Stop);
-        for t in tasks {
-            let _ = t.await;
+        if !connect_errors.is_empty() {
+            phase_tx.send_replace(Phase::Stop);
+            for t in tasks {
+                let _ = t.await;
+            }
+            sampler.finish();
+            bail!(
+                "{} of {n} clients failed to connect and sync; first: {}",
+                connect_errors.len(),
+                connect_errors[0]
+            );
         }
-        sampler.finish();
-        bail!(
-            "{} of {n} clients failed to connect and sync; first: {}",
-            connect_errors.len(),
-            connect_errors[0]
-        );
+        // Let the server settle so its RSS reflects every room and connection.
+        sleep(Duration::from_millis(200)).await;
+        let rss_after_connect = servers_rss_kb(server_pids);
+        Ok(Fleet {
+            shared,
+            n,
+            tasks,
+            phase: phase_tx,
+            sampler,
+            server_pids: server_pids.to_vec(),
+            connect_us,
+            rss_baseline,
+            rss_after_connect,
+        })
     }
-    // Let the server settle so its RSS reflects every room and connection.
-    sleep(Duration::from_millis(200)).await;
-    let rss_after_connect = rss();
 
+    /// Lets every writer edit from `go` until `edit_end`; latency and deliveries are
+    /// measured for the window `[start, end)`.
+    pub fn go(&self, go: Instant, start: Instant, end: Instant, edit_end: Instant) {
+        let sched = Schedule {
+            go,
+            edit_end,
+            start_ns: self.shared.ns(start),
+            end_ns: self.shared.ns(end),
+        };
+        self.phase.send_replace(Phase::Go(sched));
+    }
+
+    /// Tells every writer to make one last edit now and stop editing.
+    pub fn final_edit(&self) {
+        self.phase.send_replace(Phase::Final);
+    }
+
+    /// Deliveries seen so far, all receivers.
+    pub fn seen(&self) -> u64 {
+        self.shared.seen.load(Ordering::Acquire)
+    }
+
+    /// The run's epoch as [`ClientOutcome::last_new_ns`] counts from it.
+    pub fn ns(&self, at: Instant) -> u64 {
+        self.shared.ns(at)
+    }
+
+    /// Waits until every writer is done and every client saw every edit of its room, or
+    /// `deadline`. True if everything arrived.
+    pub async fn drain(&self, deadline: Instant) -> bool {
+        while Instant::now() < deadline {
+            if self.shared.writers_done.load(Ordering::Acquire) == self.n
+                && self.seen() >= self.shared.expected()
+            {
+                return true;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// Closes every client and collects what each saw.
+    pub async fn stop(self) -> Result<Finished> {
+        let rss_end = servers_rss_kb(&self.server_pids);
+        self.phase.send_replace(Phase::Stop);
+        let mut outcomes = Vec::with_capacity(self.n as usize);
+        for t in self.tasks {
+            outcomes.push(t.await.context("client task panicked")?);
+        }
+        sleep(Duration::from_millis(500)).await;
+        let rss_after_close = servers_rss_kb(&self.server_pids);
+        let sent = self
+            .shared
+            .logs
+            .iter()
+            .map(|l| u64::from(l.sent.load(Ordering::Acquire)))
+            .collect();
+        Ok(Finished {
+            outcomes,
+            sent,
+            connect_us: self.connect_us,
+            series: self.sampler.finish(),
+            rss_end,
+            rss_after_close,
+        })
+    }
+}
+
+/// Runs one steady load and returns its figures. Fails if clients cannot connect; a run that
+/// does not converge is a successful run with `convergence.converged == false`.
+pub async fn run(nodes: &Nodes, server_pids: &[u32], prefix: &str, p: &Params) -> Result<Outcome> {
+    let fleet = Fleet::launch(nodes, server_pids, prefix, p).await?;
     let go = Instant::now() + Duration::from_millis(50);
     let window_start = go + p.warmup;
     let window_end = window_start + p.duration;
-    let sched = Schedule {
-        go,
-        window_end,
-        start_ns: shared.ns(window_start),
-        end_ns: shared.ns(window_end),
-    };
     eprintln!(
         "steady: all synced; {:.1} s warm-up, {:.1} s measured",
         p.warmup.as_secs_f64(),
         p.duration.as_secs_f64()
     );
-    phase_tx.send_replace(Phase::Go(sched));
+    fleet.go(go, window_start, window_end, window_end);
     let lag = tokio::spawn(scheduler_lag(window_start, window_end));
     sleep_until(window_end.into()).await;
-
-    let drain_deadline = window_end + p.drain_timeout;
-    let mut drained = false;
-    while Instant::now() < drain_deadline {
-        if shared.writers_done.load(Ordering::Acquire) == n
-            && shared.seen.load(Ordering::Acquire) >= shared.expected()
-        {
-            drained = true;
-            break;
-        }
-        sleep(Duration::from_millis(10)).await;
-    }
-    let rss_end = rss();
-    phase_tx.send_replace(Phase::Stop);
+    let drained = fleet.drain(window_end + p.drain_timeout).await;
     let mut lag = lag.await.unwrap_or_default();
-    let mut outcomes = Vec::with_capacity(n as usize);
-    for t in tasks {
-        outcomes.push(t.await.context("client task panicked")?);
-    }
-    sleep(Duration::from_millis(500)).await;
-    let rss_after_close = rss();
-    let series = sampler.finish();
+    let shared = fleet.shared.clone();
+    let (rss_baseline, rss_after_connect) = (fleet.rss_baseline, fleet.rss_after_connect);
+    let epoch = shared.epoch;
+    let Finished {
+        mut outcomes,
+        sent,
+        mut connect_us,
+        series,
+        rss_end,
+        rss_after_close,
+    } = fleet.stop().await?;
 
     // Figures.
+    let n = p.rooms * p.clients;
     let duration_s = p.duration.as_secs_f64();
     let fan = u64::from(p.clients - 1);
+    let (start_ns, end_ns) = (shared.ns(window_start), shared.ns(window_end));
     let edits_in_window: u64 = shared
         .logs
         .iter()
@@ -369,7 +511,7 @@ pub async fn run(
                 .iter()
                 .filter(|t| {
                     let t = t.load(Ordering::Acquire).saturating_sub(1);
-                    t >= sched.start_ns && t < sched.end_ns
+                    t >= start_ns && t < end_ns
                 })
                 .count() as u64
         })
@@ -377,18 +519,18 @@ pub async fn run(
     let delivered: u64 = outcomes.iter().map(|o| o.delivered_in_window).sum();
     let delivered_per_sec = delivered as f64 / duration_s;
     let expected_per_sec = (edits_in_window * fan) as f64 / duration_s;
-    let mut latencies: Vec<u32> =
-        Vec::with_capacity(outcomes.iter().map(|o| o.latencies.len()).sum());
-    for o in &mut outcomes {
-        latencies.append(&mut o.latencies);
-    }
+    let (mut same, mut cross) = take_latencies(&mut outcomes);
+    let mut all: Vec<u32> = same.iter().chain(&cross).copied().collect();
+    let several = shared.nodes > 1;
     let (server_cores, generator_cores) = series.cores(window_start, window_end);
     let rss_per_room_kb = match (rss_after_connect, rss_baseline) {
         (Some(a), Some(b)) => Some((a as f64 - b as f64) / f64::from(p.rooms)),
         _ => None,
     };
     let server = ServerFigures {
+        pids: server_pids.to_vec(),
         cores: server_cores,
+        cores_each: series.cores_each(window_start, window_end),
         cpu_s: series.server_cpu_secs(window_start, window_end),
         deliveries_per_core_s: server_cores
             .filter(|&c| c > 0.0)
@@ -400,7 +542,7 @@ pub async fn run(
         rss_after_close_kb: rss_after_close,
         rss_per_room_kb,
     };
-    let convergence = check_convergence(&shared, &outcomes, p, drained);
+    let convergence = check_convergence(&sent, &outcomes, p, drained);
     Ok(Outcome {
         rooms: p.rooms,
         clients_per_room: p.clients,
@@ -408,7 +550,10 @@ pub async fn run(
         duration_s,
         warmup_s: p.warmup.as_secs_f64(),
         connect_sync: Dist::from_micros(&mut connect_us),
-        fanout: Dist::from_micros(&mut latencies),
+        nodes: shared.nodes,
+        fanout: Dist::from_micros(&mut all),
+        fanout_same_node: several.then(|| Dist::from_micros(&mut same)),
+        fanout_cross_node: several.then(|| Dist::from_micros(&mut cross)),
         edits_in_window,
         edit_rate_achieved: edits_in_window as f64 / (f64::from(n) * duration_s),
         delivered_per_sec,
@@ -421,8 +566,22 @@ pub async fn run(
     })
 }
 
-fn check_convergence(
-    shared: &Shared,
+/// Takes every client's fan-out latency samples, µs: (receiver on the sender's node,
+/// receiver on another node).
+pub fn take_latencies(outcomes: &mut [ClientOutcome]) -> (Vec<u32>, Vec<u32>) {
+    let mut same = Vec::with_capacity(outcomes.iter().map(|o| o.latencies.len()).sum());
+    let mut cross = Vec::with_capacity(outcomes.iter().map(|o| o.latencies_cross.len()).sum());
+    for o in outcomes {
+        same.append(&mut o.latencies);
+        cross.append(&mut o.latencies_cross);
+    }
+    (same, cross)
+}
+
+/// Did every client see every edit of its room? `sent` and `outcomes` are per client in
+/// global client order.
+pub fn check_convergence(
+    sent: &[u64],
     outcomes: &[ClientOutcome],
     p: &Params,
     drained: bool,
@@ -432,11 +591,6 @@ fn check_convergence(
         drained,
         ..Convergence::default()
     };
-    let sent: Vec<u64> = shared
-        .logs
-        .iter()
-        .map(|l| u64::from(l.sent.load(Ordering::Acquire)))
-        .collect();
     conv.edits_total = sent.iter().sum();
     let mut docs_identical = p.verify_docs.then_some(true);
     for (room, group) in outcomes.chunks(c).enumerate() {
@@ -480,6 +634,7 @@ fn check_convergence(
         if !room_ok {
             conv.rooms_failed += 1;
         }
+        conv.room_ok.push(room_ok);
     }
     conv.docs_identical = docs_identical;
     conv.converged = conv.rooms_failed == 0 && conv.foreign_markers == 0;
@@ -578,8 +733,8 @@ impl ClientTask {
         let mut phase = self.phase.clone();
         let hard = sleep_until(self.hard_deadline.into());
         tokio::pin!(hard);
-        // The phase changes at most twice (Waiting -> Go -> Stop).
-        for _ in 0..3 {
+        // The phase changes at most three times (Waiting -> Go -> Final -> Stop).
+        for _ in 0..4 {
             {
                 let changed = phase.changed();
                 tokio::pin!(changed);
@@ -633,21 +788,22 @@ impl ClientTask {
             match *phase.borrow_and_update() {
                 Phase::Go(s) => rx.sched = Some(s),
                 Phase::Stop => return Ok(()),
-                Phase::Waiting => {}
+                Phase::Waiting | Phase::Final => {}
             }
         }
         Ok(())
     }
 
-    /// Edits until the window ends, then waits for the stop signal and closes the socket.
-    /// With `--verify-docs` returns the client's own document state.
+    /// Edits until the schedule's end (or one last edit when told to make it), then waits
+    /// for the stop signal and closes the socket. With `--verify-docs` returns the client's
+    /// own document state.
     async fn write_loop(&self, mut sink: SplitSink<Ws, Message>) -> Result<Option<Vec<u8>>> {
         let mut phase = self.phase.clone();
         let hard = self.hard_deadline.into();
         let sched = match timeout_at(hard, phase.wait_for(|p| !matches!(p, Phase::Waiting))).await {
             Ok(Ok(p)) => match *p {
                 Phase::Go(s) => s,
-                Phase::Waiting | Phase::Stop => return Ok(None),
+                Phase::Waiting | Phase::Final | Phase::Stop => return Ok(None),
             },
             _ => return Ok(None),
         };
@@ -661,8 +817,19 @@ impl ClientTask {
         let mut mark = String::with_capacity(32);
         let mut result = Ok(());
         for seq in 0..self.shared.cap {
-            ticker.tick().await;
-            if Instant::now() >= sched.window_end {
+            // The last edit goes out as soon as it is asked for, not at the next tick.
+            let last = tokio::select! {
+                biased;
+                p = phase.wait_for(|p| matches!(p, Phase::Final | Phase::Stop)) => {
+                    match p.map(|p| *p) {
+                        Ok(Phase::Final) => true,
+                        _ => break,
+                    }
+                }
+                _ = ticker.tick() => false,
+            };
+            // The log's last slot is kept for the last edit.
+            if !last && (Instant::now() >= sched.edit_end || seq + 1 >= self.shared.cap) {
                 break;
             }
             mark.clear();
@@ -679,6 +846,9 @@ impl ClientTask {
                 break;
             }
             log.sent.store(seq + 1, Ordering::Release);
+            if last {
+                break;
+            }
         }
         self.shared.writers_done.fetch_add(1, Ordering::AcqRel);
         let _ = timeout_at(hard, phase.wait_for(|p| matches!(p, Phase::Stop))).await;
@@ -699,11 +869,17 @@ struct Reception {
     me: u32,
     /// Global id of the room's first client.
     base: u32,
+    /// Node this client talks to, and how many there are.
+    my_node: u32,
+    nodes: u32,
     sched: Option<Schedule>,
     /// Per sender in the room: bitset of edit seqs already seen.
     seen_bits: Vec<Vec<u64>>,
     seen_from: Vec<u32>,
     latencies: Vec<u32>,
+    latencies_cross: Vec<u32>,
+    /// Arrival of the latest first sighting, ns since the epoch.
+    last_new_ns: u64,
     delivered_in_window: u64,
     echoes: u64,
     foreign: u64,
@@ -714,15 +890,20 @@ struct Reception {
 impl Reception {
     fn new(task: &ClientTask, out: &mut ClientOutcome) -> Reception {
         let c = task.shared.clients_per_room;
+        let nodes = task.shared.nodes;
         let words = (task.shared.cap as usize).div_ceil(64);
         Reception {
             shared: task.shared.clone(),
             me: task.id,
             base: task.id / c * c,
+            my_node: node_of_client(task.id, c, nodes),
+            nodes,
             sched: None,
             seen_bits: vec![vec![0; words]; c as usize],
             seen_from: std::mem::take(&mut out.seen_from),
             latencies: Vec::with_capacity(1024),
+            latencies_cross: Vec::new(),
+            last_new_ns: 0,
             delivered_in_window: 0,
             echoes: 0,
             foreign: 0,
@@ -753,6 +934,7 @@ impl Reception {
         self.seen_bits[s][word] |= bit;
         self.seen_from[s] += 1;
         self.pending += 1;
+        self.last_new_ns = self.last_new_ns.max(now_ns);
         let Some(sched) = self.sched else { return };
         if (sched.start_ns..sched.end_ns).contains(&now_ns) {
             self.delivered_in_window += 1;
@@ -763,8 +945,13 @@ impl Reception {
         }
         let sent_ns = sent - 1;
         if (sched.start_ns..sched.end_ns).contains(&sent_ns) {
-            let us = now_ns.saturating_sub(sent_ns) / 1000;
-            self.latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
+            let us = u32::try_from(now_ns.saturating_sub(sent_ns) / 1000).unwrap_or(u32::MAX);
+            let c = self.shared.clients_per_room;
+            if node_of_client(client, c, self.nodes) == self.my_node {
+                self.latencies.push(us);
+            } else {
+                self.latencies_cross.push(us);
+            }
         }
     }
 
@@ -785,6 +972,8 @@ impl Reception {
 
     fn finish(self, out: &mut ClientOutcome) {
         out.latencies = self.latencies;
+        out.latencies_cross = self.latencies_cross;
+        out.last_new_ns = self.last_new_ns;
         out.delivered_in_window = self.delivered_in_window;
         out.seen_from = self.seen_from;
         out.echoes = self.echoes;

@@ -27,7 +27,7 @@ use yrs::updates::decoder::Decode as _;
 use yrs::{Doc, Text as _, Transact as _, Update};
 
 use crate::conn::{SYNC_TIMEOUT, Target, Ws, open_and_sync};
-use crate::procfs::{Proc, Sampler};
+use crate::procfs::{Sampler, servers_hwm_kb, servers_rss_kb};
 use crate::stats::{Dist, micros};
 use crate::steady::SAMPLE_EVERY;
 
@@ -110,7 +110,7 @@ struct Joined {
 
 pub async fn run(
     target: &Target,
-    server_pid: Option<u32>,
+    server_pids: &[u32],
     prefix: &str,
     p: &Params,
 ) -> Result<Outcome> {
@@ -125,8 +125,7 @@ pub async fn run(
     let deadline = Instant::now() + p.timeout;
     let doc_name = format!("{prefix}-storm");
     let wire = target.wire(&doc_name);
-    let sampler = Sampler::start(server_pid, SAMPLE_EVERY);
-    let proc = server_pid.map(Proc::Pid);
+    let sampler = Sampler::start(server_pids.to_vec(), SAMPLE_EVERY);
 
     // 1. The writer builds the document.
     eprintln!("join-storm: building {text_bytes} bytes in {items} inserts");
@@ -204,8 +203,8 @@ pub async fn run(
 
     // 3. The storm.
     sleep(Duration::from_millis(300)).await;
-    let rss_before = proc.and_then(Proc::rss_kb);
-    let hwm_before = proc.and_then(|p| p.status_kb("VmHWM"));
+    let rss_before = servers_rss_kb(server_pids);
+    let hwm_before = servers_hwm_kb(server_pids);
     let (go_tx, go_rx) = watch::channel(None::<Instant>);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Joined, String>>();
     let payloads: Arc<Mutex<Vec<Bytes>>> = Arc::default();
@@ -242,8 +241,8 @@ pub async fn run(
         }
     }
     let storm_end = Instant::now();
-    let rss_after = proc.and_then(Proc::rss_kb);
-    let hwm_after = proc.and_then(|p| p.status_kb("VmHWM"));
+    let rss_after = servers_rss_kb(server_pids);
+    let hwm_after = servers_hwm_kb(server_pids);
     go_tx.send_replace(None);
     let _ = stop_tx.send(true);
     for t in tasks {
