@@ -497,22 +497,36 @@ async fn hostile_uploads_get_a_clear_4xx_keep_nothing_and_the_server_carries_on(
         let material = upload_ok(&api, &class, "fine.txt", b"Still here.".to_vec()).await;
         ready(&api, teacher, &material).await;
 
-        let metrics = api
-            .client()
-            .get(api.server().http("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        for line in [
+        // The ingestion is counted just after the material shows as ready: poll.
+        let expected = [
             "lectern_materials_uploads_refused_total{reason=\"unsupported\"} 2",
             "lectern_materials_uploads_refused_total{reason=\"unreadable\"} 4",
             "lectern_materials_uploads_accepted_total 1",
             "lectern_materials_ingestions_total{outcome=\"ready\"} 1",
-        ] {
-            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        ];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let metrics = api
+                .client()
+                .get(api.server().http("/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|line| !metrics.contains(*line))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{missing:?} in\n{metrics}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         api.stop().await;
     }
