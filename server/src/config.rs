@@ -509,6 +509,29 @@ pub struct Config {
     #[arg(long, env = "LECTERN_AI_MAX_TOKENS", default_value_t = 512)]
     pub ai_max_tokens: u32,
 
+    /// Tokens (prompt and answer together) the OpenAI-compatible model's context window
+    /// holds; course passages fill what the instructions and --ai-max-tokens leave. The
+    /// local model's own window is used with --ai-backend local.
+    #[arg(
+        long,
+        env = "LECTERN_AI_CONTEXT_TOKENS",
+        default_value_t = 8192,
+        value_parser = clap::value_parser!(u32).range(512..)
+    )]
+    pub ai_context_tokens: u32,
+
+    /// Cosine similarity (embedding model all-MiniLM-L6-v2) a course passage must reach to
+    /// be given to the AI. When no passage reaches it, a chat (or notes on a topic) answers
+    /// "Your course materials don't cover this." without asking the model. Calibrated on
+    /// on- and off-topic questions (docs/ai.md); lower it to be more lenient.
+    #[arg(
+        long,
+        env = "LECTERN_AI_RELEVANCE_FLOOR",
+        default_value_t = 0.25,
+        value_parser = parse_similarity
+    )]
+    pub ai_relevance_floor: f32,
+
     /// Tokens (prompt and generated) one classroom may spend on AI jobs per UTC day; over
     /// it, new jobs answer 429 `ai_budget_exhausted` until midnight UTC. 0: no limit.
     #[arg(
@@ -547,6 +570,52 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub ai_job_heartbeat_timeout_ms: u64,
+
+    /// The OpenAI-compatible API root of a speech-to-text server, ending in its version
+    /// segment, e.g. `http://127.0.0.1:8000/v1` (`/audio/transcriptions` is appended):
+    /// OpenAI, faster-whisper or whisper.cpp servers. Unset: speech input answers 503
+    /// `speech_unavailable`.
+    #[arg(long, env = "LECTERN_SPEECH_BASE_URL")]
+    pub speech_base_url: Option<String>,
+
+    /// The speech model name the server knows.
+    #[arg(long, env = "LECTERN_SPEECH_MODEL", default_value = "whisper-1")]
+    pub speech_model: String,
+
+    /// API key sent as a bearer token to the speech server (local servers usually need
+    /// none).
+    #[arg(long, env = "LECTERN_SPEECH_API_KEY", hide_env_values = true)]
+    pub speech_api_key: Option<Secret>,
+
+    /// Largest recording accepted for speech input, in bytes; larger ones answer 413
+    /// `payload_too_large`.
+    #[arg(
+        long,
+        env = "LECTERN_SPEECH_MAX_BYTES",
+        default_value_t = 10 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub speech_max_bytes: u64,
+
+    /// Longest recording accepted for speech input, in seconds: checked from the header of
+    /// WAV files (413 `audio_too_long`); compressed formats are bounded by
+    /// --speech-max-bytes and the speech server.
+    #[arg(
+        long,
+        env = "LECTERN_SPEECH_MAX_SECONDS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub speech_max_seconds: u32,
+
+    /// Longest wait for the speech server to transcribe one recording, in seconds.
+    #[arg(
+        long,
+        env = "LECTERN_SPEECH_TIMEOUT_SECS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub speech_timeout_secs: u64,
 
     /// Login and registration attempts per minute for one email address (also the burst).
     #[arg(
@@ -839,6 +908,19 @@ fn prefix_matches(block: &[u8], candidate: &[u8], prefix: u8) -> bool {
 }
 
 /// Parses `10.0.0.0/8`, `fd00::/8` or a single address.
+/// A cosine similarity, -1 to 1.
+fn parse_similarity(text: &str) -> Result<f32, String> {
+    let value: f32 = text
+        .trim()
+        .parse()
+        .map_err(|error| format!("not a number: {error}"))?;
+    if (-1.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a similarity between -1 and 1"))
+    }
+}
+
 fn parse_ip_block(text: &str) -> Result<IpBlock, String> {
     let text = text.trim();
     let (address, prefix) = match text.split_once('/') {

@@ -76,6 +76,7 @@ struct Inner {
     room_effects: RoomEffects,
     library: materials::Library,
     ai: ai::AiService,
+    speech: api::speech::Speech,
     cluster: cluster::Cluster,
 }
 
@@ -126,9 +127,11 @@ impl AppState {
             &store,
             shutdown.child_token(),
         );
+        let speech = api::speech::Speech::from_config(&config, &store);
         let state = Self(Arc::new(Inner {
             library,
             ai,
+            speech,
             cluster,
             authenticator,
             rate_limits,
@@ -242,6 +245,11 @@ impl AppState {
     /// Live AI jobs.
     pub fn ai(&self) -> &ai::AiService {
         &self.0.ai
+    }
+
+    /// Speech input for the chat.
+    pub(crate) fn speech(&self) -> &api::speech::Speech {
+        &self.0.speech
     }
 
     pub(crate) fn database(&self) -> &Database {

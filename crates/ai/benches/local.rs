@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lectern_ai::backend::{Backend, Event, GenerationRequest, Message, Role};
+use lectern_ai::backend::{Backend, Event, GenerationRequest, Message, OutputFormat, Role};
 use lectern_ai::local::testing::local_backend;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,8 @@ fn request() -> GenerationRequest {
         max_tokens: 128,
         temperature: 0.0,
         top_p: 1.0,
+        stop: Vec::new(),
+        format: OutputFormat::Text,
     }
 }
 

@@ -18,7 +18,7 @@ use axum::http::header;
 use axum::routing::post;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
-use lectern_ai::backend::{Backend, Event, GenerationRequest, Message, Role};
+use lectern_ai::backend::{Backend, Event, GenerationRequest, Message, OutputFormat, Role};
 use lectern_ai::openai::sse::SseParser;
 use lectern_ai::openai::{OpenAiBackend, OpenAiConfig};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,8 @@ fn request() -> GenerationRequest {
         max_tokens: TOKENS as u32,
         temperature: 0.0,
         top_p: 1.0,
+        stop: Vec::new(),
+        format: OutputFormat::Text,
     }
 }
 

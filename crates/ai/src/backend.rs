@@ -42,6 +42,36 @@ pub struct GenerationRequest {
     pub temperature: f32,
     /// Nucleus sampling mass (1.0 disables it).
     pub top_p: f32,
+    /// Text that ends the answer when the model writes it; the stop text itself is not
+    /// part of the answer.
+    pub stop: Vec<String>,
+    /// The shape the answer must have.
+    pub format: OutputFormat,
+}
+
+/// The shape a generation's text must have.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum OutputFormat {
+    /// Free text.
+    #[default]
+    Text,
+    /// One JSON value valid against `schema` (a JSON Schema): constrained decoding on the
+    /// local backend, `response_format` on an API that supports it.
+    JsonSchema {
+        /// A short name for the schema (`quiz`, `flashcards`, ...); APIs require one.
+        name: String,
+        /// The JSON Schema.
+        schema: serde_json::Value,
+    },
+    /// Text matching a Lark grammar (llguidance's dialect): constrained decoding on the
+    /// local backend; an API backend generates free text, which the caller must parse
+    /// tolerantly.
+    Grammar {
+        /// A short name for logs.
+        name: String,
+        /// The grammar.
+        lark: String,
+    },
 }
 
 /// Tokens counted for one generation.
@@ -100,6 +130,25 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, BackendError>> + 
 pub trait Backend: Send + Sync + fmt::Debug {
     /// A short name for logs and metrics (`"openai"`, `"local"`).
     fn name(&self) -> &str;
+
+    /// Whether this backend's model can translate between languages. False unless a
+    /// backend claims it: the embedded model cannot (it returns the text unchanged), so
+    /// translation requests are refused up front instead of failing after the wait.
+    fn can_translate(&self) -> bool {
+        false
+    }
+
+    /// How many tokens (prompt and answer together) one generation may hold, if the
+    /// backend knows it (the local model does; for an API the server's configuration says).
+    fn context_tokens(&self) -> Option<usize> {
+        None
+    }
+
+    /// How many tokens `text` takes for this model, if the backend can count exactly
+    /// (blocking: it tokenises); callers estimate otherwise.
+    fn count_tokens(&self, _text: &str) -> Option<usize> {
+        None
+    }
 
     /// Starts generating. The stream stops (with [`BackendError::Cancelled`]) soon after
     /// `cancel` fires; dropping the stream also stops the generation.

@@ -11,14 +11,20 @@
 //! - `testing` (feature `testing`): a shared prepared models directory and embedder for
 //!   integration tests.
 //! - [`openai`]: a [`Backend`](backend::Backend) streaming from OpenAI-compatible HTTP servers.
-//! - [`structured`]: prompts, parsing, repair and CRDT writers for structured outputs.
+//! - [`quality`]: whether a finished answer is empty, a loop, an echo or untranslated.
+//! - [`structured`]: prompts, schemas, parsing, repair and CRDT writers for structured outputs.
+//! - [`speech`]: speech to text through OpenAI-compatible `audio/transcriptions` servers.
+//! - `stop` (private): stop sequences over streamed text, shared by both backends.
 
 pub mod backend;
 pub mod embed;
 pub mod local;
 pub mod models;
 pub mod openai;
+pub mod quality;
 pub mod runtime;
+pub mod speech;
+mod stop;
 pub mod structured;
 #[cfg(feature = "testing")]
 pub mod testing;

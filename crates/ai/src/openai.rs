@@ -24,6 +24,18 @@
 //! - **Cancellation.** Every wait selects on the caller's token, and the stream owns the
 //!   HTTP response: firing the token or dropping the stream drops the response, which closes
 //!   the connection, so the server stops generating. No task is spawned.
+//! - **Limits enforced here too.** `max_tokens` and up to [`MAX_API_STOPS`] stop sequences
+//!   are sent, but a server may ignore them (or count differently), so the stream also ends
+//!   by itself — with `Done`, counting the content deltas it let through — once
+//!   `max_tokens` deltas arrived or a stop sequence appeared (checked across deltas, and
+//!   never streaming text that turns out to start one). The response is then dropped, which
+//!   closes the connection so the server stops too.
+//! - **Structured output.** [`OutputFormat::JsonSchema`] is sent as a strict
+//!   `response_format` of type `json_schema` (without the string-length bounds, which are a
+//!   budget for the small local model and which strict APIs refuse). A server that rejects
+//!   the request because of it (400/422 naming `response_format` or `json_schema`) is asked
+//!   once more without it, and never again with it by this backend; the caller's tolerant
+//!   parser then does the work. Lark grammars are never sent.
 //!
 //! The event-stream framing lives in [`sse`], a sans-IO parser.
 
@@ -44,9 +56,12 @@ use serde_json::Value;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::backend::{
-    Backend, BackendError, Event, EventStream, GenerationRequest, Message, Usage,
+    Backend, BackendError, Event, EventStream, GenerationRequest, Message, OutputFormat, Usage,
 };
+use crate::stop::StopFilter;
 use sse::{SseEvent, SseParser};
 
 /// How much of an error response body is read to find the server's message; the rest is
@@ -55,6 +70,10 @@ const ERROR_BODY_LIMIT: usize = 16 * 1024;
 
 /// Longest server message carried in an error, in characters.
 const ERROR_MESSAGE_LIMIT: usize = 500;
+
+/// Most stop sequences OpenAI-compatible APIs accept; any further ones are only enforced
+/// on the stream.
+pub const MAX_API_STOPS: usize = 4;
 
 /// Where and how to reach an OpenAI-compatible server.
 #[derive(Clone)]
@@ -132,6 +151,9 @@ pub struct OpenAiBackend {
     endpoint: Url,
     /// The configuration it was built from.
     config: OpenAiConfig,
+    /// The server refused a `response_format` of type `json_schema` once: never send it
+    /// again.
+    schema_refused: AtomicBool,
 }
 
 impl OpenAiBackend {
@@ -168,7 +190,48 @@ impl OpenAiBackend {
             client,
             endpoint,
             config,
+            schema_refused: AtomicBool::new(false),
         })
+    }
+
+    /// The request body; with `response_format` unless `with_schema` is false.
+    fn body(&self, request: &GenerationRequest, with_schema: bool) -> Result<Bytes, BackendError> {
+        let stop: Vec<&str> = request
+            .stop
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .take(MAX_API_STOPS)
+            .collect();
+        let response_format = match &request.format {
+            OutputFormat::JsonSchema { name, schema } if with_schema => Some(ResponseFormat {
+                kind: "json_schema",
+                json_schema: JsonSchemaFormat {
+                    name,
+                    schema: api_schema(schema),
+                    strict: true,
+                },
+            }),
+            OutputFormat::JsonSchema { .. } | OutputFormat::Text | OutputFormat::Grammar { .. } => {
+                None
+            }
+        };
+        let body = ChatRequest {
+            model: &self.config.model,
+            messages: &request.messages,
+            stream: true,
+            stream_options: self.config.stream_usage.then_some(StreamOptions {
+                include_usage: true,
+            }),
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            stop,
+            response_format,
+        };
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .map_err(|e| BackendError::Protocol(format!("cannot encode the request: {e}")))
     }
 
     /// The configuration this backend was built from.
@@ -232,7 +295,7 @@ impl OpenAiBackend {
                 error: BackendError::Busy(message),
                 retry_after,
             },
-            _ => Attempt::Fatal(BackendError::Rejected(message)),
+            _ => Attempt::Refused { status, message },
         }
     }
 
@@ -264,6 +327,11 @@ impl Backend for OpenAiBackend {
         "openai"
     }
 
+    /// The models served behind such APIs are large enough to translate.
+    fn can_translate(&self) -> bool {
+        true
+    }
+
     /// Sends the request, retrying as described in the module docs, and returns the token
     /// stream once the server has accepted it. Errors before that (rejected, busy after
     /// retries, timeout, cancelled) are returned here; later ones end the stream.
@@ -272,21 +340,13 @@ impl Backend for OpenAiBackend {
         request: GenerationRequest,
         cancel: CancellationToken,
     ) -> Result<EventStream, BackendError> {
-        let body = ChatRequest {
-            model: &self.config.model,
-            messages: &request.messages,
-            stream: true,
-            stream_options: self.config.stream_usage.then_some(StreamOptions {
-                include_usage: true,
-            }),
-            max_tokens: request.max_tokens,
-            temperature: request.temperature,
-            top_p: request.top_p,
-        };
-        let body = Bytes::from(
-            serde_json::to_vec(&body)
-                .map_err(|e| BackendError::Protocol(format!("cannot encode the request: {e}")))?,
-        );
+        if request.max_tokens == 0 {
+            // Some servers reject 0 and others ignore it; nothing to ask for either way.
+            return Ok(Box::pin(stream::iter([Ok(Event::Done(Usage::default()))])));
+        }
+        let mut with_schema = matches!(request.format, OutputFormat::JsonSchema { .. })
+            && !self.schema_refused.load(Ordering::Relaxed);
+        let mut body = self.body(&request, with_schema)?;
         let mut retry = 0;
         loop {
             let deadline = Instant::now() + self.config.first_token_timeout;
@@ -300,11 +360,29 @@ impl Backend for OpenAiBackend {
                         first_token_timeout: self.config.first_token_timeout,
                         idle_timeout: self.config.idle_timeout,
                         deltas: 0,
+                        max_tokens: request.max_tokens,
+                        stops: StopFilter::new(&request.stop),
                         usage: None,
                         finished: false,
                         eof: false,
+                        ending: None,
                     }
                     .into_stream());
+                }
+                Attempt::Refused { status, message } => {
+                    if with_schema && refuses_schema(status, &message) {
+                        // Once per backend; this retry does not count against
+                        // `max_retries`, as the server answered at once.
+                        tracing::info!(
+                            %status,
+                            "the server refuses response_format json_schema; asking without it"
+                        );
+                        self.schema_refused.store(true, Ordering::Relaxed);
+                        with_schema = false;
+                        body = self.body(&request, false)?;
+                        continue;
+                    }
+                    return Err(BackendError::Rejected(message));
                 }
                 Attempt::Fatal(error) => return Err(error),
                 Attempt::Retry { error, retry_after } => (error, retry_after),
@@ -338,13 +416,47 @@ enum Attempt {
         /// From `retry-after-ms` or `Retry-After`, when the server sent one.
         retry_after: Option<Duration>,
     },
+    /// The server refused the request (a 4xx other than 429): not retried as such.
+    Refused {
+        /// The response status.
+        status: StatusCode,
+        /// `HTTP {status}: {server's message}`.
+        message: String,
+    },
     /// Failed for good.
     Fatal(BackendError),
 }
 
+/// Whether a refusal is about the `response_format` we sent: a 400 or 422 whose message
+/// names it (OpenAI, vLLM and llama.cpp's server all name the field).
+fn refuses_schema(status: StatusCode, message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
+    ) && ["response_format", "json_schema", "response format"]
+        .iter()
+        .any(|name| message.contains(name))
+}
+
+/// The schema as sent to an API: without `minLength`/`maxLength`, which strict structured
+/// output refuses and which only budget the small local model's tokens.
+fn api_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| !matches!(key.as_str(), "minLength" | "maxLength"))
+                .map(|(key, value)| (key.clone(), api_schema(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(api_schema).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The server's requested delay: OpenAI's `retry-after-ms`, else `Retry-After` in seconds
 /// (decimals accepted). The HTTP-date form is ignored in favour of our own backoff.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let number = |name| {
         headers
             .get(name)
@@ -359,7 +471,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// Reads at most [`ERROR_BODY_LIMIT`] bytes of an error response (until `deadline`) and
 /// extracts the server's message. `None` means the caller cancelled meanwhile.
-async fn read_error_message(
+pub(crate) async fn read_error_message(
     mut response: reqwest::Response,
     deadline: Instant,
     cancel: &CancellationToken,
@@ -452,7 +564,7 @@ fn truncate(message: String) -> String {
 
 /// An error with its sources, e.g. "error sending request: connection refused"; reqwest's
 /// own `Display` leaves the useful part in the source chain.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -466,7 +578,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 /// TLS with rustls on aws-lc (the crypto the rest of the workspace uses, so `ring` is not
 /// built) and the system's trusted roots. Plain `http` needs no roots, so tests and local
 /// servers do not depend on the system store.
-fn tls_config(https: bool) -> Result<rustls::ClientConfig, BackendError> {
+pub(crate) fn tls_config(https: bool) -> Result<rustls::ClientConfig, BackendError> {
     let mut roots = rustls::RootCertStore::empty();
     if https {
         let loaded = rustls_native_certs::load_native_certs();
@@ -506,6 +618,33 @@ struct ChatRequest<'a> {
     temperature: f32,
     /// Nucleus sampling mass.
     top_p: f32,
+    /// Up to [`MAX_API_STOPS`] stop sequences.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop: Vec<&'a str>,
+    /// The JSON Schema the answer must follow, when the request has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<ResponseFormat<'a>>,
+}
+
+/// `response_format` of the request.
+#[derive(Serialize)]
+struct ResponseFormat<'a> {
+    /// Always `json_schema`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The schema and its name.
+    json_schema: JsonSchemaFormat<'a>,
+}
+
+/// `response_format.json_schema` of the request.
+#[derive(Serialize)]
+struct JsonSchemaFormat<'a> {
+    /// The schema's name (APIs require one).
+    name: &'a str,
+    /// The schema, as [`api_schema`] sends it.
+    schema: Value,
+    /// Ask for the schema to be enforced, not just hinted.
+    strict: bool,
 }
 
 /// `stream_options` of the request.
@@ -583,14 +722,20 @@ struct TokenStream {
     first_token_timeout: Duration,
     /// Longest gap between chunks after the first token.
     idle_timeout: Duration,
-    /// Content deltas emitted so far; also the fallback completion token count.
+    /// Content deltas received so far; also the fallback completion token count.
     deltas: u32,
+    /// The request's `max_tokens`: the stream ends after that many content deltas.
+    max_tokens: u32,
+    /// The request's stop sequences, all of them (the server got at most four).
+    stops: StopFilter,
     /// Usage reported by the server, if any.
     usage: Option<Usage>,
     /// A `finish_reason` has been seen, so a close without `[DONE]` is still a clean end.
     finished: bool,
     /// The body has ended; only what the parser still holds remains.
     eof: bool,
+    /// The last item, when the answer is over but a last piece of text goes first.
+    ending: Option<Result<Event, BackendError>>,
 }
 
 impl TokenStream {
@@ -609,6 +754,9 @@ impl TokenStream {
 
     /// Produces the next item, reading from the network only when the parser has nothing.
     async fn step(&mut self) -> Step {
+        if let Some(last) = self.ending.take() {
+            return Step::Last(last);
+        }
         loop {
             if self.cancel.is_cancelled() {
                 return Step::Last(Err(BackendError::Cancelled));
@@ -621,7 +769,7 @@ impl TokenStream {
             }
             if self.eof {
                 if self.finished {
-                    return Step::Last(Ok(Event::Done(self.usage())));
+                    return self.end(Ok(Event::Done(self.usage())));
                 }
                 return Step::Last(Err(BackendError::Transport(
                     "the stream ended before the answer was complete".to_owned(),
@@ -677,7 +825,7 @@ impl TokenStream {
         }
         if event.data.trim() == "[DONE]" {
             self.drain();
-            return Some(Step::Last(Ok(Event::Done(self.usage()))));
+            return Some(self.end(Ok(Event::Done(self.usage()))));
         }
         let chunk: Chunk<'_> = match serde_json::from_str(&event.data) {
             Ok(chunk) => chunk,
@@ -707,7 +855,36 @@ impl TokenStream {
             return None;
         }
         self.deltas = self.deltas.saturating_add(1);
-        Some(Step::Item(Event::Token(content.into_owned())))
+        let text = self.stops.push(&content);
+        if self.stops.stopped() || self.deltas >= self.max_tokens {
+            // Ours to end: the server's final usage will not be read, so the completion
+            // is what was let through.
+            let usage = Usage {
+                prompt_tokens: self.usage.map_or(0, |usage| usage.prompt_tokens),
+                completion_tokens: self.deltas,
+            };
+            let last = Ok(Event::Done(usage));
+            if text.is_empty() {
+                return Some(Step::Last(last));
+            }
+            self.ending = Some(last);
+            return Some(Step::Item(Event::Token(text)));
+        }
+        if text.is_empty() {
+            return None;
+        }
+        Some(Step::Item(Event::Token(text)))
+    }
+
+    /// Ends the stream with `last`, after the text the stop sequences still held back (it
+    /// did not start one after all).
+    fn end(&mut self, last: Result<Event, BackendError>) -> Step {
+        let held = self.stops.finish();
+        if held.is_empty() {
+            return Step::Last(last);
+        }
+        self.ending = Some(last);
+        Step::Item(Event::Token(held))
     }
 
     /// The reported usage, or the estimate described in the module docs.

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lectern_ai::backend::{Backend, BackendError, Event, GenerationRequest, Message, Role, Usage};
+use lectern_ai::backend::{
+    Backend, BackendError, Event, GenerationRequest, Message, OutputFormat, Role, Usage,
+};
 use lectern_ai::local::KvCache;
 use lectern_ai::local::testing::local_backend;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,8 @@ fn request(messages: Vec<Message>, max_tokens: u32, temperature: f32) -> Generat
         max_tokens,
         temperature,
         top_p: 0.9,
+        stop: Vec::new(),
+        format: OutputFormat::Text,
     }
 }
 

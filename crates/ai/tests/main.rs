@@ -1,4 +1,5 @@
 mod embed;
+mod fidelity;
 mod local;
 mod openai;
 mod structured;

@@ -13,7 +13,8 @@ use axum::routing::post;
 use axum::serve::ListenerExt as _;
 use futures_util::StreamExt;
 use lectern_ai::backend::{
-    Backend, BackendError, Event, EventStream, GenerationRequest, Message, Role, Usage,
+    Backend, BackendError, Event, EventStream, GenerationRequest, Message, OutputFormat, Role,
+    Usage,
 };
 use lectern_ai::openai::{OpenAiBackend, OpenAiConfig};
 use serde_json::{Value, json};
@@ -186,6 +187,8 @@ fn request() -> GenerationRequest {
         max_tokens: 32,
         temperature: 0.0,
         top_p: 1.0,
+        stop: Vec::new(),
+        format: OutputFormat::Text,
     }
 }
 

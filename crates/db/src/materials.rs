@@ -131,10 +131,17 @@ pub struct MaterialChunk {
     pub ordinal: i32,
     /// 1-based PDF page, if the format has pages.
     pub page: Option<i32>,
-    /// Heading path (DOCX, Markdown), if any.
+    /// Heading path (DOCX, Markdown, PDF headings), if any.
     pub heading: Option<String>,
     /// The chunk's text.
     pub text: String,
+    /// First line (1-based) of the file the text comes from (plain text, Markdown).
+    pub line_start: Option<i32>,
+    /// Last line (1-based, inclusive), with `line_start`.
+    pub line_end: Option<i32>,
+    /// Characters at the start of `text` that repeat the end of the previous chunk;
+    /// `None` for chunks stored before this was recorded.
+    pub overlap_chars: Option<i32>,
 }
 
 /// A chunk's embedding, as loaded into a search index.
@@ -210,16 +217,36 @@ fn material_from_row(row: MaterialRow) -> Result<Material, DbError> {
     })
 }
 
-/// Columns of `material_chunks` without the embedding.
-type ChunkRow = (String, i32, Option<i32>, Option<String>, String);
+/// Columns of `material_chunks` without the embedding, in `chunk_columns!` order.
+type ChunkRow = (
+    String,
+    i32,
+    Option<i32>,
+    Option<String>,
+    String,
+    Option<i32>,
+    Option<i32>,
+    Option<i32>,
+);
 
-fn chunk_from_row((material_id, ordinal, page, heading, text): ChunkRow) -> MaterialChunk {
+/// The columns of `material_chunks` a [`MaterialChunk`] holds (as `material_columns!`).
+macro_rules! chunk_columns {
+    () => {
+        "material_id, ordinal, page, heading, text, line_start, line_end, overlap_chars"
+    };
+}
+
+fn chunk_from_row(row: ChunkRow) -> MaterialChunk {
+    let (material_id, ordinal, page, heading, text, line_start, line_end, overlap_chars) = row;
     MaterialChunk {
         material_id,
         ordinal,
         page,
         heading,
         text,
+        line_start,
+        line_end,
+        overlap_chars,
     }
 }
 
@@ -438,16 +465,19 @@ impl Materials {
                     .execute(&mut *tx)
                     .await?;
                 for (chunk, vector) in chunks {
-                    sqlx::query(
-                        "INSERT INTO material_chunks \
-                         (material_id, ordinal, page, heading, text, embedding) \
-                         VALUES (?, ?, ?, ?, ?, ?)",
-                    )
+                    sqlx::query(concat!(
+                        "INSERT INTO material_chunks (",
+                        chunk_columns!(),
+                        ", embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ))
                     .bind(id)
                     .bind(chunk.ordinal)
                     .bind(chunk.page)
                     .bind(&chunk.heading)
                     .bind(&chunk.text)
+                    .bind(chunk.line_start)
+                    .bind(chunk.line_end)
+                    .bind(chunk.overlap_chars)
                     .bind(encode_vector(vector))
                     .execute(&mut *tx)
                     .await?;
@@ -474,16 +504,19 @@ impl Materials {
                     .execute(&mut *tx)
                     .await?;
                 for (chunk, vector) in chunks {
-                    sqlx::query(
-                        "INSERT INTO material_chunks \
-                         (material_id, ordinal, page, heading, text, embedding) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
+                    sqlx::query(concat!(
+                        "INSERT INTO material_chunks (",
+                        chunk_columns!(),
+                        ", embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    ))
                     .bind(id)
                     .bind(chunk.ordinal)
                     .bind(chunk.page)
                     .bind(&chunk.heading)
                     .bind(&chunk.text)
+                    .bind(chunk.line_start)
+                    .bind(chunk.line_end)
+                    .bind(chunk.overlap_chars)
                     .bind(encode_vector(vector))
                     .execute(&mut *tx)
                     .await?;
@@ -526,19 +559,21 @@ impl Materials {
     pub async fn chunks(&self, material_id: &str) -> Result<Vec<MaterialChunk>, DbError> {
         let rows: Vec<ChunkRow> = match &self.database {
             Database::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT material_id, ordinal, page, heading, text FROM material_chunks \
-                     WHERE material_id = ? ORDER BY ordinal",
-                )
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    chunk_columns!(),
+                    " FROM material_chunks WHERE material_id = ? ORDER BY ordinal"
+                ))
                 .bind(material_id)
                 .fetch_all(pool)
                 .await?
             }
             Database::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT material_id, ordinal, page, heading, text FROM material_chunks \
-                     WHERE material_id = $1 ORDER BY ordinal",
-                )
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    chunk_columns!(),
+                    " FROM material_chunks WHERE material_id = $1 ORDER BY ordinal"
+                ))
                 .bind(material_id)
                 .fetch_all(pool)
                 .await?
@@ -555,20 +590,22 @@ impl Materials {
     ) -> Result<Option<MaterialChunk>, DbError> {
         let row: Option<ChunkRow> = match &self.database {
             Database::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT material_id, ordinal, page, heading, text FROM material_chunks \
-                     WHERE material_id = ? AND ordinal = ?",
-                )
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    chunk_columns!(),
+                    " FROM material_chunks WHERE material_id = ? AND ordinal = ?"
+                ))
                 .bind(material_id)
                 .bind(ordinal)
                 .fetch_optional(pool)
                 .await?
             }
             Database::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT material_id, ordinal, page, heading, text FROM material_chunks \
-                     WHERE material_id = $1 AND ordinal = $2",
-                )
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    chunk_columns!(),
+                    " FROM material_chunks WHERE material_id = $1 AND ordinal = $2"
+                ))
                 .bind(material_id)
                 .bind(ordinal)
                 .fetch_optional(pool)

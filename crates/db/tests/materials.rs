@@ -66,6 +66,9 @@ fn chunk(material_id: &str, ordinal: i32, text: &str) -> MaterialChunk {
         page: Some(ordinal + 1),
         heading: (ordinal == 0).then(|| "Intro".to_owned()),
         text: text.into(),
+        line_start: Some(ordinal * 10 + 1),
+        line_end: Some(ordinal * 10 + 9),
+        overlap_chars: Some(ordinal),
     }
 }
 
@@ -124,6 +127,13 @@ async fn a_material_moves_through_ingestion_and_its_chunks_land_atomically() {
                 (0, Some(1), Some("Intro".to_owned()), "first".to_owned()),
                 (1, Some(2), None, "second".to_owned())
             ]
+        );
+        // Every field round-trips, line range and overlap included.
+        let whole: Vec<MaterialChunk> = chunks.iter().map(|(chunk, _)| chunk.clone()).collect();
+        assert_eq!(materials.chunks("m1").await.expect("chunks"), whole);
+        assert_eq!(
+            materials.chunk("m1", 1).await.expect("chunk").as_ref(),
+            Some(&whole[1])
         );
         let embeddings = materials.classroom_embeddings("c1").await.expect("vectors");
         assert_eq!(embeddings.len(), 2);

@@ -25,6 +25,8 @@ pub enum Block {
 }
 
 const FONT_SIZE: i64 = 11;
+/// Headings of [`pdf_with_headings`].
+const HEADING_FONT_SIZE: i64 = 16;
 const LEADING: i64 = 14;
 /// Characters per line before the generator wraps (the text must stay on the page for a
 /// viewer; the extractor would not care).
@@ -34,7 +36,13 @@ const LINE_CHARS: usize = 90;
 /// Type 1 font, so nothing is embedded) with WinAnsi encoding. Blank lines in a page's text
 /// become a paragraph gap; characters outside Latin-1 become `?`.
 pub fn pdf(pages: &[&str]) -> Vec<u8> {
-    save(&mut build_pdf(pages))
+    save(&mut build_pdf(pages, false))
+}
+
+/// Like [`pdf`], but a line starting with `"# "` is set as a heading: the rest of the line
+/// in a larger font (as handouts made in a word processor look to the extractor).
+pub fn pdf_with_headings(pages: &[&str]) -> Vec<u8> {
+    save(&mut build_pdf(pages, true))
 }
 
 /// A PDF that needs the user password `"classroom"` to open.
@@ -45,7 +53,7 @@ pub fn encrypted_pdf() -> Vec<u8> {
 /// A PDF encrypted with RC4-128 and the given user password. An empty `user_password`
 /// gives an owner-restricted file that opens without asking (as publishers' handouts do).
 pub fn encrypted_pdf_with(user_password: &str, pages: &[&str]) -> Vec<u8> {
-    let mut doc = build_pdf(pages);
+    let mut doc = build_pdf(pages, false);
     let state = EncryptionState::try_from(EncryptionVersion::V2 {
         document: &doc,
         owner_password: "owner-secret",
@@ -72,7 +80,7 @@ fn save(doc: &mut Document) -> Vec<u8> {
     out
 }
 
-fn build_pdf(pages: &[&str]) -> Document {
+fn build_pdf(pages: &[&str], headings: bool) -> Document {
     let mut doc = Document::with_version("1.5");
     let pages_id = doc.new_object_id();
     let font_id = doc.add_object(dictionary! {
@@ -93,7 +101,18 @@ fn build_pdf(pages: &[&str]) -> Document {
             Operation::new("Td", vec![56.into(), 780.into()]),
         ];
         for line in wrap(text) {
-            if !line.is_empty() {
+            let heading = line.strip_prefix("# ").filter(|_| headings);
+            if let Some(heading) = heading {
+                ops.push(Operation::new(
+                    "Tf",
+                    vec!["F1".into(), HEADING_FONT_SIZE.into()],
+                ));
+                ops.push(Operation::new(
+                    "Tj",
+                    vec![Object::String(win_ansi(heading), StringFormat::Literal)],
+                ));
+                ops.push(Operation::new("Tf", vec!["F1".into(), FONT_SIZE.into()]));
+            } else if !line.is_empty() {
                 ops.push(Operation::new(
                     "Tj",
                     vec![Object::String(win_ansi(&line), StringFormat::Literal)],

@@ -7,6 +7,7 @@ fn section(text: &str, page: Option<u32>, heading: Option<&str>) -> Section {
         text: text.to_owned(),
         page,
         heading: heading.map(str::to_owned),
+        line: None,
     }
 }
 
@@ -218,4 +219,88 @@ fn paragraphs_are_packed_whole_when_they_fit() {
             assert!(paras.contains(&p.to_owned()), "split paragraph {p:?}");
         }
     }
+}
+
+#[test]
+fn the_recorded_overlap_is_exactly_the_repeated_text() {
+    let text = format!(
+        "{}\n\n{}\n\n{}",
+        sentences("Alpha", 12),
+        sentences("Beta", 3),
+        sentences("Gamma", 15)
+    );
+    let doc = Extracted {
+        sections: vec![section(&text, None, None)],
+    };
+    let chunks = chunk(
+        &doc,
+        &ChunkConfig {
+            target_chars: 200,
+            overlap_chars: 60,
+        },
+    );
+    assert!(chunks.len() > 5);
+    assert_eq!(chunks[0].overlap_chars, 0);
+    let mut merged = chunks[0].text.clone();
+    for pair in chunks.windows(2) {
+        let (prev, next) = (&pair[0].text, &pair[1].text);
+        let overlap = pair[1].overlap_chars as usize;
+        assert!(overlap > 0, "{prev:?} -> {next:?}");
+        let repeated: String = next.chars().take(overlap).collect();
+        let rest: String = next.chars().skip(overlap).collect();
+        assert!(prev.ends_with(&repeated), "{repeated:?} ends {prev:?}");
+        assert!(rest.starts_with([' ', '\n']), "{rest:?}");
+        merged.push_str(&rest);
+    }
+    // Dropping each recorded overlap gives back the text once, whole.
+    assert_eq!(normalise(&merged), normalise(&text));
+}
+
+#[test]
+fn chunks_know_the_lines_they_come_from() {
+    // A hard-wrapped file: line n (from 1) is `source[n - 1]`.
+    let source: Vec<String> = (1..=60)
+        .map(|n| format!("Line{n} holds words number {n}."))
+        .collect();
+    let mut text = source.join("\n");
+    text.insert_str(0, "\n\n");
+    let doc = Extracted {
+        sections: vec![Section {
+            text: text.clone(),
+            page: None,
+            heading: None,
+            line: Some(1),
+        }],
+    };
+    let chunks = chunk(
+        &doc,
+        &ChunkConfig {
+            target_chars: 150,
+            overlap_chars: 40,
+        },
+    );
+    assert!(chunks.len() > 10);
+    for c in &chunks {
+        let (first, last) = c.lines.expect("lines");
+        let words: Vec<&str> = c.text.split_whitespace().collect();
+        // The source starts on line 3 (two blank lines first).
+        let at = |n: u32| source[(n - 3) as usize].as_str();
+        assert!(first >= 3 && first <= last, "{first}..{last}");
+        assert!(at(first).contains(words[0]), "{} starts {:?}", at(first), c.text);
+        assert!(
+            at(last).contains(words[words.len() - 1]),
+            "{} ends {:?}",
+            at(last),
+            c.text
+        );
+    }
+    // Without a known line, no range.
+    let doc = Extracted {
+        sections: vec![section("Some text.", Some(1), None)],
+    };
+    assert_eq!(chunk(&doc, &ChunkConfig::default())[0].lines, None);
+}
+
+fn normalise(text: &str) -> String {
+    crate::normalise(text)
 }

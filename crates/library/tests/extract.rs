@@ -1,6 +1,6 @@
 //! Each format round-trips its fixture with page / heading positions.
 
-use lectern_library::testing::{Block, docx, encrypted_pdf_with, pdf};
+use lectern_library::testing::{Block, docx, encrypted_pdf_with, pdf, pdf_with_headings};
 use lectern_library::{ExtractError, Format, Limits, extract};
 
 use crate::normalise;
@@ -23,6 +23,42 @@ fn pdf_pages_round_trip() {
         assert_eq!(section.heading, None);
         assert_eq!(normalise(&section.text), normalise(expected));
     }
+}
+
+#[test]
+fn pdf_headings_are_told_by_their_larger_font_and_kept_with_pages() {
+    let pages = [
+        "# Cell structure\nCells are the basic unit of life.\n\n# Mitochondria\nThey release energy.",
+        "Their inner membrane is folded.\n\n2.1 Respiration in Detail\nGlucose is broken down.",
+    ];
+    let out =
+        extract(Format::Pdf, &pdf_with_headings(&pages), &Limits::default()).expect("extract");
+    let found: Vec<(Option<u32>, Option<&str>, String)> = out
+        .sections
+        .iter()
+        .map(|s| (s.page, s.heading.as_deref(), normalise(&s.text)))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (
+                Some(1),
+                Some("Cell structure"),
+                "Cells are the basic unit of life.".to_owned()
+            ),
+            (Some(1), Some("Mitochondria"), "They release energy.".to_owned()),
+            (
+                Some(2),
+                Some("Mitochondria"),
+                "Their inner membrane is folded.".to_owned()
+            ),
+            (
+                Some(2),
+                Some("Mitochondria > 2.1 Respiration in Detail"),
+                "Glucose is broken down.".to_owned()
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -138,6 +174,8 @@ fn markdown_sections_follow_atx_headings() {
         "Powerhouse.\n\n```\n# not a heading\n```"
     );
     assert_eq!(out.sections[3].text, "Green.");
+    let lines: Vec<Option<u32>> = out.sections.iter().map(|s| s.line).collect();
+    assert_eq!(lines, vec![Some(1), Some(4), Some(7), Some(14)]);
 }
 
 #[test]

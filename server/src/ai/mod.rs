@@ -9,6 +9,8 @@
 //! - `peer.rs`: [`peer::AiPeer`], a job's own Yjs replica of its target document, so every
 //!   AI edit carries the AI's client id; edits reach the room through `Rooms::apply_update`.
 //! - `run.rs`: what each kind of job does (retrieval, prompt, streaming into the document).
+//! - `sources.rs`: the passages a prompt is grounded in (relevance floor, merged neighbours
+//!   without repeated text, fitted to the backend's context window) and what an answer cites.
 //! - `guard.rs`: the per-classroom daily token budget and the answer cache.
 //! - `queue.rs`: the generation slots (`--ai-max-concurrent-jobs`) and the fair line of
 //!   jobs waiting for one, round-robin across classrooms.
@@ -40,6 +42,7 @@ pub mod metrics;
 pub mod peer;
 mod queue;
 mod run;
+mod sources;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,6 +181,10 @@ impl Requester {
 pub struct AiLimits {
     /// Most tokens one job generates.
     pub max_tokens: u32,
+    /// The context window of a backend that does not know its own (an API), in tokens.
+    pub context_tokens: usize,
+    /// Cosine similarity a passage must reach to be given to the model.
+    pub relevance_floor: f32,
     /// Tokens per classroom per UTC day; 0: unlimited.
     pub classroom_daily_tokens: u64,
     /// Jobs per user per minute.
@@ -281,6 +288,8 @@ impl AiService {
     ) -> Self {
         let limits = AiLimits {
             max_tokens: config.ai_max_tokens.max(1),
+            context_tokens: usize::try_from(config.ai_context_tokens).unwrap_or(usize::MAX),
+            relevance_floor: config.ai_relevance_floor,
             classroom_daily_tokens: config.ai_classroom_daily_tokens,
             jobs_per_minute: config.ai_jobs_per_minute,
             max_concurrent_jobs: config

@@ -19,7 +19,8 @@ use yrs::{
 };
 
 use lectern_ai::backend::{
-    Backend, BackendError, Event, EventStream, GenerationRequest, Message, Role, Usage,
+    Backend, BackendError, Event, EventStream, GenerationRequest, Message, OutputFormat, Role,
+    Usage,
 };
 use lectern_ai::structured::{self, MindmapBuilder, ParseHints, PromptOptions, SourceExcerpt};
 use lectern_collab::{DocId, RoomError};
@@ -28,6 +29,7 @@ use lectern_db::ai_jobs::{JobStatus, JobUsage};
 use super::guard::{CacheKey, CacheKeyBuilder};
 use super::peer::AiPeer;
 use super::queue::Ticket;
+use super::sources::{self, Passage};
 use super::{AiService, Plan, now};
 use crate::api::dto::{AiJobKind, AiJobStatus};
 use crate::materials::SearchHit;
@@ -47,8 +49,6 @@ const MAX_BATCH_EVENTS: usize = 256;
 const CHAT_PASSAGES: usize = 4;
 /// Passages retrieved for notes, mindmaps and structured kinds.
 const CONTEXT_PASSAGES: usize = 6;
-/// Longest passage text put into a prompt, in characters.
-const MAX_PASSAGE_CHARS: usize = 1500;
 /// Longest document text put into a prompt (qa, translate), in characters.
 const MAX_DOC_CHARS: usize = 8000;
 
@@ -86,6 +86,22 @@ enum JobError {
     Room(#[from] RoomError),
     #[error("{0}")]
     Sources(String),
+}
+
+/// What a job asks the backend, or that it need not ask.
+enum Prompt {
+    /// Ask the model.
+    Ask {
+        /// The conversation.
+        messages: Vec<Message>,
+        /// The passages in the prompt: `[n]` is `passages[n - 1]`.
+        passages: Vec<Passage>,
+        /// Where the answer is cached.
+        key: CacheKey,
+    },
+    /// No passage of the course materials reaches the relevance floor: the answer is
+    /// [`sources::NOT_COVERED`], without the model.
+    NotCovered,
 }
 
 /// Where the job's text goes in the replica.
@@ -136,10 +152,13 @@ impl Sink {
         }
     }
 
-    fn cite(&self, txn: &mut TransactionMut<'_>, hits: &[SearchHit]) {
+    /// Writes the citations of passages `used` (numbers from 1) of `passages`.
+    fn cite(&self, txn: &mut TransactionMut<'_>, used: &[usize], passages: &[Passage]) {
         if let Self::Message { citations, .. } = self {
-            for hit in hits {
-                citations.push_back(txn, citation(hit));
+            for &number in used {
+                if let Some(passage) = passages.get(number.wrapping_sub(1)) {
+                    citations.push_back(txn, sources::citation(number, passage));
+                }
             }
         }
     }
@@ -270,15 +289,15 @@ impl Job {
 
     async fn generate(&self, peer: &AiPeer, sink: &Sink, accepted: Instant) -> Outcome {
         let cancel = self.cancel.clone();
-        let (messages, hits, key) = match self.prompt().await {
-            Ok(prompt) => prompt,
+        let (messages, passages, key) = match self.prompt().await {
+            Ok(Prompt::Ask {
+                messages,
+                passages,
+                key,
+            }) => (messages, passages, key),
+            Ok(Prompt::NotCovered) => return self.not_covered(peer, sink).await,
             Err(error) => return Outcome::Failed(error.to_string()),
         };
-        if !hits.is_empty()
-            && let Err(error) = peer.write(|txn| sink.cite(txn, &hits)).await
-        {
-            return Outcome::Failed(JobError::from(error).to_string());
-        }
         let service = &self.service.0;
         let cached = service.cache.get(&key).await;
         let is_cached = cached.is_some();
@@ -304,6 +323,8 @@ impl Job {
                     max_tokens: service.limits.max_tokens,
                     temperature: 0.0,
                     top_p: 1.0,
+                    stop: Vec::new(),
+                    format: OutputFormat::Text,
                 };
                 let started = tokio::select! {
                     () = cancel.cancelled() => return Outcome::Cancelled,
@@ -323,6 +344,9 @@ impl Job {
                     self.service.charge(&self.plan.classroom_id, usage).await;
                     service.cache.put(key, text.as_str().into()).await;
                 }
+                if let Err(error) = self.cite(peer, sink, &text, &passages).await {
+                    return Outcome::Failed(JobError::from(error).to_string());
+                }
                 if let Err(reason) = self.complete(peer, sink, &text).await {
                     return Outcome::Failed(reason);
                 }
@@ -333,6 +357,40 @@ impl Job {
             }
             Err(JobError::Backend(BackendError::Cancelled)) => Outcome::Cancelled,
             Err(error) => Outcome::Failed(error.to_string()),
+        }
+    }
+
+    /// Once the answer is complete, a chat message cites the passages it used (by its
+    /// `[n]` markers, else by shared wording), and only those.
+    async fn cite(
+        &self,
+        peer: &AiPeer,
+        sink: &Sink,
+        answer: &str,
+        passages: &[Passage],
+    ) -> Result<(), RoomError> {
+        if !matches!(sink, Sink::Message { .. }) {
+            return Ok(());
+        }
+        let used = sources::cited(answer, &self.plan.prompt, passages);
+        if used.is_empty() {
+            return Ok(());
+        }
+        peer.write(|txn| sink.cite(txn, &used, passages)).await
+    }
+
+    /// Nothing in the course materials is relevant: says so, without the model (and
+    /// without citations), and the job is done.
+    async fn not_covered(&self, peer: &AiPeer, sink: &Sink) -> Outcome {
+        match peer
+            .write(|txn| sink.append(txn, sources::NOT_COVERED))
+            .await
+        {
+            Ok(()) => Outcome::Done {
+                usage: Usage::default(),
+                cached: false,
+            },
+            Err(error) => Outcome::Failed(JobError::from(error).to_string()),
         }
     }
 
@@ -491,6 +549,8 @@ impl Job {
             max_tokens: service.limits.max_tokens,
             temperature: 0.0,
             top_p: 1.0,
+            stop: Vec::new(),
+            format: OutputFormat::Text,
         };
         let cancel = self.cancel.clone();
         let mut stream = self
@@ -613,54 +673,80 @@ impl Job {
         sink.ok_or_else(|| JobError::Sources("the message could not be created".into()))
     }
 
-    /// The conversation for the backend, the passages it cites, and the cache key.
-    async fn prompt(&self) -> Result<(Vec<Message>, Vec<SearchHit>, CacheKey), JobError> {
+    /// What to ask the backend (the conversation, the passages it may cite, the cache key),
+    /// or that the course materials do not cover the request.
+    async fn prompt(&self) -> Result<Prompt, JobError> {
         let plan = &self.plan;
         let service = &self.service.0;
         let mut key = CacheKeyBuilder::default()
             .part(plan.kind.as_str())
             .part(&service.model_name)
             .part(&service.limits.max_tokens.to_string());
-        let (system, user, hits) = match plan.kind {
+        let (system, user, passages) = match plan.kind {
             AiJobKind::Chat => {
-                let hits = self.retrieve(&plan.prompt, CHAT_PASSAGES).await?;
-                if hits.is_empty() {
+                let system = "You are a teaching assistant. Answer the question using only the \
+                              numbered passages. Cite the passages you use by number in square \
+                              brackets, like [1]. If the passages do not contain the answer, say \
+                              so briefly."
+                    .to_owned();
+                let question = format!("Question: {}", plan.prompt);
+                let found = self
+                    .sources(
+                        &plan.prompt,
+                        CHAT_PASSAGES,
+                        true,
+                        vec![system.clone(), format!("Passages:\n\n{question}")],
+                    )
+                    .await?;
+                let Some(passages) = found else {
                     return Err(JobError::Sources(
                         "no course material is ready to answer from; upload some first".into(),
                     ));
+                };
+                if passages.is_empty() {
+                    return Ok(Prompt::NotCovered);
                 }
-                (
-                    "You are a teaching assistant. Answer the question using only the numbered \
-                     passages. Cite the passages you use by number in square brackets, like [1]. \
-                     If the passages do not contain the answer, say so briefly."
-                        .to_owned(),
-                    format!("Passages:\n{}\nQuestion: {}", passages(&hits), plan.prompt),
-                    hits,
-                )
+                let user = format!("Passages:\n{}\n{question}", sources::numbered(&passages));
+                (system, user, passages)
             }
             AiJobKind::Notes => {
+                let system = "You write concise study notes for students in Markdown: short \
+                              headings and bullet points, only facts from the passages."
+                    .to_owned();
+                let task = format!(
+                    "Write study notes{}.",
+                    if plan.prompt.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" about: {}", plan.prompt)
+                    }
+                );
                 let query = or_default(&plan.prompt, "key ideas, definitions and examples");
-                let hits = self.retrieve(query, CONTEXT_PASSAGES).await?;
-                if hits.is_empty() {
+                // A topic must be covered; without one, the best passages there are will do.
+                let floored = !plan.prompt.is_empty();
+                let found = self
+                    .sources(
+                        query,
+                        CONTEXT_PASSAGES,
+                        floored,
+                        vec![system.clone(), format!("Passages:\n\n{task}")],
+                    )
+                    .await?;
+                let Some(passages) = found else {
                     return Err(JobError::Sources(
                         "no course material is ready to take notes from; upload some first".into(),
                     ));
+                };
+                if passages.is_empty() && floored {
+                    return Ok(Prompt::NotCovered);
                 }
-                (
-                    "You write concise study notes for students in Markdown: short headings and \
-                     bullet points, only facts from the passages."
-                        .to_owned(),
-                    format!(
-                        "Passages:\n{}\nWrite study notes{}.",
-                        passages(&hits),
-                        if plan.prompt.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" about: {}", plan.prompt)
-                        }
-                    ),
-                    hits,
-                )
+                if passages.is_empty() {
+                    return Err(JobError::Sources(
+                        "the course passages do not fit the model's context window".into(),
+                    ));
+                }
+                let user = format!("Passages:\n{}\n{task}", sources::numbered(&passages));
+                (system, user, passages)
             }
             AiJobKind::Qa => {
                 let notes = self.document_text(NOTES_TEXT).await?;
@@ -701,38 +787,57 @@ impl Job {
             | AiJobKind::Flashcards
             | AiJobKind::Exam
             | AiJobKind::LessonPlan => {
+                let kind = structured_kind(plan.kind);
+                let topic = or_default(&plan.prompt, "the course material");
                 let query = or_default(&plan.prompt, "key ideas, definitions and examples");
-                // Without material the model may use general knowledge (the prompt says so).
-                let hits = self.retrieve(query, CONTEXT_PASSAGES).await?;
-                let excerpts: Vec<SourceExcerpt> = hits
+                // The instructions without sources take about what they take with them.
+                let instructions = structured::messages(kind, topic, &[], &PromptOptions::default())
+                    .into_iter()
+                    .map(|message| message.content)
+                    .collect();
+                // Without relevant material the model may use general knowledge (the prompt
+                // says so).
+                let floored = !plan.prompt.is_empty();
+                let passages = self
+                    .sources(query, CONTEXT_PASSAGES, floored, instructions)
+                    .await?
+                    .unwrap_or_default();
+                let excerpts: Vec<SourceExcerpt> = passages
                     .iter()
                     .enumerate()
-                    .map(|(index, hit)| SourceExcerpt {
-                        label: format!("[{}] {}", index + 1, place(hit)),
-                        text: hit.chunk.text.clone(),
+                    .map(|(index, passage)| SourceExcerpt {
+                        label: format!("[{}] {}", index + 1, passage.place()),
+                        text: passage.text.clone(),
                     })
                     .collect();
-                let messages = structured::messages(
-                    structured_kind(plan.kind),
-                    or_default(&plan.prompt, "the course material"),
-                    &excerpts,
-                    &PromptOptions::default(),
-                );
-                for hit in &hits {
+                // The passages were fitted to the window already: nothing more to cut.
+                let options = PromptOptions {
+                    max_source_chars: excerpts
+                        .iter()
+                        .map(|excerpt| excerpt.text.chars().count() + 100)
+                        .sum(),
+                    ..PromptOptions::default()
+                };
+                let messages = structured::messages(kind, topic, &excerpts, &options);
+                for passage in &passages {
                     key = key
-                        .part(&hit.chunk.material_id)
-                        .part(&hit.chunk.ordinal.to_string());
+                        .part(&passage.material_id)
+                        .part(&format!("{}-{}", passage.ordinals.0, passage.ordinals.1));
                 }
                 for message in &messages {
                     key = key.part(&message.content);
                 }
-                return Ok((messages, hits, key.finish()));
+                return Ok(Prompt::Ask {
+                    messages,
+                    passages,
+                    key: key.finish(),
+                });
             }
         };
-        for hit in &hits {
+        for passage in &passages {
             key = key
-                .part(&hit.chunk.material_id)
-                .part(&hit.chunk.ordinal.to_string());
+                .part(&passage.material_id)
+                .part(&format!("{}-{}", passage.ordinals.0, passage.ordinals.1));
         }
         let messages = vec![
             Message {
@@ -747,7 +852,46 @@ impl Job {
         for message in &messages {
             key = key.part(&message.content);
         }
-        Ok((messages, hits, key.finish()))
+        Ok(Prompt::Ask {
+            messages,
+            passages,
+            key: key.finish(),
+        })
+    }
+
+    /// The passages for `query`: the `k` best chunks, those below the relevance floor
+    /// dropped when `floored`, neighbours merged, fitted to what the backend's context
+    /// window leaves after `instructions` and the answer. `None` when there is no material
+    /// to search at all.
+    async fn sources(
+        &self,
+        query: &str,
+        k: usize,
+        floored: bool,
+        instructions: Vec<String>,
+    ) -> Result<Option<Vec<Passage>>, JobError> {
+        let service = &self.service.0;
+        let hits = self.retrieve(query, k).await?;
+        if hits.is_empty() {
+            return Ok(None);
+        }
+        let floor = floored.then_some(service.limits.relevance_floor);
+        let passages = sources::passages(&hits, floor);
+        let counter = sources::Counter::new(&self.backend);
+        let context = self
+            .backend
+            .context_tokens()
+            .unwrap_or(service.limits.context_tokens);
+        let max_tokens = usize::try_from(service.limits.max_tokens).unwrap_or(usize::MAX);
+        // Counting may tokenise (the local model): off the reactor.
+        let fitted = tokio::task::spawn_blocking(move || {
+            let instructions: Vec<&str> = instructions.iter().map(String::as_str).collect();
+            let budget = sources::source_budget(&counter, context, max_tokens, &instructions);
+            sources::fit(passages, budget, &counter)
+        })
+        .await
+        .map_err(|error| JobError::Sources(format!("fitting the passages failed: {error}")))?;
+        Ok(Some(fitted))
     }
 
     async fn retrieve(&self, query: &str, k: usize) -> Result<Vec<SearchHit>, JobError> {
@@ -802,28 +946,6 @@ fn replay(answer: &str) -> EventStream {
     Box::pin(futures_util::stream::iter(events))
 }
 
-/// Where a passage comes from: `file, p. N, heading`.
-fn place(hit: &SearchHit) -> String {
-    let mut place = hit.file_name.clone();
-    if let Some(page) = hit.chunk.page {
-        place.push_str(&format!(", p. {page}"));
-    }
-    if let Some(heading) = &hit.chunk.heading {
-        place.push_str(&format!(", {heading}"));
-    }
-    place
-}
-
-/// Numbered passages for a prompt: `[n] (file, p. N, heading) text`.
-fn passages(hits: &[SearchHit]) -> String {
-    let mut text = String::new();
-    for (index, hit) in hits.iter().enumerate() {
-        let passage: String = hit.chunk.text.chars().take(MAX_PASSAGE_CHARS).collect();
-        text.push_str(&format!("[{}] ({}) {passage}\n", index + 1, place(hit)));
-    }
-    text
-}
-
 /// The structured helper's kind for a structured job kind.
 fn structured_kind(kind: AiJobKind) -> structured::Kind {
     match kind {
@@ -838,24 +960,6 @@ fn structured_kind(kind: AiJobKind) -> structured::Kind {
         | AiJobKind::Qa
         | AiJobKind::Translate => structured::Kind::Mindmap,
     }
-}
-
-/// A citation as written into a chat message.
-fn citation(hit: &SearchHit) -> Any {
-    let page = hit
-        .chunk
-        .page
-        .map_or(Any::Null, |page| Any::from(f64::from(page)));
-    let heading = hit.chunk.heading.as_deref().map_or(Any::Null, Any::from);
-    Any::Map(Arc::new(HashMap::from([
-        (
-            "material_id".to_owned(),
-            Any::from(hit.chunk.material_id.as_str()),
-        ),
-        ("file_name".to_owned(), Any::from(hit.file_name.as_str())),
-        ("page".to_owned(), page),
-        ("heading".to_owned(), heading),
-    ])))
 }
 
 fn or_default<'a>(text: &'a str, default: &'a str) -> &'a str {

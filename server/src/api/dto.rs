@@ -464,6 +464,45 @@ pub struct UploadForm {
     pub file: Vec<u8>,
 }
 
+/// The multipart form of `POST /api/v1/sessions/{id}/chat/speech` (documentation only; the
+/// handler reads the multipart body itself).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpeechForm {
+    /// The recording: WAV, WebM, Ogg or MP3 (judged by its bytes), at most
+    /// `--speech-max-bytes` and, for WAV, `--speech-max-seconds` long.
+    #[schema(value_type = String, format = Binary, min_length = 1)]
+    pub audio: Vec<u8>,
+    /// `true`: also start a chat AI job answering what was said (default `false`).
+    #[serde(default)]
+    pub ask_ai: Option<bool>,
+    /// The spoken language as an ISO-639-1 code (e.g. `en`); default: the speech server
+    /// detects it.
+    #[serde(default)]
+    #[schema(pattern = "^[a-z]{2}$")]
+    pub language: Option<String>,
+}
+
+/// What a recording became: a message in the session's chat, and maybe an AI job
+/// answering it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpeechResponse {
+    /// The recognised text, as posted.
+    pub text: String,
+    /// The chat document it was posted in (`session/{id}/chat`).
+    pub doc_id: String,
+    /// The message's `id` in the chat document. With `ask_ai`, the AI job posts it
+    /// (`{job_id}-question`) as it starts, moments after this answer.
+    pub message_id: String,
+    /// The AI job answering the message (`ask_ai`); `null` when not asked for or when it
+    /// could not start.
+    pub job: Option<AiJobResponse>,
+    /// Why the AI job could not start (`ask_ai`): what `POST /sessions/{id}/ai/jobs` would
+    /// have answered (`ai_unavailable`, `rate_limited`...). The message is posted anyway,
+    /// so nothing that was said is lost.
+    pub ai_error: Option<ErrorDetail>,
+}
+
 /// A file's type, sniffed from its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

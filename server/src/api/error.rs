@@ -83,11 +83,17 @@ pub enum ErrorCode {
     /// 503: the server is at capacity for this kind of work (password checks, reading
     /// uploaded files); try again after `Retry-After`.
     ServerBusy,
+    /// 503: speech input cannot be used: no speech server is configured
+    /// (`--speech-base-url`), or it cannot be reached, is busy or failed; the message says
+    /// which and how to fix it.
+    SpeechUnavailable,
+    /// 413: the recording is longer than the server accepts (`--speech-max-seconds`).
+    AudioTooLong,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 27] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::InvalidToken,
@@ -113,6 +119,8 @@ impl ErrorCode {
         Self::AiQueueFull,
         Self::RegistrationRefused,
         Self::ServerBusy,
+        Self::SpeechUnavailable,
+        Self::AudioTooLong,
     ];
 
     /// The wire spelling.
@@ -143,6 +151,8 @@ impl ErrorCode {
             Self::AiQueueFull => "ai_queue_full",
             Self::RegistrationRefused => "registration_refused",
             Self::ServerBusy => "server_busy",
+            Self::SpeechUnavailable => "speech_unavailable",
+            Self::AudioTooLong => "audio_too_long",
         }
     }
 }
@@ -238,6 +248,12 @@ pub enum ApiError {
         /// When the caller may try again.
         retry_after: Duration,
     },
+    /// Speech input cannot be used; the message says why and how to fix it.
+    #[error("{0}")]
+    SpeechUnavailable(String),
+    /// A recording over the duration limit; the message says its length and the limit.
+    #[error("{0}")]
+    AudioTooLong(String),
     /// A server-side failure; logged, never described to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -283,6 +299,10 @@ impl ApiError {
             Self::AiQueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::AiQueueFull),
             Self::RegistrationRefused(_) => (StatusCode::FORBIDDEN, ErrorCode::RegistrationRefused),
             Self::ServerBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerBusy),
+            Self::SpeechUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SpeechUnavailable)
+            }
+            Self::AudioTooLong(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::AudioTooLong),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }

@@ -8,8 +8,8 @@
 //! - `text.rs`: which text is accepted (no NUL or controls anywhere; no bidi or invisible
 //!   characters in names), and how upload file names are cleaned.
 //! - `rate_limit.rs`: per-user token buckets (in Redis for a cluster).
-//! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`, `ai.rs`:
-//!   the handlers.
+//! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`, `ai.rs`,
+//!   `speech.rs` (speech input for the chat): the handlers.
 //! - this file: the router and the OpenAPI document (`GET /api/v1/openapi.json`).
 //!
 //! See `docs/api.md` for the auth model, lifetimes, limits and error codes.
@@ -24,6 +24,7 @@ pub mod extract;
 pub mod materials;
 pub mod rate_limit;
 pub mod sessions;
+pub(crate) mod speech;
 pub(crate) mod text;
 
 use axum::extract::DefaultBodyLimit;
@@ -98,6 +99,10 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{id}/ai/jobs", post(ai::create_job))
         .route("/ai/jobs/{id}", get(ai::get_job))
         .route("/ai/jobs/{id}/cancel", post(ai::cancel_job))
+        .route(
+            "/sessions/{id}/chat/speech",
+            post(speech::post_chat_speech),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(extract::checked_path))
@@ -186,6 +191,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         ai::create_job,
         ai::get_job,
         ai::cancel_job,
+        speech::post_chat_speech,
     ),
     components(schemas(dto::ErrorBody, dto::ErrorDetail, ErrorCode)),
     servers((url = "/", description = "This server")),

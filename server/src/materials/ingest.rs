@@ -325,6 +325,9 @@ async fn steps(library: &Library, job: IngestJob) -> Result<(), IngestError> {
                 page: chunk.page.and_then(|page| i32::try_from(page).ok()),
                 heading: chunk.heading.clone(),
                 text: chunk.text.clone(),
+                line_start: chunk.lines.and_then(|(first, _)| i32::try_from(first).ok()),
+                line_end: chunk.lines.and_then(|(_, last)| i32::try_from(last).ok()),
+                overlap_chars: i32::try_from(chunk.overlap_chars).ok(),
             };
             embedded.push((stored, vector));
         }

@@ -5,11 +5,23 @@
 //! token (`past_key_values.{i}.key|value`); it returns the logits of the *last* new token
 //! and the extended keys/values (`present.*`). [`KvCache`] keeps those outputs as ONNX
 //! Runtime values and feeds them straight back, so each decoding step computes one token.
+//!
+//! # Sharing one session
+//! Every generation has its own thread and cache but there is one session, and ONNX Runtime
+//! computes on one core (1 intra-op thread). Two rules keep concurrent generations fair:
+//! - **Turns are first come, first served** ([`FairLock`]): each forward pass queues for the
+//!   session and is served in order. A std `Mutex` is not fair: a thread that unlocks and
+//!   locks again in a loop (a decoding loop does exactly that) can keep the lock while another
+//!   waits.
+//! - **A prompt runs in chunks** of [`PREFILL_CHUNK`] tokens, each its own turn. A
+//!   1,000-token prompt holds the session for seconds in one pass; in chunks, a generation
+//!   already streaming keeps writing a token between two chunks of a newcomer's prompt.
 
 use std::borrow::Cow;
 use std::fs;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
@@ -49,8 +61,9 @@ pub struct ModelFacts {
     pub logits_last_only: bool,
 }
 
-/// The `generation.json` layout this code understands.
-pub(crate) const FACTS_FORMAT: u32 = 1;
+/// The `generation.json` layout this code understands (2: the GGUF's own blocks, with the
+/// fidelity files; see `scripts/convert_smollm2.py`).
+pub(crate) const FACTS_FORMAT: u32 = 2;
 
 impl ModelFacts {
     /// Reads `generation.json`.
@@ -99,18 +112,22 @@ impl KvCache {
     }
 }
 
+/// Prompt tokens computed in one forward pass (one turn of the session). Smaller chunks let
+/// other generations in more often but pay a fixed cost per pass (the output head, copying
+/// the cache); see `crates/ai/benches/concurrent.rs` for the figures behind this value.
+const PREFILL_CHUNK: usize = 128;
+
 /// The ONNX decoder session and its facts.
 ///
-/// `Session::run` needs `&mut` in `ort` rc.15, so the session sits behind a std `Mutex`
-/// held for exactly one forward pass (a std lock, not tokio's: it is only ever taken on
-/// blocking threads). The KV cache lives outside it, with each generation, so concurrent
-/// generations interleave step by step instead of queueing for a whole answer: a second
-/// request gets its first token after one prefill, not after the first answer ends. Each
-/// shares the one CPU core the session uses (1 intra-op thread), so both slow down.
+/// `Session::run` needs `&mut` in `ort` rc.15, so the session sits behind a [`FairLock`]
+/// held for exactly one forward pass (a blocking lock: it is only ever taken on blocking
+/// threads). The KV cache lives outside it, with each generation, so concurrent generations
+/// interleave pass by pass instead of queueing for a whole answer (see the module docs).
+/// Each shares the one CPU core the session uses, so all slow down.
 #[derive(Debug)]
 pub struct Decoder {
-    /// The session; locked per forward pass.
-    session: Mutex<Session>,
+    /// The session; taken in turn per forward pass.
+    session: FairLock<Session>,
     /// What `generation.json` says about the model.
     facts: ModelFacts,
     /// `past_key_values.{i}.key|value` in the order the cache stores them.
@@ -139,7 +156,7 @@ impl Decoder {
             }
         }
         Ok(Self {
-            session: Mutex::new(session),
+            session: FairLock::new(session),
             facts,
             past_names,
             present_names,
@@ -154,6 +171,10 @@ impl Decoder {
     /// Runs the model over `tokens` (the whole prompt at first, then one token per step),
     /// extends `cache` with them, and returns the logits for the token after the last one.
     ///
+    /// A long prompt runs in chunks of [`PREFILL_CHUNK`] tokens, each waiting its turn for
+    /// the session, so other generations make progress in between. After a failure `cache`
+    /// is empty.
+    ///
     /// Blocking and CPU-heavy: call it from a blocking thread.
     pub fn forward(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, BackendError> {
         let facts = &self.facts;
@@ -167,9 +188,30 @@ impl Decoder {
                 facts.context_length
             )));
         }
+        // Whole chunks first, then the rest (1 to PREFILL_CHUNK tokens), whose last token's
+        // logits are the answer.
+        let last_start = (tokens.len() - 1) / PREFILL_CHUNK * PREFILL_CHUNK;
+        let (earlier, last) = tokens.split_at(last_start);
+        for chunk in earlier.chunks(PREFILL_CHUNK) {
+            self.pass(cache, chunk, false)?;
+        }
+        self.pass(cache, last, true)?
+            .ok_or_else(|| BackendError::Inference("no logits were read".into()))
+    }
+
+    /// One forward pass over `tokens` (at most one chunk), in one turn of the session.
+    /// Returns the logits when `want_logits` (earlier chunks of a prompt need only the cache).
+    fn pass(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        want_logits: bool,
+    ) -> Result<Option<Vec<f32>>, BackendError> {
+        let facts = &self.facts;
         let past = std::mem::take(&mut cache.values);
         let past_len = cache.len;
         cache.len = 0;
+        let total = past_len + tokens.len();
 
         let ids: Vec<i64> = tokens.iter().map(|&id| i64::from(id)).collect();
         let positions: Vec<i64> = (past_len..total).map(|p| p as i64).collect();
@@ -192,20 +234,24 @@ impl Decoder {
             }
         }
 
-        let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut session = self.session.lock();
         let mut outputs = session.run(inputs).map_err(inference)?;
-        let logits = outputs
-            .remove("logits")
-            .ok_or_else(|| BackendError::Inference("the model returned no logits".into()))?;
-        let (_, logits) = logits.try_extract_tensor::<f32>().map_err(inference)?;
-        if logits.len() != facts.vocab_size {
-            return Err(BackendError::Inference(format!(
-                "expected {} logits, got {}",
-                facts.vocab_size,
-                logits.len()
-            )));
-        }
-        let logits = logits.to_vec();
+        let logits = if want_logits {
+            let logits = outputs
+                .remove("logits")
+                .ok_or_else(|| BackendError::Inference("the model returned no logits".into()))?;
+            let (_, logits) = logits.try_extract_tensor::<f32>().map_err(inference)?;
+            if logits.len() != facts.vocab_size {
+                return Err(BackendError::Inference(format!(
+                    "expected {} logits, got {}",
+                    facts.vocab_size,
+                    logits.len()
+                )));
+            }
+            Some(logits.to_vec())
+        } else {
+            None
+        };
         let mut present = Vec::with_capacity(self.present_names.len());
         for name in &self.present_names {
             present.push(
@@ -219,6 +265,114 @@ impl Decoder {
         cache.values = present;
         cache.len = total;
         Ok(logits)
+    }
+}
+
+/// A lock that serves its users in the order they asked (a ticket lock).
+///
+/// Each [`FairLock::lock`] draws the next ticket and waits until every earlier ticket has
+/// been served, so a thread that locks again right after unlocking goes behind everyone
+/// already waiting. Blocking: for blocking threads only.
+#[derive(Debug)]
+struct FairLock<T> {
+    /// Tickets drawn and served.
+    turns: Mutex<Turns>,
+    /// Signalled whenever a ticket is drawn or served.
+    changed: Condvar,
+    /// The value. Only the holder of the current turn locks it, so it is never contended;
+    /// it is what lends the holder `&mut T` without unsafe code.
+    value: Mutex<T>,
+}
+
+#[derive(Debug, Default)]
+struct Turns {
+    /// Tickets drawn so far (the next ticket's number).
+    drawn: u64,
+    /// The ticket being served; every lower one is done.
+    serving: u64,
+}
+
+impl<T> FairLock<T> {
+    fn new(value: T) -> Self {
+        Self {
+            turns: Mutex::new(Turns::default()),
+            changed: Condvar::new(),
+            value: Mutex::new(value),
+        }
+    }
+
+    fn turns(&self) -> MutexGuard<'_, Turns> {
+        // Nothing under this lock can panic halfway: the counters are always consistent.
+        self.turns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for this caller's turn, after everyone who asked before.
+    fn lock(&self) -> FairGuard<'_, T> {
+        let mut turns = self.turns();
+        let ticket = turns.drawn;
+        turns.drawn += 1;
+        self.changed.notify_all();
+        let turns = self
+            .changed
+            .wait_while(turns, |turns| turns.serving != ticket)
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(turns);
+        // A pass that panicked left the session as ONNX Runtime left it; the next pass
+        // builds all its inputs afresh, so the poison carries no broken state.
+        let value = self.value.lock().unwrap_or_else(PoisonError::into_inner);
+        FairGuard {
+            lock: self,
+            value: Some(value),
+        }
+    }
+
+    /// Callers holding or waiting for a turn.
+    #[cfg(test)]
+    fn queued(&self) -> u64 {
+        let turns = self.turns();
+        turns.drawn - turns.serving
+    }
+
+    /// Waits until `count` callers hold or wait for a turn (tests: "the others are in line").
+    #[cfg(test)]
+    fn wait_queued(&self, count: u64, timeout: std::time::Duration) -> bool {
+        let (turns, result) = self
+            .changed
+            .wait_timeout_while(self.turns(), timeout, |turns| {
+                turns.drawn - turns.serving < count
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(turns);
+        !result.timed_out()
+    }
+}
+
+/// One turn of a [`FairLock`]: access to its value until dropped, then the next ticket's turn.
+struct FairGuard<'a, T> {
+    lock: &'a FairLock<T>,
+    /// Always `Some` until dropped (released before the next turn starts).
+    value: Option<MutexGuard<'a, T>>,
+}
+
+impl<T> Deref for FairGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.value.as_deref().expect("held until dropped")
+    }
+}
+
+impl<T> DerefMut for FairGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl<T> Drop for FairGuard<'_, T> {
+    fn drop(&mut self) {
+        drop(self.value.take());
+        self.lock.turns().serving += 1;
+        self.lock.changed.notify_all();
     }
 }
 
@@ -240,4 +394,82 @@ where
 /// Maps an ONNX Runtime failure (an internal error: the graph and inputs are ours).
 fn inference(error: ort::Error) -> BackendError {
     BackendError::Inference(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Long enough for a thread to start and draw its ticket on a loaded machine; the tests
+    /// wait for the condition, not for this long.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn turns_are_served_in_the_order_they_were_asked() {
+        let lock = FairLock::new(Vec::new());
+        thread::scope(|scope| {
+            let held = lock.lock();
+            for id in 1..=4 {
+                let lock = &lock;
+                scope.spawn(move || lock.lock().push(id));
+                // The next thread asks only once this one is in line.
+                assert!(lock.wait_queued(id + 1, PATIENCE), "thread {id} in line");
+            }
+            drop(held);
+        });
+        assert_eq!(*lock.lock(), [1, 2, 3, 4]);
+        assert_eq!(lock.queued(), 0);
+    }
+
+    /// The decoding loop's pattern: a generation unlocks after a step and at once locks
+    /// again for the next. A newcomer already waiting must get the turn in between.
+    #[test]
+    fn locking_again_goes_behind_those_already_waiting() {
+        let lock = FairLock::new(Vec::new());
+        thread::scope(|scope| {
+            let held = lock.lock();
+            let decoding = &lock;
+            scope.spawn(move || {
+                for _ in 0..3 {
+                    decoding.lock().push("decoding");
+                }
+            });
+            assert!(lock.wait_queued(2, PATIENCE), "the decoding thread waits");
+            let newcomer = &lock;
+            scope.spawn(move || {
+                for _ in 0..2 {
+                    newcomer.lock().push("newcomer");
+                }
+            });
+            assert!(lock.wait_queued(3, PATIENCE), "the newcomer waits");
+            drop(held);
+        });
+        assert_eq!(
+            *lock.lock(),
+            ["decoding", "newcomer", "decoding", "newcomer", "decoding"],
+            "turns alternate"
+        );
+    }
+
+    #[test]
+    fn a_turn_that_panics_hands_on_to_the_next() {
+        let lock = FairLock::new(0);
+        let panicked = thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut value = lock.lock();
+                    *value += 1;
+                    panic!("a forward pass failed badly");
+                })
+                .join()
+        });
+        assert!(panicked.is_err());
+        *lock.lock() += 1;
+        let value = lock.lock();
+        assert_eq!(*value, 2);
+        assert_eq!(lock.queued(), 1, "only the current holder");
+    }
 }

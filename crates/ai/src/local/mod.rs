@@ -9,12 +9,16 @@
 //! - [`LocalBackend`] implements [`Backend`]: it formats the conversation with the
 //!   model's chat template, then decodes on a dedicated thread per generation with a KV
 //!   cache, streaming text as soon as it is whole UTF-8.
+//! - Each step: the logits are masked by the request's grammar or JSON Schema, if any
+//!   (`constrain.rs`, llguidance), adjusted against repetition (`sample.rs`), and sampled;
+//!   the text then passes the request's stop sequences before it is streamed.
 //!
 //! **Architecture invariant:** inference never runs on the async reactor. `generate` only
 //! spawns a thread; tokenising, every forward pass and detokenising happen there, and the
 //! thread talks to the stream over a bounded channel.
 
 mod chat;
+mod constrain;
 mod decoder;
 mod detok;
 mod prepare;
@@ -38,10 +42,12 @@ use self::detok::Detokenizer;
 pub use self::prepare::{
     GeneratorPrepareError, PreparedGenerator, generator_dir, prepare_generator,
 };
-use self::sample::Sampler;
+use self::constrain::Grammars;
+use self::sample::{Repetition, Sampler};
 use crate::backend::{
     Backend, BackendError, Event, EventStream, GenerationRequest, Message, Usage,
 };
+use crate::stop::StopFilter;
 
 /// Tokens always left for the prompt when a request asks for more than the context holds.
 const MIN_PROMPT_TOKENS: usize = 256;
@@ -100,6 +106,8 @@ pub struct LocalBackend {
     decoder: Arc<Decoder>,
     /// The model's tokenizer.
     tokenizer: Arc<Tokenizer>,
+    /// The vocabulary for constrained decoding and repetition control.
+    grammars: Arc<Grammars>,
     /// Settings beyond the request.
     config: LocalConfig,
 }
@@ -133,10 +141,16 @@ impl LocalBackend {
         if !model.is_file() {
             return Err(not_prepared(format!("{} is missing", model.display())));
         }
+        let grammars =
+            Grammars::new(&tokenizer, &facts).map_err(|message| LoadError::Tokenizer {
+                path: tokenizer_path.clone(),
+                message,
+            })?;
         let decoder = Decoder::load(&model, facts).map_err(LoadError::Session)?;
         Ok(Self {
             decoder: Arc::new(decoder),
             tokenizer: Arc::new(tokenizer),
+            grammars: Arc::new(grammars),
             config,
         })
     }
@@ -178,6 +192,15 @@ fn budgets(facts: &ModelFacts, max_tokens: u32) -> (usize, usize) {
 impl Backend for LocalBackend {
     fn name(&self) -> &str {
         "local"
+    }
+
+    fn context_tokens(&self) -> Option<usize> {
+        Some(self.decoder.facts().context_length)
+    }
+
+    fn count_tokens(&self, text: &str) -> Option<usize> {
+        let encoding = self.tokenizer.encode(text, false).ok()?;
+        Some(encoding.len())
     }
 
     async fn generate(
@@ -234,6 +257,51 @@ impl From<BackendError> for Stop {
     }
 }
 
+/// The text side of a generation: token ids in, stop sequences applied, events out.
+struct Output<'a> {
+    /// Where the text goes.
+    job: &'a Job,
+    /// Ids to whole UTF-8 text.
+    detokenizer: Detokenizer,
+    /// The request's stop sequences.
+    stops: StopFilter,
+}
+
+impl Output<'_> {
+    /// Streams what `token` completes, unless it is (part of) a stop sequence.
+    fn push(&mut self, token: u32) -> Result<(), Stop> {
+        let tokenizer = &*self.job.backend.tokenizer;
+        if let Some(text) = self.detokenizer.push(tokenizer, token)? {
+            self.send(&text)?;
+        }
+        Ok(())
+    }
+
+    /// Streams the rest once the answer is over. After a stop sequence there is none:
+    /// whatever followed it is not part of the answer.
+    fn finish(&mut self) -> Result<(), Stop> {
+        if self.stops.stopped() {
+            return Ok(());
+        }
+        if let Some(text) = self.detokenizer.finish(&self.job.backend.tokenizer)? {
+            self.send(&text)?;
+        }
+        let held = self.stops.finish();
+        if !held.is_empty() {
+            self.job.send(Ok(Event::Token(held)))?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, text: &str) -> Result<(), Stop> {
+        let released = self.stops.push(text);
+        if released.is_empty() {
+            return Ok(());
+        }
+        self.job.send(Ok(Event::Token(released)))
+    }
+}
+
 impl Job {
     fn run(self) {
         match self.generate() {
@@ -259,31 +327,51 @@ impl Job {
             tracing::info!(budget, "prompt truncated to fit the context");
         }
         let prompt_tokens = prompt.ids.len();
+        let mut constraint = backend.grammars.constraint(&self.request.format)?;
         let mut sampler = Sampler::new(
             self.request.temperature,
             self.request.top_p,
             backend.config.seed,
         );
-        let mut detokenizer = Detokenizer::default();
+        let mut repetition = Repetition::new(backend.grammars.content_tokens());
+        let mut output = Output {
+            job: self,
+            detokenizer: Detokenizer::default(),
+            stops: StopFilter::new(&self.request.stop),
+        };
         let mut cache = KvCache::new();
         let mut generated = 0;
         let mut next_input = prompt.ids;
         while generated < max_new {
             self.check()?;
-            let logits = backend.decoder.forward(&mut cache, &next_input)?;
+            let mut logits = backend.decoder.forward(&mut cache, &next_input)?;
+            if let Some(constraint) = constraint.as_mut() {
+                constraint.mask(&mut logits)?;
+            }
+            repetition.apply(&mut logits);
             let token = sampler.pick(&logits);
             if facts.stop_token_ids.contains(&token) {
                 break;
             }
-            generated += 1;
-            if let Some(text) = detokenizer.push(tokenizer, token)? {
-                self.send(Ok(Event::Token(text)))?;
-            }
             next_input = vec![token];
+            if let Some(constraint) = constraint.as_mut() {
+                // Tokens the grammar forces next are read in the same forward pass.
+                let forced = constraint.accept(token)?;
+                next_input.extend(forced.into_iter().take(max_new - generated - 1));
+            }
+            for &token in &next_input {
+                generated += 1;
+                repetition.push(token);
+                output.push(token)?;
+            }
+            if output.stops.stopped() {
+                break;
+            }
+            if constraint.as_ref().is_some_and(|c| c.is_finished()) {
+                break;
+            }
         }
-        if let Some(text) = detokenizer.finish(tokenizer)? {
-            self.send(Ok(Event::Token(text)))?;
-        }
+        output.finish()?;
         Ok(Usage {
             prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
             completion_tokens: u32::try_from(generated).unwrap_or(u32::MAX),

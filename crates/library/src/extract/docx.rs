@@ -332,6 +332,7 @@ impl DocBuilder {
                 text,
                 page: None,
                 heading: self.path.current(),
+                line: None,
             });
         }
     }

@@ -1,8 +1,9 @@
 //! Text extraction with positions.
 //!
-//! Each format module turns bytes into [`Section`]s: a page of a PDF, or the body under one
-//! heading of a Word or Markdown document. Sections are the unit of citation ("page 4",
-//! "Cells > Mitochondria") and the chunker never lets a chunk span two of them.
+//! Each format module turns bytes into [`Section`]s: a page of a PDF (or the part of a page
+//! under one heading), or the body under one heading of a Word or Markdown document.
+//! Sections are the unit of citation ("page 4", "Cells > Mitochondria", "lines 12–30") and
+//! the chunker never lets a chunk span two of them.
 //!
 //! Uploaded files are hostile until proven otherwise. The defences here, in order:
 //! - [`Limits`] bound pages, decompressed bytes, extracted text and time; the format
@@ -73,9 +74,12 @@ pub struct Section {
     pub text: String,
     /// 1-based page number (PDF only).
     pub page: Option<u32>,
-    /// Heading path such as `"Cells > Mitochondria"` (DOCX and Markdown; `None` before the
-    /// first heading and for PDF and plain text).
+    /// Heading path such as `"Cells > Mitochondria"` (DOCX, Markdown, and PDF headings told
+    /// by their font size or numbering; `None` before the first heading and for plain text).
     pub heading: Option<String>,
+    /// The 1-based line of the source file on which `text` starts; each `\n` in `text` is
+    /// the next line (plain text and Markdown; `None` for formats without lines).
+    pub line: Option<u32>,
 }
 
 /// Extracts the text of `bytes`, already identified as `format` by [`sniff`](crate::sniff()).
@@ -133,7 +137,7 @@ pub fn extract(format: Format, bytes: &[u8], limits: &Limits) -> Result<Extracte
 }
 
 /// Bytes [`wire`] spends on a section besides its text and heading.
-const SECTION_OVERHEAD: usize = 12;
+const SECTION_OVERHEAD: usize = 16;
 
 /// Threads started by [`extract_bounded`] that outlived their time budget and are still
 /// running (for a metric; should stay at 0).

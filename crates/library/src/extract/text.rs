@@ -28,6 +28,7 @@ pub(super) fn extract_text(bytes: &[u8]) -> Result<Extracted, ExtractError> {
             text,
             page: None,
             heading: None,
+            line: Some(1),
         }],
     })
 }
@@ -40,6 +41,8 @@ pub(super) fn extract_markdown(
     let mut sections = Vec::new();
     let mut path = HeadingPath::default();
     let mut body = String::new();
+    // The line (from 0) `body` starts on.
+    let mut body_line = 0;
     // Inside a fenced code block a `#` line is a comment, not a heading.
     let mut fence: Option<(char, usize)> = None;
     for (n, line) in text.split('\n').enumerate() {
@@ -58,26 +61,41 @@ pub(super) fn extract_markdown(
             } else if fence.is_none()
                 && let Some((level, title)) = atx_heading(trimmed)
             {
-                push_section(&mut sections, &mut body, path.current());
+                push_section(&mut sections, &mut body, body_line, path.current());
                 path.enter(level, title);
                 continue;
             }
         }
+        if body.is_empty() {
+            body_line = n;
+        }
         body.push_str(line);
         body.push('\n');
     }
-    push_section(&mut sections, &mut body, path.current());
+    push_section(&mut sections, &mut body, body_line, path.current());
     Ok(Extracted { sections })
 }
 
-fn push_section(sections: &mut Vec<Section>, body: &mut String, heading: Option<String>) {
-    let text = std::mem::take(body);
-    let text = text.trim();
+/// Ends the section whose `body` starts on line `body_line` (from 0).
+fn push_section(
+    sections: &mut Vec<Section>,
+    body: &mut String,
+    body_line: usize,
+    heading: Option<String>,
+) {
+    let body = std::mem::take(body);
+    let text = body.trim();
     if !text.is_empty() {
+        // Blank lines trimmed from the front move the start down.
+        let skipped = body[..body.len() - body.trim_start().len()]
+            .matches('\n')
+            .count();
+        let line = u32::try_from(body_line + skipped + 1).unwrap_or(u32::MAX);
         sections.push(Section {
             text: text.to_owned(),
             page: None,
             heading,
+            line: Some(line),
         });
     }
 }
@@ -157,5 +175,14 @@ mod tests {
         assert_eq!(out.sections.len(), 2);
         assert!(out.sections[0].text.contains("# a comment"));
         assert_eq!(out.sections[1].heading.as_deref(), Some("Top > Sub"));
+    }
+
+    #[test]
+    fn markdown_sections_know_their_first_line() {
+        let md = "intro\n# Top\n\n\nfirst body line\nsecond\n## Sub\nbody";
+        let deadline = Deadline::new(std::time::Duration::from_secs(5));
+        let out = extract_markdown(md.as_bytes(), &deadline).expect("markdown");
+        let lines: Vec<Option<u32>> = out.sections.iter().map(|s| s.line).collect();
+        assert_eq!(lines, vec![Some(1), Some(5), Some(8)]);
     }
 }

@@ -6,9 +6,11 @@
 //! most its own size. The caller bounds that size (it reads the reply with a cap).
 //!
 //! Layout (integers little-endian):
-//! - `LXW1` magic;
-//! - `0`, then a `u32` section count and per section: `u32` page (0: none), `u32` heading
-//!   length + 1 (0: none) and the heading, `u32` text length and the text;
+//! - `LXW2` magic (the parent and the child are the same binary, so the version only
+//!   guards against a stale worker named by `--extract-worker`);
+//! - `0`, then a `u32` section count and per section: `u32` page (0: none), `u32` line
+//!   (0: none), `u32` heading length + 1 (0: none) and the heading, `u32` text length and
+//!   the text;
 //! - or `1`, an error kind byte and its fields (strings as `u32` length + UTF-8; numbers
 //!   as `u64`).
 
@@ -17,7 +19,7 @@ use std::time::Duration;
 use super::docx::ZIP_KINDS;
 use crate::{ExtractError, Extracted, Section};
 
-const MAGIC: &[u8; 4] = b"LXW1";
+const MAGIC: &[u8; 4] = b"LXW2";
 
 /// Why bytes are not an encoded outcome.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,7 @@ pub fn encode(outcome: &Result<Extracted, ExtractError>) -> Vec<u8> {
             put_u32(&mut out, len32(extracted.sections.len()));
             for section in &extracted.sections {
                 put_u32(&mut out, section.page.unwrap_or(0));
+                put_u32(&mut out, section.line.unwrap_or(0));
                 match &section.heading {
                     Some(heading) => {
                         put_u32(&mut out, len32(heading.len()).saturating_add(1));
@@ -104,13 +107,14 @@ pub fn decode(bytes: &[u8]) -> Result<Result<Extracted, ExtractError>, WireError
     let outcome = match input.u8()? {
         0 => {
             let count = input.u32()? as usize;
-            // Each section takes at least 12 bytes: a count beyond that is a lie.
-            if count > input.0.len() / 12 {
+            // Each section takes at least 16 bytes: a count beyond that is a lie.
+            if count > input.0.len() / 16 {
                 return Err(WireError("section count exceeds the reply"));
             }
             let mut sections = Vec::with_capacity(count);
             for _ in 0..count {
                 let page = input.u32()?;
+                let line = input.u32()?;
                 let heading = match input.u32()? {
                     0 => None,
                     len => Some(input.string(len as usize - 1)?),
@@ -121,6 +125,7 @@ pub fn decode(bytes: &[u8]) -> Result<Result<Extracted, ExtractError>, WireError
                     text,
                     page: (page != 0).then_some(page),
                     heading,
+                    line: (line != 0).then_some(line),
                 });
             }
             Ok(Extracted { sections })
@@ -238,16 +243,19 @@ mod tests {
                     text: "Page one".into(),
                     page: Some(1),
                     heading: None,
+                    line: None,
                 },
                 Section {
                     text: "Body \u{e9}".into(),
                     page: None,
                     heading: Some("A > B".into()),
+                    line: Some(12),
                 },
                 Section {
                     text: "x".into(),
                     page: None,
                     heading: Some(String::new()),
+                    line: Some(1),
                 },
             ],
         };
@@ -282,12 +290,12 @@ mod tests {
     #[test]
     fn garbage_and_lies_are_refused_without_allocating() {
         assert!(decode(b"").is_err());
-        assert!(decode(b"LXW1\x02").is_err());
+        assert!(decode(b"LXW2\x02").is_err());
         // Claims four billion sections in nine bytes.
-        assert!(decode(b"LXW1\x00\xff\xff\xff\xff").is_err());
+        assert!(decode(b"LXW2\x00\xff\xff\xff\xff").is_err());
         // A section whose text length runs past the end.
-        let mut lie = b"LXW1\x00\x01\x00\x00\x00".to_vec();
-        lie.extend_from_slice(&[0; 8]);
+        let mut lie = b"LXW2\x00\x01\x00\x00\x00".to_vec();
+        lie.extend_from_slice(&[0; 12]);
         lie.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&lie).is_err());
         let mut trailing = encode(&Err(ExtractError::NoText));

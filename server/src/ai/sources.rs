@@ -1,0 +1,589 @@
+//! What a job's answer is grounded in, and what it cites.
+//!
+//! Retrieved chunks become numbered passages: chunks below the relevance floor are dropped,
+//! neighbouring chunks of one section are merged with their overlap removed (the chunker
+//! repeats the end of a chunk at the start of the next), and identical texts (the same
+//! handout uploaded twice) appear once, so no text reaches a prompt twice. The passages are
+//! then fitted to what the backend's context window leaves after the instructions and the
+//! answer, and numbered in the order the model sees them: `[n]` in the prompt, in the
+//! answer and in a citation's `marker` all name the same passage.
+//!
+//! When the answer is complete, it cites the passages it used: those it marked `[n]`, or,
+//! when it wrote no valid marker (a 135M model rarely does), those it shares distinctive
+//! wording with (see [`used_by_evidence`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use yrs::Any;
+
+use crate::materials::SearchHit;
+
+/// The whole answer when no passage reaches the relevance floor.
+pub(super) const NOT_COVERED: &str = "Your course materials don't cover this.";
+
+/// Tokens kept free besides the instructions and the answer: the chat template's markers
+/// around each message and the start of the answer (about 5 per message with SmolLM2's
+/// template), and slack for an estimate.
+const TEMPLATE_TOKENS: usize = 32;
+
+/// A passage is cut to fit only if at least this many tokens of it would fit; a shorter
+/// fragment says too little to be worth a number of its own.
+const MIN_CUT_TOKENS: usize = 48;
+
+/// The smallest prompt a backend is left when the answer asks for most of the window (the
+/// local backend keeps as much for the prompt).
+const MIN_PROMPT_TOKENS: usize = 256;
+
+/// Characters per token assumed for a backend that cannot count (APIs): English prose runs
+/// about 4 characters per token with current tokenizers.
+const CHARS_PER_TOKEN: usize = 4;
+
+/// A passage as given to the model: one chunk, or neighbouring chunks of one section of a
+/// material merged into one text.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Passage {
+    /// The material.
+    pub material_id: String,
+    /// Its file name.
+    pub file_name: String,
+    /// The first and last chunk merged into it.
+    pub ordinals: (i32, i32),
+    /// 1-based PDF page.
+    pub page: Option<i32>,
+    /// Heading path.
+    pub heading: Option<String>,
+    /// First and last line of a text or Markdown file.
+    pub lines: Option<(i32, i32)>,
+    /// The text, each piece once.
+    pub text: String,
+    /// The best similarity of its chunks to the query.
+    pub score: f32,
+}
+
+impl Passage {
+    fn from_hit(hit: &SearchHit) -> Self {
+        let chunk = &hit.chunk;
+        Self {
+            material_id: chunk.material_id.clone(),
+            file_name: hit.file_name.clone(),
+            ordinals: (chunk.ordinal, chunk.ordinal),
+            page: chunk.page,
+            heading: chunk.heading.clone(),
+            lines: chunk.line_start.zip(chunk.line_end),
+            text: chunk.text.clone(),
+            score: hit.score,
+        }
+    }
+
+    /// Where it is inside its file: `p. 3, Cells > Mitochondria, lines 4–9` (empty when
+    /// nothing is known beyond the file).
+    pub fn location(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(page) = self.page {
+            parts.push(format!("p. {page}"));
+        }
+        if let Some(heading) = &self.heading {
+            parts.push(heading.clone());
+        }
+        match self.lines {
+            Some((first, last)) if first == last => parts.push(format!("line {first}")),
+            Some((first, last)) => parts.push(format!("lines {first}–{last}")),
+            None => {}
+        }
+        parts.join(", ")
+    }
+
+    /// The file and the location: `cells.pdf, p. 3`.
+    pub fn place(&self) -> String {
+        let location = self.location();
+        if location.is_empty() {
+            self.file_name.clone()
+        } else {
+            format!("{}, {location}", self.file_name)
+        }
+    }
+
+    /// How the prompt shows it: `[n] (file, location) text`.
+    pub fn entry(&self, number: usize) -> String {
+        format!("[{number}] ({}) {}\n", self.place(), self.text)
+    }
+
+    /// Whether `next` continues this passage: the following chunk of the same section.
+    fn continued_by(&self, next: &SearchHit) -> bool {
+        let chunk = &next.chunk;
+        chunk.material_id == self.material_id
+            && chunk.ordinal == self.ordinals.1.saturating_add(1)
+            && chunk.page == self.page
+            && chunk.heading == self.heading
+    }
+
+    /// Appends the following chunk, without the text it repeats from this one.
+    fn extend(&mut self, next: &SearchHit) {
+        let chunk = &next.chunk;
+        let repeated = match chunk.overlap_chars {
+            Some(chars) => {
+                let chars = usize::try_from(chars).unwrap_or(0);
+                chunk
+                    .text
+                    .char_indices()
+                    .nth(chars)
+                    .map_or(chunk.text.len(), |(index, _)| index)
+            }
+            // Stored before overlaps were recorded: find it in the texts.
+            None => repeated_prefix(&self.text, &chunk.text),
+        };
+        let rest = &chunk.text[repeated..];
+        if repeated == 0 {
+            self.text.push_str("\n\n");
+        }
+        self.text.push_str(rest);
+        self.ordinals.1 = chunk.ordinal;
+        self.lines = match (self.lines, chunk.line_start.zip(chunk.line_end)) {
+            (Some((first, _)), Some((_, last))) => Some((first, last)),
+            (lines, None) | (None, lines) => lines,
+        };
+        self.score = self.score.max(next.score);
+    }
+}
+
+/// The length in bytes of the longest start of `next` that `previous` ends with, starting
+/// and ending where words do (the chunker's overlap is whole words).
+fn repeated_prefix(previous: &str, next: &str) -> usize {
+    let ends_word = |end: usize| end == next.len() || next[end..].starts_with(char::is_whitespace);
+    let starts_word = |start: usize| start == 0 || previous[..start].ends_with(char::is_whitespace);
+    next.char_indices()
+        .map(|(index, _)| index)
+        .chain(std::iter::once(next.len()))
+        .filter(|&end| end > 0 && ends_word(end) && previous.ends_with(&next[..end]))
+        .filter(|&end| starts_word(previous.len() - end))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The passages for a prompt from search hits (best first): hits below `floor` dropped,
+/// neighbouring chunks of one section merged, repeated texts dropped; best first.
+pub(super) fn passages(hits: &[SearchHit], floor: Option<f32>) -> Vec<Passage> {
+    let mut kept: Vec<&SearchHit> = hits
+        .iter()
+        .filter(|hit| floor.is_none_or(|floor| hit.score >= floor))
+        .collect();
+    // In document order, so neighbours meet.
+    kept.sort_by(|a, b| {
+        (a.chunk.material_id.as_str(), a.chunk.ordinal)
+            .cmp(&(b.chunk.material_id.as_str(), b.chunk.ordinal))
+    });
+    let mut merged: Vec<Passage> = Vec::new();
+    for hit in kept {
+        match merged.last_mut() {
+            // The same chunk twice.
+            Some(last)
+                if last.material_id == hit.chunk.material_id
+                    && last.ordinals.1 == hit.chunk.ordinal => {}
+            Some(last) if last.continued_by(hit) => last.extend(hit),
+            _ => merged.push(Passage::from_hit(hit)),
+        }
+    }
+    merged.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut seen = HashSet::new();
+    merged.retain(|passage| seen.insert(normalised(&passage.text)));
+    merged
+}
+
+fn normalised(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// How a job counts tokens: exactly with the backend's tokenizer, or estimated.
+#[derive(Clone)]
+pub(super) struct Counter(Option<Arc<dyn lectern_ai::backend::Backend>>);
+
+impl Counter {
+    /// Counts with `backend` if it can (the local model), else estimates.
+    pub fn new(backend: &Arc<dyn lectern_ai::backend::Backend>) -> Self {
+        Self(Some(backend.clone()))
+    }
+
+    /// Tokens `text` takes. Blocking when the backend tokenises: call it off the reactor.
+    pub fn count(&self, text: &str) -> usize {
+        self.0
+            .as_ref()
+            .and_then(|backend| backend.count_tokens(text))
+            .unwrap_or_else(|| text.chars().count().div_ceil(CHARS_PER_TOKEN))
+    }
+}
+
+/// Tokens left for passages in a prompt whose other text is `instructions`, for a backend
+/// with a `context`-token window and answers of up to `max_tokens`.
+pub(super) fn source_budget(
+    counter: &Counter,
+    context: usize,
+    max_tokens: usize,
+    instructions: &[&str],
+) -> usize {
+    let prompt = context.saturating_sub(max_tokens).max(MIN_PROMPT_TOKENS);
+    let used: usize = instructions.iter().map(|text| counter.count(text)).sum();
+    prompt.saturating_sub(used + TEMPLATE_TOKENS)
+}
+
+/// The passages that fit into `budget` tokens, in order, numbered from 1 by position: whole
+/// while they fit, then the first that does not is cut at a word (if a useful part fits),
+/// and the rest left out.
+pub(super) fn fit(passages: Vec<Passage>, budget: usize, counter: &Counter) -> Vec<Passage> {
+    let mut left = budget;
+    let mut fitted = Vec::new();
+    for mut passage in passages {
+        let number = fitted.len() + 1;
+        let cost = counter.count(&passage.entry(number));
+        if cost <= left {
+            left -= cost;
+            fitted.push(passage);
+            continue;
+        }
+        if left >= MIN_CUT_TOKENS
+            && let Some(text) = cut_to_fit(&passage, number, left, counter)
+        {
+            passage.text = text;
+            fitted.push(passage);
+        }
+        break;
+    }
+    fitted
+}
+
+/// The longest start of the passage's text, cut after a word and marked `…`, whose entry
+/// takes at most `left` tokens.
+fn cut_to_fit(passage: &Passage, number: usize, left: usize, counter: &Counter) -> Option<String> {
+    let ends: Vec<usize> = passage
+        .text
+        .char_indices()
+        .filter(|(_, c)| c.is_whitespace())
+        .map(|(index, _)| index)
+        .collect();
+    let candidate = |end: usize| format!("{}…", passage.text[..end].trim_end());
+    let fits = |end: usize| {
+        let mut cut = passage.clone();
+        cut.text = candidate(end);
+        counter.count(&cut.entry(number)) <= left
+    };
+    // Binary search over word ends: the entry grows with the cut.
+    let (mut low, mut high) = (0, ends.len());
+    while low < high {
+        let mid = (low + high).div_ceil(2);
+        if fits(ends[mid - 1]) {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    (low > 0).then(|| candidate(ends[low - 1]))
+}
+
+/// The numbered passages block of a prompt.
+pub(super) fn numbered(passages: &[Passage]) -> String {
+    passages
+        .iter()
+        .enumerate()
+        .map(|(index, passage)| passage.entry(index + 1))
+        .collect()
+}
+
+/// The numbers (from 1) of the passages `answer` used: those it marks `[n]` (`[1]`,
+/// `[1, 3]`, `[2][3]`) when it marks any of them, else those it shows evidence of using
+/// (see [`used_by_evidence`]). Ascending.
+pub(super) fn cited(answer: &str, question: &str, passages: &[Passage]) -> Vec<usize> {
+    let marked: Vec<usize> = markers(answer)
+        .into_iter()
+        .filter(|number| (1..=passages.len()).contains(number))
+        .collect();
+    if !marked.is_empty() {
+        return marked;
+    }
+    passages
+        .iter()
+        .enumerate()
+        .filter(|(_, passage)| used_by_evidence(answer, question, &passage.text))
+        .map(|(index, _)| index + 1)
+        .collect()
+}
+
+/// Every number inside square brackets holding only numbers, commas and spaces; ascending,
+/// once each.
+fn markers(text: &str) -> Vec<usize> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find(']') else { break };
+        let inside = &rest[..close];
+        if !inside.trim().is_empty()
+            && inside.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
+        {
+            found.extend(
+                inside
+                    .split(',')
+                    .filter_map(|number| number.trim().parse::<usize>().ok()),
+            );
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Shared word trigrams needed to count a passage as used.
+const MIN_SHARED_TRIGRAMS: usize = 2;
+/// Shared content-word pairs that count too (a paraphrase that keeps key terms).
+const MIN_SHARED_PAIRS: usize = 3;
+
+/// Whether `answer` shows it used `passage`, judged by wording it shares with it beyond
+/// the question's.
+///
+/// The rule: both texts become lowercase words (letters and digits); a *content word* is
+/// one not in a short list of English function words, with at least 3 characters or a
+/// digit. The answer's word trigrams with at least two content words, and its pairs of
+/// adjacent content words, are compared with the passage's, leaving out any the question
+/// itself contains (restating the question shows nothing). The passage is used when they
+/// share at least [`MIN_SHARED_TRIGRAMS`] trigrams (a copied clause of four or more words)
+/// or [`MIN_SHARED_PAIRS`] content-word pairs (a paraphrase keeping several key terms).
+/// Passages on the same topic share single words, rarely runs of them.
+pub(super) fn used_by_evidence(answer: &str, question: &str, passage: &str) -> bool {
+    let (answer, question, passage) = (words(answer), words(question), words(passage));
+    let shared = |shingles: fn(&[String]) -> HashSet<Vec<&str>>| -> usize {
+        let asked = shingles(&question);
+        let source = shingles(&passage);
+        shingles(&answer)
+            .into_iter()
+            .filter(|shingle| !asked.contains(shingle) && source.contains(shingle))
+            .count()
+    };
+    shared(trigrams) >= MIN_SHARED_TRIGRAMS || shared(content_pairs) >= MIN_SHARED_PAIRS
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn is_content(word: &str) -> bool {
+    (word.chars().count() >= 3 || word.chars().any(|c| c.is_ascii_digit()))
+        && !STOPWORDS.contains(&word)
+}
+
+fn trigrams(words: &[String]) -> HashSet<Vec<&str>> {
+    words
+        .windows(3)
+        .filter(|window| window.iter().filter(|word| is_content(word)).count() >= 2)
+        .map(|window| window.iter().map(String::as_str).collect())
+        .collect()
+}
+
+fn content_pairs(words: &[String]) -> HashSet<Vec<&str>> {
+    words
+        .windows(2)
+        .filter(|window| window.iter().all(|word| is_content(word)))
+        .map(|window| window.iter().map(String::as_str).collect())
+        .collect()
+}
+
+/// English function words of three letters or more (shorter words never count).
+const STOPWORDS: &[&str] = &[
+    "about", "above", "after", "again", "all", "also", "and", "any", "are", "because", "been",
+    "before", "being", "between", "both", "but", "can", "could", "did", "does", "doing", "down",
+    "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "her",
+    "here", "hers", "him", "his", "how", "into", "its", "itself", "just", "more", "most", "nor",
+    "not", "now", "off", "once", "only", "other", "our", "out", "over", "own", "same", "she",
+    "should", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these",
+    "they", "this", "those", "through", "too", "under", "until", "very", "was", "were", "what",
+    "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you",
+    "your", "yes", "may", "might", "must", "shall", "one", "two", "use", "used", "uses",
+    "using", "passage", "passages", "answer", "question",
+];
+
+/// A citation as written into a chat message: the fields clients have always read
+/// (`material_id`, `file_name`, `page`, `heading`) and, since grounded answers, the
+/// passage's `marker` (`[n]` in the answer), its first chunk (`ordinal`), its line range
+/// and a readable `location`.
+pub(super) fn citation(marker: usize, passage: &Passage) -> Any {
+    let number = |value: i32| Any::from(f64::from(value));
+    let optional = |value: Option<i32>| value.map_or(Any::Null, number);
+    let marker = u32::try_from(marker).map_or(Any::Null, |marker| Any::from(f64::from(marker)));
+    Any::Map(Arc::new(HashMap::from([
+        (
+            "material_id".to_owned(),
+            Any::from(passage.material_id.as_str()),
+        ),
+        ("file_name".to_owned(), Any::from(passage.file_name.as_str())),
+        ("page".to_owned(), optional(passage.page)),
+        (
+            "heading".to_owned(),
+            passage.heading.as_deref().map_or(Any::Null, Any::from),
+        ),
+        ("marker".to_owned(), marker),
+        ("ordinal".to_owned(), number(passage.ordinals.0)),
+        ("line_start".to_owned(), optional(passage.lines.map(|l| l.0))),
+        ("line_end".to_owned(), optional(passage.lines.map(|l| l.1))),
+        ("location".to_owned(), Any::from(passage.location())),
+    ])))
+}
+
+#[cfg(test)]
+mod tests {
+    use lectern_db::materials::MaterialChunk;
+
+    use super::*;
+
+    fn hit(material: &str, ordinal: i32, text: &str, overlap: Option<i32>, score: f32) -> SearchHit {
+        SearchHit {
+            chunk: MaterialChunk {
+                material_id: material.into(),
+                ordinal,
+                page: None,
+                heading: Some("Cells".into()),
+                text: text.into(),
+                line_start: Some(ordinal * 10 + 1),
+                line_end: Some(ordinal * 10 + 12),
+                overlap_chars: overlap,
+            },
+            file_name: format!("{material}.md"),
+            score,
+        }
+    }
+
+    fn passage(text: &str) -> Passage {
+        Passage::from_hit(&hit("m", 0, text, Some(0), 0.5))
+    }
+
+    #[test]
+    fn neighbouring_chunks_merge_without_their_overlap() {
+        let hits = [
+            hit("m", 3, "Gamma delta epsilon.", Some(11), 0.4),
+            hit("m", 1, "Alpha beta gamma.", Some(0), 0.9),
+            hit("m", 2, "gamma. Gamma delta", Some(6), 0.5),
+            hit("n", 7, "Unrelated text here.", Some(0), 0.6),
+        ];
+        let found = passages(&hits, None);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].text, "Alpha beta gamma. Gamma delta epsilon.");
+        assert_eq!(found[0].ordinals, (1, 3));
+        assert_eq!(found[0].lines, Some((11, 42)));
+        assert_eq!(found[0].score, 0.9);
+        assert_eq!(found[0].location(), "Cells, lines 11–42");
+        assert_eq!(found[1].material_id, "n");
+    }
+
+    #[test]
+    fn overlaps_of_chunks_stored_without_a_count_are_found_in_the_text() {
+        let hits = [
+            hit("m", 1, "One two three four.", None, 0.9),
+            hit("m", 2, "three four. Five six.", None, 0.8),
+            // No overlap: joined as paragraphs.
+            hit("m", 3, "Seven eight.", None, 0.7),
+        ];
+        let found = passages(&hits, None);
+        assert_eq!(found[0].text, "One two three four. Five six.\n\nSeven eight.");
+        // A partial word is not an overlap.
+        assert_eq!(repeated_prefix("a cart", "art museum"), 0);
+        assert_eq!(repeated_prefix("a cart", "cart museum"), 4);
+    }
+
+    #[test]
+    fn the_floor_drops_passages_and_repeated_texts_appear_once() {
+        let hits = [
+            hit("m", 1, "Cells  divide.", Some(0), 0.7),
+            hit("copy", 1, "Cells divide.", Some(0), 0.6),
+            hit("m", 5, "Barely related.", Some(0), 0.1),
+        ];
+        let found = passages(&hits, Some(0.3));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].material_id, "m");
+        assert!(passages(&hits, Some(0.95)).is_empty());
+        assert_eq!(passages(&hits, None).len(), 2);
+    }
+
+    #[test]
+    fn passages_fit_the_budget_in_order_and_the_last_is_cut_at_a_word() {
+        let counter = Counter(None);
+        let words = |n: usize| vec!["word"; n].join(" ");
+        let list = vec![passage(&words(40)), passage(&words(200)), passage(&words(40))];
+        let first = counter.count(&list[0].entry(1));
+        // Room for the first and about half the second.
+        let fitted = fit(list.clone(), first + 130, &counter);
+        assert_eq!(fitted.len(), 2);
+        assert_eq!(fitted[0], list[0]);
+        assert!(fitted[1].text.ends_with("word…"), "{}", fitted[1].text);
+        assert!(fitted[1].text.len() < list[1].text.len());
+        assert!(counter.count(&numbered(&fitted)) <= first + 130);
+        // Too little room for a useful part: left out.
+        assert_eq!(fit(list.clone(), first + 10, &counter).len(), 1);
+        assert_eq!(fit(list, 10_000, &counter).len(), 3);
+    }
+
+    #[test]
+    fn the_source_budget_is_what_instructions_and_answer_leave() {
+        let counter = Counter(None);
+        let instructions = "x".repeat(400); // 100 tokens estimated
+        assert_eq!(
+            source_budget(&counter, 2048, 512, &[&instructions]),
+            2048 - 512 - 100 - TEMPLATE_TOKENS
+        );
+        assert_eq!(
+            source_budget(&counter, 1024, 1000, &[]),
+            MIN_PROMPT_TOKENS - TEMPLATE_TOKENS
+        );
+    }
+
+    #[test]
+    fn markers_name_passages_in_every_common_spelling() {
+        assert_eq!(markers("a [1] b [3, 2][2] c [x] [] [1-2]"), vec![1, 2, 3]);
+        let list = [passage("a"), passage("b")];
+        assert_eq!(cited("Only this [2], not [7].", "q", &list), vec![2]);
+    }
+
+    #[test]
+    fn evidence_is_shared_wording_beyond_the_question() {
+        let etc = "The electron transport chain sits in the inner membrane of the \
+                   mitochondrion, where it pumps protons to drive ATP synthase.";
+        let photosynthesis = "Photosynthesis in plant chloroplasts turns light, water and \
+                              carbon dioxide into glucose and oxygen.";
+        let cells = "Cells are the basic unit of life; every living organism is made \
+                     of cells, including the mitochondrion-rich muscle cells.";
+        let question = "Where is the electron transport chain?";
+        // A copied clause.
+        let copied = "It pumps protons to drive ATP synthase.";
+        assert!(used_by_evidence(copied, question, etc));
+        assert!(!used_by_evidence(copied, question, photosynthesis));
+        assert!(!used_by_evidence(copied, question, cells));
+        // A paraphrase keeping the key terms.
+        let paraphrase = "Protons pumped across the inner membrane drive ATP synthase \
+                          in the mitochondrion.";
+        assert!(used_by_evidence(paraphrase, question, etc));
+        assert!(!used_by_evidence(paraphrase, question, cells));
+        // Restating the question, or saying it is not there, uses nothing.
+        let restated = "The electron transport chain is a topic of this question.";
+        assert!(!used_by_evidence(restated, question, etc));
+        assert!(!used_by_evidence(NOT_COVERED, question, etc));
+        let list = [passage(photosynthesis), passage(etc), passage(cells)];
+        assert_eq!(cited(copied, question, &list), vec![2]);
+        assert!(cited("I don't know.", question, &list).is_empty());
+    }
+
+    #[test]
+    fn a_citation_carries_its_marker_and_location() {
+        let mut with_page = passage("text");
+        with_page.page = Some(3);
+        with_page.heading = None;
+        with_page.lines = None;
+        assert_eq!(with_page.place(), "m.md, p. 3");
+        let Any::Map(map) = citation(2, &with_page) else {
+            panic!("a map");
+        };
+        assert_eq!(map["marker"], Any::from(2.0));
+        assert_eq!(map["page"], Any::from(3.0));
+        assert_eq!(map["heading"], Any::Null);
+        assert_eq!(map["line_start"], Any::Null);
+        assert_eq!(map["location"], Any::from("p. 3"));
+        assert_eq!(map["material_id"], Any::from("m"));
+        assert_eq!(map["file_name"], Any::from("m.md"));
+    }
+}
