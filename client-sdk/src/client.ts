@@ -12,7 +12,7 @@ import { LecternError } from './errors.js'
 import type {
   AiJob, AiJobRequest, AuthSession, Chunk, Classroom, DocToken, DocTokenRequest, DocumentInfo,
   Focus, Handout, LiveSession, LoginRequest, Material, Member, RegisterRequest, SearchRequest,
-  SearchResult, User
+  SearchResult, SpeechResult, User
 } from './types.js'
 
 /** The tokens of a signed-in user, as the client keeps (and lets you persist) them. */
@@ -361,6 +361,27 @@ export class LecternClient {
   /** `POST /ai/jobs/{id}/cancel` (idempotent). */
   cancelAiJob (jobId: string): Promise<AiJob> {
     return this.#request('POST', `/ai/jobs/${enc(jobId)}/cancel`)
+  }
+
+  // ---- speech input ----
+
+  /**
+   * `POST /sessions/{id}/chat/speech`: a recording (WAV, WebM, Ogg or MP3, e.g. a
+   * `MediaRecorder` blob) is transcribed by the server's speech backend and posted in the
+   * session's chat as the caller's message (201). With `askAi` a chat AI job answers it;
+   * `language` (ISO-639-1, e.g. `'en'`) skips language detection. Fails with
+   * `speech_unavailable` (503) when the server has no speech backend, `payload_too_large` or
+   * `audio_too_long` (413) over the limits, `unsupported_file_type` (415) for other formats
+   * and `unreadable_file` (422) when nothing could be recognised.
+   */
+  speakToChat (sessionId: string, audio: Blob,
+    { askAi, language }: { askAi?: boolean, language?: string } = {}): Promise<SpeechResult> {
+    const form = new FormData()
+    // The server judges the format by the bytes; the name is only for logs and proxies.
+    form.append('audio', audio, 'recording')
+    if (askAi !== undefined) form.append('ask_ai', String(askAi))
+    if (language !== undefined) form.append('language', language)
+    return this.#request('POST', `/sessions/${enc(sessionId)}/chat/speech`, { body: form })
   }
 
   // ---- plumbing ----

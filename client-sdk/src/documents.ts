@@ -190,8 +190,12 @@ export interface AiClient {
 /** A job's entry in the session lectern document's `ai_jobs`. */
 export interface AiJobEntry {
   kind: AiJobKind
+  /** `queued` until the job has a generation slot, then `streaming`, then how it ended. */
   status: AiJobStatus
   error?: string
+  /** While `queued` and waiting for a generation slot: its place in line (1 = next),
+   * updated as the line moves; absent otherwise. */
+  queue_position?: number
   /** The Yjs client id of the job's edits. */
   client_id: number
   started_by: string

@@ -26,6 +26,7 @@ export const ERROR_CODES = [
   'session_already_running',
   'session_ended',
   'payload_too_large',
+  'audio_too_long',
   'unsupported_file_type',
   'unreadable_file',
   'rate_limited',
@@ -33,7 +34,8 @@ export const ERROR_CODES = [
   'ai_queue_full',
   'internal',
   'ai_unavailable',
-  'server_busy'
+  'server_busy',
+  'speech_unavailable'
 ] as const
 
 /** A stable, machine-readable error code: branch on this, never on the message. */

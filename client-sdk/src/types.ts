@@ -286,6 +286,21 @@ export interface AiJob {
   queue_position: number | null
 }
 
+/** `POST /sessions/{id}/chat/speech`: what a recording became (docs/api.md, "Speech input"). */
+export interface SpeechResult {
+  /** The recognised text, as posted in the chat. */
+  text: string
+  /** The chat document it was posted in (`session/{id}/chat`). */
+  doc_id: string
+  /** The message's `id` in the chat; with `ask_ai`, `{job_id}-question`, which the job
+   * posts as it starts, moments after this answer. */
+  message_id: string
+  /** The chat job answering it (`askAi`); `null` when not asked for or when it could not start. */
+  job: AiJob | null
+  /** Why the job could not start (`askAi`), e.g. `ai_unavailable`; the message is posted anyway. */
+  ai_error: ErrorDetail | null
+}
+
 /** The error body: `{"error": {"code", "message"}}`. */
 export interface ErrorBody {
   error: ErrorDetail
@@ -337,6 +352,7 @@ export const WIRE_SCHEMAS = {
   SearchHit: { schema: 'SearchHitResponse', properties: fields<SearchHit>()('material_id', 'ordinal', 'page', 'heading', 'text', 'file_name', 'score') },
   SearchResult: { schema: 'SearchResponse', properties: fields<SearchResult>()('hits') },
   AiJob: { schema: 'AiJobResponse', properties: fields<AiJob>()('job_id', 'kind', 'session_id', 'doc_id', 'status', 'error', 'cached', 'prompt_tokens', 'completion_tokens', 'started_by', 'created_at', 'finished_at', 'queue_position') },
+  SpeechResult: { schema: 'SpeechResponse', properties: fields<SpeechResult>()('text', 'doc_id', 'message_id', 'job', 'ai_error') },
   ErrorBody: { schema: 'ErrorBody', properties: fields<ErrorBody>()('error') },
   ErrorDetail: { schema: 'ErrorDetail', properties: fields<ErrorDetail>()('code', 'message') }
 } as const

@@ -1,95 +1,73 @@
-//! The suite's own check for degenerate output, independent of any check the server makes:
-//! an answer that is empty, that loops, or that only repeats the question is counted as
-//! degenerate whatever status the job ended with.
+//! Degenerate output: empty, looping, or an echo of the question.
 //!
-//! Thresholds: a loop shows as word 4-grams seen before. In normal prose a few recur ("of
-//! the river brennet"), well under 10 % of an answer's 4-grams; a model stuck in a loop
-//! repeats most of them (a 512-token loop of one sentence: over 90 %). 30 % leaves a wide
-//! margin on both sides. The same on characters (8-grams, 50 %) catches loops without
-//! spaces ("........", "aaaa…"), which have too few words for the first rule.
+//! The rules are the server's own (`lectern_ai::quality`), applied here to what a client
+//! sees rather than to what the server decided: one definition of "degenerate" in the
+//! project, so the suite and the server cannot disagree on thresholds. What the suite adds
+//! is the point of view. It judges the text in the document whatever status the job ended
+//! with, so a degenerate answer shown as `done` (a server that does not check, or checks
+//! less than it should) is counted; and a job the server failed *because* its output was
+//! degenerate is counted too, from the reason it gives, since the model did produce a
+//! degenerate output even if no student saw it.
+//!
+//! The suite knows less than the server: only the question (not the system prompt or the
+//! passages), so an answer that pastes the passages is not caught here unless the server
+//! reports it.
 
-use crate::text::tokens;
-
-/// Word n-gram length for the loop check.
-const WORD_NGRAM: usize = 4;
-/// Share of repeated word n-grams from which an answer counts as looping.
-const MAX_REPEATED_WORD_SHARE: f64 = 0.3;
-/// Fewest words for the word rule to apply (shorter answers cannot show a loop).
-const MIN_WORDS: usize = 12;
-/// Character n-gram length for loops without word boundaries.
-const CHAR_NGRAM: usize = 8;
-/// Share of repeated character n-grams from which an answer counts as looping.
-const MAX_REPEATED_CHAR_SHARE: f64 = 0.5;
-/// Fewest non-space characters for the character rule to apply.
-const MIN_CHARS: usize = 64;
-/// Share of an answer's words taken from the question from which it is an echo.
-const MAX_QUESTION_WORD_SHARE: f64 = 0.8;
+use lectern_ai::quality::{self, Context, Flaw};
+use serde::Serialize;
 
 /// Why an output is degenerate.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Degenerate {
     /// No letters or digits at all.
     Empty,
-    /// The same word or character sequences over and over (`share` of them repeated).
-    Looping {
-        /// Share of n-grams that had been seen before in the same output.
-        share: f64,
-    },
-    /// Little more than the question itself.
-    EchoesQuestion,
+    /// The same phrase over and over.
+    Loop,
+    /// A copy of the question (or, as the server reported, of its instructions or sources).
+    Echo,
+    /// A translation that is its source text.
+    Untranslated,
 }
 
-/// Whether `output`, written in answer to `question`, is degenerate, and why.
-pub fn check(output: &str, question: &str) -> Option<Degenerate> {
-    let words = tokens(output);
-    if words.is_empty() {
-        return Some(Degenerate::Empty);
-    }
-    if words.len() >= MIN_WORDS {
-        let share = repeated_share(&words, WORD_NGRAM);
-        if share >= MAX_REPEATED_WORD_SHARE {
-            return Some(Degenerate::Looping { share });
+impl From<Flaw> for Degenerate {
+    fn from(flaw: Flaw) -> Self {
+        match flaw {
+            Flaw::Empty => Self::Empty,
+            Flaw::Degenerate => Self::Loop,
+            Flaw::Echo => Self::Echo,
+            Flaw::Untranslated => Self::Untranslated,
         }
     }
-    let chars: Vec<char> = output.chars().filter(|c| !c.is_whitespace()).collect();
-    if chars.len() >= MIN_CHARS {
-        let share = repeated_share(&chars, CHAR_NGRAM);
-        if share >= MAX_REPEATED_CHAR_SHARE {
-            return Some(Degenerate::Looping { share });
-        }
-    }
-    if echoes(&words, &tokens(question)) {
-        return Some(Degenerate::EchoesQuestion);
-    }
-    None
 }
 
-/// Share of the `n`-grams of `items` that already occurred earlier in `items`.
-fn repeated_share<T: Eq + std::hash::Hash>(items: &[T], n: usize) -> f64 {
-    if items.len() < n {
-        return 0.0;
-    }
-    let mut seen = std::collections::HashSet::new();
-    let mut total = 0usize;
-    let mut repeated = 0usize;
-    for window in items.windows(n) {
-        total += 1;
-        if !seen.insert(window) {
-            repeated += 1;
-        }
-    }
-    repeated as f64 / total as f64
+/// Every flaw the server can report (kept in step with `From<Flaw>` above, whose match
+/// fails to compile when `Flaw` grows).
+const FLAWS: [Flaw; 4] = [
+    Flaw::Empty,
+    Flaw::Degenerate,
+    Flaw::Echo,
+    Flaw::Untranslated,
+];
+
+/// Whether `output`, written in answer to `question`, is degenerate. `hit_token_limit`:
+/// the generation was cut off by its token limit (a loop running into the cap).
+pub fn check(output: &str, question: &str, hit_token_limit: bool) -> Option<Degenerate> {
+    let context = Context {
+        instructions: &[question],
+        hit_token_limit,
+        ..Context::default()
+    };
+    quality::check(output, &context).err().map(Degenerate::from)
 }
 
-/// An answer is an echo when nearly all its words come from the question and it is not
-/// much longer than the question: a restatement with nothing added.
-fn echoes(answer: &[String], question: &[String]) -> bool {
-    if question.len() < 3 || answer.len() > question.len() + question.len() / 2 {
-        return false;
-    }
-    let from_question = answer.iter().filter(|word| question.contains(word)).count();
-    from_question as f64 / answer.len() as f64 >= MAX_QUESTION_WORD_SHARE
+/// The flaw a failed job's `error` reports, when the server failed it for a degenerate
+/// output.
+pub fn reported(error: &str) -> Option<Degenerate> {
+    FLAWS
+        .into_iter()
+        .find(|flaw| error.contains(flaw.reason()))
+        .map(Degenerate::from)
 }
 
 #[cfg(test)]
@@ -109,46 +87,44 @@ mod tests {
              straight off the surface. Groundwater from the Ketterby Sandstone keeps the \
              river flowing between storms, so the lower river is subdued.",
         ] {
-            assert_eq!(check(answer, QUESTION), None, "{answer}");
+            assert_eq!(check(answer, QUESTION, false), None, "{answer}");
         }
     }
 
     #[test]
     fn empty_output_is_degenerate() {
-        assert_eq!(check("", QUESTION), Some(Degenerate::Empty));
-        assert_eq!(check("  \n ... ", QUESTION), Some(Degenerate::Empty));
+        assert_eq!(check("", QUESTION, false), Some(Degenerate::Empty));
+        assert_eq!(check("  \n ... ", QUESTION, false), Some(Degenerate::Empty));
     }
 
     #[test]
     fn loops_are_degenerate() {
+        // The local model's old failure: "Passage: …" until the token cap.
         let looping = "Passage: the river is a river. ".repeat(20);
-        assert!(matches!(
-            check(&looping, QUESTION),
-            Some(Degenerate::Looping { share }) if share > 0.8
-        ));
-        // A good start that then loops.
+        assert_eq!(check(&looping, QUESTION, true), Some(Degenerate::Loop));
+        assert_eq!(check(&looping, QUESTION, false), Some(Degenerate::Loop));
+        // A good start that then loops until it is cut off.
         let half = format!(
             "The Brennet has a baseflow index of 0.46. {}",
             "It is a river. ".repeat(12)
         );
-        assert!(matches!(
-            check(&half, QUESTION),
-            Some(Degenerate::Looping { .. })
-        ));
-        // No spaces to count words by.
-        let dots = "ab".repeat(60);
-        assert!(matches!(
-            check(&dots, QUESTION),
-            Some(Degenerate::Looping { .. })
-        ));
+        assert_eq!(check(&half, QUESTION, true), Some(Degenerate::Loop));
     }
 
     #[test]
     fn repeating_the_question_is_degenerate() {
         assert_eq!(
-            check("The baseflow index of the River Brennet.", QUESTION),
-            Some(Degenerate::EchoesQuestion)
+            check("The baseflow index of the River Brennet.", QUESTION, false),
+            Some(Degenerate::Echo)
         );
-        assert_eq!(check(QUESTION, QUESTION), Some(Degenerate::EchoesQuestion));
+        assert_eq!(check(QUESTION, QUESTION, false), Some(Degenerate::Echo));
+    }
+
+    #[test]
+    fn a_reason_given_by_the_server_is_recognised() {
+        let error = format!("generation failed: {}", Flaw::Degenerate.reason());
+        assert_eq!(reported(&error), Some(Degenerate::Loop));
+        assert_eq!(reported(Flaw::Echo.reason()), Some(Degenerate::Echo));
+        assert_eq!(reported("the model server answered 500"), None);
     }
 }

@@ -153,7 +153,11 @@ async fn measure(
                 "{:<28} {:<9} {} {:?}",
                 result.id,
                 result.status,
-                if result.correct { "handled" } else { "not handled" },
+                if result.correct {
+                    "handled"
+                } else {
+                    "not handled"
+                },
                 shorten(&result.answer)
             );
             chats.push(result);

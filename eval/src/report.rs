@@ -71,12 +71,17 @@ pub struct Figures {
     pub off_topic_handled: Option<Rate>,
     /// Answerable questions answered "not covered" (a relevance floor set too high).
     pub answerable_refused: Option<Rate>,
-    /// Citations of answerable questions that name the answering material.
+    /// Citations of answerable questions' answers whose passage states the key facts.
     pub citation_precision: Option<Rate>,
     /// Structured jobs done with a well-formed document.
     pub structured_validity: Option<Rate>,
-    /// Outputs (chat answers and done structured documents) the suite finds degenerate.
+    /// Outputs (chat answers, structured jobs that ended done or failed) that were
+    /// degenerate, whether shown or caught by the server.
     pub degenerate: Option<Rate>,
+    /// Outputs that were degenerate and still ended `done` (an honesty failure).
+    pub degenerate_shown_as_done: Option<Rate>,
+    /// Failed structured jobs that left their raw draft in the document.
+    pub drafts_left: Option<Rate>,
     /// Request → first AI text in the document, milliseconds (jobs that called the model).
     pub first_token_ms: Option<Spread>,
     /// Generated tokens per second after the first token (jobs that called the model).
@@ -111,10 +116,25 @@ impl Figures {
             items.iter().filter(|item| keep(item)).count()
         };
         let citations: usize = on_topic.iter().map(|chat| chat.citations.len()).sum();
-        let right_citations: usize = on_topic.iter().map(|chat| chat.right_citations).sum();
-        let done_jobs: Vec<&JobResult> = jobs.iter().filter(|job| job.status == "done").collect();
-        let degenerate = chats.iter().filter(|chat| chat.degenerate.is_some()).count()
-            + done_jobs.iter().filter(|job| job.degenerate.is_some()).count();
+        let supporting: usize = on_topic.iter().map(|chat| chat.supporting_citations).sum();
+        // Every chat produced an answer or a refusal; a cancelled structured job did not
+        // finish its output.
+        let outputs: Vec<(&str, bool)> = chats
+            .iter()
+            .map(|chat| (chat.status.as_str(), chat.degenerate.is_some()))
+            .chain(
+                jobs.iter()
+                    .filter(|job| matches!(job.status.as_str(), "done" | "failed"))
+                    .map(|job| (job.status.as_str(), job.degenerate.is_some())),
+            )
+            .collect();
+        let degenerate = outputs.iter().filter(|(_, bad)| *bad).count();
+        let shown_as_done = outputs
+            .iter()
+            .filter(|(status, bad)| *bad && *status == "done")
+            .count();
+        let failed_jobs: Vec<&JobResult> =
+            jobs.iter().filter(|job| job.status == "failed").collect();
         let timings = chats
             .iter()
             .map(|chat| &chat.timing)
@@ -134,9 +154,14 @@ impl Figures {
                 count(&on_topic, |chat| chat.says_not_covered),
                 on_topic.len(),
             ),
-            citation_precision: Rate::of(right_citations, citations),
+            citation_precision: Rate::of(supporting, citations),
             structured_validity: Rate::of(jobs.iter().filter(|job| job.valid).count(), jobs.len()),
-            degenerate: Rate::of(degenerate, chats.len() + done_jobs.len()),
+            degenerate: Rate::of(degenerate, outputs.len()),
+            degenerate_shown_as_done: Rate::of(shown_as_done, outputs.len()),
+            drafts_left: Rate::of(
+                failed_jobs.iter().filter(|job| job.draft_left).count(),
+                failed_jobs.len(),
+            ),
             first_token_ms: Spread::of(first_tokens),
             tokens_per_s: Spread::of(speeds),
         }
@@ -156,7 +181,10 @@ impl Figures {
         };
         let spread = |spread: Option<Spread>, unit: &str| {
             spread.map_or("-".to_owned(), |s| {
-                format!("median {:.1} {unit}, p90 {:.1} {unit}  (n={})", s.median, s.p90, s.n)
+                format!(
+                    "median {:.1} {unit}, p90 {:.1} {unit}  (n={})",
+                    s.median, s.p90, s.n
+                )
             })
         };
         row("retrieval recall@1", share(self.recall_at_1));
@@ -167,6 +195,11 @@ impl Figures {
         row("citation precision", rate(self.citation_precision));
         row("structured validity", rate(self.structured_validity));
         row("degenerate outputs", rate(self.degenerate));
+        row(
+            "  of them shown as done",
+            rate(self.degenerate_shown_as_done),
+        );
+        row("failed jobs' drafts left", rate(self.drafts_left));
         row("time to first token", spread(self.first_token_ms, "ms"));
         row("generation speed", spread(self.tokens_per_s, "tokens/s"));
         out

@@ -13,7 +13,7 @@ use crate::degenerate::{self, Degenerate};
 use crate::replica::{Replica, array_json, map_json, text};
 use crate::server::{Server, ServerOptions};
 use crate::suite::{JobSpec, Question, Suite};
-use crate::text::{contains_phrase, contains_tokens, facts_found, tokens};
+use crate::text::{all_facts_found, contains_phrase, contains_tokens, facts_found, tokens};
 use crate::{EvalError, structured};
 
 /// Passages asked of the search API per question (recall is measured at 1 and at 3).
@@ -21,6 +21,12 @@ pub const SEARCH_K: usize = 3;
 
 /// How long the course may take to become searchable.
 const INGEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a failed structured job's draft may take to disappear from its document.
+const DRAFT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The server's default `--ai-max-tokens`.
+const SERVER_MAX_TOKENS: u32 = 512;
 
 /// How long a finished structured job's document may take to show its final value.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,10 +93,10 @@ pub struct ChatResult {
     pub answer: String,
     /// The job's error, when it failed.
     pub error: Option<String>,
-    /// The file name of each citation.
-    pub citations: Vec<String>,
-    /// Citations naming the answering material (on-topic questions only).
-    pub right_citations: usize,
+    /// Each citation, resolved to the passage it points at.
+    pub citations: Vec<Citation>,
+    /// Citations whose passage states every key fact (on-topic questions only).
+    pub supporting_citations: usize,
     /// Per key fact, whether the answer states it (on-topic only).
     pub facts_found: Vec<bool>,
     /// On-topic: done and every key fact stated. Off-topic: done, says the materials do not
@@ -98,10 +104,23 @@ pub struct ChatResult {
     pub correct: bool,
     /// Whether the answer says the materials do not cover the question.
     pub says_not_covered: bool,
-    /// The suite's own degeneracy verdict.
+    /// Whether the output was degenerate (see [`degenerate`]): judged on the text shown,
+    /// or as the server reported when it failed the job for it.
     pub degenerate: Option<Degenerate>,
     /// Timing and usage.
     pub timing: Timing,
+}
+
+/// A citation of a chat answer and the passage it resolves to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Citation {
+    /// The cited material's file name.
+    pub file_name: String,
+    /// Where in it, as the server describes it (page, heading, lines).
+    pub location: Option<String>,
+    /// The cited passage states every key fact of the question (always false off-topic
+    /// or when the citation does not resolve to a passage).
+    pub supports: bool,
 }
 
 /// One structured job and what it produced.
@@ -120,8 +139,11 @@ pub struct JobResult {
     /// What is wrong with the document, when the job was done but the document is not
     /// valid.
     pub problem: Option<String>,
-    /// The suite's own degeneracy verdict on the document's text (done jobs only).
+    /// Whether the output was degenerate: the done document's text as judged here, or the
+    /// reason the server gave for failing the job.
     pub degenerate: Option<Degenerate>,
+    /// A failed job left its raw draft in the document (students read these documents).
+    pub draft_left: bool,
     /// The final structured value as the document holds it.
     pub value: Value,
     /// Timing and usage.
@@ -135,12 +157,17 @@ pub struct Run {
     api: Api,
     classroom: String,
     session: String,
-    /// Material id by file name.
-    materials: HashMap<String, String>,
     chat: Replica,
     lectern: Replica,
     not_covered_phrases: Vec<String>,
     job_timeout: Duration,
+    /// The server's cap on generated tokens per job (to tell a loop cut off by it).
+    max_tokens: u32,
+    /// Lines of the course's text and Markdown files by file name: citations of them give
+    /// their lines, and the uploaded file is this one.
+    text_lines: HashMap<String, Vec<String>>,
+    /// Passages of each material as the API lists them, fetched when first cited.
+    chunks: HashMap<String, Vec<Value>>,
 }
 
 impl Run {
@@ -170,12 +197,8 @@ impl Run {
             .await?;
         let session = string(&session, "id")?;
         let ws = server.ws("");
-        let mut feed = Replica::open(
-            &ws,
-            &format!("classroom/{classroom}/materials"),
-            &api.token,
-        )
-        .await?;
+        let mut feed =
+            Replica::open(&ws, &format!("classroom/{classroom}/materials"), &api.token).await?;
         let mut materials = HashMap::new();
         for name in &suite.materials {
             let material = api
@@ -191,18 +214,30 @@ impl Run {
             .await?;
         outcome?;
         let chat = Replica::open(&ws, &format!("session/{session}/chat"), &api.token).await?;
-        let lectern =
-            Replica::open(&ws, &format!("session/{session}/lectern"), &api.token).await?;
+        let lectern = Replica::open(&ws, &format!("session/{session}/lectern"), &api.token).await?;
+        let mut text_lines = HashMap::new();
+        for name in &suite.materials {
+            if name.ends_with(".md") || name.ends_with(".txt") {
+                let bytes = suite.material_bytes(name)?;
+                let lines = String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
+                text_lines.insert(name.clone(), lines);
+            }
+        }
         Ok(Self {
             server,
             api,
             classroom,
             session,
-            materials,
             chat,
             lectern,
             not_covered_phrases: suite.not_covered_phrases.clone(),
             job_timeout,
+            max_tokens: options.max_tokens.unwrap_or(SERVER_MAX_TOKENS),
+            text_lines,
+            chunks: HashMap::new(),
         })
     }
 
@@ -264,7 +299,11 @@ impl Run {
     }
 
     /// Asks a question the materials do not cover and judges the answer.
-    pub async fn ask_off_topic(&mut self, id: &str, question: &str) -> Result<ChatResult, EvalError> {
+    pub async fn ask_off_topic(
+        &mut self,
+        id: &str,
+        question: &str,
+    ) -> Result<ChatResult, EvalError> {
         self.chat(id, question, None).await
     }
 
@@ -306,52 +345,112 @@ impl Run {
             .not_covered_phrases
             .iter()
             .any(|phrase| contains_phrase(&answer_text, phrase));
-        let (facts, correct, right_citations) = match key {
+        let error = message["error"]
+            .as_str()
+            .or(record["error"].as_str())
+            .map(str::to_owned);
+        let mut resolved = Vec::new();
+        for citation in &citations {
+            let passage = self.cited_passage(citation).await?;
+            let supports = match (key, &passage) {
+                (Some(key), Some(passage)) => all_facts_found(passage, &key.key_facts),
+                _ => false,
+            };
+            resolved.push(Citation {
+                file_name: citation["file_name"]
+                    .as_str()
+                    .unwrap_or("<no file name>")
+                    .to_owned(),
+                location: citation["location"].as_str().map(str::to_owned),
+                supports,
+            });
+        }
+        let (facts, correct) = match key {
             Some(key) => {
                 let facts = facts_found(&answer_text, &key.key_facts);
                 let correct = status == "done" && facts.iter().all(|found| *found);
-                let material_id = self.materials.get(&key.material);
-                let right = citations
-                    .iter()
-                    .filter(|citation| {
-                        citation["file_name"] == key.material.as_str()
-                            || material_id.is_some_and(|id| citation["material_id"] == id.as_str())
-                    })
-                    .count();
-                (facts, correct, right)
+                (facts, correct)
             }
             None => (
                 Vec::new(),
                 status == "done" && says_not_covered && citations.is_empty(),
-                0,
             ),
         };
+        let timing = timing(started, first_token, ended, &record);
+        let hit_token_limit = timing.completion_tokens >= u64::from(self.max_tokens);
+        let degenerate = judge(&status, &answer_text, error.as_deref(), || {
+            degenerate::check(&answer_text, question, hit_token_limit)
+        });
         Ok(ChatResult {
             id: id.to_owned(),
             question: question.to_owned(),
             on_topic: key.is_some(),
-            error: message["error"]
-                .as_str()
-                .or(record["error"].as_str())
-                .map(str::to_owned),
-            citations: citations
-                .iter()
-                .map(|citation| {
-                    citation["file_name"]
-                        .as_str()
-                        .unwrap_or("<no file name>")
-                        .to_owned()
-                })
-                .collect(),
-            right_citations,
+            error,
+            supporting_citations: resolved.iter().filter(|citation| citation.supports).count(),
+            citations: resolved,
             facts_found: facts,
             correct,
             says_not_covered,
-            degenerate: degenerate::check(&answer_text, question),
-            timing: timing(started, first_token, ended, &record),
+            degenerate,
+            timing,
             answer: answer_text,
             status,
         })
+    }
+
+    /// The text of the passage a chat citation points at, `None` when it does not resolve.
+    /// A text or Markdown file's citation gives its lines: exactly those lines. Otherwise
+    /// (PDF) it gives its first passage's `ordinal`: that passage and, when the server merged
+    /// neighbours with the same page and heading into one source, the next one (the suite
+    /// cannot see where a merged source ends, so it may credit one passage too many).
+    async fn cited_passage(&mut self, citation: &Value) -> Result<Option<String>, EvalError> {
+        let file_name = citation["file_name"].as_str().unwrap_or("");
+        let line = |key: &str| {
+            citation[key]
+                .as_f64()
+                .filter(|line| *line >= 1.0)
+                .map(|line| line as usize)
+        };
+        if let (Some(lines), Some(first), Some(last)) = (
+            self.text_lines.get(file_name),
+            line("line_start"),
+            line("line_end"),
+        ) {
+            let last = last.min(lines.len());
+            return Ok((first <= last).then(|| lines[first - 1..last].join("\n")));
+        }
+        let Some(material_id) = citation["material_id"].as_str() else {
+            return Ok(None);
+        };
+        let Some(ordinal) = citation["ordinal"].as_f64() else {
+            return Ok(None);
+        };
+        if !self.chunks.contains_key(material_id) {
+            let listed = self
+                .api
+                .get(&format!("/materials/{material_id}/chunks"))
+                .await?;
+            let listed = listed.as_array().cloned().unwrap_or_default();
+            self.chunks.insert(material_id.to_owned(), listed);
+        }
+        let chunks = &self.chunks[material_id];
+        let at = |ordinal: f64| {
+            chunks
+                .iter()
+                .find(|chunk| chunk["ordinal"].as_f64() == Some(ordinal))
+        };
+        let Some(first) = at(ordinal) else {
+            return Ok(None);
+        };
+        let mut text = first["text"].as_str().unwrap_or("").to_owned();
+        if let Some(next) = at(ordinal + 1.0)
+            && next["page"] == first["page"]
+            && next["heading"] == first["heading"]
+        {
+            text.push('\n');
+            text.push_str(next["text"].as_str().unwrap_or(""));
+        }
+        Ok(Some(text))
     }
 
     /// Runs one structured job and judges the document it writes.
@@ -365,13 +464,19 @@ impl Run {
         let doc_id = string(&job, "doc_id")?;
         let mut target = Replica::open(&self.server.ws(""), &doc_id, &self.api.token).await?;
         // The structured value lands in the root map named after the kind; until then a
-        // structured job streams its raw output into `draft` (a mind map grows its map).
+        // structured job streams its raw output into `draft`. A mind map grows its map
+        // instead, from a root the server may set from the topic before the model has
+        // written anything: its first output is its second node.
         let map_name = spec.kind.as_str();
         let shows_output = |doc: &yrs::Doc| {
-            !text(doc, "draft").is_empty()
-                || map_json(doc, map_name)
+            let map = map_json(doc, map_name);
+            if map_name == "mindmap" {
+                map["nodes"]
                     .as_object()
-                    .is_some_and(|map| !map.is_empty())
+                    .is_some_and(|nodes| nodes.len() >= 2)
+            } else {
+                !text(doc, "draft").is_empty() || map.as_object().is_some_and(|map| !map.is_empty())
+            }
         };
         let what = format!("job {}", spec.id);
         let mut first_token = None;
@@ -379,7 +484,8 @@ impl Run {
             if first_token.is_none() && shows_output(target.doc()) {
                 first_token = Some(Instant::now());
             }
-            let status = map_json(self.lectern.doc(), "lectern")["ai_jobs"][&job_id]["status"].clone();
+            let status =
+                map_json(self.lectern.doc(), "lectern")["ai_jobs"][&job_id]["status"].clone();
             if is_final(&status) {
                 break Instant::now();
             }
@@ -416,17 +522,29 @@ impl Run {
         } else {
             (map_json(target.doc(), map_name), None)
         };
-        let degenerate = (status == "done")
-            .then(|| degenerate::check(&structured::strings(&value), &spec.prompt))
-            .flatten();
+        // A failed job's draft should be gone from the document; its removal may arrive
+        // just after the status.
+        let draft_left = status == "failed"
+            && target
+                .until(Instant::now() + DRAFT_TIMEOUT, &what, |doc| {
+                    text(doc, "draft").is_empty().then_some(())
+                })
+                .await
+                .is_err();
+        let error = record["error"].as_str().map(str::to_owned);
+        let document_text = structured::strings(&value);
+        let degenerate = judge(&status, &document_text, error.as_deref(), || {
+            degenerate::check(&document_text, &spec.prompt, false)
+        });
         Ok(JobResult {
             id: spec.id.clone(),
             kind: spec.kind.clone(),
             valid: status == "done" && problem.is_none(),
-            error: record["error"].as_str().map(str::to_owned),
+            error,
             status,
             problem,
             degenerate,
+            draft_left,
             value,
             timing: timing(started, first_token, ended, &record),
         })
@@ -466,10 +584,7 @@ impl Run {
 }
 
 /// `Some(Ok)` when every material is ready, `Some(Err)` when one failed, `None` meanwhile.
-fn ingested(
-    feed: &Value,
-    materials: &HashMap<String, String>,
-) -> Option<Result<(), EvalError>> {
+fn ingested(feed: &Value, materials: &HashMap<String, String>) -> Option<Result<(), EvalError>> {
     let mut ready = 0;
     for (name, id) in materials {
         let entry = &feed[id];
@@ -487,6 +602,25 @@ fn ingested(
     (ready == materials.len()).then_some(Ok(()))
 }
 
+/// Whether a job's output was degenerate. A done job: `check` its output as shown. A failed
+/// one: the server's reason when it failed it for a degenerate output, else `check` of
+/// whatever output it left (nothing left is not an empty answer: the job failed before
+/// or without writing). A cancelled one: only what it left.
+fn judge(
+    status: &str,
+    shown: &str,
+    error: Option<&str>,
+    check: impl FnOnce() -> Option<Degenerate>,
+) -> Option<Degenerate> {
+    let reported = error.and_then(degenerate::reported);
+    match status {
+        "done" => check(),
+        _ if reported.is_some() => reported,
+        _ if shown.trim().is_empty() => None,
+        _ => check(),
+    }
+}
+
 fn is_final(status: &Value) -> bool {
     matches!(status.as_str(), Some("done" | "failed" | "cancelled"))
 }
@@ -499,7 +633,12 @@ fn assistant_message(doc: &yrs::Doc, job_id: &str) -> Option<Value> {
         .find(|message| message["job_id"] == job_id && message["role"] == "assistant")
 }
 
-fn timing(started: Instant, first_token: Option<Instant>, ended: Instant, record: &Value) -> Timing {
+fn timing(
+    started: Instant,
+    first_token: Option<Instant>,
+    ended: Instant,
+    record: &Value,
+) -> Timing {
     let millis = |duration: Duration| duration.as_secs_f64() * 1000.0;
     let completion_tokens = record["completion_tokens"].as_u64().unwrap_or(0);
     let cached = record["cached"].as_bool().unwrap_or(false);

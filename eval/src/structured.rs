@@ -248,10 +248,19 @@ mod tests {
     #[test]
     fn flashcards_and_lesson_plans_need_their_parts() {
         assert_eq!(
-            problem("flashcards", &json!({"cards": [{"front": "Okta", "back": "An eighth of the sky"}]})),
+            problem(
+                "flashcards",
+                &json!({"cards": [{"front": "Okta", "back": "An eighth of the sky"}]})
+            ),
             None
         );
-        assert!(problem("flashcards", &json!({"cards": [{"front": "Okta", "back": ""}]})).is_some());
+        assert!(
+            problem(
+                "flashcards",
+                &json!({"cards": [{"front": "Okta", "back": ""}]})
+            )
+            .is_some()
+        );
         let plan = json!({"title": "Fronts", "objectives": ["Name the fronts"],
             "timeline": [{"minutes": 10, "activity": "Starter"}], "activities": [], "assessment": []});
         assert_eq!(problem("lesson_plan", &plan), None);

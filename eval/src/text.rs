@@ -17,8 +17,9 @@ pub fn tokens(text: &str) -> Vec<String> {
         if ch.is_alphanumeric() {
             // A letter right after a digit, or a digit right after a letter, starts a new
             // token: "4mm" is "4 mm" and "L3" is "l 3".
+            // A decimal point inside `current` belongs to its number.
             if let Some(last) = current.chars().last()
-                && last.is_ascii_digit() != ch.is_ascii_digit()
+                && (last.is_ascii_digit() || last == '.') != ch.is_ascii_digit()
             {
                 push_token(&mut tokens, &mut current);
             }
@@ -104,7 +105,9 @@ pub fn facts_found(answer: &str, key_facts: &[Vec<String>]) -> Vec<bool> {
 
 /// Whether the answer states every key fact.
 pub fn all_facts_found(answer: &str, key_facts: &[Vec<String>]) -> bool {
-    facts_found(answer, key_facts).into_iter().all(|found| found)
+    facts_found(answer, key_facts)
+        .into_iter()
+        .all(|found| found)
 }
 
 #[cfg(test)]
@@ -151,7 +154,10 @@ mod tests {
         assert!(!contains_phrase("an index of 0.4", "0.46"));
         assert!(!contains_phrase("an index of 0.46", "0.4"));
         assert!(!contains_phrase("the orangery", "orange"));
-        assert!(!contains_phrase("Ketterby and the sandstone", "Ketterby Sandstone"));
+        assert!(!contains_phrase(
+            "Ketterby and the sandstone",
+            "Ketterby Sandstone"
+        ));
         assert!(!contains_phrase("anything", ""));
     }
 

@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use yrs::types::ToJson as _;
 use yrs::updates::decoder::Decode as _;
 use yrs::updates::encoder::Encode as _;
 use yrs::{Doc, GetString as _, StateVector, Text as _, Transact as _, Update};
@@ -21,7 +22,7 @@ use yrs::{Doc, GetString as _, StateVector, Text as _, Transact as _, Update};
 use lectern::config::AiBackendKind;
 
 use crate::api::{Api, Session, code, sqlite};
-use crate::support::connect;
+use crate::support::{Client, connect};
 
 /// A request that reached the model, held until the test releases it (also used by the
 /// `ai_nodes` tests).
@@ -334,6 +335,145 @@ async fn a_busy_classroom_cannot_starve_another_and_its_flood_is_refused() {
     assert_eq!(arrival.question, "a5");
     let _ = arrival.release.send(());
     assert_eq!(finished(&api, &busy, &again).await["status"], "done");
+    api.stop().await;
+}
+
+/// The session's job feed (`ai_jobs` in its `lectern` document), followed live over a
+/// y-sync socket.
+struct Feed {
+    doc: Doc,
+    socket: Client,
+}
+
+impl Feed {
+    async fn open(api: &Api, class: &Class) -> Self {
+        let url = api.server().ws(&format!(
+            "/ws/session/{}/lectern?token={}",
+            class.session, class.teacher.access
+        ));
+        let mut socket = connect(&url).await;
+        let step1 =
+            yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep1(StateVector::default()));
+        socket
+            .send(Message::Binary(step1.encode_v1().into()))
+            .await
+            .expect("send step 1");
+        Self {
+            doc: Doc::new(),
+            socket,
+        }
+    }
+
+    /// Job `job_id`'s entry as it is now (`null` if there is none).
+    fn entry(&self, job_id: &str) -> Value {
+        let map = self.doc.get_or_insert_map("lectern");
+        let txn = self.doc.transact();
+        let lectern = serde_json::to_value(map.to_json(&txn)).expect("json");
+        lectern["ai_jobs"][job_id].clone()
+    }
+
+    /// Applies what the server sends until `check` holds for job `job_id`'s entry; returns it.
+    async fn until(&mut self, job_id: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let wait = async {
+            loop {
+                let entry = self.entry(job_id);
+                if check(&entry) {
+                    return entry;
+                }
+                let frame = futures_util::StreamExt::next(&mut self.socket)
+                    .await
+                    .expect("socket open")
+                    .expect("frame");
+                let Message::Binary(bytes) = frame else {
+                    continue;
+                };
+                let update = match yrs::sync::Message::decode_v1(&bytes) {
+                    Ok(yrs::sync::Message::Sync(
+                        yrs::sync::SyncMessage::SyncStep2(update)
+                        | yrs::sync::SyncMessage::Update(update),
+                    )) => update,
+                    _ => continue,
+                };
+                self.doc
+                    .transact_mut()
+                    .apply_update(Update::decode_v1(&update).expect("update"))
+                    .expect("apply");
+            }
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(30), wait).await;
+        waited.unwrap_or_else(|_| {
+            panic!(
+                "job {job_id}'s feed entry never matched; it is {}",
+                self.entry(job_id)
+            )
+        })
+    }
+}
+
+/// Whether a feed entry shows a job waiting at `place` in line.
+fn waiting_at(place: u64) -> impl Fn(&Value) -> bool {
+    move |entry| entry["status"] == "queued" && entry["queue_position"].as_u64() == Some(place)
+}
+
+/// Whether a feed entry shows a job generating (no place in line any more).
+fn generating(entry: &Value) -> bool {
+    entry["status"] == "streaming" && entry.get("queue_position").is_none()
+}
+
+/// The session's job feed, not only `GET /ai/jobs/{id}`, shows each waiting job `queued`
+/// with its place in line as the line moves, and a generating job without one.
+#[tokio::test]
+async fn the_job_feed_shows_each_waiting_jobs_place_in_line() {
+    let mut model = HeldModel::start().await;
+    let api = server(&model, |config| config.ai_max_concurrent_jobs = Some(1)).await;
+    let busy = class(&api, "busy").await;
+    let quiet = class(&api, "quiet").await;
+    let mut busy_feed = Feed::open(&api, &busy).await;
+    let mut quiet_feed = Feed::open(&api, &quiet).await;
+
+    let a0 = ask_ok(&api, &busy, "a0").await;
+    let generating_a0 = model.next().await;
+    let a1 = ask_ok(&api, &busy, "a1").await;
+    let a2 = ask_ok(&api, &busy, "a2").await;
+    let b1 = ask_ok(&api, &quiet, "b1").await;
+
+    busy_feed.until(&a0, generating).await;
+    busy_feed.until(&a1, waiting_at(1)).await;
+    quiet_feed.until(&b1, waiting_at(2)).await;
+    busy_feed.until(&a2, waiting_at(3)).await;
+
+    // A job ahead cancelled: those behind it move up.
+    let (status, body) = api
+        .post(
+            &format!("/ai/jobs/{b1}/cancel"),
+            Some(&quiet.teacher.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    busy_feed.until(&a2, waiting_at(2)).await;
+    quiet_feed
+        .until(&b1, |entry| entry["status"] == "cancelled")
+        .await;
+
+    // a0's answer ends: a1 generates, a2 is next.
+    let _ = generating_a0.release.send(());
+    let generating_a1 = model.next().await;
+    assert_eq!(generating_a1.question, "a1");
+    busy_feed
+        .until(&a0, |entry| entry["status"] == "done")
+        .await;
+    busy_feed.until(&a1, generating).await;
+    busy_feed.until(&a2, waiting_at(1)).await;
+
+    let _ = generating_a1.release.send(());
+    let generating_a2 = model.next().await;
+    busy_feed.until(&a2, generating).await;
+    let _ = generating_a2.release.send(());
+    let done = busy_feed
+        .until(&a2, |entry| entry["status"] == "done")
+        .await;
+    assert!(done.get("queue_position").is_none(), "{done}");
     api.stop().await;
 }
 

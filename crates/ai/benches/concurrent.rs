@@ -3,9 +3,11 @@
 //!
 //! Prints, for a chat prompt shaped like the server's (system instruction, four retrieved
 //! passages of ~800 characters, the question):
-//! - prefill throughput (prompt tokens/s) in chunks of several sizes, and the decode step
-//!   time once that prompt is in the cache: where the time of a first token goes;
-//! - first-token and finish times of one chat alone and of three chats started together;
+//! - prefill throughput (prompt tokens/s) in chunks of several sizes and the time of one
+//!   chunk's pass (what a streaming answer waits while another prompt is read), and the
+//!   decode step time once that prompt is in the cache: where the time of a first token goes;
+//! - first-token and finish times, and tokens/s while streaming, of one chat alone and of
+//!   two and three chats started together;
 //! - the longest pause of an answer already streaming while another chat's prompt is read
 //!   (what chunked prefill and fair turns bound).
 //!
@@ -54,7 +56,9 @@ fn chat(index: usize) -> Vec<Message> {
             passage.push(' ');
             next += 1;
         }
-        passages.push_str(&format!("[{number}] (notes.md, section {number}) {passage}\n"));
+        passages.push_str(&format!(
+            "[{number}] (notes.md, section {number}) {passage}\n"
+        ));
     }
     vec![
         Message {
@@ -94,31 +98,34 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// Prefill throughput in chunks of `chunk` tokens (each `forward` call one chunk; the
-/// decoder splits larger calls itself), then the decode step time after the prompt.
+/// Prefill throughput with chunks of several sizes (each chunk one forward pass, one turn
+/// of the session), the time of one pass (how long another generation waits at most while
+/// this prompt is read), then the decode step time once the prompt is in the cache.
 fn raw_decoder(backend: &LocalBackend, prompt: &[u32]) {
     let decoder = backend.decoder();
     println!("prefill of {} tokens:", prompt.len());
-    for chunk in [32, 64, 128, prompt.len()] {
+    for chunk in [32, 64, 128, 256, 512, prompt.len()] {
         let mut times = Vec::new();
         for _ in 0..RUNS {
             let mut cache = KvCache::new();
             let started = Instant::now();
-            for piece in prompt.chunks(chunk) {
-                decoder.forward(&mut cache, piece).expect("prefill");
-            }
+            decoder
+                .forward_in_chunks(&mut cache, prompt, chunk)
+                .expect("prefill");
             times.push(started.elapsed().as_secs_f64());
         }
         let seconds = median(times);
-        let label = if chunk == prompt.len() {
-            "one call".to_owned()
+        let passes = prompt.len().div_ceil(chunk);
+        let label = if chunk >= prompt.len() {
+            "one pass".to_owned()
         } else {
-            format!("calls of {chunk}")
+            format!("chunks of {chunk}")
         };
         println!(
-            "  {label:>12}: {:7.1} ms, {:6.1} tokens/s (median of {RUNS})",
+            "  {label:>14}: {:7.1} ms, {:6.1} tokens/s, {:6.1} ms per pass (median of {RUNS})",
             seconds * 1000.0,
-            prompt.len() as f64 / seconds
+            prompt.len() as f64 / seconds,
+            seconds * 1000.0 / passes as f64
         );
     }
     let mut cache = KvCache::new();
@@ -136,6 +143,12 @@ fn raw_decoder(backend: &LocalBackend, prompt: &[u32]) {
         median(steps.clone()),
         1000.0 / median(steps)
     );
+}
+
+/// A generation's speed once it streams: tokens after the first over the time they took.
+fn tokens_per_second(timeline: &Timeline) -> f64 {
+    let streaming = (timeline.done - timeline.first_token).as_secs_f64();
+    f64::from(timeline.tokens.saturating_sub(1)) / streaming.max(1e-9)
 }
 
 fn argmax(logits: &[f32]) -> u32 {
@@ -280,15 +293,17 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         together(&backend, 1).await; // warm-up
-        for count in [1, 3] {
+        for count in [1, 2, 3] {
             let mut first = vec![Vec::new(); count];
             let mut done = vec![Vec::new(); count];
+            let mut speeds = vec![Vec::new(); count];
             let mut all_streaming = Vec::new();
             for run in 0..RUNS {
                 let timelines = together(&backend, count).await;
                 for (index, timeline) in timelines.iter().enumerate() {
                     first[index].push(ms(timeline.first_token));
                     done[index].push(ms(timeline.done));
+                    speeds[index].push(tokens_per_second(timeline));
                 }
                 let last_first = timelines
                     .iter()
@@ -320,16 +335,18 @@ fn main() {
                     last_first < first_done
                 );
             }
-            println!(
-                "{count} chat(s) at once: first token {:?} ms, done {:?} ms (medians of \
-                 {RUNS}); all streaming after {:.0} ms (median)",
-                first
+            let medians = |values: Vec<Vec<f64>>| {
+                values
                     .into_iter()
-                    .map(|values| median(values).round())
-                    .collect::<Vec<_>>(),
-                done.into_iter()
-                    .map(|values| median(values).round())
-                    .collect::<Vec<_>>(),
+                    .map(|values| (median(values) * 10.0).round() / 10.0)
+                    .collect::<Vec<_>>()
+            };
+            println!(
+                "{count} chat(s) at once: first token {:?} ms, done {:?} ms, {:?} tokens/s \
+                 while streaming (medians of {RUNS}); all streaming after {:.0} ms (median)",
+                medians(first),
+                medians(done),
+                medians(speeds),
                 median(all_streaming)
             );
         }

@@ -62,6 +62,11 @@ pub enum OutputFormat {
         name: String,
         /// The JSON Schema.
         schema: serde_json::Value,
+        /// The same shape as a Lark grammar for the local backend, which then decodes under
+        /// it instead of the schema: it can cap the tokens of each free-text field so the
+        /// document always closes within `max_tokens` (see `structured::schema`). `None`
+        /// compiles the schema.
+        lark: Option<String>,
     },
     /// Text matching a Lark grammar (llguidance's dialect): constrained decoding on the
     /// local backend; an API backend generates free text, which the caller must parse

@@ -204,7 +204,7 @@ impl OpenAiBackend {
             .take(MAX_API_STOPS)
             .collect();
         let response_format = match &request.format {
-            OutputFormat::JsonSchema { name, schema } if with_schema => Some(ResponseFormat {
+            OutputFormat::JsonSchema { name, schema, .. } if with_schema => Some(ResponseFormat {
                 kind: "json_schema",
                 json_schema: JsonSchemaFormat {
                     name,

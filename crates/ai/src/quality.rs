@@ -265,3 +265,153 @@ fn share(marks: &[bool]) -> f64 {
     }
     marks.iter().filter(|&&marked| marked).count() as f64 / marks.len() as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SYSTEM: &str = "You are a teaching assistant. Answer the question using only the \
+                          numbered passages. Cite the passages you use by number in square \
+                          brackets, like [1]. If the passages do not contain the answer, say \
+                          so briefly.";
+    const QUESTION: &str = "Where is the electron transport chain?";
+    const PASSAGE: &str = "The electron transport chain sits in the inner membrane of the \
+                           mitochondrion. It pumps protons across the membrane, and the flow \
+                           of protons back through ATP synthase makes ATP. Oxygen is the \
+                           final electron acceptor and water is formed. Without oxygen the chain stops, and \
+                           the cell falls back on glycolysis, which makes far less ATP from each \
+                           molecule of glucose.";
+
+    fn chat(output: &str, hit_token_limit: bool) -> Result<(), Flaw> {
+        check(
+            output,
+            &Context {
+                instructions: &[SYSTEM, QUESTION],
+                material: &[PASSAGE],
+                translated_from: None,
+                hit_token_limit,
+            },
+        )
+    }
+
+    #[test]
+    fn good_answers_pass() {
+        for answer in [
+            "In the inner membrane of the mitochondrion [1].",
+            "Mitochondria.",
+            "42",
+            "The passages do not say.",
+            // Quoting a clause of the passage is answering, not pasting.
+            "The electron transport chain sits in the inner membrane of the mitochondrion [1]. \
+             It pumps protons, and ATP synthase uses their flow back to make ATP [1].",
+            // Notes with a repeated structure ("- **...**: The ...") are not a loop.
+            "## Mitochondria\n- **Where**: the inner membrane holds the chain.\n- **What**: \
+             the chain pumps protons.\n- **Why**: the proton flow drives ATP synthase.\n- \
+             **End**: oxygen accepts the electrons and water forms.\n- **Result**: the cell \
+             has ATP for its work.",
+            "細胞はミトコンドリアの内膜で電子伝達を行います。",
+        ] {
+            assert_eq!(chat(answer, false), Ok(()), "{answer}");
+            assert_eq!(chat(answer, true), Ok(()), "{answer} (cut off)");
+        }
+    }
+
+    #[test]
+    fn nothing_readable_is_empty() {
+        for output in ["", "   \n\t", "...", "**\n\n---\n"] {
+            assert_eq!(chat(output, false), Err(Flaw::Empty), "{output:?}");
+        }
+    }
+
+    #[test]
+    fn a_loop_is_degenerate_even_after_a_good_start() {
+        // The old local model's failure: "Passage: …" until the token limit.
+        let looping = "Passage: the chain is in the membrane. ".repeat(30);
+        assert_eq!(chat(&looping, false), Err(Flaw::Degenerate));
+        assert_eq!(chat(&looping, true), Err(Flaw::Degenerate));
+        // Three copies of one line are enough.
+        let three = "The chain is in the inner membrane of the mitochondrion.\n".repeat(3);
+        assert_eq!(chat(&three, false), Err(Flaw::Degenerate));
+        // A good start, then a loop until cut off (a third of the answer).
+        let start = "The electron transport chain is found in the inner membrane of the \
+                     mitochondrion, where it pumps protons so that ATP synthase can make ATP \
+                     for the cell. ";
+        let tail = format!("{start}{}", "and ATP ".repeat(10));
+        assert_eq!(chat(&tail, true), Err(Flaw::Degenerate));
+        // The same text that ended by itself is a (repetitive) answer, not a loop.
+        assert_eq!(chat(&tail, false), Ok(()));
+        // One repeated word loops too.
+        assert_eq!(chat(&"ATP ".repeat(40), true), Err(Flaw::Degenerate));
+    }
+
+    #[test]
+    fn repeating_the_question_or_instructions_is_an_echo() {
+        assert_eq!(chat(QUESTION, false), Err(Flaw::Echo));
+        assert_eq!(
+            chat("Question: Where is the electron transport chain", false),
+            Err(Flaw::Echo)
+        );
+        assert_eq!(
+            chat(
+                "Answer the question using only the numbered passages. Cite the passages you \
+                 use by number in square brackets",
+                false
+            ),
+            Err(Flaw::Echo)
+        );
+    }
+
+    #[test]
+    fn pasting_the_passages_back_is_an_echo_quoting_them_is_not() {
+        assert_eq!(chat(PASSAGE, false), Err(Flaw::Echo));
+        assert_eq!(
+            chat(&format!("Passage [1]: {PASSAGE}"), false),
+            Err(Flaw::Echo)
+        );
+        // A one-sentence quote is below the paste size.
+        let quote = "The electron transport chain sits in the inner membrane of the mitochondrion.";
+        assert_eq!(chat(quote, false), Ok(()));
+    }
+
+    fn translation(output: &str, source: &str) -> Result<(), Flaw> {
+        check(
+            output,
+            &Context {
+                instructions: &["You are a translator. Translate the user's text into French."],
+                material: &[],
+                translated_from: Some(source),
+                hit_token_limit: false,
+            },
+        )
+    }
+
+    #[test]
+    fn a_translation_that_is_its_source_is_untranslated() {
+        let source = "# Cells\nCells are the basic unit of life. The River Brennet has a \
+                      baseflow index of 0.46, measured at Ketterby in 2019.";
+        assert_eq!(translation(source, source), Err(Flaw::Untranslated));
+        // Nearly the source: a word or two changed.
+        let near = "# Cells\nCells are the basic unit of life. La River Brennet has a baseflow \
+                    index of 0.46, measured at Ketterby en 2019.";
+        assert_eq!(translation(near, source), Err(Flaw::Untranslated));
+        // A real translation keeps names and numbers, not phrases.
+        let french = "# Cellules\nLes cellules sont l'unité de base de la vie. La rivière \
+                      Brennet a un indice de débit de base de 0,46, mesuré à Ketterby en 2019.";
+        assert_eq!(translation(french, source), Ok(()));
+        let japanese = "# 細胞\n細胞は生命の基本単位です。ブレネット川の基底流量指数は0.46です。";
+        assert_eq!(translation(japanese, source), Ok(()));
+    }
+
+    #[test]
+    fn every_flaw_has_a_reason_for_people() {
+        for flaw in [
+            Flaw::Empty,
+            Flaw::Degenerate,
+            Flaw::Echo,
+            Flaw::Untranslated,
+        ] {
+            let reason = flaw.to_string();
+            assert!(reason.starts_with("the model"), "{reason}");
+        }
+    }
+}

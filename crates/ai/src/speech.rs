@@ -5,9 +5,12 @@
 //! - **The format is judged by its bytes.** [`AudioFormat::sniff`] recognises WAV, WebM,
 //!   Ogg and MP3 by their magic bytes, so nothing else is ever uploaded, and the upload is
 //!   named after what it really is (servers pick their decoder from the file name).
-//! - **Duration where it is cheap.** [`wav_duration`] reads a WAV header; compressed formats
-//!   would need decoding to know their length, so callers bound them by size and leave
-//!   the rest to the server.
+//! - **Duration from the container, never from decoding.** [`duration`] reads a WAV
+//!   header, the last granule position of an Ogg stream, the MP3 frame headers, or a WebM
+//!   file's declared duration or last block time (browsers' `MediaRecorder` declares none).
+//!   Only container structure is read, in one bounded pass, so a recording over the limit
+//!   is refused before anything is spent on it. A file whose length cannot be told that way
+//!   gets `None`; callers bound it by size and leave the rest to the server.
 //! - **Retries, because transcribing is idempotent.** Connection failures and
 //!   429/502/503/504 are retried with exponential backoff and jitter (or after the
 //!   server's `Retry-After`). A 500 is not: a server that crashed on this recording (some
@@ -229,6 +232,206 @@ pub fn wav_duration(bytes: &[u8]) -> Option<Duration> {
         offset = body.checked_add(size)?.checked_add(size % 2)?;
     }
     None
+}
+
+/// How long the recording `bytes` (of `format`) plays, from its container alone; `None`
+/// when that cannot be told (a damaged or unusual file).
+pub fn duration(format: AudioFormat, bytes: &[u8]) -> Option<Duration> {
+    match format {
+        AudioFormat::Wav => wav_duration(bytes),
+        AudioFormat::Ogg => ogg_duration(bytes),
+        AudioFormat::Mp3 => mp3_duration(bytes),
+        AudioFormat::Webm => webm_duration(bytes),
+    }
+}
+
+/// An Ogg stream's length: the last granule position of its first logical stream, in
+/// samples of that stream's rate (Opus always counts at 48 kHz, less its pre-skip; Vorbis
+/// at its sample rate, from its identification header).
+fn ogg_duration(bytes: &[u8]) -> Option<Duration> {
+    let mut offset = 0usize;
+    let mut stream: Option<(u32, f64, u64)> = None; // serial, rate, samples to skip
+    let mut last_granule: Option<u64> = None;
+    // Every page has a 27-byte header, so each turn moves forward.
+    while let Some(header) = bytes.get(offset..offset.checked_add(27)?) {
+        if &header[..4] != b"OggS" {
+            break;
+        }
+        let granule = u64::from_le_bytes(header[6..14].try_into().ok()?);
+        let serial = u32::from_le_bytes(header[14..18].try_into().ok()?);
+        let segments = usize::from(header[26]);
+        let table = bytes.get(offset + 27..offset + 27 + segments)?;
+        let body = offset + 27 + segments;
+        let length: usize = table.iter().map(|&lacing| usize::from(lacing)).sum();
+        if stream.is_none() {
+            let packet = bytes.get(body..body + length)?;
+            stream = Some(if packet.starts_with(b"OpusHead") && packet.len() >= 12 {
+                let pre_skip = u16::from_le_bytes(packet[10..12].try_into().ok()?);
+                (serial, 48_000.0, u64::from(pre_skip))
+            } else if packet.starts_with(b"\x01vorbis") && packet.len() >= 16 {
+                let rate = u32::from_le_bytes(packet[12..16].try_into().ok()?);
+                (serial, f64::from(rate), 0)
+            } else {
+                return None;
+            });
+        }
+        // A page on which no packet ends has granule position -1.
+        if stream.is_some_and(|(first, ..)| first == serial) && granule != u64::MAX {
+            last_granule = Some(granule);
+        }
+        offset = body.checked_add(length)?;
+    }
+    let (_, rate, skip) = stream?;
+    let samples = last_granule?.saturating_sub(skip);
+    (rate > 0.0).then(|| Duration::from_secs_f64(samples as f64 / rate))
+}
+
+/// An MP3 file's length: the frames it holds, counted by walking their headers from the
+/// first (after an ID3v2 tag) until the frames stop.
+fn mp3_duration(bytes: &[u8]) -> Option<Duration> {
+    let mut offset = 0usize;
+    if bytes.starts_with(b"ID3") && bytes.len() >= 10 {
+        // A synchsafe size (7 bits a byte) after the 10-byte header, and a footer if flagged.
+        let size = bytes[6..10]
+            .iter()
+            .fold(0usize, |size, &byte| (size << 7) | usize::from(byte & 0x7F));
+        let footer = if bytes[5] & 0x10 != 0 { 10 } else { 0 };
+        offset = 10 + size + footer;
+    }
+    let mut seconds = 0.0f64;
+    let mut frames = 0u32;
+    // A valid frame is 24 bytes long at least (8 kbit/s at 24 kHz), so each turn moves
+    // forward.
+    while let Some(header) = bytes.get(offset..offset.saturating_add(4)) {
+        if !is_mp3_frame_header(header) {
+            break;
+        }
+        let mpeg1 = (header[1] >> 3) & 0b11 == 0b11;
+        let bitrate_index = usize::from(header[2] >> 4);
+        let rate_index = usize::from((header[2] >> 2) & 0b11);
+        let padding = usize::from((header[2] >> 1) & 1);
+        const V1_KBPS: [u32; 15] = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
+        const V2_KBPS: [u32; 15] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
+        let kbps = if mpeg1 { V1_KBPS } else { V2_KBPS }[bitrate_index];
+        let base_rate = [44_100u32, 48_000, 32_000][rate_index];
+        let rate = match (header[1] >> 3) & 0b11 {
+            0b11 => base_rate,
+            0b10 => base_rate / 2,
+            _ => base_rate / 4, // MPEG 2.5
+        };
+        if kbps == 0 {
+            // Free format: the frame length is not in the header.
+            break;
+        }
+        let (samples, factor) = if mpeg1 { (1152u32, 144u32) } else { (576, 72) };
+        let length = usize::try_from(factor * kbps * 1000 / rate).ok()? + padding;
+        seconds += f64::from(samples) / f64::from(rate);
+        frames += 1;
+        offset = offset.checked_add(length.max(4))?;
+    }
+    (frames > 0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// A WebM file's length: the `Duration` of its `Info` when declared, else the time of its
+/// last block (cluster time plus the block's offset), in the file's timecode scale.
+/// Browsers' `MediaRecorder` writes clusters of unknown size and no duration, so the
+/// elements are read as one flat sequence: the masters that matter are entered, all other
+/// elements skipped by their size.
+fn webm_duration(bytes: &[u8]) -> Option<Duration> {
+    const SEGMENT: u64 = 0x1853_8067;
+    const INFO: u64 = 0x1549_A966;
+    const CLUSTER: u64 = 0x1F43_B675;
+    const BLOCK_GROUP: u64 = 0xA0;
+    const TIMECODE_SCALE: u64 = 0x2A_D7B1;
+    const DURATION: u64 = 0x4489;
+    const CLUSTER_TIMECODE: u64 = 0xE7;
+    const SIMPLE_BLOCK: u64 = 0xA3;
+    const BLOCK: u64 = 0xA1;
+
+    let mut scale_ns = 1_000_000u64;
+    let mut declared: Option<f64> = None;
+    let mut cluster_time = 0u64;
+    let mut last_block: Option<u64> = None;
+    let mut offset = 0usize;
+    // Each turn moves past an ID and a size (two bytes at least).
+    while offset < bytes.len() {
+        let Some((Some(id), id_length)) = vint(&bytes[offset..], false) else {
+            break;
+        };
+        let Some((size, size_length)) = vint(&bytes[offset + id_length..], true) else {
+            break;
+        };
+        let data = offset + id_length + size_length;
+        if matches!(id, SEGMENT | INFO | CLUSTER | BLOCK_GROUP) {
+            offset = data;
+            continue;
+        }
+        // Only masters may have an unknown size; anything else must fit.
+        let size = usize::try_from(size?).ok()?;
+        let Some(value) = bytes.get(data..data.saturating_add(size)) else {
+            break;
+        };
+        match id {
+            TIMECODE_SCALE => scale_ns = unsigned(value)?,
+            DURATION => {
+                declared = match value.len() {
+                    4 => Some(f64::from(f32::from_be_bytes(value.try_into().ok()?))),
+                    8 => Some(f64::from_be_bytes(value.try_into().ok()?)),
+                    _ => None,
+                }
+            }
+            CLUSTER_TIMECODE => cluster_time = unsigned(value)?,
+            SIMPLE_BLOCK | BLOCK => {
+                // Track number (a vint), then the time relative to the cluster (i16).
+                let (_, track_length) = vint(value, true)?;
+                let relative = value.get(track_length..track_length + 2)?;
+                let relative = i16::from_be_bytes(relative.try_into().ok()?);
+                let time = cluster_time.saturating_add_signed(i64::from(relative));
+                last_block = Some(last_block.map_or(time, |last| last.max(time)));
+            }
+            _ => {}
+        }
+        offset = data + size;
+    }
+    let ticks = match (declared, last_block) {
+        (Some(declared), _) if declared.is_finite() && declared > 0.0 => declared,
+        (_, Some(last)) => last as f64,
+        _ => return None,
+    };
+    let seconds = ticks * scale_ns as f64 / 1e9;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// An EBML variable-length integer at the start of `bytes` and its length in bytes: an
+/// element ID keeps its length marker (`data` false); a size loses it (`data` true), and a
+/// size of all ones ("unknown") is `None` inside the `Some`.
+fn vint(bytes: &[u8], data: bool) -> Option<(Option<u64>, usize)> {
+    let first = *bytes.first()?;
+    let length = usize::try_from(first.leading_zeros()).ok()? + 1;
+    if length > 8 {
+        return None;
+    }
+    let raw = bytes.get(..length)?;
+    let mut value = if data {
+        u64::from(first) & (0xFF >> length)
+    } else {
+        u64::from(first)
+    };
+    for &byte in &raw[1..] {
+        value = (value << 8) | u64::from(byte);
+    }
+    let all_ones = (1u64 << (7 * length)) - 1;
+    let unknown = data && value == all_ones;
+    Some(((!unknown).then_some(value), length))
+}
+
+/// A big-endian unsigned integer element of at most 8 bytes.
+fn unsigned(value: &[u8]) -> Option<u64> {
+    (value.len() <= 8).then(|| {
+        value
+            .iter()
+            .fold(0u64, |number, &byte| (number << 8) | u64::from(byte))
+    })
 }
 
 /// A client for `POST {base_url}/audio/transcriptions`. Cheap to share: one connection

@@ -1,3 +1,4 @@
+mod concurrent;
 mod embed;
 mod fidelity;
 mod local;

@@ -39,7 +39,7 @@ use crate::room_effects::LECTERN_MAP;
 /// `{job_id, kind, doc_id}`.
 pub const AI_CLIENTS: &str = "ai_clients";
 /// Key of the map (inside the `lectern` document's root map) from job id to `{kind, status,
-/// error?, client_id, started_by, doc_id, clock}`.
+/// error?, queue_position?, client_id, started_by, doc_id, clock}`.
 pub const AI_JOBS: &str = "ai_jobs";
 
 /// A job's replica of its target document.
@@ -151,7 +151,24 @@ impl AiPeer {
     /// reached in its target document: every item it wrote so far is then attributable.
     /// Call after the writes it should cover have returned.
     pub async fn put_status(&self, status: &str, error: Option<&str>) -> Result<(), RoomError> {
-        let value = self.status_value(status, error);
+        self.put_entry(self.status_value(status, error)).await
+    }
+
+    /// Sets the job's entry to `queued` with its place in line for a generation slot
+    /// (`queue_position`, 1 = next); the next [`AiPeer::put_status`] drops the place.
+    pub async fn put_queued(&self, position: usize) -> Result<(), RoomError> {
+        let mut value = self.status_value("queued", None);
+        if let Any::Map(fields) = &mut value {
+            Arc::make_mut(fields).insert(
+                "queue_position".to_owned(),
+                Any::from(f64::from(u32::try_from(position).unwrap_or(u32::MAX))),
+            );
+        }
+        self.put_entry(value).await
+    }
+
+    /// Replaces the job's entry in the session's `lectern.ai_jobs` with `value`.
+    async fn put_entry(&self, value: Any) -> Result<(), RoomError> {
         let job_key = self.job_id.to_string();
         self.rooms
             .edit(&self.lectern, move |txn| {

@@ -17,13 +17,17 @@
 //! `429 ai_queue_full`, and its position is known from the start), prepares (retrieval,
 //! prompt) while it waits, and asks for its slot only right before it calls the model. A
 //! job answered from the cache leaves the line without ever taking a slot.
+//!
+//! Every waiting job is told its place whenever it changes (a job ahead was served, left,
+//! or another classroom joined the rotation), so it can show it in the session's job feed
+//! without anyone polling.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Waiting jobs in the order they will be served: classrooms take turns (round-robin), and
@@ -110,6 +114,26 @@ impl<C: Clone + Eq + Hash, J: Clone + Eq + Hash> FairQueue<C, J> {
         Some(ahead + 1)
     }
 
+    /// Every waiting job in the order it will be served (the first is served next), as
+    /// [`FairQueue::next`] would hand them out if nobody joined or left meanwhile.
+    pub(crate) fn order(&self) -> Vec<&J> {
+        let mut order = Vec::with_capacity(self.len());
+        // Round `depth` serves the `depth`-th job of every classroom that has one, in turn
+        // order.
+        for depth in 0.. {
+            let before = order.len();
+            for class in &self.turns {
+                if let Some(job) = self.waiting.get(class).and_then(|line| line.get(depth)) {
+                    order.push(job);
+                }
+            }
+            if order.len() == before {
+                break;
+            }
+        }
+        order
+    }
+
     /// Takes `job` out of the line (cancelled, or no longer needs a slot); whether it was in it.
     pub(crate) fn remove(&mut self, job: &J) -> bool {
         let Some(class) = self.class_of.remove(job) else {
@@ -156,8 +180,18 @@ struct State {
     running: usize,
     /// Jobs waiting for a slot, by job id and classroom id.
     order: FairQueue<String, String>,
-    /// How to hand each waiting job its slot.
-    waiters: HashMap<String, oneshot::Sender<Slot>>,
+    /// How to reach each waiting job.
+    waiters: HashMap<String, Waiter>,
+}
+
+/// The scheduler's side of a waiting job.
+#[derive(Debug)]
+struct Waiter {
+    /// Hands the job its slot.
+    slot: oneshot::Sender<Slot>,
+    /// The job's place in line (1 = next), updated whenever it changes. Dropped with
+    /// `slot`, which is how the job learns it is no longer in line.
+    position: watch::Sender<usize>,
 }
 
 impl Shared {
@@ -165,9 +199,20 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn count_waiting(&self, state: &State) {
+    /// After the line changed: the gauge, and every waiting job's place in it.
+    fn line_changed(&self, state: &State) {
         self.waiting
             .set(i64::try_from(state.order.len()).unwrap_or(i64::MAX));
+        for (index, job) in state.order.order().into_iter().enumerate() {
+            if let Some(waiter) = state.waiters.get(job) {
+                // Only real moves wake the job (it writes each one into a document).
+                waiter.position.send_if_modified(|position| {
+                    let moved = *position != index + 1;
+                    *position = index + 1;
+                    moved
+                });
+            }
+        }
     }
 
     /// A slot came back: it goes to the next job in line that is still waiting, or is free.
@@ -178,7 +223,7 @@ impl Shared {
             let Some(waiter) = state.waiters.remove(&job) else {
                 continue;
             };
-            match waiter.send(Slot(Some(self.clone()))) {
+            match waiter.slot.send(Slot(Some(self.clone()))) {
                 Ok(()) => {
                     handed_on = true;
                     break;
@@ -191,7 +236,7 @@ impl Shared {
         if !handed_on {
             state.running = state.running.saturating_sub(1);
         }
-        self.count_waiting(&state);
+        self.line_changed(&state);
     }
 
     /// Takes `job` out of the line, if it is in it.
@@ -199,7 +244,7 @@ impl Shared {
         let mut state = self.state();
         state.order.remove(&job.to_owned());
         state.waiters.remove(job);
-        self.count_waiting(&state);
+        self.line_changed(&state);
     }
 }
 
@@ -230,11 +275,18 @@ impl Scheduler {
                     limit: shared.max_waiting_per_class,
                 });
             }
-            let (sender, receiver) = oneshot::channel();
+            let (slot, slot_receiver) = oneshot::channel();
+            // The real place is set just below, with everyone else's.
+            let (position, position_receiver) = watch::channel(0);
             state.order.enqueue(class.to_owned(), job.to_owned());
-            state.waiters.insert(job.to_owned(), sender);
-            shared.count_waiting(&state);
-            Grant::Waiting(receiver)
+            state
+                .waiters
+                .insert(job.to_owned(), Waiter { slot, position });
+            shared.line_changed(&state);
+            Grant::Waiting {
+                slot: slot_receiver,
+                position: position_receiver,
+            }
         };
         Ok(Ticket {
             shared: shared.clone(),
@@ -266,28 +318,55 @@ pub(crate) struct Ticket {
 
 #[derive(Debug)]
 enum Grant {
+    /// A slot was free when the job joined.
     Ready(Slot),
-    Waiting(oneshot::Receiver<Slot>),
+    /// The job waits in line.
+    Waiting {
+        /// Receives the slot when the job's turn comes.
+        slot: oneshot::Receiver<Slot>,
+        /// The job's place in line; closed once it has left the line.
+        position: watch::Receiver<usize>,
+    },
 }
 
 impl Ticket {
     /// Waits for this job's slot; `None` if `cancel` fires first, the job was taken out
     /// of line, or the slot was already taken or given up.
-    pub(crate) async fn slot(&self, cancel: &CancellationToken) -> Option<Slot> {
+    ///
+    /// While the job waits, `moved` is called with its place in line (1 = next): once at
+    /// first, then whenever it changes. It is never called when a slot was free at once.
+    pub(crate) async fn slot<F: Future<Output = ()>>(
+        &self,
+        cancel: &CancellationToken,
+        mut moved: impl FnMut(usize) -> F,
+    ) -> Option<Slot> {
         let grant = self
             .grant
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
-        match grant {
-            Grant::Ready(slot) => Some(slot),
-            // If `cancel` wins, the receiver is dropped here: a slot sent meanwhile is
+        let (mut slot, mut position) = match grant {
+            Grant::Ready(slot) => return Some(slot),
+            Grant::Waiting { slot, position } => (slot, position),
+        };
+        let mut in_line = true;
+        loop {
+            // Closed already: handed its slot (or taken out) before it could be told.
+            in_line = in_line && position.has_changed().is_ok();
+            if in_line {
+                let current = *position.borrow_and_update();
+                moved(current).await;
+            }
+            // If `cancel` wins, the receiver is dropped on return: a slot sent meanwhile is
             // dropped with it and so handed on.
-            Grant::Waiting(receiver) => tokio::select! {
+            tokio::select! {
                 biased;
-                () = cancel.cancelled() => None,
-                slot = receiver => slot.ok(),
-            },
+                () = cancel.cancelled() => return None,
+                slot = &mut slot => return slot.ok(),
+                // Closed: the job left the line (its slot is on its way, or it was taken
+                // out); only the slot receiver is left to wait for.
+                changed = position.changed(), if in_line => in_line = changed.is_ok(),
+            }
         }
     }
 
@@ -398,6 +477,8 @@ mod tests {
             );
         }
         assert_eq!(queue.position(&"a1"), None, "served jobs are not waiting");
+        assert_eq!(queue.order(), order[1..].iter().collect::<Vec<_>>());
+        assert!(FairQueue::<&str, &str>::default().order().is_empty());
     }
 
     #[test]
@@ -448,17 +529,70 @@ mod tests {
         assert_eq!(scheduler.0.waiting.get(), 3);
         assert_eq!(scheduler.position("b1"), Some(2));
 
-        let slot = a0.slot(&never).await.expect("slot");
+        let slot = a0.slot(&never, |_| async {}).await.expect("slot");
         drop(slot);
-        let slot = a1.slot(&never).await.expect("a1 is next");
+        let slot = a1.slot(&never, |_| async {}).await.expect("a1 is next");
         assert_eq!(scheduler.position("b1"), Some(1));
         assert_eq!(scheduler.position("a2"), Some(2));
         drop(slot);
-        let slot = b1.slot(&never).await.expect("then b1, before a2");
+        let slot = b1
+            .slot(&never, |_| async {})
+            .await
+            .expect("then b1, before a2");
         drop(slot);
-        let slot = a2.slot(&never).await.expect("a2 last");
+        let slot = a2.slot(&never, |_| async {}).await.expect("a2 last");
         drop(slot);
         assert_eq!(scheduler.0.state().running, 0, "every slot came back");
+    }
+
+    /// The job feed shows a waiting job's place: it is told at once, and again each time the
+    /// line moves (a job ahead served or taken out), until its slot comes.
+    #[tokio::test]
+    async fn a_waiting_job_is_told_its_place_whenever_it_moves() {
+        let scheduler = Scheduler::new(1, 10, Gauge::default());
+        let never = CancellationToken::new();
+        let a0 = scheduler.join("a", "a0").expect("joined");
+        let a1 = scheduler.join("a", "a1").expect("joined");
+        let a2 = scheduler.join("a", "a2").expect("joined");
+        let (told, mut places) = tokio::sync::mpsc::unbounded_channel();
+        let waiting = tokio::spawn({
+            let never = never.clone();
+            async move {
+                let slot = a2
+                    .slot(&never, |place| {
+                        told.send(place).expect("test listening");
+                        async {}
+                    })
+                    .await;
+                (a2, slot.is_some())
+            }
+        });
+        assert_eq!(places.recv().await, Some(2), "told at once");
+        // Another classroom joins the rotation and is served before a2's second round.
+        let b1 = scheduler.join("b", "b1").expect("joined");
+        assert_eq!(places.recv().await, Some(3));
+        // a0 ends: a1 generates, a2 moves up.
+        let mut moved = false;
+        let running = a0
+            .slot(&never, |_| {
+                moved = true;
+                async {}
+            })
+            .await
+            .expect("a free slot");
+        assert!(!moved, "a job that never waited is never told a place");
+        drop(running);
+        let running = a1.slot(&never, |_| async {}).await.expect("a1 next");
+        assert_eq!(places.recv().await, Some(2));
+        // b1 is cancelled: a2 is next.
+        scheduler.remove("b1");
+        assert_eq!(places.recv().await, Some(1));
+        drop(running);
+        let (a2, granted) = waiting.await.expect("waiting task");
+        assert!(granted, "a2 got the slot");
+        assert_eq!(places.recv().await, None, "not told anything once served");
+        drop((a2, b1));
+        assert_eq!(scheduler.0.state().running, 0);
     }
 
     #[tokio::test]
@@ -489,16 +623,19 @@ mod tests {
         // a1 stops waiting (cancelled) while in line: it leaves at once.
         let cancel = CancellationToken::new();
         cancel.cancel();
-        assert!(a1.slot(&cancel).await.is_none());
+        assert!(a1.slot(&cancel, |_| async {}).await.is_none());
         scheduler.remove("a1");
         assert_eq!(scheduler.position("a2"), Some(1));
 
         // a2 is handed the slot but gives up before taking it: a3 gets it.
-        let slot = a0.slot(&never).await.expect("slot");
+        let slot = a0.slot(&never, |_| async {}).await.expect("slot");
         drop(slot);
         assert_eq!(scheduler.position("a2"), None, "a2 was handed the slot");
         a2.leave();
-        let slot = a3.slot(&never).await.expect("a3 gets the slot a2 gave up");
+        let slot = a3
+            .slot(&never, |_| async {})
+            .await
+            .expect("a3 gets the slot a2 gave up");
         drop(slot);
         drop(a1);
         drop(a2);
@@ -521,8 +658,11 @@ mod tests {
         let c1 = scheduler.join("c", "c1").expect("joined");
         scheduler.remove("b1");
         assert_eq!(scheduler.position("c1"), Some(1));
-        drop(a0.slot(&never).await);
-        assert!(b1.slot(&never).await.is_none(), "b1 was taken out of line");
-        assert!(c1.slot(&never).await.is_some());
+        drop(a0.slot(&never, |_| async {}).await);
+        assert!(
+            b1.slot(&never, |_| async {}).await.is_none(),
+            "b1 was taken out of line"
+        );
+        assert!(c1.slot(&never, |_| async {}).await.is_some());
     }
 }

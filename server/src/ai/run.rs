@@ -275,8 +275,9 @@ impl Job {
             Err(error) => return (Outcome::Failed(error.to_string()), Some(peer), None),
         };
         // Record the clock past the sink, so the job's message or region is attributable
-        // to it from the start (not only once the job ends).
-        if let Err(error) = peer.put_status(AiJobStatus::Streaming.as_str(), None).await {
+        // to it from the start (not only once the job ends). The job is `queued` in the
+        // feed until it has a generation slot (`generate`).
+        if let Err(error) = peer.put_status(AiJobStatus::Queued.as_str(), None).await {
             return (
                 Outcome::Failed(JobError::from(error).to_string()),
                 Some(peer),
@@ -307,11 +308,26 @@ impl Job {
             self.ticket.leave();
             None
         } else {
-            match self.ticket.slot(&cancel).await {
+            // While it waits, the session's job feed shows its place in line.
+            let waited = self
+                .ticket
+                .slot(&cancel, |position| async move {
+                    if let Err(error) = peer.put_queued(position).await {
+                        tracing::warn!(
+                            error = &error as &dyn std::error::Error,
+                            "could not show the job's place in line"
+                        );
+                    }
+                })
+                .await;
+            match waited {
                 Some(slot) => Some(slot),
                 None => return Outcome::Cancelled,
             }
         };
+        if let Err(error) = peer.put_status(AiJobStatus::Streaming.as_str(), None).await {
+            return Outcome::Failed(JobError::from(error).to_string());
+        }
         let stream = match cached {
             Some(answer) => {
                 service.metrics.cache_hits.inc();

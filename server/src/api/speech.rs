@@ -4,10 +4,13 @@
 //! answering it.
 //!
 //! # Why it behaves as it does
-//! - **Cheap refusals first.** Whether speech is configured, who may write the chat and the
-//!   rate limit are decided before a byte of audio is read; the size while it is read
-//!   (never more than `--speech-max-bytes` is buffered); the format (by its bytes) and a
-//!   WAV's duration (from its header) before anything is sent to the speech server.
+//! - **Cheap refusals first.** A declared `Content-Length` over the limit is refused before
+//!   a byte is read. Whether speech is configured, who may write the chat and the rate limit
+//!   are decided before any audio is kept: a refused body is read to its end and thrown
+//!   away (bounded), because HTTP clients still sending it would otherwise see a broken
+//!   pipe instead of the answer. The size is checked while the body is read (never more
+//!   than `--speech-max-bytes` and the form's framing is held); the format (by its bytes)
+//!   and a WAV's duration (from its header) before anything is sent to the speech server.
 //!   Compressed formats would have to be decoded to know their length, so they are bounded
 //!   by size and by the speech server.
 //! - **A typed message, written by the server.** The message has the shape of any chat
@@ -19,6 +22,7 @@
 //!   a limit), the message is posted anyway and the answer says why no job started.
 //! - **Privacy.** Neither the audio nor the transcript is logged.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,9 +31,10 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use yrs::{Array, ArrayPrelim, In, MapPrelim, TextPrelim, WriteTxn};
 
-use lectern_ai::speech::{AudioFormat, SpeechClient, SpeechConfig, SpeechError, wav_duration};
+use lectern_ai::speech::{AudioFormat, SpeechClient, SpeechConfig, SpeechError, duration};
 use lectern_collab::DocId;
 use lectern_db::accounts::Role;
 use lectern_db::sessions::SessionState;
@@ -51,6 +56,9 @@ use crate::{AppState, Config};
 /// Multipart framing allowed on top of the recording before `Content-Length` alone says
 /// the request is too large.
 const MULTIPART_OVERHEAD: u64 = 16 * 1024;
+
+/// Longest time spent reading the rest of a refused request's body (see [`discard`]).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest value of the small form fields (`ask_ai`, `language`), in bytes.
 const MAX_FIELD_BYTES: usize = 16;
@@ -138,16 +146,23 @@ pub async fn post_chat_speech(
     body: Body,
 ) -> Result<(StatusCode, Json<SpeechResponse>), ApiError> {
     let speech = state.speech();
-    let client = speech
-        .client
-        .as_ref()
-        .map_err(|reason| ApiError::SpeechUnavailable(reason.to_string()))?;
-    let chat = chat_writer(&state, &account, &session_id).await?;
-    speech
-        .rate
-        .check(&account.id)
-        .await
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    let limit = speech.max_bytes.saturating_add(MULTIPART_OVERHEAD);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        // Refused before reading a byte of it.
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let (client, chat) = match admit(&state, speech, &account, &session_id).await {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            discard(body, limit).await;
+            return Err(error);
+        }
+    };
+    let body = read_body(body, limit).await?;
     let form = read_form(&headers, body, speech.max_bytes).await?;
     if form.audio.is_empty() {
         return Err(ApiError::UnreadableFile("the recording is empty".into()));
@@ -157,16 +172,20 @@ pub async fn post_chat_speech(
             "the recording is not WAV, WebM, Ogg or MP3 audio (judged by its content)".into(),
         )
     })?;
-    if format == AudioFormat::Wav {
-        let duration = wav_duration(&form.audio)
-            .ok_or_else(|| ApiError::UnreadableFile("the WAV header is damaged".into()))?;
-        if duration > speech.max_duration {
+    // The length from the container; a WAV always declares it, so a WAV without one is
+    // damaged, while a compressed file whose length cannot be told is bounded by its size.
+    match duration(format, &form.audio) {
+        Some(length) if length > speech.max_duration => {
             return Err(ApiError::AudioTooLong(format!(
                 "the recording is {:.0} s long; at most {} s are accepted",
-                duration.as_secs_f64().ceil(),
+                length.as_secs_f64().ceil(),
                 speech.max_duration.as_secs()
             )));
         }
+        None if format == AudioFormat::Wav => {
+            return Err(ApiError::UnreadableFile("the WAV header is damaged".into()));
+        }
+        Some(_) | None => {}
     }
     let transcript = client
         .transcribe(form.audio, format, form.language.as_deref())
@@ -219,6 +238,66 @@ pub async fn post_chat_speech(
     ))
 }
 
+/// Whether `account` may speak into the session's chat now: speech is configured, the
+/// chat is theirs to write, and they are within the rate limit. Returns the speech client
+/// and the chat document.
+async fn admit<'a>(
+    state: &AppState,
+    speech: &'a Speech,
+    account: &Account,
+    session_id: &str,
+) -> Result<(&'a SpeechClient, DocId), ApiError> {
+    let client = speech
+        .client
+        .as_ref()
+        .map_err(|reason| ApiError::SpeechUnavailable(reason.to_string()))?;
+    let chat = chat_writer(state, account, session_id).await?;
+    speech
+        .rate
+        .check(&account.id)
+        .await
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    Ok((client, chat))
+}
+
+/// Reads and throws away the rest of a refused request's body (at most `limit` bytes, for
+/// at most [`DRAIN_TIMEOUT`]). HTTP clients (browsers' and Node's `fetch`) still sending a
+/// recording when the answer comes and the connection closes report a broken pipe, not
+/// the answer; read to its end, the body costs bandwidth but no memory, and the caller
+/// sees why it was refused.
+async fn discard(body: Body, limit: u64) {
+    let mut stream = body.into_data_stream();
+    let drain = async {
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            read = read.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+            if read > limit {
+                break;
+            }
+        }
+    };
+    // Past the deadline the connection is closed with the answer, as before.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+}
+
+/// The whole request body, or 413 once it proves longer than `limit` (a client that sent no
+/// `Content-Length`, or a wrong one).
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut stream = body.into_data_stream();
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| {
+            ApiError::InvalidRequest(format!("the request body could not be read: {error}"))
+        })?;
+        if bytes.len().saturating_add(chunk.len()) > limit {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.freeze())
+}
+
 /// The session's chat document, if `account` may write it: 404 for no such session, 403
 /// for a non-member (admins excepted) or without write access (a locked session), 409
 /// once the session has ended.
@@ -267,20 +346,12 @@ struct SpeechRequest {
     language: Option<String>,
 }
 
-/// Reads the multipart form, holding at most `max_bytes` of audio.
+/// Parses the multipart form in `body`; the recording may be at most `max_bytes` long.
 async fn read_form(
     headers: &HeaderMap,
-    body: Body,
+    body: Bytes,
     max_bytes: u64,
 ) -> Result<SpeechRequest, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > max_bytes.saturating_add(MULTIPART_OVERHEAD)) {
-        // Refused before reading a byte of it.
-        return Err(ApiError::PayloadTooLarge);
-    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -291,7 +362,8 @@ async fn read_form(
         )
     })?;
     let max_audio = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
+    let body = futures_util::stream::once(async move { Ok::<_, Infallible>(body) });
+    let mut multipart = multer::Multipart::new(body, boundary);
     let mut audio = None;
     let mut ask_ai = None;
     let mut language = None;

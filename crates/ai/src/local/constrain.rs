@@ -119,7 +119,16 @@ impl Grammars {
     pub(crate) fn constraint(&self, format: &OutputFormat) -> Result<Option<Constraint>, BackendError> {
         let (name, grammar) = match format {
             OutputFormat::Text => return Ok(None),
-            OutputFormat::JsonSchema { name, schema } => {
+            OutputFormat::JsonSchema {
+                name,
+                lark: Some(lark),
+                ..
+            } => (name, TopLevelGrammar::from_lark(lark.clone())),
+            OutputFormat::JsonSchema {
+                name,
+                schema,
+                lark: None,
+            } => {
                 let mut schema = schema.clone();
                 if let Some(object) = schema.as_object_mut() {
                     let options = serde_json::from_str(JSON_OPTIONS)
@@ -312,6 +321,16 @@ mod tests {
     /// constraint must keep the text inside the grammar. Returns the text and whether it
     /// ended by a stop token (rather than by the grammar finishing).
     fn noise_model(constraint: &mut Constraint, tokenizer: &Tokenizer, seed: u64) -> (String, bool) {
+        let (text, by_stop_token, _) = noise_model_counted(constraint, tokenizer, seed);
+        (text, by_stop_token)
+    }
+
+    /// [`noise_model`], also returning how many tokens were decoded.
+    fn noise_model_counted(
+        constraint: &mut Constraint,
+        tokenizer: &Tokenizer,
+        seed: u64,
+    ) -> (String, bool, usize) {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut ids = Vec::new();
         let mut by_stop_token = false;
@@ -333,7 +352,8 @@ mod tests {
             by_stop_token || constraint.is_finished(),
             "the grammar never ended"
         );
-        (tokenizer.decode(&ids, false).expect("decode"), by_stop_token)
+        let text = tokenizer.decode(&ids, false).expect("decode");
+        (text, by_stop_token, ids.len())
     }
 
     fn card_schema() -> Value {
@@ -365,6 +385,7 @@ mod tests {
         let format = OutputFormat::JsonSchema {
             name: "cards".into(),
             schema: card_schema(),
+            lark: None,
         };
         for seed in 0..20 {
             let mut constraint = grammars
@@ -388,6 +409,35 @@ mod tests {
                 assert!((1..=8).contains(&front.chars().count()), "{text}");
             }
             assert!(!text.contains("\\u"), "no unicode escapes: {text}");
+        }
+    }
+
+    #[test]
+    fn every_structured_kind_decodes_to_a_valid_document_within_its_bound() {
+        use crate::structured::{self, Kind, ParseHints, schema};
+        let (grammars, tokenizer) = grammars();
+        for kind in Kind::ALL {
+            let format = schema::output_format(kind);
+            for seed in 0..5 {
+                let mut constraint = grammars
+                    .constraint(&format)
+                    .unwrap_or_else(|error| panic!("{kind:?}: {error}"))
+                    .expect("a constraint");
+                // One byte per token: the worst case the bound allows for.
+                let (text, _, tokens) = noise_model_counted(&mut constraint, &tokenizer, seed);
+                assert!(
+                    tokens <= schema::local_token_bound(kind),
+                    "{kind:?} seed {seed}: {tokens} tokens: {text}"
+                );
+                let parsed = structured::parse(kind, &text, &ParseHints::default())
+                    .unwrap_or_else(|error| panic!("{kind:?} seed {seed}: {error} in {text}"));
+                let repairs: Vec<_> = parsed
+                    .repairs
+                    .iter()
+                    .filter(|r| !matches!(r, structured::Repair::Recomputed { .. }))
+                    .collect();
+                assert!(repairs.is_empty(), "{kind:?} seed {seed}: {repairs:?} in {text}");
+            }
         }
     }
 
@@ -464,6 +514,7 @@ mod tests {
         let bad_schema = OutputFormat::JsonSchema {
             name: "bad".into(),
             schema: json!({"type": "object", "properties": {"a": {"type": "strange"}}}),
+            lark: None,
         };
         assert!(matches!(grammars.constraint(&bad_schema), Err(BackendError::Rejected(_))));
     }

@@ -19,8 +19,8 @@
 
 use std::borrow::Cow;
 use std::fs;
-use std::path::Path;
 use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use ort::session::builder::GraphOptimizationLevel;
@@ -177,6 +177,28 @@ impl Decoder {
     ///
     /// Blocking and CPU-heavy: call it from a blocking thread.
     pub fn forward(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, BackendError> {
+        self.forward_chunked(cache, tokens, PREFILL_CHUNK)
+    }
+
+    /// [`Decoder::forward`] with prompt chunks of `chunk` tokens instead of
+    /// [`PREFILL_CHUNK`] (benchmarks: what each chunk size costs).
+    #[cfg(feature = "testing")]
+    pub fn forward_in_chunks(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        chunk: usize,
+    ) -> Result<Vec<f32>, BackendError> {
+        self.forward_chunked(cache, tokens, chunk.max(1))
+    }
+
+    /// [`Decoder::forward`] in chunks of `chunk` (at least 1) tokens.
+    fn forward_chunked(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        chunk: usize,
+    ) -> Result<Vec<f32>, BackendError> {
         let facts = &self.facts;
         if tokens.is_empty() {
             return Err(BackendError::Inference("no tokens to run".into()));
@@ -188,11 +210,11 @@ impl Decoder {
                 facts.context_length
             )));
         }
-        // Whole chunks first, then the rest (1 to PREFILL_CHUNK tokens), whose last token's
+        // Whole chunks first, then the rest (1 to `chunk` tokens), whose last token's
         // logits are the answer.
-        let last_start = (tokens.len() - 1) / PREFILL_CHUNK * PREFILL_CHUNK;
+        let last_start = (tokens.len() - 1) / chunk * chunk;
         let (earlier, last) = tokens.split_at(last_start);
-        for chunk in earlier.chunks(PREFILL_CHUNK) {
+        for chunk in earlier.chunks(chunk) {
             self.pass(cache, chunk, false)?;
         }
         self.pass(cache, last, true)?

@@ -25,7 +25,8 @@
 //! Mind-map ids are `n1`, `n2`, ... from one [`MindmapBuilder`](super::MindmapBuilder);
 //! call [`reset_mindmap`] before streaming a new map into a document that may hold an old
 //! one. A node added without a parent when a root already exists becomes a child of the
-//! root, so the map always has exactly one root (see [`mindmap`](super::mindmap)).
+//! root, so the map always has exactly one root, unless it names the root again: then it is
+//! not added at all (the builder has the same rule, see [`mindmap`](super::mindmap)).
 //!
 //! **API Boundary:** the writers assume one writer per map (the job engine). Concurrent
 //! writes from two peers converge, but each replaces the other's nested maps wholesale.
@@ -38,7 +39,7 @@ use yrs::{
     Any, Array, ArrayPrelim, In, Map, MapPrelim, MapRef, Number, Out, TransactionMut, WriteTxn,
 };
 
-use super::mindmap::MindmapEvent;
+use super::mindmap::{MindmapEvent, same_label};
 use super::types::{ExamPaper, Flashcards, LessonPlan, Mindmap, Quiz};
 
 /// Root map of a [`Quiz`].
@@ -173,7 +174,16 @@ pub fn apply_mindmap_event(txn: &mut TransactionMut, event: &MindmapEvent) {
         Some(Out::Any(Any::String(root))) => Some(root.to_string()),
         _ => None,
     };
-    // One root only: a second parentless node hangs under the first.
+    // One root only: a second parentless node naming the root is the root again (models
+    // repeat the topic), so it is not added; any other hangs under the root.
+    if parent_id.is_none()
+        && let Some(root) = &root
+        && let Some(Out::YMap(root_node)) = nodes.get(txn, root)
+        && let Some(Out::Any(Any::String(root_label))) = root_node.get(txn, "label")
+        && same_label(&root_label, label)
+    {
+        return;
+    }
     let parent = match (parent_id, &root) {
         (Some(parent), _) => Some(parent.clone()),
         (None, Some(root)) => Some(root.clone()),

@@ -11,9 +11,17 @@
 //! - **One root.** Without a synthetic root ([`MindmapBuilder::new`]) the first outline line
 //!   is the root, and any later line at the root's level or above becomes a child of it
 //!   (models often write the topic and then its branches flush left). With
-//!   [`MindmapBuilder::with_root`] the root is the given topic, emitted before any line, and
-//!   a first line repeating the topic is merged into it. Either way the root never changes
-//!   once emitted, so clients never see a node re-parented.
+//!   [`MindmapBuilder::with_root`] the root is the given topic, emitted before any line.
+//!   Either way the root never changes once emitted, so clients never see a node
+//!   re-parented.
+//! - **No duplicates.** Small models very often repeat the topic as their first line
+//!   ("- Photosynthesis" under the root "Photosynthesis"), and sometimes repeat a branch.
+//!   A line naming the root, its own parent or an existing sibling (compared by
+//!   [`same_label`]: case, punctuation, articles and a trailing "mind map" aside) adds no
+//!   node: the line stands for that node, so the lines indented under it become its
+//!   children. A map therefore never shows the topic twice.
+//! - A map needs at least one node besides its root ([`MindmapBuilder::has_branches`]): a
+//!   root alone is not a mind map, and parsing it fails.
 //! - Depth is capped at [`MAX_DEPTH`] levels; deeper lines attach at the last level.
 //! - Bullets `-` `*` `+` `•`, numbers (`1.`, `2)`) and Markdown headings are accepted;
 //!   `**bold**`, trailing colons and code fences are removed; empty labels are skipped.
@@ -53,9 +61,13 @@ pub enum MindmapEvent {
 
 #[derive(Debug, Clone)]
 struct BuiltNode {
+    /// The cleaned label.
     label: String,
+    /// The parent's index; `None` for the root.
     parent: Option<usize>,
+    /// Levels below the root (the root is 0).
     depth: usize,
+    /// Children's indexes, in order.
     children: Vec<usize>,
 }
 
@@ -64,16 +76,20 @@ struct BuiltNode {
 pub struct MindmapBuilder {
     /// Text after the last newline, waiting for the rest of its line.
     pending: String,
+    /// Every node so far, the root first; children point at their parent by index.
     nodes: Vec<BuiltNode>,
     /// Open ancestors: (indent, node). The root's indent is `None` so it is never closed.
+    /// A line that repeats a node pushes that node, so its sub-lines hang under it.
     stack: Vec<(Option<usize>, usize)>,
     /// The synthetic root's event has not been returned yet.
     root_unannounced: bool,
-    /// The first outline line has been seen (for merging it into a synthetic root).
+    /// An outline line has been seen: from then on, lines without a bullet are prose.
     seen_line: bool,
     /// [`MAX_NODES`] was reached (and recorded once).
     capped: bool,
+    /// Non-empty lines read so far, for the paths of repairs.
     line_no: usize,
+    /// What was skipped or adjusted, in order.
     repairs: Vec<Repair>,
 }
 
@@ -164,6 +180,11 @@ impl MindmapBuilder {
         });
     }
 
+    /// Whether the map has a node besides its root (a root alone is not a mind map).
+    pub fn has_branches(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
     fn line(&mut self, raw: &str) -> Option<MindmapEvent> {
         let raw = raw.trim_end_matches(['\n', '\r']);
         if raw.trim().is_empty() {
@@ -199,12 +220,30 @@ impl MindmapBuilder {
             self.skip("empty label");
             return None;
         }
-        let first = !std::mem::replace(&mut self.seen_line, true);
-        if first
-            && let Some(root) = self.nodes.first()
-            && root.label.to_lowercase() == label.to_lowercase()
-        {
-            // The model repeated the synthetic root's topic: its children become the root's.
+        self.seen_line = true;
+        self.attach(indent, label)
+    }
+
+    /// Adds the node of an outline line indented `indent`, unless it repeats the root, its
+    /// parent or a sibling: then the line stands for that node (lines under it become its
+    /// children) and nothing is added.
+    fn attach(&mut self, indent: usize, label: String) -> Option<MindmapEvent> {
+        while let Some(&(Some(open), _)) = self.stack.last() {
+            if open >= indent {
+                self.stack.pop();
+            } else {
+                break;
+            }
+        }
+        if let Some(existing) = self.duplicate_of(&label) {
+            self.repairs.push(Repair::Converted {
+                path: format!("line {}", self.line_no),
+                note: format!(
+                    "repeats the node {:?}; merged into it",
+                    self.nodes[existing].label
+                ),
+            });
+            self.stack.push((Some(indent), existing));
             return None;
         }
         if self.nodes.len() >= MAX_NODES {
@@ -212,17 +251,6 @@ impl MindmapBuilder {
                 self.skip("too many nodes; the rest of the outline is ignored");
             }
             return None;
-        }
-        Some(self.attach(indent, label))
-    }
-
-    fn attach(&mut self, indent: usize, label: String) -> MindmapEvent {
-        while let Some(&(Some(open), _)) = self.stack.last() {
-            if open >= indent {
-                self.stack.pop();
-            } else {
-                break;
-            }
         }
         let index = self.nodes.len();
         let parent = match self.stack.last() {
@@ -260,8 +288,58 @@ impl MindmapBuilder {
             // The first line is the root; it stays open for every later line.
             None => self.stack.push((None, index)),
         }
-        self.event(index)
+        Some(self.event(index))
     }
+
+    /// The node a line labelled `label` would repeat: the root, or the parent it would get
+    /// (the top of the stack) or one of that parent's children.
+    fn duplicate_of(&self, label: &str) -> Option<usize> {
+        let root = self.nodes.first()?;
+        if same_label(&root.label, label) {
+            return Some(0);
+        }
+        let &(_, parent) = self.stack.last()?;
+        let parent_node = &self.nodes[parent];
+        if same_label(&parent_node.label, label) {
+            return Some(parent);
+        }
+        parent_node
+            .children
+            .iter()
+            .copied()
+            .find(|&child| same_label(&self.nodes[child].label, label))
+    }
+}
+
+/// Words that do not tell two labels apart: articles, and the "mind map" models append to
+/// the topic ("Photosynthesis mind map").
+const FILLER_WORDS: [&str; 6] = ["a", "an", "the", "mind", "map", "mindmap"];
+
+/// Whether two labels name the same node: equal once lowercased, reduced to their words
+/// (punctuation, Markdown and spacing aside), without [`FILLER_WORDS`] and with a plural
+/// `s` dropped ("Cells" and "cell", "The Water Cycle:" and "water cycle"). Labels with no
+/// word left are compared as written.
+pub fn same_label(a: &str, b: &str) -> bool {
+    let (key_a, key_b) = (label_key(a), label_key(b));
+    if key_a.is_empty() || key_b.is_empty() {
+        return a.trim().to_lowercase() == b.trim().to_lowercase();
+    }
+    key_a == key_b
+}
+
+/// The words of a label that [`same_label`] compares.
+fn label_key(label: &str) -> Vec<String> {
+    label
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .filter(|word| !FILLER_WORDS.contains(&word.as_str()))
+        .map(|word| match word.strip_suffix('s') {
+            // "cells" → "cell", but not "gas" → "ga" or "is" → "i".
+            Some(stem) if stem.chars().count() >= 3 && !stem.ends_with('s') => stem.to_owned(),
+            _ => word,
+        })
+        .collect()
 }
 
 fn id(index: usize) -> String {
@@ -352,7 +430,7 @@ pub(crate) fn parse_with_root(
             .map(|fix| Repair::Syntax { fix })
             .collect();
         if let Some(topic) = root.map(clean_label).filter(|t| !t.is_empty())
-            && topic.to_lowercase() != tree.label.to_lowercase()
+            && !same_label(&topic, &tree.label)
         {
             repairs.push(Repair::Converted {
                 path: "root".to_owned(),
@@ -363,6 +441,14 @@ pub(crate) fn parse_with_root(
                 children: vec![tree],
             };
         }
+        let root_label = tree.label.clone();
+        merge_duplicates(&mut tree, &root_label, &mut repairs);
+        if tree.children.is_empty() {
+            return Err(StructuredError::Empty {
+                field: "nodes",
+                reasons: vec!["the map has only its root".to_owned()],
+            });
+        }
         return Ok(Parsed {
             value: Mindmap { root: tree },
             repairs,
@@ -371,7 +457,7 @@ pub(crate) fn parse_with_root(
     builder.push(output);
     builder.finish();
     match builder.mindmap() {
-        Some(value) if builder.seen_line => Ok(Parsed {
+        Some(value) if builder.has_branches() => Ok(Parsed {
             value,
             repairs: builder.repairs,
         }),
@@ -385,6 +471,40 @@ pub(crate) fn parse_with_root(
                 .collect(),
         }),
     }
+}
+
+/// The builder's duplicate rule for a whole tree: a child repeating the root or its parent
+/// is replaced by its own children, and children repeating an earlier sibling are merged
+/// into it.
+fn merge_duplicates(node: &mut Node, root_label: &str, repairs: &mut Vec<Repair>) {
+    let mut merged: Vec<Node> = Vec::with_capacity(node.children.len());
+    let mut pending: std::collections::VecDeque<Node> = std::mem::take(&mut node.children).into();
+    while let Some(child) = pending.pop_front() {
+        if same_label(&child.label, &node.label) || same_label(&child.label, root_label) {
+            repairs.push(Repair::Converted {
+                path: child.label.clone(),
+                note: "repeats its parent or the root; its children moved up".to_owned(),
+            });
+            for (offset, grandchild) in child.children.into_iter().enumerate() {
+                pending.insert(offset, grandchild);
+            }
+        } else if let Some(sibling) = merged
+            .iter_mut()
+            .find(|sibling| same_label(&sibling.label, &child.label))
+        {
+            repairs.push(Repair::Converted {
+                path: child.label.clone(),
+                note: "repeats a sibling; merged into it".to_owned(),
+            });
+            sibling.children.extend(child.children);
+        } else {
+            merged.push(child);
+        }
+    }
+    for child in &mut merged {
+        merge_duplicates(child, root_label, repairs);
+    }
+    node.children = merged;
 }
 
 fn json_node(value: &serde_json::Value, depth: usize) -> Option<Node> {

@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`types`]: the validated values ([`Quiz`], [`Flashcards`], [`ExamPaper`],
 //!   [`LessonPlan`], [`Mindmap`]).
+//! - [`schema`]: the document shapes as JSON Schemas (for APIs) and Lark grammars (for the
+//!   local model's constrained decoding), and [`output_format`] to ask a backend for them.
 //! - [`prompt`]: the chat messages that ask a model for one of them, and the one-shot repair
 //!   prompt.
 //! - `json` (private): a tolerant JSON reader for what real models print (prose, fences,
@@ -28,6 +30,7 @@ pub mod crdt;
 mod json;
 pub mod mindmap;
 pub mod prompt;
+pub mod schema;
 pub mod types;
 mod validate;
 
@@ -41,6 +44,7 @@ pub use crdt::{
 };
 pub use mindmap::{MindmapBuilder, MindmapEvent, parse_mindmap};
 pub use prompt::{PromptOptions, SourceExcerpt, messages, repair_prompt};
+pub use schema::output_format;
 pub use types::{
     Activity, Card, ExamPaper, ExamQuestion, ExamQuestionKind, ExamSection, Flashcards, LessonPlan,
     Mindmap, Node, Question, Quiz, Step,
