@@ -29,6 +29,7 @@ export const ERROR_CODES = [
   'audio_too_long',
   'unsupported_file_type',
   'unreadable_file',
+  'ai_unsupported',
   'rate_limited',
   'ai_budget_exhausted',
   'ai_queue_full',

@@ -32,11 +32,17 @@ impl Api {
             base: base.to_owned(),
             token: String::new(),
         };
+        // A server the suite only connects to may have seen earlier runs: a fresh address
+        // each time.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let email = format!("eval-teacher-{nanos}@school.test");
         let session = api
             .post(
                 "/auth/register",
                 &json!({
-                    "email": "eval-teacher@school.test",
+                    "email": email,
                     "display_name": "Evaluation teacher",
                     "password": "a long evaluation password",
                     "role": "faculty",

@@ -13,9 +13,16 @@ use lectern_eval::{Backend, Figures, Report, Run, ServerOptions, Suite};
 #[derive(Debug, Parser)]
 #[command(name = "lectern-eval", version, about)]
 struct Options {
-    /// The `lectern` binary to run.
-    #[arg(long, default_value = "target/release/lectern")]
-    server: PathBuf,
+    /// The `lectern` binary to run (default: the one built beside this program, so
+    /// `cargo run --release -p lectern-eval` uses the release server of the same target
+    /// directory once `cargo build --release -p lectern` has built it).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Run against this already running server (`http://host:port`) instead of starting
+    /// one: it must allow registration; its own AI settings apply (the backend options
+    /// below are ignored, give --max-tokens if it is not 512).
+    #[arg(long, conflicts_with_all = ["server", "models_dir", "api_url"])]
+    connect: Option<String>,
     /// The suite (its materials are in `course/` beside it).
     #[arg(long, default_value_os_t = Suite::default_path())]
     suite: PathBuf,
@@ -58,6 +65,11 @@ struct Options {
 async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     let suite = Suite::load(&options.suite)?;
+    let server = match (&options.server, &options.connect) {
+        (Some(server), _) => server.clone(),
+        (None, Some(url)) => PathBuf::from(url),
+        (None, None) => beside_this_program("lectern")?,
+    };
     let backend = match (&options.api_url, &options.model) {
         (Some(base_url), Some(model)) => Backend::OpenAi {
             base_url: base_url.clone(),
@@ -65,8 +77,13 @@ async fn main() -> anyhow::Result<()> {
         },
         _ => Backend::Local,
     };
+    let described = match &options.connect {
+        Some(url) => format!("as configured at {url}"),
+        None => backend.describe(),
+    };
     let server_options = ServerOptions {
-        binary: options.server.clone(),
+        connect: options.connect.clone(),
+        binary: server.clone(),
         backend: backend.clone(),
         models_dir: options.models_dir.clone(),
         prepare_models: options.prepare_models,
@@ -75,8 +92,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     eprintln!(
         "starting {} ({}), uploading the course",
-        options.server.display(),
-        backend.describe()
+        server.display(),
+        described
     );
     let mut run = Run::start(
         &suite,
@@ -92,8 +109,8 @@ async fn main() -> anyhow::Result<()> {
     let figures = Figures::of(Some(&retrieval), &chats, &jobs);
     print!("{}", figures.table());
     let report = Report {
-        backend: backend.describe(),
-        server: options.server.display().to_string(),
+        backend: described,
+        server: server.display().to_string(),
         duration_s: started.elapsed().as_secs_f64(),
         figures,
         retrieval: Some(retrieval),
@@ -181,6 +198,13 @@ async fn measure(
         }
     }
     Ok((retrieval, chats, jobs))
+}
+
+/// `name` in the directory of this executable.
+fn beside_this_program(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding this program's path")?;
+    let dir = exe.parent().context("this program's directory")?;
+    Ok(dir.join(name))
 }
 
 /// The first 100 characters of an answer, for progress lines.

@@ -167,11 +167,13 @@ impl Figures {
         }
     }
 
-    /// A plain-text table, one figure per line.
+    /// A Markdown table, one figure per row (aligned, so it reads as plain text too).
     pub fn table(&self) -> String {
         let mut out = String::new();
+        let _ = writeln!(out, "| {:<28} | value", "figure");
+        let _ = writeln!(out, "|-{:-<28}-|------", "");
         let mut row = |name: &str, value: String| {
-            let _ = writeln!(out, "{name:<28} {value}");
+            let _ = writeln!(out, "| {name:<28} | {value}");
         };
         let share = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.3}"));
         let rate = |rate: Option<Rate>| {
@@ -196,7 +198,7 @@ impl Figures {
         row("structured validity", rate(self.structured_validity));
         row("degenerate outputs", rate(self.degenerate));
         row(
-            "  of them shown as done",
+            "degenerate shown as done",
             rate(self.degenerate_shown_as_done),
         );
         row("failed jobs' drafts left", rate(self.drafts_left));

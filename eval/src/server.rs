@@ -1,4 +1,5 @@
-//! A `lectern serve` process of its own, on a temporary data directory and a free port.
+//! The server under test: a `lectern serve` process of its own, on a temporary data
+//! directory and a free port, or one already running that the suite only connects to.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -43,6 +44,10 @@ impl Backend {
 /// How to start the server.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
+    /// Connect to this already running server (`http://host:port`) instead of starting
+    /// one; the fields below are then not used. It must allow registration (the suite
+    /// signs up its own faculty account) and let one user make a few hundred requests.
+    pub connect: Option<String>,
     /// The `lectern` binary.
     pub binary: PathBuf,
     /// The generator.
@@ -56,11 +61,18 @@ pub struct ServerOptions {
     pub max_tokens: Option<u32>,
 }
 
-/// The running server; killed when dropped.
+/// The server under test.
 #[derive(Debug)]
 pub(crate) struct Server {
-    /// `127.0.0.1:port`.
+    /// `host:port`.
     pub(crate) address: String,
+    /// The process, when the suite started it.
+    process: Option<Process>,
+}
+
+/// A server process the suite started; killed when dropped.
+#[derive(Debug)]
+struct Process {
     child: Child,
     /// Holds the data directory (and the server's log, `lectern.log`) while it runs.
     data_dir: tempfile::TempDir,
@@ -68,6 +80,18 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(options: &ServerOptions) -> Result<Self, EvalError> {
+        if let Some(url) = &options.connect {
+            let address = url
+                .strip_prefix("http://")
+                .ok_or_else(|| {
+                    EvalError::Unexpected(format!("{url}: only http://host:port can be reached"))
+                })?
+                .trim_end_matches('/');
+            return Ok(Self {
+                address: address.to_owned(),
+                process: None,
+            });
+        }
         let data_dir = tempfile::Builder::new()
             .prefix("lectern-eval-")
             .tempdir()
@@ -112,8 +136,7 @@ impl Server {
         };
         Ok(Self {
             address,
-            child,
-            data_dir,
+            process: Some(Process { child, data_dir }),
         })
     }
 
@@ -125,10 +148,13 @@ impl Server {
         format!("ws://{}{path}", self.address)
     }
 
-    /// Stops the server (it keeps nothing: its data directory is removed).
-    pub(crate) async fn stop(mut self) {
-        let _ = self.child.kill().await;
-        drop(self.data_dir);
+    /// Stops the server if the suite started it (it keeps nothing: its data directory is
+    /// removed); a server it only connected to keeps running.
+    pub(crate) async fn stop(self) {
+        if let Some(mut process) = self.process {
+            let _ = process.child.kill().await;
+            drop(process.data_dir);
+        }
     }
 }
 

@@ -30,6 +30,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, StateVector, Transact, Update};
 
 use lectern::config::AiBackendKind;
+use lectern_ai::speech::{AudioFormat, duration};
 
 use crate::api::{Api, Session, code, sqlite};
 use crate::support::connect;
@@ -139,8 +140,9 @@ fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
-/// `sentence` spoken by espeak-ng, as WAV, or encoded as `format` (`webm`, `ogg`, `mp3`).
-fn speak(dir: &Path, name: &str, sentence: &str, format: &str) -> Vec<u8> {
+/// `sentence` spoken by espeak-ng, as WAV, or encoded as `format` (`webm`, `ogg`, `mp3`),
+/// and how long the spoken WAV plays.
+fn speak(dir: &Path, name: &str, sentence: &str, format: &str) -> (Vec<u8>, Duration) {
     let wav = dir.join(format!("{name}.wav"));
     let status = std::process::Command::new("espeak-ng")
         .args(["-v", "en-us", "-s", "130", "-w"])
@@ -149,6 +151,8 @@ fn speak(dir: &Path, name: &str, sentence: &str, format: &str) -> Vec<u8> {
         .status()
         .expect("run espeak-ng");
     assert!(status.success(), "espeak-ng failed");
+    let spoken = std::fs::read(&wav).expect("read the WAV");
+    let length = duration(AudioFormat::Wav, &spoken).expect("espeak-ng's WAV has a length");
     let file = if format == "wav" {
         wav
     } else {
@@ -166,7 +170,7 @@ fn speak(dir: &Path, name: &str, sentence: &str, format: &str) -> Vec<u8> {
         );
         encoded
     };
-    std::fs::read(file).expect("read the recording")
+    (std::fs::read(file).expect("read the recording"), length)
 }
 
 /// Lower-case words without punctuation.
@@ -309,7 +313,10 @@ fn message<'a>(messages: &'a [Value], id: &str) -> Option<&'a Value> {
 /// 150 it took "photosynthesis" for "for those in the cisterns".)
 const SPOKEN: [(&str, &str); 4] = [
     ("wav", "The mitochondria produce energy for the cell."),
-    ("webm", "Green plants make sugar from sunlight, water and air."),
+    (
+        "webm",
+        "Green plants make sugar from sunlight, water and air.",
+    ),
     ("ogg", "Why does the moon change its shape every month?"),
     ("mp3", "How many planets travel around the sun?"),
 ];
@@ -331,7 +338,14 @@ async fn spoken_questions_in_every_format_become_the_speakers_chat_messages() {
 
     let mut posted = Vec::new();
     for (index, (format, sentence)) in SPOKEN.iter().enumerate() {
-        let audio = speak(dir.path(), &format!("s{index}"), sentence, format);
+        let (audio, spoken) = speak(dir.path(), &format!("s{index}"), sentence, format);
+        // The length read from the container (which the limit is checked on) is the
+        // spoken length, give or take the encoder's padding.
+        let format_of = AudioFormat::sniff(&audio).expect("a known format");
+        assert_eq!(format_of.as_str(), *format);
+        let measured = duration(format_of, &audio).expect("a length");
+        let error = (measured.as_secs_f64() - spoken.as_secs_f64()).abs();
+        assert!(error < 0.2, "{format}: {measured:?} for {spoken:?} spoken");
         // One asks the AI (which is off), one names its language.
         let fields: &[(&str, &str)] = match index {
             0 => &[("ask_ai", "true")],
@@ -362,9 +376,7 @@ async fn spoken_questions_in_every_format_become_the_speakers_chat_messages() {
 
     // In the shared chat, in order, as the student's own typed messages.
     let chat = chat_until(&api, &class.session, &class.teacher.access, |messages| {
-        posted
-            .iter()
-            .all(|(id, _)| message(messages, id).is_some())
+        posted.iter().all(|(id, _)| message(messages, id).is_some())
     })
     .await;
     for (position, (id, text)) in posted.iter().enumerate() {
@@ -402,7 +414,7 @@ async fn asking_the_ai_by_voice_starts_a_chat_job_whose_question_is_the_transcri
     let class = class(&api).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let sentence = "What do the mitochondria produce for the cell?";
-    let audio = speak(dir.path(), "question", sentence, "webm");
+    let (audio, _) = speak(dir.path(), "question", sentence, "webm");
 
     let (status, body) = post_speech(
         &api,
@@ -461,6 +473,24 @@ fn silent_wav(rate: u32, seconds: u32) -> Vec<u8> {
     out
 }
 
+/// An Ogg/Opus stream as long as `seconds` by its granule positions (the audio packets are
+/// zeros: only the container is read before transcription).
+fn ogg_opus(seconds: u64) -> Vec<u8> {
+    let page = |granule: u64, packet: &[u8]| {
+        let mut page = b"OggS\0\0".to_vec();
+        page.extend_from_slice(&granule.to_le_bytes());
+        page.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // serial, sequence, CRC
+        page.push(1);
+        page.push(u8::try_from(packet.len()).expect("short"));
+        page.extend_from_slice(packet);
+        page
+    };
+    let mut ogg = page(0, b"OpusHead\x01\x01\0\0\x80\x3e\0\0\0\0\0");
+    ogg.extend(page(0, b"OpusTags\0\0\0\0\0\0\0\0"));
+    ogg.extend(page(seconds * 48_000, &[0; 100]));
+    ogg
+}
+
 /// A scripted speech server: Ogg uploads are refused as unreadable (400), MP3 uploads
 /// crash it (500), WebM uploads hold no speech, WAV uploads say "hello class". Returns
 /// its API root.
@@ -492,7 +522,10 @@ async fn scripted_speech_server() -> String {
 fn refused(response: &(StatusCode, Value), status: StatusCode, error: &str) -> String {
     let (got, body) = response;
     assert_eq!((*got, code(body)), (status, error), "{body}");
-    body["error"]["message"].as_str().unwrap_or_default().to_owned()
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -578,11 +611,19 @@ async fn recordings_are_checked_before_they_are_transcribed() {
     let mut damaged = short.clone();
     damaged[28..32].copy_from_slice(&0u32.to_le_bytes()); // byte rate 0
     let damaged = post_speech(&api, session, student, damaged, &[]).await;
-    refused(&damaged, StatusCode::UNPROCESSABLE_ENTITY, "unreadable_file");
+    refused(
+        &damaged,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unreadable_file",
+    );
     // 3 s at 8 kHz: 48 KB, under the size limit, over the duration limit.
     let long = post_speech(&api, session, student, silent_wav(8000, 3), &[]).await;
     let message = refused(&long, StatusCode::PAYLOAD_TOO_LARGE, "audio_too_long");
     assert!(message.contains("at most 2 s"), "{message}");
+    // Compressed recordings are measured by their container too.
+    let long = post_speech(&api, session, student, ogg_opus(3), &[]).await;
+    let message = refused(&long, StatusCode::PAYLOAD_TOO_LARGE, "audio_too_long");
+    assert!(message.contains("3 s long"), "{message}");
     let mut large = b"OggS".to_vec();
     large.resize(100_001, 0);
     let large = post_speech(&api, session, student, large, &[]).await;
@@ -602,7 +643,11 @@ async fn recordings_are_checked_before_they_are_transcribed() {
     // A locked session: students read only, faculty still speak; an ended one: nobody.
     let teacher = class.teacher.access.as_str();
     let (status, body) = api
-        .post(&format!("/sessions/{session}/lock"), Some(teacher), json!({}))
+        .post(
+            &format!("/sessions/{session}/lock"),
+            Some(teacher),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let locked = post_speech(&api, session, student, short.clone(), &[]).await;
@@ -615,7 +660,11 @@ async fn recordings_are_checked_before_they_are_transcribed() {
     assert_eq!(chat[1]["author"], class.teacher.user_id.as_str());
 
     let (status, body) = api
-        .post(&format!("/sessions/{session}/end"), Some(teacher), json!({}))
+        .post(
+            &format!("/sessions/{session}/end"),
+            Some(teacher),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let ended = post_speech(&api, session, teacher, short, &[]).await;
@@ -644,9 +693,16 @@ async fn speech_is_rate_limited_per_user_and_an_unreachable_server_is_reported()
         &[],
     )
     .await;
-    let message = refused(&first, StatusCode::SERVICE_UNAVAILABLE, "speech_unavailable");
+    let message = refused(
+        &first,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "speech_unavailable",
+    );
     assert!(message.contains("cannot be reached"), "{message}");
-    assert!(!message.contains(&unused.to_string()), "no address: {message}");
+    assert!(
+        !message.contains(&unused.to_string()),
+        "no address: {message}"
+    );
 
     let url = api
         .server()

@@ -310,7 +310,9 @@ fn mp3_duration(bytes: &[u8]) -> Option<Duration> {
         let bitrate_index = usize::from(header[2] >> 4);
         let rate_index = usize::from((header[2] >> 2) & 0b11);
         let padding = usize::from((header[2] >> 1) & 1);
-        const V1_KBPS: [u32; 15] = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
+        const V1_KBPS: [u32; 15] = [
+            0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+        ];
         const V2_KBPS: [u32; 15] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
         let kbps = if mpeg1 { V1_KBPS } else { V2_KBPS }[bitrate_index];
         let base_rate = [44_100u32, 48_000, 32_000][rate_index];
@@ -455,7 +457,10 @@ impl SpeechClient {
             config.base_url.trim_end_matches('/')
         );
         let endpoint = Url::parse(&url).map_err(|e| {
-            SpeechError::Config(format!("invalid speech base URL {:?}: {e}", config.base_url))
+            SpeechError::Config(format!(
+                "invalid speech base URL {:?}: {e}",
+                config.base_url
+            ))
         })?;
         let https = match endpoint.scheme() {
             "https" => true,
@@ -498,8 +503,7 @@ impl SpeechClient {
     ) -> Result<String, SpeechError> {
         let mut retry = 0;
         loop {
-            let (error, server_delay) = match self.attempt(audio.clone(), format, language).await
-            {
+            let (error, server_delay) = match self.attempt(audio.clone(), format, language).await {
                 Attempt::Done(result) => return result,
                 Attempt::Retry { error, retry_after } => (error, retry_after),
             };
@@ -516,12 +520,7 @@ impl SpeechClient {
     }
 
     /// One request, from sending the audio to the parsed answer.
-    async fn attempt(
-        &self,
-        audio: Bytes,
-        format: AudioFormat,
-        language: Option<&str>,
-    ) -> Attempt {
+    async fn attempt(&self, audio: Bytes, format: AudioFormat, language: Option<&str>) -> Attempt {
         let deadline = Instant::now() + self.config.request_timeout;
         let length = u64::try_from(audio.len()).unwrap_or(u64::MAX);
         // With a known length the form is sent with `Content-Length`, not chunked.
@@ -714,6 +713,122 @@ mod tests {
         huge_chunk[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(wav_duration(&huge_chunk), None, "fmt chunk past the end");
         assert_eq!(wav_duration(b"RIFX\0\0\0\0WAVEfmt "), None, "not RIFF");
+    }
+
+    /// One Ogg page of stream `serial` holding `packet`, with `granule`.
+    fn ogg_page(serial: u32, granule: u64, packet: &[u8]) -> Vec<u8> {
+        let mut page = b"OggS\0\0".to_vec();
+        page.extend_from_slice(&granule.to_le_bytes());
+        page.extend_from_slice(&serial.to_le_bytes());
+        page.extend_from_slice(&[0; 8]); // sequence number, checksum (not checked)
+        let mut lacing = vec![255u8; packet.len() / 255];
+        lacing.push(u8::try_from(packet.len() % 255).expect("< 255"));
+        page.push(u8::try_from(lacing.len()).expect("short packet"));
+        page.extend_from_slice(&lacing);
+        page.extend_from_slice(packet);
+        page
+    }
+
+    #[test]
+    fn ogg_duration_is_the_last_granule_of_the_first_stream() {
+        // Opus: 48 kHz granules less the pre-skip (312 samples).
+        let mut head = b"OpusHead\x01\x01".to_vec();
+        head.extend_from_slice(&312u16.to_le_bytes());
+        head.extend_from_slice(&16_000u32.to_le_bytes());
+        let mut opus = ogg_page(7, 0, &head);
+        opus.extend(ogg_page(7, 0, b"OpusTags"));
+        opus.extend(ogg_page(7, 48_000 + 312, &[0; 300]));
+        opus.extend(ogg_page(7, u64::MAX, &[0; 10])); // no packet ends here
+        opus.extend(ogg_page(9, 10 * 48_000, &[0; 10])); // another stream
+        opus.extend(ogg_page(7, 3 * 48_000 + 312, &[0; 10]));
+        assert_eq!(
+            duration(AudioFormat::Ogg, &opus),
+            Some(Duration::from_secs(3))
+        );
+        // Vorbis: granules at the sample rate of its identification header.
+        let mut head = b"\x01vorbis\0\0\0\0\x01".to_vec();
+        head.extend_from_slice(&22_050u32.to_le_bytes());
+        let mut vorbis = ogg_page(1, 0, &head);
+        vorbis.extend(ogg_page(1, 2 * 22_050, &[0; 40]));
+        assert_eq!(
+            duration(AudioFormat::Ogg, &vorbis),
+            Some(Duration::from_secs(2))
+        );
+        // An unknown codec, or a page cut short, cannot be measured.
+        assert_eq!(
+            duration(AudioFormat::Ogg, &ogg_page(1, 0, b"Speex   ")),
+            None
+        );
+        assert_eq!(duration(AudioFormat::Ogg, &opus[..40]), None);
+    }
+
+    #[test]
+    fn mp3_duration_counts_the_frames() {
+        // MPEG-1 layer III, 128 kbit/s, 44.1 kHz, no padding: 417 bytes of 1152 samples.
+        let mut frame = vec![0xFF, 0xFB, 0x90, 0x64];
+        frame.resize(417, 0);
+        let mut mp3 = b"ID3\x04\0\0\0\0\0\x05hello".to_vec();
+        for _ in 0..100 {
+            mp3.extend_from_slice(&frame);
+        }
+        mp3.extend_from_slice(b"TAG trailing ID3v1 tag");
+        let seconds = duration(AudioFormat::Mp3, &mp3)
+            .expect("frames")
+            .as_secs_f64();
+        assert!(
+            (seconds - 100.0 * 1152.0 / 44_100.0).abs() < 1e-6,
+            "{seconds}"
+        );
+        // MPEG-2 (24 kHz half-rate family): 576 samples at 22.05 kHz, 8 kbit/s: 26 bytes.
+        let mut frame = vec![0xFF, 0xF3, 0x10, 0x64];
+        frame.resize(26, 0);
+        let seconds = duration(AudioFormat::Mp3, &frame.repeat(10))
+            .expect("frames")
+            .as_secs_f64();
+        assert!(
+            (seconds - 10.0 * 576.0 / 22_050.0).abs() < 1e-6,
+            "{seconds}"
+        );
+        assert_eq!(duration(AudioFormat::Mp3, b"ID3\x04\0\0\0\0\0\0"), None);
+    }
+
+    #[test]
+    fn webm_duration_is_declared_or_the_last_block() {
+        // As MediaRecorder writes it: segment and clusters of unknown size, no duration,
+        // timecode scale 1 ms; the last block starts at 2000 + 1500 ms.
+        let header = b"\x1a\x45\xdf\xa3\x84\x42\x82\x81\x01".to_vec();
+        let mut recorded = header.clone();
+        recorded.extend_from_slice(b"\x18\x53\x80\x67\x01\xff\xff\xff\xff\xff\xff\xff");
+        recorded.extend_from_slice(b"\x15\x49\xa9\x66\x87\x2a\xd7\xb1\x83\x0f\x42\x40");
+        recorded.extend_from_slice(b"\x16\x54\xae\x6b\x82\xae\x80"); // tracks, skipped
+        for (cluster_ms, block_ms) in [(0u16, [0u16, 20]), (2000, [0, 1500])] {
+            recorded.extend_from_slice(b"\x1f\x43\xb6\x75\x01\xff\xff\xff\xff\xff\xff\xff");
+            recorded.extend_from_slice(b"\xe7\x82");
+            recorded.extend_from_slice(&cluster_ms.to_be_bytes());
+            for block in block_ms {
+                recorded.extend_from_slice(b"\xa3\x86\x81");
+                recorded.extend_from_slice(&block.to_be_bytes());
+                recorded.extend_from_slice(b"\x80\xfc\x00");
+            }
+        }
+        assert_eq!(
+            duration(AudioFormat::Webm, &recorded),
+            Some(Duration::from_millis(3500))
+        );
+        // A declared duration (a float, in timecode-scale units) wins.
+        let mut declared = header;
+        declared.extend_from_slice(b"\x18\x53\x80\x67\x90\x15\x49\xa9\x66\x8b");
+        declared.extend_from_slice(b"\x44\x89\x88");
+        declared.extend_from_slice(&4250.0f64.to_be_bytes());
+        assert_eq!(
+            duration(AudioFormat::Webm, &declared),
+            Some(Duration::from_millis(4250))
+        );
+        assert_eq!(
+            duration(AudioFormat::Webm, &declared[..9]),
+            None,
+            "no blocks"
+        );
     }
 
     #[test]
@@ -914,8 +1029,8 @@ mod tests {
 
     #[test]
     fn only_http_and_https_base_urls_are_accepted() {
-        let error = SpeechClient::new(SpeechConfig::new("ftp://example.test/v1", "m"))
-            .expect_err("ftp");
+        let error =
+            SpeechClient::new(SpeechConfig::new("ftp://example.test/v1", "m")).expect_err("ftp");
         assert!(error.to_string().contains("http or https"), "{error}");
         assert!(SpeechClient::new(SpeechConfig::new("not a url", "m")).is_err());
     }

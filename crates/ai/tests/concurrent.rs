@@ -33,7 +33,7 @@ fn a_prompt_read_in_chunks_gives_the_logits_of_one_pass() {
     let backend = local_backend();
     let decoder = backend.decoder();
     let text = "Plants make glucose from light, water and carbon dioxide in their chloroplasts. "
-        .repeat(12);
+        .repeat(20);
     let prompt = backend
         .prompt_ids(&user(&format!("{text}\nWhat do plants make?")), 16)
         .expect("prompt");

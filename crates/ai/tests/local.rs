@@ -304,3 +304,58 @@ async fn non_ascii_text_streams_as_whole_characters() {
         }
     }
 }
+
+/// Every event of a generation by the shared backend, with the time it took.
+async fn timed(request: GenerationRequest) -> (String, Usage, Duration) {
+    let started = Instant::now();
+    let (tokens, usage) = collect(request).await;
+    (tokens.concat(), usage, started.elapsed())
+}
+
+#[tokio::test]
+async fn every_structured_kind_is_valid_within_its_token_bound_on_the_real_model() {
+    use lectern_ai::structured::{self, Kind, ParseHints, PromptOptions, SourceExcerpt, schema};
+    let sources = [SourceExcerpt {
+        label: "[1] photosynthesis.md".to_owned(),
+        text: "Photosynthesis is how green plants make food. In the chloroplasts, chlorophyll \
+               absorbs sunlight. The plant takes in carbon dioxide through the stomata of its \
+               leaves and water through its roots, and makes glucose and oxygen. The oxygen is \
+               released into the air."
+            .to_owned(),
+    }];
+    for kind in Kind::ALL {
+        let messages = structured::messages(
+            kind,
+            "photosynthesis",
+            &sources,
+            &PromptOptions::default(),
+        );
+        // The bound is the budget: every kind must close within it.
+        let max_tokens = schema::local_token_bound(kind) as u32;
+        let mut request = request(messages, max_tokens, 0.0);
+        request.format = structured::output_format(kind);
+        let (text, usage, elapsed) = timed(request).await;
+        eprintln!(
+            "{kind:?}: {} tokens in {:.2} s ({:.1} tokens/s incl. prefill of {}): {text}",
+            usage.completion_tokens,
+            elapsed.as_secs_f64(),
+            f64::from(usage.completion_tokens) / elapsed.as_secs_f64(),
+            usage.prompt_tokens,
+        );
+        assert!(usage.completion_tokens <= max_tokens);
+        let hints = ParseHints::default();
+        let parsed = structured::parse(kind, &text, &hints)
+            .unwrap_or_else(|error| panic!("{kind:?}: {error} in {text}"));
+        if kind != Kind::Mindmap {
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|error| panic!("{kind:?}: strict JSON: {error} in {text}"));
+            assert!(value.is_object(), "{kind:?}");
+        }
+        let syntax: Vec<_> = parsed
+            .repairs
+            .iter()
+            .filter(|r| matches!(r, structured::Repair::Syntax { .. }))
+            .collect();
+        assert!(syntax.is_empty(), "{kind:?}: no syntax to repair: {syntax:?}");
+    }
+}

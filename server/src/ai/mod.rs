@@ -117,6 +117,10 @@ pub enum AiError {
     /// The generator cannot be used; the message says why and how to fix it.
     #[error("{0}")]
     Unavailable(Arc<str>),
+    /// The generator works but cannot do this kind of job (translation on the embedded
+    /// model); the message says how to fix it.
+    #[error("{0}")]
+    Unsupported(String),
     /// The classroom spent its AI tokens for today.
     #[error(
         "this classroom has used its AI budget of {limit} tokens for today; it resets at midnight UTC"
@@ -359,6 +363,16 @@ impl AiService {
             .backend()
             .await
             .map_err(AiError::Unavailable)?;
+        // Refused now rather than failed later: the embedded model returns the text
+        // unchanged, which would only look like a translation.
+        if plan.kind == AiJobKind::Translate && !backend.can_translate() {
+            return Err(AiError::Unsupported(format!(
+                "this server's AI model ({}) cannot translate; to translate, run the server \
+                 with an OpenAI-compatible backend (--ai-backend openai with --ai-base-url \
+                 and --ai-model)",
+                backend.name()
+            )));
+        }
         let job_id = uuid::Uuid::new_v4().to_string();
         // Its place in line is taken now, so a full line is refused before anything is
         // created, and its position is known from the first answer.

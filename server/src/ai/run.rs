@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
-use yrs::types::Attrs;
+use yrs::types::{Attrs, ToJson as _};
 use yrs::updates::decoder::Decode;
 use yrs::{
     Any, Array, ArrayPrelim, ArrayRef, Doc, GetString, In, Map, MapPrelim, MapRef, Out, Text,
@@ -22,6 +22,7 @@ use lectern_ai::backend::{
     Backend, BackendError, Event, EventStream, GenerationRequest, Message, OutputFormat, Role,
     Usage,
 };
+use lectern_ai::quality;
 use lectern_ai::structured::{self, MindmapBuilder, ParseHints, PromptOptions, SourceExcerpt};
 use lectern_collab::{DocId, RoomError};
 use lectern_db::ai_jobs::{JobStatus, JobUsage};
@@ -72,9 +73,22 @@ pub(super) struct Job {
 
 /// How a job ended.
 enum Outcome {
-    Done { usage: Usage, cached: bool },
+    /// It produced a usable result, in its document.
+    Done {
+        /// Tokens spent (zero for a cached answer).
+        usage: Usage,
+        /// The answer was replayed from the cache.
+        cached: bool,
+    },
+    /// Someone cancelled it; what it wrote stays.
     Cancelled,
+    /// It failed for this reason; what it wrote stays (an answer cut off by a broken
+    /// connection is still worth reading).
     Failed(String),
+    /// It failed for this reason and what it wrote is taken back: output judged unusable
+    /// (empty, a loop, an echo, untranslated), and any failure of a structured kind, whose
+    /// half-made draft students must not study from.
+    Discarded(String),
 }
 
 /// Why a job stopped early.
@@ -104,6 +118,31 @@ enum Prompt {
     NotCovered,
 }
 
+/// What retrieval found for a job's prompt.
+enum Found {
+    /// No material to search: none is ready (or none of the plan's `material_ids`).
+    NoMaterial,
+    /// Material, but no passage reaches the relevance floor.
+    NotCovered,
+    /// The passages for the prompt, fitted to the context window; empty when not even
+    /// the best one fits next to the instructions and the answer.
+    Passages(Vec<Passage>),
+}
+
+impl Found {
+    /// The passages, none when there are none to give.
+    fn passages(self) -> Vec<Passage> {
+        match self {
+            Self::Passages(passages) => passages,
+            Self::NoMaterial | Self::NotCovered => Vec::new(),
+        }
+    }
+}
+
+/// Why a job that needs passages has none although some are relevant.
+const TOO_SMALL_WINDOW: &str = "the course passages do not fit the model's context window; \
+                                lower --ai-max-tokens or use a model with a larger window";
+
 /// Where the job's text goes in the replica.
 enum Sink {
     /// Its own chat message: text, status, citations.
@@ -113,10 +152,19 @@ enum Sink {
         citations: ArrayRef,
     },
     /// An anchored region at the end of a shared text, marked `{ai: job_id}`.
-    Region { text: TextRef, attrs: Attrs },
+    Region {
+        text: TextRef,
+        attrs: Attrs,
+        /// Where the region starts in the replica's text. The replica only ever receives
+        /// the job's own appends, so everything from here on is the job's.
+        start: u32,
+    },
     /// The `mindmap` map, growing a node per completed outline line.
     Mindmap {
         builder: std::sync::Mutex<MindmapBuilder>,
+        /// The map the document held before this job replaced it, put back if the job's
+        /// own map is discarded.
+        previous: Option<serde_json::Value>,
     },
 }
 
@@ -127,17 +175,45 @@ impl Sink {
                 let end = text.len(txn);
                 text.insert(txn, end, chunk);
             }
-            Self::Region { text, attrs } => {
+            Self::Region { text, attrs, .. } => {
                 let end = text.len(txn);
                 text.insert_with_attributes(txn, end, chunk, attrs.clone());
             }
-            Self::Mindmap { builder } => {
+            Self::Mindmap { builder, .. } => {
                 let events = builder
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(chunk);
                 for event in &events {
                     structured::apply_mindmap_event(txn, event);
+                }
+            }
+        }
+    }
+
+    /// Takes back everything the job wrote here, so the document reads as before the job:
+    /// the message's text and citations (the message stays, to carry the reason), the
+    /// region with its separator, or the previous mind map.
+    fn retract(&self, txn: &mut TransactionMut<'_>) {
+        match self {
+            Self::Message {
+                text, citations, ..
+            } => {
+                let len = text.len(txn);
+                text.remove_range(txn, 0, len);
+                let cited = citations.len(txn);
+                citations.remove_range(txn, 0, cited);
+            }
+            Self::Region { text, start, .. } => {
+                let end = text.len(txn);
+                if end > *start {
+                    text.remove_range(txn, *start, end - *start);
+                }
+            }
+            Self::Mindmap { previous, .. } => {
+                structured::reset_mindmap(txn);
+                if let Some(previous) = previous {
+                    structured::write_structured(txn, structured::crdt::MINDMAP_MAP, previous);
                 }
             }
         }
@@ -181,6 +257,12 @@ impl Job {
         let (outcome, peer, sink) = self.execute(accepted).await;
         // A job that ended before generating must not hold up the line.
         self.ticket.leave();
+        // A structured kind that failed leaves no half-made quiz or map behind.
+        let outcome = match outcome {
+            Outcome::Failed(reason) if is_structured(self.plan.kind) => Outcome::Discarded(reason),
+            outcome => outcome,
+        };
+        let retract = matches!(outcome, Outcome::Discarded(_));
         let (status, error, usage) = match &outcome {
             Outcome::Done { usage, cached } => (
                 AiJobStatus::Done,
@@ -192,7 +274,7 @@ impl Job {
                 },
             ),
             Outcome::Cancelled => (AiJobStatus::Cancelled, None, JobUsage::default()),
-            Outcome::Failed(reason) => {
+            Outcome::Failed(reason) | Outcome::Discarded(reason) => {
                 metrics
                     .job_errors
                     .get_or_create(&vec![("kind", self.plan.kind.as_str())])
@@ -212,10 +294,14 @@ impl Job {
             .await;
         if let Some(peer) = &peer {
             // The end in the target first, then the status (with the clock that covers it)
-            // in the session's server-owned document.
+            // in the session's server-owned document. What is taken back goes in the same
+            // update as the end, so no client sees a discarded answer marked ended.
             let mut recorded = peer
                 .write(|txn| {
                     if let Some(sink) = &sink {
+                        if retract {
+                            sink.retract(txn);
+                        }
                         sink.finish(txn, status, error.as_deref());
                     }
                 })
@@ -328,6 +414,8 @@ impl Job {
         if let Err(error) = peer.put_status(AiJobStatus::Streaming.as_str(), None).await {
             return Outcome::Failed(JobError::from(error).to_string());
         }
+        // What the answer is judged against, before the messages go to the backend.
+        let judged = Judged::new(self.plan.kind, &self.plan.prompt, &messages, &passages);
         let stream = match cached {
             Some(answer) => {
                 service.metrics.cache_hits.inc();
@@ -339,8 +427,36 @@ impl Job {
                     max_tokens: service.limits.max_tokens,
                     temperature: 0.0,
                     top_p: 1.0,
-                    stop: Vec::new(),
-                    format: OutputFormat::Text,
+                    // A model that starts restating the prompt's own headings is looping
+                    // ("Question: …" again): the answer is over.
+                    stop: match self.plan.kind {
+                        AiJobKind::Chat | AiJobKind::Qa | AiJobKind::Notes => {
+                            ["\nQuestion:", "\nPassages:", "\nPassage:"]
+                                .map(str::to_owned)
+                                .to_vec()
+                        }
+                        AiJobKind::Translate
+                        | AiJobKind::Mindmap
+                        | AiJobKind::Quiz
+                        | AiJobKind::Flashcards
+                        | AiJobKind::Exam
+                        | AiJobKind::LessonPlan => Vec::new(),
+                    },
+                    // Structured kinds are decoded under their grammar (local) or asked
+                    // for with their JSON Schema (API): valid by construction.
+                    format: match self.plan.kind {
+                        AiJobKind::Mindmap
+                        | AiJobKind::Quiz
+                        | AiJobKind::Flashcards
+                        | AiJobKind::Exam
+                        | AiJobKind::LessonPlan => {
+                            structured::output_format(structured_kind(self.plan.kind))
+                        }
+                        AiJobKind::Chat
+                        | AiJobKind::Qa
+                        | AiJobKind::Notes
+                        | AiJobKind::Translate => OutputFormat::Text,
+                    },
                 };
                 let started = tokio::select! {
                     () = cancel.cancelled() => return Outcome::Cancelled,
@@ -355,16 +471,30 @@ impl Job {
         };
         let streamed = self.stream_into(peer, sink, stream, accepted).await;
         match streamed {
-            Ok((text, usage)) => {
+            Ok(Streamed {
+                text,
+                usage,
+                tokens,
+            }) => {
                 if !is_cached {
                     self.service.charge(&self.plan.classroom_id, usage).await;
-                    service.cache.put(key, text.as_str().into()).await;
                 }
-                if let Err(error) = self.cite(peer, sink, &text, &passages).await {
-                    return Outcome::Failed(JobError::from(error).to_string());
+                let hit_token_limit = tokens.max(u64::from(usage.completion_tokens))
+                    >= u64::from(service.limits.max_tokens);
+                if let Err(flaw) = judged.check(&text, hit_token_limit) {
+                    tracing::info!(%flaw, tokens, hit_token_limit, "answer discarded");
+                    return Outcome::Discarded(flaw.reason().to_owned());
                 }
                 if let Err(reason) = self.complete(peer, sink, &text).await {
                     return Outcome::Failed(reason);
+                }
+                // Only an answer that stands cites anything (a structured one, as written).
+                if let Err(error) = self.cite(peer, sink, &text, &passages).await {
+                    return Outcome::Failed(JobError::from(error).to_string());
+                }
+                // Only an answer that stands is cached, so a bad one is never replayed.
+                if !is_cached {
+                    service.cache.put(key, text.as_str().into()).await;
                 }
                 Outcome::Done {
                     usage,
@@ -376,8 +506,10 @@ impl Job {
         }
     }
 
-    /// Once the answer is complete, a chat message cites the passages it used (by its
-    /// `[n]` markers, else by shared wording), and only those.
+    /// Once the answer stands, it cites the passages it used, and only those: a chat
+    /// message by its `[n]` markers (else by shared wording); a quiz, flashcards, exam or
+    /// lesson plan by the markers in the document as written, into its root map
+    /// [`sources::SOURCES_MAP`] so each `[n]` opens the passage.
     async fn cite(
         &self,
         peer: &AiPeer,
@@ -385,14 +517,26 @@ impl Job {
         answer: &str,
         passages: &[Passage],
     ) -> Result<(), RoomError> {
-        if !matches!(sink, Sink::Message { .. }) {
+        if passages.is_empty() {
             return Ok(());
         }
-        let used = sources::cited(answer, &self.plan.prompt, passages);
-        if used.is_empty() {
-            return Ok(());
+        match self.plan.kind {
+            AiJobKind::Chat => {
+                let used = sources::cited(answer, &self.plan.prompt, passages);
+                if used.is_empty() {
+                    return Ok(());
+                }
+                peer.write(|txn| sink.cite(txn, &used, passages)).await
+            }
+            AiJobKind::Quiz | AiJobKind::Flashcards | AiJobKind::Exam | AiJobKind::LessonPlan => {
+                let map_name = structured_kind(self.plan.kind).map_name();
+                peer.write(|txn| sources::cite_document(txn, map_name, passages))
+                    .await
+            }
+            // Mind map labels carry no markers; notes are the class's own text; qa and
+            // translate have no passages.
+            AiJobKind::Mindmap | AiJobKind::Notes | AiJobKind::Qa | AiJobKind::Translate => Ok(()),
         }
-        peer.write(|txn| sink.cite(txn, &used, passages)).await
     }
 
     /// Nothing in the course materials is relevant: says so, without the model (and
@@ -410,14 +554,15 @@ impl Job {
         }
     }
 
-    /// Streams `stream` into the sink; returns the whole text and the usage.
+    /// Streams `stream` into the sink; returns the whole text, the usage and the tokens
+    /// streamed.
     async fn stream_into(
         &self,
         peer: &AiPeer,
         sink: &Sink,
         mut stream: EventStream,
         accepted: Instant,
-    ) -> Result<(String, Usage), JobError> {
+    ) -> Result<Streamed, JobError> {
         let metrics = &self.service.0.metrics;
         let cancel = self.cancel.clone();
         let mut text = String::new();
@@ -484,7 +629,11 @@ impl Job {
                             metrics.tokens_per_second.observe(tokens as f64 / seconds);
                         }
                     }
-                    return Ok((text, usage));
+                    return Ok(Streamed {
+                        text,
+                        usage,
+                        tokens,
+                    });
                 }
                 Some(Err(error)) => return Err(error.into()),
             }
@@ -495,12 +644,14 @@ impl Job {
     /// validated and written, with one model-assisted repair if the output is unusable.
     async fn complete(&self, peer: &AiPeer, sink: &Sink, text: &str) -> Result<(), String> {
         let kind = self.plan.kind;
-        if let Sink::Mindmap { builder } = sink {
+        if let Sink::Mindmap { builder, .. } = sink {
+            // A root alone (the topic, which the builder shows before the model starts) is
+            // no mind map.
             let (events, built) = {
                 let mut builder = builder
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                (builder.finish(), builder.mindmap().is_some())
+                (builder.finish(), builder.has_branches())
             };
             peer.write(|txn| {
                 for event in &events {
@@ -512,7 +663,7 @@ impl Job {
             if built {
                 return Ok(());
             }
-            // No outline lines: maybe the model answered in JSON; parse it whole.
+            // No outline branches: maybe the model answered in JSON; parse it whole.
         }
         if !matches!(
             kind,
@@ -566,7 +717,7 @@ impl Job {
             temperature: 0.0,
             top_p: 1.0,
             stop: Vec::new(),
-            format: OutputFormat::Text,
+            format: structured::output_format(kind),
         };
         let cancel = self.cancel.clone();
         let mut stream = self
@@ -653,7 +804,12 @@ impl Job {
                     })
                 }
                 AiJobKind::Mindmap => {
-                    // One map per document: a new mind map replaces the previous one.
+                    // One map per document: a new mind map replaces the previous one, which
+                    // is kept to be put back if this one is discarded.
+                    let old = txn.get_or_insert_map(structured::crdt::MINDMAP_MAP);
+                    let previous = (old.len(txn) > 0)
+                        .then(|| serde_json::to_value(old.to_json(txn)).ok())
+                        .flatten();
                     structured::reset_mindmap(txn);
                     let builder = if self.plan.prompt.is_empty() {
                         MindmapBuilder::new()
@@ -662,6 +818,7 @@ impl Job {
                     };
                     Some(Sink::Mindmap {
                         builder: std::sync::Mutex::new(builder),
+                        previous,
                     })
                 }
                 _ => {
@@ -670,6 +827,7 @@ impl Job {
                         _ => DRAFT_TEXT,
                     };
                     let text = txn.get_or_insert_text(root);
+                    let start = text.len(txn);
                     let attrs = Attrs::from([(AI_ATTRIBUTE.into(), Any::from(job_id.as_str()))]);
                     // Start the region on a fresh paragraph of its own.
                     let existing = text.get_string(txn);
@@ -682,7 +840,7 @@ impl Job {
                         let end = text.len(txn);
                         text.insert_with_attributes(txn, end, separator, attrs.clone());
                     }
-                    Some(Sink::Region { text, attrs })
+                    Some(Sink::Region { text, attrs, start })
                 }
             })
             .await?;
@@ -714,14 +872,19 @@ impl Job {
                         vec![system.clone(), format!("Passages:\n\n{question}")],
                     )
                     .await?;
-                let Some(passages) = found else {
-                    return Err(JobError::Sources(
-                        "no course material is ready to answer from; upload some first".into(),
-                    ));
+                let passages = match found {
+                    Found::NoMaterial => {
+                        return Err(JobError::Sources(
+                            "no course material is ready to answer from; upload some first"
+                                .into(),
+                        ));
+                    }
+                    Found::NotCovered => return Ok(Prompt::NotCovered),
+                    Found::Passages(passages) if passages.is_empty() => {
+                        return Err(JobError::Sources(TOO_SMALL_WINDOW.into()));
+                    }
+                    Found::Passages(passages) => passages,
                 };
-                if passages.is_empty() {
-                    return Ok(Prompt::NotCovered);
-                }
                 let user = format!("Passages:\n{}\n{question}", sources::numbered(&passages));
                 (system, user, passages)
             }
@@ -748,19 +911,19 @@ impl Job {
                         vec![system.clone(), format!("Passages:\n\n{task}")],
                     )
                     .await?;
-                let Some(passages) = found else {
-                    return Err(JobError::Sources(
-                        "no course material is ready to take notes from; upload some first".into(),
-                    ));
+                let passages = match found {
+                    Found::NoMaterial => {
+                        return Err(JobError::Sources(
+                            "no course material is ready to take notes from; upload some first"
+                                .into(),
+                        ));
+                    }
+                    Found::NotCovered => return Ok(Prompt::NotCovered),
+                    Found::Passages(passages) if passages.is_empty() => {
+                        return Err(JobError::Sources(TOO_SMALL_WINDOW.into()));
+                    }
+                    Found::Passages(passages) => passages,
                 };
-                if passages.is_empty() && floored {
-                    return Ok(Prompt::NotCovered);
-                }
-                if passages.is_empty() {
-                    return Err(JobError::Sources(
-                        "the course passages do not fit the model's context window".into(),
-                    ));
-                }
                 let user = format!("Passages:\n{}\n{task}", sources::numbered(&passages));
                 (system, user, passages)
             }
@@ -807,17 +970,18 @@ impl Job {
                 let topic = or_default(&plan.prompt, "the course material");
                 let query = or_default(&plan.prompt, "key ideas, definitions and examples");
                 // The instructions without sources take about what they take with them.
-                let instructions = structured::messages(kind, topic, &[], &PromptOptions::default())
-                    .into_iter()
-                    .map(|message| message.content)
-                    .collect();
+                let instructions =
+                    structured::messages(kind, topic, &[], &PromptOptions::default())
+                        .into_iter()
+                        .map(|message| message.content)
+                        .collect();
                 // Without relevant material the model may use general knowledge (the prompt
                 // says so).
                 let floored = !plan.prompt.is_empty();
                 let passages = self
                     .sources(query, CONTEXT_PASSAGES, floored, instructions)
                     .await?
-                    .unwrap_or_default();
+                    .passages();
                 let excerpts: Vec<SourceExcerpt> = passages
                     .iter()
                     .enumerate()
@@ -877,22 +1041,24 @@ impl Job {
 
     /// The passages for `query`: the `k` best chunks, those below the relevance floor
     /// dropped when `floored`, neighbours merged, fitted to what the backend's context
-    /// window leaves after `instructions` and the answer. `None` when there is no material
-    /// to search at all.
+    /// window leaves after `instructions` and the answer.
     async fn sources(
         &self,
         query: &str,
         k: usize,
         floored: bool,
         instructions: Vec<String>,
-    ) -> Result<Option<Vec<Passage>>, JobError> {
+    ) -> Result<Found, JobError> {
         let service = &self.service.0;
         let hits = self.retrieve(query, k).await?;
         if hits.is_empty() {
-            return Ok(None);
+            return Ok(Found::NoMaterial);
         }
         let floor = floored.then_some(service.limits.relevance_floor);
         let passages = sources::passages(&hits, floor);
+        if passages.is_empty() {
+            return Ok(Found::NotCovered);
+        }
         let counter = sources::Counter::new(&self.backend);
         let context = self
             .backend
@@ -907,7 +1073,7 @@ impl Job {
         })
         .await
         .map_err(|error| JobError::Sources(format!("fitting the passages failed: {error}")))?;
-        Ok(Some(fitted))
+        Ok(Found::Passages(fitted))
     }
 
     async fn retrieve(&self, query: &str, k: usize) -> Result<Vec<SearchHit>, JobError> {
@@ -960,6 +1126,94 @@ fn replay(answer: &str) -> EventStream {
         .collect();
     events.push(Ok(Event::Done(Usage::default())));
     Box::pin(futures_util::stream::iter(events))
+}
+
+/// What a finished answer was generated from, to judge it by (`lectern_ai::quality`).
+struct Judged {
+    /// The system prompt and the user's own request.
+    instructions: Vec<String>,
+    /// What the answer may quote: the passages, or the class notes for qa.
+    material: Vec<String>,
+    /// For a translation, the text translated.
+    translated_from: Option<String>,
+    /// Whether to judge at all: structured kinds are judged by their validation instead.
+    judged: bool,
+}
+
+impl Judged {
+    /// The context of a `kind` job asked `prompt` with `messages` (system first, the user's
+    /// message last) over `passages`.
+    fn new(kind: AiJobKind, prompt: &str, messages: &[Message], passages: &[Passage]) -> Self {
+        let system = messages
+            .iter()
+            .filter(|message| message.role == Role::System)
+            .map(|message| message.content.clone());
+        let user = messages
+            .iter()
+            .rev()
+            .find(|message| message.role == Role::User)
+            .map(|message| message.content.clone())
+            .unwrap_or_default();
+        let mut judged = Self {
+            instructions: system.collect(),
+            material: passages
+                .iter()
+                .map(|passage| passage.text.clone())
+                .collect(),
+            translated_from: None,
+            judged: !is_structured(kind),
+        };
+        match kind {
+            // The user's message holds the notes (qa) or the text (translate), not only the
+            // request: quoting it is not an echo of the instructions.
+            AiJobKind::Qa => judged.material.push(user),
+            AiJobKind::Translate => judged.translated_from = Some(user),
+            _ => {}
+        }
+        if !prompt.is_empty() {
+            judged.instructions.push(prompt.to_owned());
+        }
+        judged
+    }
+
+    fn check(&self, answer: &str, hit_token_limit: bool) -> Result<(), quality::Flaw> {
+        if !self.judged {
+            return Ok(());
+        }
+        let instructions: Vec<&str> = self.instructions.iter().map(String::as_str).collect();
+        let material: Vec<&str> = self.material.iter().map(String::as_str).collect();
+        quality::check(
+            answer,
+            &quality::Context {
+                instructions: &instructions,
+                material: &material,
+                translated_from: self.translated_from.as_deref(),
+                hit_token_limit,
+            },
+        )
+    }
+}
+
+/// What a stream left once it ended.
+struct Streamed {
+    /// The whole text.
+    text: String,
+    /// The usage the backend reported.
+    usage: Usage,
+    /// Tokens streamed (what the backend sent, whatever it reported).
+    tokens: u64,
+}
+
+/// Whether `kind` is parsed into a structured value (and may not leave a draft behind).
+fn is_structured(kind: AiJobKind) -> bool {
+    match kind {
+        AiJobKind::Mindmap
+        | AiJobKind::Quiz
+        | AiJobKind::Flashcards
+        | AiJobKind::Exam
+        | AiJobKind::LessonPlan => true,
+        AiJobKind::Chat | AiJobKind::Notes | AiJobKind::Qa | AiJobKind::Translate => false,
+    }
 }
 
 /// The structured helper's kind for a structured job kind.

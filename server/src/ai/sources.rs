@@ -15,7 +15,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use yrs::Any;
+use yrs::types::ToJson as _;
+use yrs::{Any, Map as _, ReadTxn as _, TransactionMut, WriteTxn as _};
 
 use crate::materials::SearchHit;
 
@@ -425,6 +426,44 @@ pub(super) fn citation(marker: usize, passage: &Passage) -> Any {
         ("line_end".to_owned(), optional(passage.lines.map(|l| l.1))),
         ("location".to_owned(), Any::from(passage.location())),
     ])))
+}
+
+/// The root map of a quiz, flashcards, exam or lesson plan document holding the passages
+/// it cites: marker (`"1"` for `[1]`) → [`citation`].
+pub(super) const SOURCES_MAP: &str = "sources";
+
+/// Writes into [`SOURCES_MAP`] the citation of every passage that the document in root map
+/// `map_name` marks (`[n]` in any of its texts), replacing what was there. Markers naming
+/// no passage are left out: nothing could open them.
+pub(super) fn cite_document(txn: &mut TransactionMut<'_>, map_name: &str, passages: &[Passage]) {
+    let mut texts = String::new();
+    if let Some(value) = txn.get_map(map_name) {
+        collect_strings(&value.to_json(txn), &mut texts);
+    }
+    let sources = txn.get_or_insert_map(SOURCES_MAP);
+    sources.clear(txn);
+    for number in markers(&texts) {
+        if let Some(passage) = passages.get(number.wrapping_sub(1)) {
+            sources.insert(txn, number.to_string(), citation(number, passage));
+        }
+    }
+}
+
+/// Every string inside `value`, each followed by a line break.
+fn collect_strings(value: &Any, out: &mut String) {
+    match value {
+        Any::String(text) => {
+            out.push_str(text);
+            out.push('\n');
+        }
+        Any::Array(items) => items.iter().for_each(|item| collect_strings(item, out)),
+        Any::Map(entries) => entries.values().for_each(|item| collect_strings(item, out)),
+        Any::Null
+        | Any::Undefined
+        | Any::Bool(_)
+        | Any::Number(_)
+        | Any::Buffer(_) => {}
+    }
 }
 
 #[cfg(test)]

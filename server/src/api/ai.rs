@@ -29,6 +29,7 @@ fn requester(account: Account) -> Requester {
         (status = 202, description = "Accepted; watch `doc_id`", body = AiJobResponse),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, description = "ai_unsupported: the server's model cannot do this kind (translate on the embedded model)", body = ErrorBody),
         (status = 429, description = "rate_limited, ai_budget_exhausted or ai_queue_full", body = ErrorBody),
         (status = 503, description = "ai_unavailable", body = ErrorBody),
     ),
@@ -97,6 +98,7 @@ impl From<AiError> for ApiError {
             AiError::Forbidden => Self::Forbidden,
             AiError::SessionEnded => Self::SessionEnded,
             AiError::Unavailable(reason) => Self::AiUnavailable(reason.to_string()),
+            AiError::Unsupported(reason) => Self::AiUnsupported(reason),
             AiError::BudgetExhausted { retry_after, .. } => Self::AiBudgetExhausted {
                 message: error.to_string(),
                 retry_after,

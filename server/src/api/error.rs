@@ -89,11 +89,14 @@ pub enum ErrorCode {
     SpeechUnavailable,
     /// 413: the recording is longer than the server accepts (`--speech-max-seconds`).
     AudioTooLong,
+    /// 422: the server's AI model cannot do this kind of job (translation on the embedded
+    /// model, which would return the text unchanged); the message says how to fix it.
+    AiUnsupported,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::InvalidToken,
@@ -121,6 +124,7 @@ impl ErrorCode {
         Self::ServerBusy,
         Self::SpeechUnavailable,
         Self::AudioTooLong,
+        Self::AiUnsupported,
     ];
 
     /// The wire spelling.
@@ -153,6 +157,7 @@ impl ErrorCode {
             Self::ServerBusy => "server_busy",
             Self::SpeechUnavailable => "speech_unavailable",
             Self::AudioTooLong => "audio_too_long",
+            Self::AiUnsupported => "ai_unsupported",
         }
     }
 }
@@ -217,6 +222,9 @@ pub enum ApiError {
     /// The AI model is not ready; the message says why.
     #[error("{0}")]
     AiUnavailable(String),
+    /// The AI model cannot do this kind of job; the message says how to fix it.
+    #[error("{0}")]
+    AiUnsupported(String),
     /// The classroom's AI budget for today is spent.
     #[error("{message}")]
     AiBudgetExhausted {
@@ -292,6 +300,7 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::UnreadableFile)
             }
             Self::AiUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::AiUnavailable),
+            Self::AiUnsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::AiUnsupported),
             Self::AiBudgetExhausted { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, ErrorCode::AiBudgetExhausted)
             }
@@ -299,9 +308,10 @@ impl ApiError {
             Self::AiQueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::AiQueueFull),
             Self::RegistrationRefused(_) => (StatusCode::FORBIDDEN, ErrorCode::RegistrationRefused),
             Self::ServerBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerBusy),
-            Self::SpeechUnavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SpeechUnavailable)
-            }
+            Self::SpeechUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::SpeechUnavailable,
+            ),
             Self::AudioTooLong(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::AudioTooLong),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }

@@ -87,10 +87,12 @@ impl Speech {
     /// the rest of the server still serves.
     pub(crate) fn from_config(config: &Config, store: &ClusterStore) -> Self {
         let client = match &config.speech_base_url {
-            None => Err("speech input is not configured on this server: start it with \
+            None => Err(
+                "speech input is not configured on this server: start it with \
                  --speech-base-url (LECTERN_SPEECH_BASE_URL) pointing at an \
                  OpenAI-compatible speech-to-text server, e.g. http://127.0.0.1:8000/v1"
-                .into()),
+                    .into(),
+            ),
             Some(base_url) => {
                 let mut speech = SpeechConfig::new(base_url.clone(), config.speech_model.clone());
                 speech.api_key = config
@@ -320,8 +322,7 @@ async fn chat_writer(
     if session.state == SessionState::Ended {
         return Err(ApiError::SessionEnded);
     }
-    let chat = DocId::new(&format!("session/{session_id}/chat"))
-        .map_err(|_| ApiError::NotFound)?;
+    let chat = DocId::new(&format!("session/{session_id}/chat")).map_err(|_| ApiError::NotFound)?;
     let principal = Principal {
         subject: account.id.clone(),
         role: account.role,
@@ -386,7 +387,11 @@ async fn read_form(
         }
         match name.as_str() {
             "audio" => {
-                audio = Some(read_field(&mut field, max_audio).await?.ok_or(ApiError::PayloadTooLarge)?);
+                audio = Some(
+                    read_field(&mut field, max_audio)
+                        .await?
+                        .ok_or(ApiError::PayloadTooLarge)?,
+                );
             }
             "ask_ai" => {
                 let value = small_field(&mut field, &name).await?;

@@ -144,7 +144,7 @@ impl Decoder {
             .map_err(|error| ort::Error::new(format!("ONNX Runtime is not available: {error}")))?;
         let session = Session::builder(&environment)?
             .with_optimization_level(GraphOptimizationLevel::All)?
-            .with_intra_threads(1)?
+            .with_intra_threads(2)?
             .with_inter_threads(1)?
             .commit_from_file(model)?;
         let mut past_names = Vec::with_capacity(facts.layers * 2);

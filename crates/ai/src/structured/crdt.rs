@@ -218,3 +218,39 @@ fn push_child(txn: &mut TransactionMut, nodes: &MapRef, parent: &str, child: &st
         children.push_back(txn, child);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use yrs::types::ToJson as _;
+    use yrs::{Doc, Transact as _};
+
+    use super::*;
+
+    fn add(txn: &mut TransactionMut, id: &str, parent: Option<&str>, label: &str) {
+        apply_mindmap_event(
+            txn,
+            &MindmapEvent::AddNode {
+                id: id.into(),
+                parent_id: parent.map(str::to_owned),
+                label: label.into(),
+            },
+        );
+    }
+
+    #[test]
+    fn a_second_parentless_node_naming_the_root_is_not_added() {
+        let doc = Doc::new();
+        {
+            let mut txn = doc.transact_mut();
+            add(&mut txn, "n1", None, "Photosynthesis");
+            add(&mut txn, "x1", None, "photosynthesis mind map");
+            add(&mut txn, "x2", None, "Light");
+        }
+        let map = doc.get_or_insert_map(MINDMAP_MAP);
+        let txn = doc.transact();
+        let json = serde_json::to_value(map.to_json(&txn)).expect("json");
+        let nodes = json["nodes"].as_object().expect("nodes");
+        assert_eq!(nodes.len(), 2, "{json}");
+        assert_eq!(json["nodes"]["n1"]["children"], serde_json::json!(["x2"]));
+    }
+}

@@ -556,3 +556,123 @@ impl Mindmap {
         events
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(node: &Node) -> Vec<&str> {
+        node.children
+            .iter()
+            .map(|child| child.label.as_str())
+            .collect()
+    }
+
+    fn all_labels(node: &Node) -> Vec<String> {
+        let mut found = vec![node.label.clone()];
+        for child in &node.children {
+            found.extend(all_labels(child));
+        }
+        found
+    }
+
+    #[test]
+    fn labels_compare_by_their_words() {
+        for (a, b) in [
+            ("Photosynthesis", "photosynthesis"),
+            ("Photosynthesis", "Photosynthesis Mind Map"),
+            ("The Water Cycle:", "water cycle"),
+            ("Cells", "cell"),
+            ("**Cells**", "Cells."),
+            ("CO₂", "co₂"),
+        ] {
+            assert!(same_label(a, b), "{a} = {b}");
+        }
+        for (a, b) in [
+            ("Light", "Light reactions"),
+            ("Gas", "Ga"),
+            ("Cells", "Cell wall"),
+            ("Mind map", "Photosynthesis"),
+        ] {
+            assert!(!same_label(a, b), "{a} != {b}");
+        }
+    }
+
+    #[test]
+    fn the_topic_repeated_anywhere_adds_no_second_root() {
+        let mut builder = MindmapBuilder::with_root("Photosynthesis");
+        let mut events = builder.push(
+            "Photosynthesis mind map\n- **Photosynthesis**\n  - Light reactions\n  - Calvin \
+             cycle\n- The photosynthesis:\n  - Chlorophyll\n",
+        );
+        events.extend(builder.finish());
+        let map = builder.mindmap().expect("map");
+        assert_eq!(map.root.label, "Photosynthesis");
+        assert_eq!(
+            labels(&map.root),
+            ["Light reactions", "Calvin cycle", "Chlorophyll"]
+        );
+        let roots = all_labels(&map.root)
+            .iter()
+            .filter(|label| same_label(label, "Photosynthesis"))
+            .count();
+        assert_eq!(roots, 1);
+        // The events say the same: one parentless node, no other with the topic's label.
+        assert_eq!(events.len(), 4);
+        assert!(events.iter().all(|MindmapEvent::AddNode { label, .. }| {
+            label == "Photosynthesis" || !same_label(label, "Photosynthesis")
+        }));
+    }
+
+    #[test]
+    fn a_branch_repeating_its_parent_or_a_sibling_is_merged_into_it() {
+        let parsed = parse_mindmap(
+            "- Cells\n  - Cells\n    - Nucleus\n  - Membrane\n  - membrane\n    - Proteins\n",
+        )
+        .expect("map");
+        let root = &parsed.value.root;
+        assert_eq!(labels(root), ["Nucleus", "Membrane"]);
+        assert_eq!(labels(&root.children[1]), ["Proteins"]);
+    }
+
+    #[test]
+    fn a_root_alone_is_not_a_mind_map() {
+        let mut builder = MindmapBuilder::with_root("Photosynthesis");
+        builder.push("- Photosynthesis\n");
+        builder.finish();
+        assert!(!builder.has_branches());
+        for (output, topic) in [
+            ("- Photosynthesis\n", Some("Photosynthesis")),
+            ("Photosynthesis", Some("Photosynthesis")),
+            ("- Cells", None),
+            (
+                r#"{"label": "Photosynthesis", "children": []}"#,
+                Some("Photosynthesis"),
+            ),
+            (
+                r#"{"label": "Cells", "children": [{"label": "cells"}]}"#,
+                None,
+            ),
+        ] {
+            assert!(
+                matches!(
+                    parse_with_root(output, topic),
+                    Err(StructuredError::Empty { field: "nodes", .. })
+                ),
+                "{output}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_json_tree_repeating_its_topic_is_not_nested_twice() {
+        let parsed = parse_with_root(
+            r#"{"label": "Photosynthesis mind map", "children": [{"label": "photosynthesis",
+                "children": [{"label": "Light"}, {"label": "Dark"}]}, {"label": "Light"}]}"#,
+            Some("Photosynthesis"),
+        )
+        .expect("map");
+        assert_eq!(parsed.value.root.label, "Photosynthesis mind map");
+        assert_eq!(labels(&parsed.value.root), ["Light", "Dark"]);
+    }
+}

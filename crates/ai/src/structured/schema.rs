@@ -99,8 +99,9 @@ fn title() -> Shape {
     text(80, 12)
 }
 
-fn options() -> Shape {
-    array(text(60, 8), OPTIONS, OPTIONS, OPTIONS)
+/// Four options of at most `max_tokens` tokens each.
+fn options(max_tokens: usize) -> Shape {
+    array(text(60, max_tokens), OPTIONS, OPTIONS, OPTIONS)
 }
 
 /// Index of the right option, counting from 0.
@@ -125,7 +126,7 @@ fn shape(kind: Kind) -> Option<Shape> {
                 array(
                     Shape::Object(vec![
                         ("prompt", text(160, 24)),
-                        ("options", options()),
+                        ("options", options(8)),
                         ("answer", answer()),
                         ("explanation", text(200, 24)),
                         ("marks", Shape::Int { min: 1, max: 1 }),
@@ -150,11 +151,11 @@ fn shape(kind: Kind) -> Option<Shape> {
         ]),
         Kind::Exam => {
             let question = |kind: &'static str, detail: Option<(&'static str, Shape)>| {
-                let mut fields = vec![("prompt", text(200, 24)), ("kind", Shape::Const(kind))];
+                let mut fields = vec![("prompt", text(200, 20)), ("kind", Shape::Const(kind))];
                 match detail {
                     Some(field) => fields.push(field),
                     None => {
-                        fields.push(("options", options()));
+                        fields.push(("options", options(6)));
                         fields.push(("answer", answer()));
                     }
                 }
@@ -179,13 +180,13 @@ fn shape(kind: Kind) -> Option<Shape> {
                                     ]),
                                     1,
                                     15,
-                                    2,
+                                    3,
                                 ),
                             ),
                         ]),
                         1,
                         6,
-                        2,
+                        1,
                     ),
                 ),
                 ("total_marks", Shape::Int { min: 1, max: 500 }),
@@ -199,7 +200,7 @@ fn shape(kind: Kind) -> Option<Shape> {
                 array(
                     Shape::Object(vec![
                         ("minutes", Shape::Int { min: 1, max: 120 }),
-                        ("activity", text(160, 16)),
+                        ("activity", text(160, 12)),
                     ]),
                     1,
                     12,
@@ -209,7 +210,7 @@ fn shape(kind: Kind) -> Option<Shape> {
             (
                 "activities",
                 array(
-                    Shape::Object(vec![("name", text(60, 8)), ("description", text(300, 24))]),
+                    Shape::Object(vec![("name", text(60, 8)), ("description", text(300, 20))]),
                     0,
                     8,
                     2,
@@ -251,7 +252,7 @@ pub fn output_format(kind: Kind) -> OutputFormat {
         },
         None => OutputFormat::Grammar {
             name,
-            lark: MINDMAP_LARK.to_owned(),
+            lark: mindmap_lark(),
         },
     }
 }
@@ -340,15 +341,17 @@ const MINDMAP_BRANCHES: usize = 5;
 /// Most leaves under a branch.
 const MINDMAP_LEAVES: usize = 3;
 
-/// The outline a mind map is written as: the topic, up to five branches, up to three
-/// leaves each, labels of a few words (the format `mindmap.rs` reads). After any complete
-/// line the model may end the answer.
-const MINDMAP_LARK: &str = concat!(
-    "start: \"- \" label \"\\n\" branch{1,5}\n",
-    "branch: \"  - \" label \"\\n\" leaf{0,3}\n",
-    "leaf: \"    - \" label \"\\n\"\n",
-    "label[max_tokens=8]: /[^\\x00-\\x2f\\x3a-\\x40\\x5b-\\x60\\x7b-\\x7f][^\\x00-\\x1f]{0,59}/\n",
-);
+/// The outline a mind map is written as: the topic, up to [`MINDMAP_BRANCHES`] branches
+/// of up to [`MINDMAP_LEAVES`] leaves each, labels of a few words (the format `mindmap.rs`
+/// reads). After any complete line the model may end the answer.
+fn mindmap_lark() -> String {
+    format!(
+        "start: \"- \" label \"\\n\" branch{{1,{MINDMAP_BRANCHES}}}\n\
+         branch: \"  - \" label \"\\n\" leaf{{0,{MINDMAP_LEAVES}}}\n\
+         leaf: \"    - \" label \"\\n\"\n\
+         label[max_tokens={MINDMAP_LABEL_TOKENS}]: /{FIRST_CHAR}{LABEL_CHAR}{{0,59}}/\n"
+    )
+}
 
 /// Builds the Lark grammar: one `start` rule with the document inline, and one capped
 /// terminal rule per distinct text size.
@@ -386,12 +389,18 @@ fn lark_expr(shape: &Shape, rules: &mut Vec<String>) -> String {
             local_max,
             ..
         } => {
-            let item = lark_expr(items, rules);
-            let more = format!("({} {item}){{{},{}}}", literal(","), min.saturating_sub(1), local_max - 1);
+            // The item as a rule of its own, so the grammar names it once.
+            let body = lark_expr(items, rules);
+            let item = format!("item{}", rules.len());
+            rules.push(format!("{item}: {body}"));
+            let rest = match (*min, *local_max) {
+                (_, 0 | 1) => String::new(),
+                (min, max) => format!(" ({} {item}){{{},{}}}", literal(","), min.saturating_sub(1), max - 1),
+            };
             if *min == 0 {
-                format!("({} ({item} {more})? {})", literal("["), literal("]"))
+                format!("({} ({item}{rest})? {})", literal("["), literal("]"))
             } else {
-                format!("({} {item} {more} {})", literal("["), literal("]"))
+                format!("({} {item}{rest} {})", literal("["), literal("]"))
             }
         }
         Shape::Text {
