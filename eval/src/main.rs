@@ -47,6 +47,10 @@ struct Options {
     /// Ask only the first N answerable questions (all off-topic ones are asked).
     #[arg(long)]
     questions: Option<usize>,
+    /// Ask this many answerable questions at once (before the others) and report each
+    /// one's time to first token; 0 to skip.
+    #[arg(long, default_value_t = 3)]
+    concurrent: usize,
     /// Skip the chat questions.
     #[arg(long)]
     skip_chats: bool,
@@ -105,8 +109,8 @@ async fn main() -> anyhow::Result<()> {
     let questions = suite.questions(options.questions);
     let outcome = measure(&mut run, &suite, questions, &options).await;
     run.stop().await;
-    let (retrieval, chats, jobs) = outcome?;
-    let figures = Figures::of(Some(&retrieval), &chats, &jobs);
+    let (retrieval, chats, jobs, concurrent) = outcome?;
+    let figures = Figures::of(Some(&retrieval), &chats, &jobs, concurrent);
     print!("{}", figures.table());
     let report = Report {
         backend: described,
@@ -130,6 +134,7 @@ type Results = (
     lectern_eval::run::Retrieval,
     Vec<lectern_eval::run::ChatResult>,
     Vec<lectern_eval::run::JobResult>,
+    Vec<Option<f64>>,
 );
 
 async fn measure(
@@ -145,10 +150,22 @@ async fn measure(
     );
     let mut chats = Vec::new();
     let mut jobs = Vec::new();
+    let mut concurrent = Vec::new();
     if options.skip_chats && options.skip_jobs {
-        return Ok((retrieval, chats, jobs));
+        return Ok((retrieval, chats, jobs, concurrent));
     }
     run.warm_up().await.context("warming up the model")?;
+    if !options.skip_chats && options.concurrent > 0 {
+        let asked = &questions[..options.concurrent.min(questions.len())];
+        concurrent = run
+            .concurrent(asked)
+            .await
+            .context("asking questions at once")?;
+        eprintln!(
+            "{} chats at once, first tokens (ms): {concurrent:?}",
+            asked.len()
+        );
+    }
     if !options.skip_chats {
         for question in questions {
             let result = run.ask(question).await.context(question.id.clone())?;
@@ -197,7 +214,7 @@ async fn measure(
             jobs.push(result);
         }
     }
-    Ok((retrieval, chats, jobs))
+    Ok((retrieval, chats, jobs, concurrent))
 }
 
 /// `name` in the directory of this executable.

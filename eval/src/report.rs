@@ -86,6 +86,9 @@ pub struct Figures {
     pub first_token_ms: Option<Spread>,
     /// Generated tokens per second after the first token (jobs that called the model).
     pub tokens_per_s: Option<Spread>,
+    /// Chats asked at once: each one's request → first text in the document, milliseconds
+    /// (`None`: it never showed text), in the order asked.
+    pub concurrent_first_token_ms: Vec<Option<f64>>,
 }
 
 /// A whole run.
@@ -109,7 +112,12 @@ pub struct Report {
 
 impl Figures {
     /// The figures of these results.
-    pub fn of(retrieval: Option<&Retrieval>, chats: &[ChatResult], jobs: &[JobResult]) -> Self {
+    pub fn of(
+        retrieval: Option<&Retrieval>,
+        chats: &[ChatResult],
+        jobs: &[JobResult],
+        concurrent_first_token_ms: Vec<Option<f64>>,
+    ) -> Self {
         let on_topic: Vec<&ChatResult> = chats.iter().filter(|chat| chat.on_topic).collect();
         let off_topic: Vec<&ChatResult> = chats.iter().filter(|chat| !chat.on_topic).collect();
         let count = |items: &[&ChatResult], keep: fn(&ChatResult) -> bool| {
@@ -164,16 +172,17 @@ impl Figures {
             ),
             first_token_ms: Spread::of(first_tokens),
             tokens_per_s: Spread::of(speeds),
+            concurrent_first_token_ms,
         }
     }
 
     /// A Markdown table, one figure per row (aligned, so it reads as plain text too).
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "| {:<28} | value", "figure");
-        let _ = writeln!(out, "|-{:-<28}-|------", "");
+        let _ = writeln!(out, "| {:<30} | value", "figure");
+        let _ = writeln!(out, "|-{:-<30}-|------", "");
         let mut row = |name: &str, value: String| {
-            let _ = writeln!(out, "| {name:<28} | {value}");
+            let _ = writeln!(out, "| {name:<30} | {value}");
         };
         let share = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.3}"));
         let rate = |rate: Option<Rate>| {
@@ -204,6 +213,23 @@ impl Figures {
         row("failed jobs' drafts left", rate(self.drafts_left));
         row("time to first token", spread(self.first_token_ms, "ms"));
         row("generation speed", spread(self.tokens_per_s, "tokens/s"));
+        let concurrent = if self.concurrent_first_token_ms.is_empty() {
+            "-".to_owned()
+        } else {
+            let each: Vec<String> = self
+                .concurrent_first_token_ms
+                .iter()
+                .map(|ms| ms.map_or("none".to_owned(), |ms| format!("{ms:.0}")))
+                .collect();
+            format!("{} ms", each.join(" / "))
+        };
+        row(
+            &format!(
+                "first tokens, {} chats at once",
+                self.concurrent_first_token_ms.len()
+            ),
+            concurrent,
+        );
         out
     }
 }
@@ -211,6 +237,71 @@ impl Figures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::degenerate::Degenerate;
+    use crate::run::{Citation, Timing};
+
+    fn chat(status: &str, on_topic: bool, supports: &[bool], bad: bool) -> ChatResult {
+        ChatResult {
+            id: "q".to_owned(),
+            question: "Q?".to_owned(),
+            on_topic,
+            status: status.to_owned(),
+            answer: String::new(),
+            error: None,
+            citations: supports
+                .iter()
+                .map(|&supports| Citation {
+                    file_name: "f.md".to_owned(),
+                    location: None,
+                    supports,
+                })
+                .collect(),
+            supporting_citations: supports.iter().filter(|&&s| s).count(),
+            facts_found: Vec::new(),
+            correct: false,
+            says_not_covered: false,
+            degenerate: bad.then_some(Degenerate::Loop),
+            timing: Timing::default(),
+        }
+    }
+
+    fn job(status: &str, bad: bool, draft_left: bool) -> JobResult {
+        JobResult {
+            id: "j".to_owned(),
+            kind: "quiz".to_owned(),
+            status: status.to_owned(),
+            error: None,
+            valid: status == "done" && !bad,
+            problem: None,
+            degenerate: bad.then_some(Degenerate::Echo),
+            draft_left,
+            value: serde_json::Value::Null,
+            timing: Timing::default(),
+        }
+    }
+
+    #[test]
+    fn degenerate_outputs_count_whether_shown_or_caught() {
+        let chats = [
+            chat("done", true, &[true, false], false),
+            chat("done", true, &[true], true),
+            chat("failed", true, &[], true),
+            chat("done", false, &[false], false),
+        ];
+        let jobs = [
+            job("done", false, false),
+            job("failed", true, true),
+            job("cancelled", true, false),
+        ];
+        let figures = Figures::of(None, &chats, &jobs, Vec::new());
+        let rate = |rate: Option<Rate>| rate.map(|r| (r.hits, r.total));
+        // Off-topic citations are not in the precision; a cancelled job is not an output.
+        assert_eq!(rate(figures.citation_precision), Some((2, 3)));
+        assert_eq!(rate(figures.degenerate), Some((3, 6)));
+        assert_eq!(rate(figures.degenerate_shown_as_done), Some((1, 6)));
+        assert_eq!(rate(figures.drafts_left), Some((1, 1)));
+        assert_eq!(rate(figures.structured_validity), Some((1, 3)));
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

@@ -22,6 +22,10 @@ pub const SEARCH_K: usize = 3;
 /// How long the course may take to become searchable.
 const INGEST_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Put before the questions asked at once, so that none is answered from the cache of the
+/// same question asked alone.
+const CONCURRENT_PREFIX: &str = "Briefly: ";
+
 /// How long a failed structured job's draft may take to disappear from its document.
 const DRAFT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -290,6 +294,49 @@ impl Run {
     /// timed job (a one-off cost of the first job after a start).
     pub async fn warm_up(&mut self) -> Result<(), EvalError> {
         self.chat("warm-up", WARM_UP_QUESTION, None).await.map(drop)
+    }
+
+    /// Asks `questions` in the chat all at once, as several students would, and returns
+    /// each answer's time to first token in milliseconds (request sent → first text in the
+    /// document; `None` for an answer that never showed text). The questions are reworded
+    /// so that none is answered from the answer cache.
+    pub async fn concurrent(
+        &mut self,
+        questions: &[Question],
+    ) -> Result<Vec<Option<f64>>, EvalError> {
+        let started = Instant::now();
+        let deadline = started + self.job_timeout;
+        let mut jobs = Vec::new();
+        for question in questions {
+            let prompt = format!("{CONCURRENT_PREFIX}{}", question.question);
+            let job = self
+                .start_job(&json!({"kind": "chat", "prompt": prompt}))
+                .await?;
+            jobs.push(string(&job, "job_id")?);
+        }
+        let mut first_tokens: Vec<Option<f64>> = vec![None; jobs.len()];
+        loop {
+            // Checked right after each update arrives: the time seen is the update's.
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            let mut ended = 0;
+            for (job_id, first_token) in jobs.iter().zip(&mut first_tokens) {
+                let Some(message) = assistant_message(self.chat.doc(), job_id) else {
+                    continue;
+                };
+                if first_token.is_none() && !message["text"].as_str().unwrap_or("").is_empty() {
+                    *first_token = Some(elapsed);
+                }
+                if is_final(&message["status"]) {
+                    ended += 1;
+                }
+            }
+            if ended == jobs.len() {
+                return Ok(first_tokens);
+            }
+            self.chat
+                .changed(deadline, "the concurrent answers")
+                .await?;
+        }
     }
 
     /// Asks an answerable question in the session chat and judges the answer.

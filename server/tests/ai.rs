@@ -734,7 +734,7 @@ async fn cancelling_mid_stream_keeps_the_partial_text() {
         &api,
         &class,
         &class.teacher.access,
-        json!({"kind": "chat", "prompt": "Tell me everything"}),
+        json!({"kind": "chat", "prompt": "Tell me everything about cells"}),
     )
     .await;
     let job_id = job["job_id"].as_str().expect("id").to_owned();
@@ -1236,20 +1236,15 @@ async fn a_quiz_streams_as_a_draft_then_lands_validated_or_fails_clearly() {
             .await;
         assert_eq!(lectern["ai_jobs"][&job_id]["doc_id"], doc_id.as_str());
         let mut watcher = Watcher::open(api.server(), &doc_id, &class.student.access).await;
-        watcher
-            .until(|doc| {
-                let text = doc.get_or_insert_text("draft");
-                let txn = doc.transact();
-                (!text.get_string(&txn).is_empty()).then_some(())
-            })
-            .await;
-        let draft = {
-            let text = watcher.doc.get_or_insert_text("draft");
-            let txn = watcher.doc.transact();
-            text.get_string(&txn)
-        };
-        assert!(!draft.is_empty(), "the raw output stays as the draft");
         if outcome == "done" {
+            watcher
+                .until(|doc| {
+                    let text = doc.get_or_insert_text("draft");
+                    let txn = doc.transact();
+                    (!text.get_string(&txn).is_empty()).then_some(())
+                })
+                .await;
+            // A failed job's draft is taken back (`ai_outcomes.rs`); a good one's stays.
             let quiz = map_json(&watcher.doc, "quiz");
             assert_eq!(quiz["questions"][0]["options"][0], "The cell", "{quiz}");
         } else {
@@ -1437,4 +1432,495 @@ async fn measure_ai_figures() {
         speed / jobs.max(1.0)
     );
     api.stop().await;
+}
+
+/// Grounded answers (issue #12): an answer cites only the passages it uses, with where they
+/// are; an off-topic question is answered "not covered" without the model; prompts hold
+/// each piece of text once and as much of the course as the backend's window takes; a
+/// structured document's `[n]` open real passages.
+mod grounding {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A fake OpenAI-compatible model (as [`fake_model_seq`]) that also keeps every
+    /// request body, to check what the server asked.
+    struct Recorder {
+        base_url: String,
+        bodies: Arc<Mutex<Vec<Value>>>,
+    }
+
+    impl Recorder {
+        async fn start(scripts: Vec<Script>) -> Self {
+            let bodies = Arc::new(Mutex::new(Vec::new()));
+            let kept = bodies.clone();
+            let scripts = Arc::new(scripts);
+            let app = Router::new().route(
+                "/v1/chat/completions",
+                post(move |body: Bytes| {
+                    let scripts = scripts.clone();
+                    let kept = kept.clone();
+                    async move {
+                        let body: Value = serde_json::from_slice(&body).expect("json request");
+                        let n = {
+                            let mut kept = kept.lock().expect("bodies");
+                            kept.push(body);
+                            kept.len() - 1
+                        };
+                        respond(scripts[n.min(scripts.len() - 1)].clone())
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let address = listener.local_addr().expect("address");
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Self {
+                base_url: format!("http://{address}/v1"),
+                bodies,
+            }
+        }
+
+        fn requests(&self) -> usize {
+            self.bodies.lock().expect("bodies").len()
+        }
+
+        /// The user message of the last request.
+        fn last_prompt(&self) -> String {
+            let bodies = self.bodies.lock().expect("bodies");
+            let body = bodies.last().expect("a request");
+            body["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .filter(|message| message["role"] == "user")
+                .map(|message| message["content"].as_str().expect("content").to_owned())
+                .collect()
+        }
+
+        /// Every message of the last request, joined.
+        fn last_messages(&self) -> String {
+            let bodies = self.bodies.lock().expect("bodies");
+            let body = bodies.last().expect("a request");
+            body["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|message| message["content"].as_str().expect("content").to_owned())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    }
+
+    async fn server(model: &Recorder, adjust: impl Fn(&mut lectern::Config)) -> Api {
+        let base_url = model.base_url.clone();
+        sqlite(move |config| {
+            config.ai_backend = AiBackendKind::Openai;
+            config.ai_base_url = Some(base_url.clone());
+            config.ai_model = Some("fake-model".into());
+            config.rate_limit_burst = 10_000;
+            adjust(config);
+        })
+        .await
+    }
+
+    /// Uploads a material and waits until it is searchable; returns its id.
+    async fn upload(api: &Api, class: &Class, file_name: &str, bytes: Vec<u8>) -> String {
+        let token = class.teacher.access.as_str();
+        let (status, body) =
+            crate::materials::upload(api, &class.id, token, file_name, bytes).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let id = body["id"].as_str().expect("id").to_owned();
+        crate::materials::ready(api, token, &id).await;
+        id
+    }
+
+    /// Asks `question` in the chat; returns the finished answer message and the job.
+    async fn ask(api: &Api, class: &Class, question: &str) -> (Value, Value) {
+        let mut chat = Watcher::open(api.server(), &chat_doc(class), &class.teacher.access).await;
+        let job = start_ok(
+            api,
+            class,
+            &class.teacher.access,
+            json!({"kind": "chat", "prompt": question}),
+        )
+        .await;
+        let job_id = job["job_id"].as_str().expect("id").to_owned();
+        let job = finished(api, &class.teacher.access, &job_id).await;
+        let message = chat
+            .until(|doc| answer(doc, &job_id).filter(|message| message["status"] != "streaming"))
+            .await;
+        (message, job)
+    }
+
+    /// The numbered passages of a prompt, `(place, text)` for `[1]`, `[2]`, …: entries
+    /// `[n] (place) text` (chat) or a line `[n] place` then the text (structured jobs).
+    fn passages_of(prompt: &str) -> Vec<(String, String)> {
+        let mut starts = Vec::new();
+        for number in 1.. {
+            let marker = format!("[{number}] ");
+            let from = starts.last().map_or(0, |&(_, end)| end);
+            let found = prompt[from..]
+                .match_indices(&marker)
+                .map(|(index, _)| from + index)
+                .find(|&index| index == 0 || prompt[..index].ends_with('\n'));
+            match found {
+                Some(index) => starts.push((index, index + marker.len())),
+                None => break,
+            }
+        }
+        let end_of_all = |from: usize| {
+            ["\nQuestion: ", "\nWrite "]
+                .iter()
+                .filter_map(|end| prompt[from..].find(end).map(|index| from + index))
+                .min()
+                .unwrap_or(prompt.len())
+        };
+        starts
+            .iter()
+            .enumerate()
+            .map(|(index, &(_, body))| {
+                let end = starts
+                    .get(index + 1)
+                    .map_or_else(|| end_of_all(body), |&(next, _)| next);
+                let entry = prompt[body..end].trim();
+                match entry.strip_prefix('(') {
+                    Some(rest) => {
+                        let (place, text) = rest.split_once(") ").expect("(place) text");
+                        (place.to_owned(), text.trim().to_owned())
+                    }
+                    None => {
+                        let (place, text) = entry.split_once('\n').expect("label, then text");
+                        (place.to_owned(), text.trim().to_owned())
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn normalised(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// A Markdown handout about volcanoes: a title, three sections, one of them long
+    /// enough to be cut into several overlapping chunks.
+    fn volcano_handout() -> String {
+        let mut md = String::from("# Volcanoes\n\nA handout for Year 8 geography.\n\n");
+        md.push_str("## Magma and eruptions\n\n");
+        let facts = [
+            "Magma forms when rock in the mantle melts under falling pressure.",
+            "Magma rises because it is less dense than the solid rock around it.",
+            "Gas dissolved in magma comes out of solution as the magma rises.",
+            "Expanding gas bubbles drive an explosive eruption through the vent.",
+            "Runny basaltic magma lets gas escape gently in effusive eruptions.",
+            "Sticky andesitic magma traps gas until the pressure blasts it out.",
+            "Pyroclastic flows are avalanches of hot gas and ash down the slopes.",
+            "Lahars are mudflows of volcanic ash mixed with rain or meltwater.",
+            "Volcanic bombs are lumps of lava thrown out that cool in the air.",
+            "Ash clouds can rise into the stratosphere and ground aircraft.",
+            "Sulphur dioxide from large eruptions can cool the climate for years.",
+            "Magma that cools underground forms intrusions such as dykes and sills.",
+            "Lava that reaches the surface cools into extrusive rocks like basalt.",
+            "Geologists measure gas output to warn of a coming eruption.",
+            "Tiltmeters detect the ground swelling as a magma chamber fills.",
+            "Swarms of small earthquakes often come before an eruption.",
+        ];
+        // Hard-wrapped at two facts a line, in paragraphs of four lines.
+        for (index, pair) in facts.chunks(2).enumerate() {
+            md.push_str(&pair.join(" "));
+            md.push('\n');
+            if index % 2 == 1 {
+                md.push('\n');
+            }
+        }
+        md.push_str("## Shield volcanoes\n\nShield volcanoes such as Mauna Loa have gentle \
+                     slopes built by runny basaltic lava.\nThey form over hot spots and at \
+                     constructive plate margins.\n\n");
+        md.push_str("## Living near volcanoes\n\nFarmers live near volcanoes because \
+                     weathered ash makes fertile soil.\nGeothermal power stations use the \
+                     heat to make electricity.\n");
+        md
+    }
+
+    #[tokio::test]
+    async fn an_answer_cites_only_the_passages_it_marks_by_their_numbers() {
+        // Cites the second passage, and a passage that does not exist.
+        let model = Recorder::start(vec![say(
+            "Gas bubbles expanding in rising magma drive explosive eruptions [2]. See also [9].",
+        )])
+        .await;
+        let api = server(&model, |_| {}).await;
+        let class = class(&api).await;
+        let material = upload(&api, &class, "volcanoes.md", volcano_handout().into_bytes()).await;
+        let (message, job) = ask(&api, &class, "Why do volcanoes erupt explosively?").await;
+        assert_eq!(job["status"], "done", "{job}");
+        let passages = passages_of(&model.last_prompt());
+        assert!(
+            passages.len() >= 2,
+            "two passages at least: {}",
+            model.last_prompt()
+        );
+        let citations = message["citations"].as_array().expect("citations");
+        assert_eq!(citations.len(), 1, "only [2]: {citations:?}");
+        let citation = &citations[0];
+        assert_eq!(citation["marker"], 2.0, "{citation}");
+        assert_eq!(citation["material_id"], material.as_str());
+        assert_eq!(
+            format!("volcanoes.md, {}", citation["location"].as_str().expect("location")),
+            passages[1].0,
+            "the citation is the prompt's [2]"
+        );
+        api.stop().await;
+    }
+
+    #[tokio::test]
+    async fn an_off_topic_question_is_not_covered_and_the_model_is_not_asked() {
+        let model = Recorder::start(vec![answering(1)]).await;
+        let api = server(&model, |_| {}).await;
+        let class = class(&api).await;
+        upload(&api, &class, "volcanoes.md", volcano_handout().into_bytes()).await;
+        upload_cells(&api, &class).await;
+        let (message, job) = ask(&api, &class, "Who wrote the novel Pride and Prejudice?").await;
+        assert_eq!(job["status"], "done", "{job}");
+        assert_eq!(message["text"], "Your course materials don't cover this.");
+        assert_eq!(message["citations"], json!([]));
+        assert_eq!(model.requests(), 0, "nothing to ground an answer in");
+        // An on-topic question in the same classroom is asked.
+        let (message, _) = ask(&api, &class, "Where is the electron transport chain?").await;
+        assert_eq!(message["text"], ANSWER);
+        assert_eq!(model.requests(), 1);
+        api.stop().await;
+    }
+
+    #[tokio::test]
+    async fn citations_give_lines_in_markdown_and_page_and_heading_in_a_pdf() {
+        let model = Recorder::start(vec![say("That is what the handout says [1].")]).await;
+        let api = server(&model, |_| {}).await;
+        let class = class(&api).await;
+        let handout = volcano_handout();
+        upload(&api, &class, "volcanoes.md", handout.clone().into_bytes()).await;
+        let pdf = fixtures::pdf_with_headings(&[
+            "# Plate tectonics\nThe crust is broken into plates that move a few centimetres a \
+             year.",
+            "# Earthquakes\nAn earthquake's focus is where the rock first breaks; the point \
+             above it on the surface is the epicentre.",
+        ]);
+        upload(&api, &class, "tectonics.pdf", pdf).await;
+
+        let (message, _) = ask(&api, &class, "Why do farmers live near volcanoes?").await;
+        let citation = &message["citations"][0];
+        assert_eq!(citation["file_name"], "volcanoes.md", "{message}");
+        assert_eq!(citation["heading"], "Volcanoes > Living near volcanoes");
+        let (first, last) = (
+            citation["line_start"].as_f64().expect("first line") as usize,
+            citation["line_end"].as_f64().expect("last line") as usize,
+        );
+        // Those lines of the file are the passage.
+        let lines: Vec<&str> = handout.lines().collect();
+        let cited = normalised(&lines[first - 1..last].join(" "));
+        let (_, text) = &passages_of(&model.last_prompt())[0];
+        assert_eq!(cited, normalised(text), "lines {first}–{last}");
+        assert_eq!(
+            citation["location"],
+            format!("Volcanoes > Living near volcanoes, lines {first}–{last}").as_str()
+        );
+
+        let (message, _) = ask(&api, &class, "What is the epicentre of an earthquake?").await;
+        let citation = &message["citations"][0];
+        assert_eq!(citation["file_name"], "tectonics.pdf", "{message}");
+        assert_eq!(citation["page"], 2.0);
+        assert_eq!(citation["heading"], "Earthquakes");
+        assert_eq!(citation["line_start"], Value::Null);
+        assert_eq!(citation["location"], "p. 2, Earthquakes");
+        api.stop().await;
+    }
+
+    #[tokio::test]
+    async fn neighbouring_chunks_reach_the_prompt_once_without_their_overlap() {
+        let model = Recorder::start(vec![say("Gas drives eruptions [1].")]).await;
+        let api = server(&model, |_| {}).await;
+        let class = class(&api).await;
+        let handout = volcano_handout();
+        let material = upload(&api, &class, "volcanoes.md", handout.clone().into_bytes()).await;
+        let (status, chunks) = api
+            .get(
+                &format!("/materials/{material}/chunks"),
+                Some(&class.teacher.access),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{chunks}");
+        let texts: Vec<String> = chunks
+            .as_array()
+            .expect("chunks")
+            .iter()
+            .map(|chunk| normalised(chunk["text"].as_str().expect("text")))
+            .collect();
+        ask(&api, &class, "How does gas in magma cause explosive eruptions?").await;
+        let prompt = normalised(&model.last_prompt());
+        // Consecutive chunks in the prompt together: the text they share is there once.
+        let mut merged = 0;
+        for pair in texts.windows(2) {
+            let shared = (1..pair[1].len())
+                .rev()
+                .filter(|&end| pair[1].is_char_boundary(end))
+                .find(|&end| pair[0].ends_with(&pair[1][..end]));
+            let Some(end) = shared else { continue };
+            let (before, after) = (&pair[0][..pair[0].len() - end], &pair[1][end..]);
+            if prompt.contains(before.trim()) && prompt.contains(after.trim()) {
+                merged += 1;
+                let repeated = pair[1][..end].trim();
+                assert_eq!(
+                    prompt.matches(repeated).count(),
+                    1,
+                    "{repeated:?} once in {prompt}"
+                );
+            }
+        }
+        assert!(merged >= 1, "neighbouring chunks in the prompt: {prompt}");
+        // And no sentence of the handout twice.
+        for sentence in handout.split(['.', '\n']).map(str::trim) {
+            if sentence.len() > 20 {
+                assert!(
+                    prompt.matches(sentence).count() <= 1,
+                    "{sentence:?} twice in {prompt}"
+                );
+            }
+        }
+        api.stop().await;
+    }
+
+    /// A long Markdown handout of eruption case studies (about 6,000 characters).
+    fn eruptions_handout() -> String {
+        let cases = [
+            ("Vesuvius", "AD 79", "Italy", "buried Pompeii and Herculaneum under ash and pumice"),
+            ("Krakatoa", "1883", "Indonesia", "set off tsunamis that killed tens of thousands"),
+            ("Mount Pelee", "1902", "Martinique", "sent a pyroclastic flow through Saint-Pierre"),
+            ("Mount St Helens", "1980", "the United States", "blew out its north flank sideways"),
+            ("Nevado del Ruiz", "1985", "Colombia", "melted ice into lahars that buried Armero"),
+            ("Pinatubo", "1991", "the Philippines", "cooled the world by half a degree for a year"),
+            ("Montserrat", "1995", "the Caribbean", "left the capital Plymouth abandoned"),
+            ("Eyjafjallajokull", "2010", "Iceland", "closed European airspace with its ash"),
+            ("Merapi", "2010", "Indonesia", "forced hundreds of thousands to evacuate"),
+            ("Kilauea", "2018", "Hawaii", "poured lava over hundreds of homes"),
+            ("Fuego", "2018", "Guatemala", "sent pyroclastic flows down its ravines"),
+            ("Hunga Tonga", "2022", "Tonga", "sent a pressure wave around the whole planet"),
+        ];
+        let mut md = String::from("# Volcanic eruptions: case studies\n\n");
+        for (name, year, place, effect) in cases {
+            md.push_str(&format!(
+                "The eruption of {name} in {place} in {year} {effect}. Geographers study \
+                 it for its hazards: how far the ash fell, where the flows ran, how the \
+                 warnings were given and how long the people living near {name} took to \
+                 recover once the eruption of {year} was over.\n\n"
+            ));
+        }
+        md
+    }
+
+    /// A quiz citing passages [1] and [2], and a passage [7] that does not exist.
+    const CITING_QUIZ: &str = r#"{"title": "Volcanoes", "questions": [{"prompt": "What drives an explosive eruption?", "options": ["Expanding gas", "Wind", "Rain", "Tides"], "answer": 0, "explanation": "Gas bubbles expand as magma rises [1]."}, {"prompt": "What are lahars?", "options": ["Mudflows", "Lava", "Ash clouds", "Bombs"], "answer": 0, "explanation": "Ash mixed with water [2], not [7]."}]}"#;
+
+    /// Runs a quiz job on the volcano handout with a `context`-token API window; returns
+    /// the model, the finished job and the server (still running).
+    async fn quiz(context: u32, file_name: &str, handout: String) -> (Recorder, Api, Class, Value) {
+        let model = Recorder::start(vec![say(CITING_QUIZ)]).await;
+        let api = server(&model, |config| {
+            config.ai_context_tokens = context;
+            config.ai_max_tokens = 512;
+        })
+        .await;
+        let class = class(&api).await;
+        upload(&api, &class, file_name, handout.into_bytes()).await;
+        let job = start_ok(
+            &api,
+            &class,
+            &class.teacher.access,
+            json!({"kind": "quiz", "prompt": "Volcanic eruptions and their hazards"}),
+        )
+        .await;
+        let job_id = job["job_id"].as_str().expect("id").to_owned();
+        let done = finished(&api, &class.teacher.access, &job_id).await;
+        assert_eq!(done["status"], "done", "{done}");
+        (model, api, class, job)
+    }
+
+    /// Characters of course text in a structured prompt.
+    fn source_chars(prompt: &str) -> usize {
+        passages_of(prompt)
+            .iter()
+            .map(|(_, text)| text.chars().count())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn structured_jobs_get_as_much_course_text_as_the_window_takes() {
+        let (large, api, ..) = quiz(32_768, "eruptions.md", eruptions_handout()).await;
+        api.stop().await;
+        let (small, api, ..) = quiz(1024, "eruptions.md", eruptions_handout()).await;
+        api.stop().await;
+        let (large_prompt, small_prompt) = (large.last_prompt(), small.last_prompt());
+        let (many, few) = (source_chars(&large_prompt), source_chars(&small_prompt));
+        // The old fixed budget was 2,400 characters whatever the window.
+        assert!(many > 3_000, "{many} characters: {large_prompt}");
+        assert!(few > 0 && few < many, "{few} < {many}: {small_prompt}");
+        // The small window's prompt leaves the answer its 512 tokens (estimated at 4
+        // characters a token, as the server does for an API).
+        let asked = small.last_messages().chars().count();
+        assert!(asked <= 4 * (1024 - 512), "{asked} characters: {small_prompt}");
+    }
+
+    #[tokio::test]
+    async fn a_quizs_source_markers_open_the_passages_they_name() {
+        // Sections apart: several passages.
+        let (model, api, class, job) = quiz(8192, "volcanoes.md", volcano_handout()).await;
+        let passages = passages_of(&model.last_prompt());
+        assert!(passages.len() >= 2, "{}", model.last_prompt());
+        let doc_id = job["doc_id"].as_str().expect("doc");
+        let mut watcher = Watcher::open(api.server(), doc_id, &class.student.access).await;
+        let sources = watcher
+            .until(|doc| {
+                let sources = map_json(doc, "sources");
+                (!map_json(doc, "quiz").as_object()?.is_empty()).then_some(sources)
+            })
+            .await;
+        let keys: std::collections::BTreeSet<&str> = sources
+            .as_object()
+            .expect("sources")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["1", "2"].into(), "[7] names no passage: {sources}");
+        for (key, source) in sources.as_object().expect("sources") {
+            let number: usize = key.parse().expect("number");
+            assert_eq!(source["marker"], number as f64);
+            // A client opens it: the material's chunk at `ordinal` is in that passage.
+            let material = source["material_id"].as_str().expect("material");
+            let (status, chunks) = api
+                .get(
+                    &format!("/materials/{material}/chunks"),
+                    Some(&class.student.access),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{chunks}");
+            let ordinal = source["ordinal"].clone();
+            let chunk = chunks
+                .as_array()
+                .expect("chunks")
+                .iter()
+                .find(|chunk| chunk["ordinal"] == ordinal)
+                .unwrap_or_else(|| panic!("chunk {ordinal} of {material}"));
+            let (place, text) = &passages[number - 1];
+            let start: String = normalised(chunk["text"].as_str().expect("text"))
+                .chars()
+                .take(60)
+                .collect();
+            assert!(normalised(text).starts_with(&start), "{start:?} opens {text:?}");
+            assert_eq!(
+                format!("[{number}] volcanoes.md, {}", source["location"].as_str().expect("loc")),
+                format!("[{number}] {place}")
+            );
+        }
+        api.stop().await;
+    }
 }

@@ -4,6 +4,7 @@
 
 mod ai;
 mod ai_nodes;
+mod ai_outcomes;
 mod ai_queue;
 mod api;
 mod cluster_limits;

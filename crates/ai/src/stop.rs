@@ -122,7 +122,12 @@ mod tests {
 
     #[test]
     fn the_stop_completed_first_wins_however_the_text_is_cut() {
-        for pieces in [&["xab", "cd"][..], &["xabc", "d"], &["x", "a", "b", "c", "d"], &["xabcd"]] {
+        for pieces in [
+            &["xab", "cd"][..],
+            &["xabc", "d"],
+            &["x", "a", "b", "c", "d"],
+            &["xabcd"],
+        ] {
             let (out, stopped) = run(&["abcd", "bc"], pieces);
             assert!(stopped);
             assert_eq!(out.concat(), "xa", "{pieces:?}");

@@ -70,7 +70,11 @@ fn decoder_matches_the_float32_reference_of_the_gguf() {
     let vocab = fidelity.vocab_size;
     assert_eq!(fidelity.positions, POSITIONS);
     assert_eq!(vocab, backend.decoder().facts().vocab_size);
-    assert_eq!(bytes.len(), POSITIONS * vocab * 4, "fidelity.bin holds [30, vocab] f32");
+    assert_eq!(
+        bytes.len(),
+        POSITIONS * vocab * 4,
+        "fidelity.bin holds [30, vocab] f32"
+    );
     let reference: Vec<f64> = bytes
         .chunks_exact(4)
         .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
@@ -104,7 +108,11 @@ fn decoder_matches_the_float32_reference_of_the_gguf() {
                 agree += 1;
             }
         }
-        assert_eq!(cache.len(), sequence.ids.len(), "the cache covers every id fed");
+        assert_eq!(
+            cache.len(),
+            sequence.ids.len(),
+            "the cache covers every id fed"
+        );
     }
     assert_eq!(kls.len(), POSITIONS, "every reference row compared");
     let mean_kl = kls.iter().sum::<f64>() / kls.len() as f64;

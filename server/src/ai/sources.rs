@@ -227,6 +227,21 @@ pub(super) fn source_budget(
     prompt.saturating_sub(used + TEMPLATE_TOKENS)
 }
 
+/// Characters of a chunk as the library cuts them (`ChunkConfig::default`), overlap
+/// included.
+const CHUNK_CHARS: usize = 800;
+
+/// Most chunks one job retrieves (the search API's own cap is 50).
+const MAX_CHUNKS: usize = 48;
+
+/// How many chunks fill the prompt of a `context`-token window whose answer may take
+/// `max_tokens` (estimated, before the instructions are counted: [`fit`] cuts to the
+/// exact budget afterwards), from 1 to [`MAX_CHUNKS`].
+pub(super) fn chunks_for_window(context: usize, max_tokens: usize) -> usize {
+    let prompt = context.saturating_sub(max_tokens).max(MIN_PROMPT_TOKENS);
+    (prompt.saturating_mul(CHARS_PER_TOKEN) / CHUNK_CHARS).clamp(1, MAX_CHUNKS)
+}
+
 /// The passages that fit into `budget` tokens, in order, numbered from 1 by position: whole
 /// while they fit, then the first that does not is cut at a word (if a useful part fits),
 /// and the rest left out.
@@ -570,6 +585,15 @@ mod tests {
             source_budget(&counter, 1024, 1000, &[]),
             MIN_PROMPT_TOKENS - TEMPLATE_TOKENS
         );
+    }
+
+    #[test]
+    fn a_larger_window_retrieves_more_chunks() {
+        // The local model: 2048 tokens, 512 for the answer.
+        assert_eq!(chunks_for_window(2048, 512), 7);
+        assert_eq!(chunks_for_window(8192, 512), 38);
+        assert_eq!(chunks_for_window(128_000, 4096), MAX_CHUNKS);
+        assert_eq!(chunks_for_window(512, 512), 1);
     }
 
     #[test]

@@ -116,7 +116,10 @@ impl Grammars {
 
     /// A fresh constraint for `format`; `None` for free text. A grammar or schema that
     /// does not compile is the caller's mistake: [`BackendError::Rejected`].
-    pub(crate) fn constraint(&self, format: &OutputFormat) -> Result<Option<Constraint>, BackendError> {
+    pub(crate) fn constraint(
+        &self,
+        format: &OutputFormat,
+    ) -> Result<Option<Constraint>, BackendError> {
         let (name, grammar) = match format {
             OutputFormat::Text => return Ok(None),
             OutputFormat::JsonSchema {
@@ -142,7 +145,9 @@ impl Grammars {
             }
         };
         let parser = self.factory.create_parser(grammar).map_err(|error| {
-            BackendError::Rejected(format!("the output format {name:?} does not compile: {error}"))
+            BackendError::Rejected(format!(
+                "the output format {name:?} does not compile: {error}"
+            ))
         })?;
         let mut matcher = Matcher::new(Ok(parser));
         for warning in matcher.grammar_warnings() {
@@ -175,7 +180,10 @@ impl Constraint {
     /// Sets the logits of every token the grammar does not allow next to −∞. The model's
     /// stop tokens stay allowed exactly when the text so far is a complete answer.
     pub(crate) fn mask(&mut self, logits: &mut [f32]) -> Result<(), BackendError> {
-        let mask = self.matcher.compute_mask().map_err(|error| self.failed(error))?;
+        let mask = self
+            .matcher
+            .compute_mask()
+            .map_err(|error| self.failed(error))?;
         if mask.is_zero() {
             return Err(BackendError::Inference(
                 "the output grammar allows no token here".to_owned(),
@@ -320,7 +328,11 @@ mod tests {
     /// Decodes with a "model" whose logits are random noise: whatever it prefers, the
     /// constraint must keep the text inside the grammar. Returns the text and whether it
     /// ended by a stop token (rather than by the grammar finishing).
-    fn noise_model(constraint: &mut Constraint, tokenizer: &Tokenizer, seed: u64) -> (String, bool) {
+    fn noise_model(
+        constraint: &mut Constraint,
+        tokenizer: &Tokenizer,
+        seed: u64,
+    ) -> (String, bool) {
         let (text, by_stop_token, _) = noise_model_counted(constraint, tokenizer, seed);
         (text, by_stop_token)
     }
@@ -395,7 +407,10 @@ mod tests {
             let (text, _) = noise_model(&mut constraint, &tokenizer, seed);
             let value: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|error| panic!("seed {seed}: {error} in {text:?}"));
-            assert!(text.starts_with("{\"title\":\""), "keys in order, no spaces: {text}");
+            assert!(
+                text.starts_with("{\"title\":\""),
+                "keys in order, no spaces: {text}"
+            );
             let title = value["title"].as_str().expect("title");
             assert!((1..=12).contains(&title.chars().count()), "{text}");
             let cards = value["cards"].as_array().expect("cards");
@@ -436,7 +451,10 @@ mod tests {
                     .iter()
                     .filter(|r| !matches!(r, structured::Repair::Recomputed { .. }))
                     .collect();
-                assert!(repairs.is_empty(), "{kind:?} seed {seed}: {repairs:?} in {text}");
+                assert!(
+                    repairs.is_empty(),
+                    "{kind:?} seed {seed}: {repairs:?} in {text}"
+                );
             }
         }
     }
@@ -448,13 +466,19 @@ mod tests {
             name: "lines".into(),
             lark: "start: line{1,3}\nline: \"- \" /[a-z]{1,5}/ \"\\n\"".into(),
         };
-        let mut constraint = grammars.constraint(&format).expect("compiles").expect("some");
+        let mut constraint = grammars
+            .constraint(&format)
+            .expect("compiles")
+            .expect("some");
         let stop_allowed = |constraint: &mut Constraint| {
             let mut logits = vec![0.0; facts().vocab_size];
             constraint.mask(&mut logits).expect("mask");
             let allowed = |id: u32| logits[id as usize].is_finite();
             assert_eq!(allowed(IM_END), allowed(END_OF_TEXT));
-            assert!(!allowed(258) && !allowed(259), "padding logits are never allowed");
+            assert!(
+                !allowed(258) && !allowed(259),
+                "padding logits are never allowed"
+            );
             allowed(IM_END)
         };
         assert!(!stop_allowed(&mut constraint), "nothing written yet");
@@ -469,7 +493,10 @@ mod tests {
         assert!(!stop_allowed(&mut constraint), "the line is not finished");
         let newline = tokenizer.encode("\n", false).expect("encode").get_ids()[0];
         assert!(constraint.accept(newline).expect("newline").is_empty());
-        assert!(stop_allowed(&mut constraint), "one whole line is a complete answer");
+        assert!(
+            stop_allowed(&mut constraint),
+            "one whole line is a complete answer"
+        );
         assert!(!constraint.is_finished(), "but more lines may follow");
 
         let (text, by_stop_token) = noise_model(&mut constraint, &tokenizer, 7);
@@ -485,10 +512,15 @@ mod tests {
             name: "fixed".into(),
             lark: "start: \"Answer: \" (\"yes\" | \"no\")".into(),
         };
-        let mut constraint = grammars.constraint(&format).expect("compiles").expect("some");
+        let mut constraint = grammars
+            .constraint(&format)
+            .expect("compiles")
+            .expect("some");
         let mut logits = vec![0.0; facts().vocab_size];
         constraint.mask(&mut logits).expect("mask");
-        let allowed: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
+        let allowed: Vec<usize> = (0..logits.len())
+            .filter(|&i| logits[i].is_finite())
+            .collect();
         let first = tokenizer.encode("A", false).expect("encode").get_ids()[0];
         assert_eq!(allowed, [first as usize], "only the forced first byte");
         let forced = constraint.accept(first).expect("accept");
@@ -502,7 +534,12 @@ mod tests {
     #[test]
     fn free_text_has_no_constraint_and_a_broken_grammar_is_rejected() {
         let (grammars, _) = grammars();
-        assert!(grammars.constraint(&OutputFormat::Text).expect("text").is_none());
+        assert!(
+            grammars
+                .constraint(&OutputFormat::Text)
+                .expect("text")
+                .is_none()
+        );
         let broken = OutputFormat::Grammar {
             name: "broken".into(),
             lark: "start: undefined_rule".into(),
@@ -516,7 +553,10 @@ mod tests {
             schema: json!({"type": "object", "properties": {"a": {"type": "strange"}}}),
             lark: None,
         };
-        assert!(matches!(grammars.constraint(&bad_schema), Err(BackendError::Rejected(_))));
+        assert!(matches!(
+            grammars.constraint(&bad_schema),
+            Err(BackendError::Rejected(_))
+        ));
     }
 
     #[test]

@@ -37,12 +37,12 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use self::constrain::Grammars;
 pub use self::decoder::{Decoder, KvCache, ModelFacts};
 use self::detok::Detokenizer;
 pub use self::prepare::{
     GeneratorPrepareError, PreparedGenerator, generator_dir, prepare_generator,
 };
-use self::constrain::Grammars;
 use self::sample::{Repetition, Sampler};
 use crate::backend::{
     Backend, BackendError, Event, EventStream, GenerationRequest, Message, Usage,

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! <models>/smollm2-135m-instruct-q4-v2/
-//!   model.onnx         decoder with a KV cache, the GGUF's own 4-bit blocks (~150 MB)
+//!   model.onnx         decoder with a KV cache, the GGUF's own 4-bit blocks (~100 MB)
 //!   tokenizer.json     byte-level BPE rebuilt from the GGUF vocabulary
 //!   generation.json    special ids, chat template facts, cache shapes
 //!   fidelity.json      the fidelity prompts' token ids and the figures measured
@@ -261,8 +261,7 @@ pub fn prepare_generator(
             });
         }
         Ok(Marker {
-            artefact: "SmolLM2-135M-Instruct, ONNX decoder with the GGUF's 4-bit blocks"
-                .to_owned(),
+            artefact: "SmolLM2-135M-Instruct, ONNX decoder with the GGUF's 4-bit blocks".to_owned(),
             sources: vec![
                 MODEL_PACKAGE.to_owned(),
                 format!("convert_smollm2.py sha256:{}", hex(&Sha256::digest(SCRIPT))),
@@ -515,7 +514,9 @@ mod tests {
         let current = root.path().join(GENERATOR_DIR);
         fs::create_dir(&current).expect("current dir");
         let lines = std::cell::RefCell::new(Vec::new());
-        remove_superseded(root.path(), &|line| lines.borrow_mut().push(line.to_owned()));
+        remove_superseded(root.path(), &|line| {
+            lines.borrow_mut().push(line.to_owned())
+        });
         assert!(!old.exists(), "the old version is removed");
         assert!(current.exists(), "the current version stays");
         let left: Vec<_> = fs::read_dir(root.path())

@@ -235,7 +235,10 @@ mod tests {
         control.apply(&mut logits);
         assert_eq!(logits[6], f32::NEG_INFINITY, "6 would repeat 1 2 3 4 5 6");
         assert_eq!(argmax(&logits), 0, "another token wins");
-        assert!(logits[100..].iter().all(|&l| l == 1.0), "punctuation untouched");
+        assert!(
+            logits[100..].iter().all(|&l| l == 1.0),
+            "punctuation untouched"
+        );
     }
 
     #[test]
@@ -263,8 +266,16 @@ mod tests {
         let mut logits = vec![2.0; 120];
         logits[11] = -2.0;
         control.apply(&mut logits);
-        assert!((logits[10] - 2.0 / PENALTY).abs() < 1e-6, "recent: {}", logits[10]);
-        assert!((logits[11] + 2.0 * PENALTY).abs() < 1e-6, "negative pushed down: {}", logits[11]);
+        assert!(
+            (logits[10] - 2.0 / PENALTY).abs() < 1e-6,
+            "recent: {}",
+            logits[10]
+        );
+        assert!(
+            (logits[11] + 2.0 * PENALTY).abs() < 1e-6,
+            "negative pushed down: {}",
+            logits[11]
+        );
         assert_eq!(logits[2], 2.0, "out of the window");
         assert_eq!(logits[110], 2.0, "punctuation is never penalised");
         assert_eq!(logits[99], 2.0, "never written");

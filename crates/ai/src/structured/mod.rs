@@ -19,12 +19,15 @@
 //!   while the model is still writing.
 //! - [`crdt`]: the writers and the document shapes clients read.
 //!
-//! # Why a tolerant reader and not a retry loop
-//! The embedded model (SmolLM2-135M) rarely prints strict JSON, and each retry costs the
-//! class seconds of waiting. Most defects are mechanical (a missing bracket, a letter for an
-//! answer), so they are fixed here and reported as [`Repair`]s; only output with nothing
-//! usable left becomes a [`StructuredError`], for which [`prompt::repair_prompt`] offers one
-//! model-assisted retry.
+//! # Valid by construction, and a tolerant reader behind it
+//! A structured job asks its backend for [`output_format`]: the local model decodes under
+//! a grammar (llguidance), so its answer always parses, validates and closes within its
+//! token budget (see [`schema`]); an API gets the JSON Schema as `response_format`. The
+//! tolerant reader stays for APIs that refuse or ignore `response_format` and for what a
+//! grammar cannot say (repeated options, duplicate questions). Most defects are mechanical
+//! (a missing bracket, a letter for an answer), so they are fixed here and reported as
+//! [`Repair`]s; only output with nothing usable left becomes a [`StructuredError`], for
+//! which [`prompt::repair_prompt`] offers one model-assisted retry.
 
 pub mod crdt;
 mod json;

@@ -30,7 +30,8 @@ const EXAM_EXAMPLE: &str = r#"{"title":"<title>","duration_minutes":<minutes>,"s
 
 const LESSON_PLAN_EXAMPLE: &str = r#"{"title":"<title>","objectives":["<objective>"],"timeline":[{"minutes":<minutes>,"activity":"<what happens>"}],"activities":[{"name":"<activity name>","description":"<how it runs>"}],"assessment":["<how learning is checked>"]}"#;
 
-const MINDMAP_EXAMPLE: &str = "- <topic>\n  - <subtopic>\n    - <detail>\n    - <detail>\n  - <subtopic>\n    - <detail>\n";
+const MINDMAP_EXAMPLE: &str =
+    "- <topic>\n  - <subtopic>\n    - <detail>\n    - <detail>\n  - <subtopic>\n    - <detail>\n";
 
 /// Questions, cards or steps asked for when [`PromptOptions::count`] is unset.
 pub const DEFAULT_COUNT: u32 = 5;
@@ -250,7 +251,12 @@ mod tests {
             if let Some(items) = value.get("items") {
                 keys(items, out);
             }
-            for inner in value.get("anyOf").and_then(|a| a.as_array()).into_iter().flatten() {
+            for inner in value
+                .get("anyOf")
+                .and_then(|a| a.as_array())
+                .into_iter()
+                .flatten()
+            {
                 keys(inner, out);
             }
         }

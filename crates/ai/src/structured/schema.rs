@@ -31,10 +31,11 @@ pub const LOCAL_BUDGET: usize = 512;
 /// Options of a multiple-choice question: fixed, so the answer index can be bounded.
 const OPTIONS: usize = 4;
 
-/// First character of a free text: a letter or digit (any non-ASCII character counts as a
-/// letter), so a field is never blank, never starts with a quote and an outline label
-/// never starts with a bullet or heading marker.
-const FIRST_CHAR: &str = r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]";
+/// First character of a free text in the local grammar: a letter (any non-ASCII character
+/// counts as one), so a field is never blank, never starts with a quote or a placeholder's
+/// `<`, and an outline label never starts with a bullet, number or heading marker. Not a
+/// digit either: the small model, allowed one, filled options with `1.1.1.` runs.
+const FIRST_CHAR: &str = r"[^\x00-\x40\x5b-\x60\x7b-\x7f]";
 
 /// Any further character of a JSON string: no quote or backslash (no escapes to get
 /// wrong) and no control character.
@@ -175,7 +176,10 @@ fn shape(kind: Kind) -> Option<Shape> {
                                 array(
                                     Shape::OneOf(vec![
                                         question("multiple_choice", None),
-                                        question("short_answer", Some(("model_answer", text(300, 24)))),
+                                        question(
+                                            "short_answer",
+                                            Some(("model_answer", text(300, 24))),
+                                        ),
                                         question("essay", Some(("guidance", text(300, 24)))),
                                     ]),
                                     1,
@@ -395,7 +399,12 @@ fn lark_expr(shape: &Shape, rules: &mut Vec<String>) -> String {
             rules.push(format!("{item}: {body}"));
             let rest = match (*min, *local_max) {
                 (_, 0 | 1) => String::new(),
-                (min, max) => format!(" ({} {item}){{{},{}}}", literal(","), min.saturating_sub(1), max - 1),
+                (min, max) => format!(
+                    " ({} {item}){{{},{}}}",
+                    literal(","),
+                    min.saturating_sub(1),
+                    max - 1
+                ),
             };
             if *min == 0 {
                 format!("({} ({item}{rest})? {})", literal("["), literal("]"))
@@ -440,11 +449,13 @@ fn lark_expr(shape: &Shape, rules: &mut Vec<String>) -> String {
 /// Worst-case tokens of `shape` under the local grammar (see [`local_token_bound`]).
 fn bound(shape: &Shape) -> usize {
     match shape {
-        Shape::Object(fields) => fields
-            .iter()
-            .map(|(key, shape)| key.len() + 4 + bound(shape))
-            .sum::<usize>()
-            + 1,
+        Shape::Object(fields) => {
+            fields
+                .iter()
+                .map(|(key, shape)| key.len() + 4 + bound(shape))
+                .sum::<usize>()
+                + 1
+        }
         Shape::Array {
             items, local_max, ..
         } => 2 + local_max * (bound(items) + 1),
@@ -488,7 +499,12 @@ mod tests {
             if let Some(items) = value.get("items") {
                 check(items, &format!("{path}[]"));
             }
-            for alternative in value.get("anyOf").and_then(Value::as_array).into_iter().flatten() {
+            for alternative in value
+                .get("anyOf")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 check(alternative, &format!("{path}|"));
             }
         }

@@ -39,9 +39,9 @@ const TITLE: &[&str] = &["title", "name", "topic", "heading", "subject"];
 /// Repairs JSON syntax (see [`SyntaxFix`](super::SyntaxFix)), accepts `question`/`choices`/
 /// `correct_answer` style field names, answers given as option text, a letter (`"B"`,
 /// `"(b)"`, `"Option B"`) or a 1-based number, options given as an object (`{"A": ...}`)
-/// or with `A)` prefixes, and marks given as strings. Questions that remain invalid
-/// (missing prompt, 2..=6 unique options, answer out of range, marks < 1), duplicates and
-/// copies of the prompt's example are dropped.
+/// or with `A)` prefixes, repeated options (removed) and marks given as strings. Questions
+/// that remain invalid (missing prompt, 2..=6 options of which 2 differ, answer out of
+/// range, marks < 1), duplicates and copies of the prompt's example are dropped.
 pub fn parse_quiz(output: &str) -> Result<Parsed<Quiz>, StructuredError> {
     quiz(output, &ParseHints::default())
 }
@@ -358,9 +358,27 @@ fn choice(
         ctx.converted(format!("{path}.options"), "removed `A)` style prefixes");
         options = stripped;
     }
-    let mut seen = HashSet::new();
-    if !options.iter().all(|o| seen.insert(o.to_lowercase())) {
-        return Err("options are not unique".to_owned());
+    // Where each option ends up once repeats are removed: a repeated option is the same
+    // choice twice, so the answer may name either copy.
+    let mut unique: Vec<String> = Vec::new();
+    let mut position = Vec::with_capacity(options.len());
+    for option in &options {
+        match unique
+            .iter()
+            .position(|u| u.to_lowercase() == option.to_lowercase())
+        {
+            Some(i) => position.push(i),
+            None => {
+                position.push(unique.len());
+                unique.push(option.clone());
+            }
+        }
+    }
+    if unique.len() < MIN_OPTIONS {
+        return Err(format!(
+            "needs {MIN_OPTIONS} different options, got {}",
+            unique.len()
+        ));
     }
     let answer = match field(
         obj,
@@ -379,7 +397,10 @@ fn choice(
             None => return Err("answer is missing".to_owned()),
         },
     };
-    Ok((options, answer))
+    if unique.len() < options.len() {
+        ctx.converted(format!("{path}.options"), "removed repeated options");
+    }
+    Ok((unique, position[answer]))
 }
 
 /// `["A) x", "B) y"]` → `["x", "y"]` when every option carries its own letter in order.
