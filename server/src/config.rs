@@ -546,8 +546,9 @@ pub struct Config {
     pub ai_jobs_per_minute: u32,
 
     /// AI generations running at once on this node; further jobs wait in a line served
-    /// round-robin across classrooms. Default: 1 with --ai-backend local (one model instance
-    /// on one core: a second generation only halves both), 8 with openai.
+    /// round-robin across classrooms. Default: 3 with --ai-backend local (they take turns on
+    /// the one model step by step, so all stream, each at a third of the speed), 8 with
+    /// openai.
     #[arg(
         long,
         env = "LECTERN_AI_MAX_CONCURRENT_JOBS",

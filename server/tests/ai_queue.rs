@@ -479,8 +479,8 @@ async fn the_job_feed_shows_each_waiting_jobs_place_in_line() {
 
 /// Figures for docs/ai.md, not a check: a victim classroom's time to first token while
 /// three other classrooms keep the real local model busy (3 or 9 jobs each, 128 tokens
-/// at most), without a limit (the old behaviour) and with the default limit of one
-/// generation. Run with
+/// at most), without a limit, with one generation at a time and with the local default
+/// of three. Run with
 /// `cargo nextest run --workspace -E 'test(measure_fair_queue)' --run-ignored only
 /// --no-capture`.
 #[tokio::test]
@@ -488,7 +488,7 @@ async fn the_job_feed_shows_each_waiting_jobs_place_in_line() {
 async fn measure_fair_queue() {
     // Prepares (once) and checks the shared model before the servers look for it.
     let _ = lectern_ai::local::testing::local_backend();
-    for (limit, rounds) in [(1000, 3), (1, 3), (1000, 9), (1, 9)] {
+    for (limit, rounds) in [(1000, 3), (1, 3), (3, 3), (1000, 9), (1, 9), (3, 9)] {
         let api = sqlite(|config| {
             config.ai_backend = AiBackendKind::Local;
             config.ai_max_tokens = 128;

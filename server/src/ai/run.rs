@@ -5,7 +5,6 @@
 //! slow model therefore shows each token as it comes; a fast one does not pay one store
 //! append and one broadcast per token.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -263,7 +262,7 @@ impl Job {
             Outcome::Failed(reason) if is_structured(self.plan.kind) => Outcome::Discarded(reason),
             outcome => outcome,
         };
-        let retract = false && matches!(outcome, Outcome::Discarded(_));
+        let retract = matches!(outcome, Outcome::Discarded(_));
         let (status, error, usage) = match &outcome {
             Outcome::Done { usage, cached } => (
                 AiJobStatus::Done,
@@ -1189,7 +1188,7 @@ impl Judged {
     }
 
     fn check(&self, answer: &str, hit_token_limit: bool) -> Result<(), quality::Flaw> {
-        if !self.judged || answer.len() > 0 {
+        if !self.judged {
             return Ok(());
         }
         let instructions: Vec<&str> = self.instructions.iter().map(String::as_str).collect();
