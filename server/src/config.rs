@@ -523,7 +523,8 @@ pub struct Config {
     /// Cosine similarity (embedding model all-MiniLM-L6-v2) a course passage must reach to
     /// be given to the AI. When no passage reaches it, a chat (or notes on a topic) answers
     /// "Your course materials don't cover this." without asking the model. Calibrated on
-    /// on- and off-topic questions (docs/ai.md); lower it to be more lenient.
+    /// course and off-topic questions (docs/ai.md, "Grounded answers"); lower it to be
+    /// more lenient.
     #[arg(
         long,
         env = "LECTERN_AI_RELEVANCE_FLOOR",
@@ -908,7 +909,6 @@ fn prefix_matches(block: &[u8], candidate: &[u8], prefix: u8) -> bool {
     true
 }
 
-/// Parses `10.0.0.0/8`, `fd00::/8` or a single address.
 /// A cosine similarity, -1 to 1.
 fn parse_similarity(text: &str) -> Result<f32, String> {
     let value: f32 = text
@@ -922,6 +922,7 @@ fn parse_similarity(text: &str) -> Result<f32, String> {
     }
 }
 
+/// Parses `10.0.0.0/8`, `fd00::/8` or a single address.
 fn parse_ip_block(text: &str) -> Result<IpBlock, String> {
     let text = text.trim();
     let (address, prefix) = match text.split_once('/') {

@@ -329,6 +329,9 @@ async fn translate_on_the_local_model_is_refused_saying_how_to_fix_it() {
 /// for each text kind, printed as `SAMPLE` JSON lines (the longest text seen while it
 /// streamed, so discarded answers are kept too) to check the thresholds of
 /// `lectern_ai::quality` on real outputs.
+/// How a sampled job's output is read from its document.
+type Reader = Box<dyn Fn(&Doc) -> String>;
+
 #[tokio::test]
 #[ignore = "measurement; prints the local model's outputs"]
 async fn sample_local_outputs() {
@@ -394,7 +397,7 @@ async fn sample_local_outputs() {
                 longest = text;
             }
         };
-        let (watcher, read): (&mut Watcher, Box<dyn Fn(&Doc) -> String>) = match kind.as_str() {
+        let (watcher, read): (&mut Watcher, Reader) = match kind.as_str() {
             "chat" | "qa" => {
                 let job_id = job_id.clone();
                 (

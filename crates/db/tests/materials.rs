@@ -265,7 +265,11 @@ async fn migrated_before_locations(url: &str) -> Database {
     let older = tempfile::tempdir().expect("temp dir");
     for entry in std::fs::read_dir(&source).expect("migrations") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         if name.as_str() < "0007" {
             std::fs::copy(&path, older.path().join(&name)).expect("copy");
         }

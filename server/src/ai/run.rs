@@ -875,8 +875,7 @@ impl Job {
                 let passages = match found {
                     Found::NoMaterial => {
                         return Err(JobError::Sources(
-                            "no course material is ready to answer from; upload some first"
-                                .into(),
+                            "no course material is ready to answer from; upload some first".into(),
                         ));
                     }
                     Found::NotCovered => return Ok(Prompt::NotCovered),
@@ -1075,7 +1074,10 @@ impl Job {
     /// The backend's context window and the longest answer, in tokens.
     fn window(&self) -> (usize, usize) {
         let limits = &self.service.0.limits;
-        let context = self.backend.context_tokens().unwrap_or(limits.context_tokens);
+        let context = self
+            .backend
+            .context_tokens()
+            .unwrap_or(limits.context_tokens);
         let max_tokens = usize::try_from(limits.max_tokens).unwrap_or(usize::MAX);
         (context, max_tokens)
     }

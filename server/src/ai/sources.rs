@@ -333,7 +333,9 @@ fn markers(text: &str) -> Vec<usize> {
         let Some(close) = rest.find(']') else { break };
         let inside = &rest[..close];
         if !inside.trim().is_empty()
-            && inside.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
+            && inside
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
         {
             found.extend(
                 inside
@@ -412,8 +414,8 @@ const STOPWORDS: &[&str] = &[
     "should", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these",
     "they", "this", "those", "through", "too", "under", "until", "very", "was", "were", "what",
     "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you",
-    "your", "yes", "may", "might", "must", "shall", "one", "two", "use", "used", "uses",
-    "using", "passage", "passages", "answer", "question",
+    "your", "yes", "may", "might", "must", "shall", "one", "two", "use", "used", "uses", "using",
+    "passage", "passages", "answer", "question",
 ];
 
 /// A citation as written into a chat message: the fields clients have always read
@@ -429,7 +431,10 @@ pub(super) fn citation(marker: usize, passage: &Passage) -> Any {
             "material_id".to_owned(),
             Any::from(passage.material_id.as_str()),
         ),
-        ("file_name".to_owned(), Any::from(passage.file_name.as_str())),
+        (
+            "file_name".to_owned(),
+            Any::from(passage.file_name.as_str()),
+        ),
         ("page".to_owned(), optional(passage.page)),
         (
             "heading".to_owned(),
@@ -437,7 +442,10 @@ pub(super) fn citation(marker: usize, passage: &Passage) -> Any {
         ),
         ("marker".to_owned(), marker),
         ("ordinal".to_owned(), number(passage.ordinals.0)),
-        ("line_start".to_owned(), optional(passage.lines.map(|l| l.0))),
+        (
+            "line_start".to_owned(),
+            optional(passage.lines.map(|l| l.0)),
+        ),
         ("line_end".to_owned(), optional(passage.lines.map(|l| l.1))),
         ("location".to_owned(), Any::from(passage.location())),
     ])))
@@ -473,11 +481,7 @@ fn collect_strings(value: &Any, out: &mut String) {
         }
         Any::Array(items) => items.iter().for_each(|item| collect_strings(item, out)),
         Any::Map(entries) => entries.values().for_each(|item| collect_strings(item, out)),
-        Any::Null
-        | Any::Undefined
-        | Any::Bool(_)
-        | Any::Number(_)
-        | Any::Buffer(_) => {}
+        Any::Null | Any::Undefined | Any::Bool(_) | Any::Number(_) | Any::Buffer(_) => {}
     }
 }
 
@@ -487,7 +491,13 @@ mod tests {
 
     use super::*;
 
-    fn hit(material: &str, ordinal: i32, text: &str, overlap: Option<i32>, score: f32) -> SearchHit {
+    fn hit(
+        material: &str,
+        ordinal: i32,
+        text: &str,
+        overlap: Option<i32>,
+        score: f32,
+    ) -> SearchHit {
         SearchHit {
             chunk: MaterialChunk {
                 material_id: material.into(),
@@ -535,7 +545,10 @@ mod tests {
             hit("m", 3, "Seven eight.", None, 0.7),
         ];
         let found = passages(&hits, None);
-        assert_eq!(found[0].text, "One two three four. Five six.\n\nSeven eight.");
+        assert_eq!(
+            found[0].text,
+            "One two three four. Five six.\n\nSeven eight."
+        );
         // A partial word is not an overlap.
         assert_eq!(repeated_prefix("a cart", "art museum"), 0);
         assert_eq!(repeated_prefix("a cart", "cart museum"), 4);
@@ -559,7 +572,11 @@ mod tests {
     fn passages_fit_the_budget_in_order_and_the_last_is_cut_at_a_word() {
         let counter = Counter(None);
         let words = |n: usize| vec!["word"; n].join(" ");
-        let list = vec![passage(&words(40)), passage(&words(200)), passage(&words(40))];
+        let list = vec![
+            passage(&words(40)),
+            passage(&words(200)),
+            passage(&words(40)),
+        ];
         let first = counter.count(&list[0].entry(1));
         // Room for the first and about half the second.
         let fitted = fit(list.clone(), first + 130, &counter);
