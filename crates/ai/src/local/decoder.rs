@@ -120,6 +120,12 @@ impl KvCache {
 /// a streaming answer waits at most one ~0.5 s pass between two of its tokens.
 const PREFILL_CHUNK: usize = 128;
 
+/// Intra-op threads of the session that reads prompts. A prompt chunk is a few large matrix
+/// products, which two threads split well; a decode step is many small ones, which they do
+/// not (NOTES: 2 threads 2–3× slower per step), so steps keep their own 1-thread session.
+/// Both sit behind the one [`FairLock`], so a 2-thread pass never competes with a step.
+const PREFILL_THREADS: usize = 2;
+
 /// The ONNX decoder session and its facts.
 ///
 /// `Session::run` needs `&mut` in `ort` rc.15, so the session sits behind a [`FairLock`]
@@ -129,8 +135,8 @@ const PREFILL_CHUNK: usize = 128;
 /// Each shares the one CPU core the session uses, so all slow down.
 #[derive(Debug)]
 pub struct Decoder {
-    /// The session; taken in turn per forward pass.
-    session: FairLock<Session>,
+    /// The sessions; taken in turn per forward pass.
+    sessions: FairLock<Sessions>,
     /// What `generation.json` says about the model.
     facts: ModelFacts,
     /// `past_key_values.{i}.key|value` in the order the cache stores them.
@@ -139,17 +145,35 @@ pub struct Decoder {
     present_names: Vec<String>,
 }
 
+/// Two sessions of the same model: one per kind of pass.
+#[derive(Debug)]
+struct Sessions {
+    /// One intra-op thread: single-token decode steps.
+    step: Session,
+    /// [`PREFILL_THREADS`] intra-op threads: prompt chunks of more than one token.
+    prefill: Session,
+}
+
 impl Decoder {
-    /// Loads `model.onnx` with 1 intra-op thread (2 measured 2–3× slower on the 2-core
-    /// machines this runs on, because they fight the rest of the server).
+    /// Loads `model.onnx` twice: with 1 intra-op thread for decode steps (2 measured 2–3×
+    /// slower on the 2-core machines this runs on) and with [`PREFILL_THREADS`] for prompts.
     pub(crate) fn load(model: &Path, facts: ModelFacts) -> Result<Self, ort::Error> {
         let environment = crate::runtime::environment()
             .map_err(|error| ort::Error::new(format!("ONNX Runtime is not available: {error}")))?;
-        let session = Session::builder(&environment)?
-            .with_optimization_level(GraphOptimizationLevel::All)?
-            .with_intra_threads(1)?
-            .with_inter_threads(1)?
-            .commit_from_file(model)?;
+        let open = |threads: usize| -> Result<Session, ort::Error> {
+            Ok(Session::builder(&environment)?
+                .with_optimization_level(GraphOptimizationLevel::All)?
+                .with_intra_threads(threads)?
+                .with_inter_threads(1)?
+                // The extra thread sleeps between passes instead of spinning on a core the
+                // rest of the server needs.
+                .with_intra_op_spinning(false)?
+                .commit_from_file(model)?)
+        };
+        let sessions = Sessions {
+            step: open(1)?,
+            prefill: open(PREFILL_THREADS)?,
+        };
         let mut past_names = Vec::with_capacity(facts.layers * 2);
         let mut present_names = Vec::with_capacity(facts.layers * 2);
         for layer in 0..facts.layers {
@@ -159,7 +183,7 @@ impl Decoder {
             }
         }
         Ok(Self {
-            session: FairLock::new(session),
+            sessions: FairLock::new(sessions),
             facts,
             past_names,
             present_names,
@@ -259,7 +283,12 @@ impl Decoder {
             }
         }
 
-        let mut session = self.session.lock();
+        let mut sessions = self.sessions.lock();
+        let session = if tokens.len() > 1 {
+            &mut sessions.prefill
+        } else {
+            &mut sessions.step
+        };
         let mut outputs = session.run(inputs).map_err(inference)?;
         let logits = if want_logits {
             let logits = outputs
@@ -286,7 +315,7 @@ impl Decoder {
             );
         }
         drop(outputs);
-        drop(session);
+        drop(sessions);
         cache.values = present;
         cache.len = total;
         Ok(logits)
