@@ -190,7 +190,11 @@ fn chunk_section(
 /// The lines covered by the pieces of a chunk.
 fn span_lines(spans: &[(usize, (u32, u32))]) -> (u32, u32) {
     let first = spans.first().map_or(0, |(_, lines)| lines.0);
-    let last = spans.iter().map(|(_, lines)| lines.1).max().unwrap_or(first);
+    let last = spans
+        .iter()
+        .map(|(_, lines)| lines.1)
+        .max()
+        .unwrap_or(first);
     (first, last)
 }
 

@@ -286,7 +286,12 @@ fn chunks_know_the_lines_they_come_from() {
         // The source starts on line 3 (two blank lines first).
         let at = |n: u32| source[(n - 3) as usize].as_str();
         assert!(first >= 3 && first <= last, "{first}..{last}");
-        assert!(at(first).contains(words[0]), "{} starts {:?}", at(first), c.text);
+        assert!(
+            at(first).contains(words[0]),
+            "{} starts {:?}",
+            at(first),
+            c.text
+        );
         assert!(
             at(last).contains(words[words.len() - 1]),
             "{} ends {:?}",

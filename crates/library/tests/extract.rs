@@ -46,7 +46,11 @@ fn pdf_headings_are_told_by_their_larger_font_and_kept_with_pages() {
                 Some("Cell structure"),
                 "Cells are the basic unit of life.".to_owned()
             ),
-            (Some(1), Some("Mitochondria"), "They release energy.".to_owned()),
+            (
+                Some(1),
+                Some("Mitochondria"),
+                "They release energy.".to_owned()
+            ),
             (
                 Some(2),
                 Some("Mitochondria"),

@@ -99,10 +99,7 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{id}/ai/jobs", post(ai::create_job))
         .route("/ai/jobs/{id}", get(ai::get_job))
         .route("/ai/jobs/{id}/cancel", post(ai::cancel_job))
-        .route(
-            "/sessions/{id}/chat/speech",
-            post(speech::post_chat_speech),
-        )
+        .route("/sessions/{id}/chat/speech", post(speech::post_chat_speech))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(extract::checked_path))

@@ -244,8 +244,7 @@ fn sections(pages: &[(u32, Vec<Line>)]) -> Vec<Section> {
                     Told::Heading(next_level, more)
                         if next_level == level
                             && size_key(next.size) == size_key(line.size)
-                            && title.chars().count() + more.chars().count()
-                                < HEADING_MAX_CHARS =>
+                            && title.chars().count() + more.chars().count() < HEADING_MAX_CHARS =>
                     {
                         title.push(' ');
                         title.push_str(&more);
@@ -316,8 +315,15 @@ fn heading_text(line: &str) -> Option<String> {
 fn numbered(title: &str) -> Option<usize> {
     let (first, rest) = title.split_once(' ')?;
     let lower = first.to_lowercase();
-    if matches!(lower.as_str(), "chapter" | "unit" | "lesson" | "part" | "section") {
-        let number = rest.split(' ').next().unwrap_or("").trim_end_matches([':', '.']);
+    if matches!(
+        lower.as_str(),
+        "chapter" | "unit" | "lesson" | "part" | "section"
+    ) {
+        let number = rest
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches([':', '.']);
         let is_number = !number.is_empty() && number.chars().all(|c| c.is_ascii_digit());
         return is_number.then_some(1);
     }
@@ -326,9 +332,9 @@ fn numbered(title: &str) -> Option<usize> {
         return None;
     }
     let parts: Vec<&str> = first.trim_end_matches('.').split('.').collect();
-    let all_numbers = parts
-        .iter()
-        .all(|part| !part.is_empty() && part.len() <= 3 && part.chars().all(|c| c.is_ascii_digit()));
+    let all_numbers = parts.iter().all(|part| {
+        !part.is_empty() && part.len() <= 3 && part.chars().all(|c| c.is_ascii_digit())
+    });
     (all_numbers && parts.len() >= 2).then_some(parts.len().min(6))
 }
 
@@ -721,8 +727,14 @@ mod tests {
             1,
             vec![
                 line("Short line", 11.0),
-                line("A whole sentence set large for emphasis in the handout.", 16.0),
-                line("Body text goes on here for a good while, much longer.", 11.0),
+                line(
+                    "A whole sentence set large for emphasis in the handout.",
+                    16.0,
+                ),
+                line(
+                    "Body text goes on here for a good while, much longer.",
+                    11.0,
+                ),
             ],
         )];
         let found = sections(&pages);
