@@ -599,9 +599,9 @@ pub struct Config {
     )]
     pub speech_max_bytes: u64,
 
-    /// Longest recording accepted for speech input, in seconds: checked from the header of
-    /// WAV files (413 `audio_too_long`); compressed formats are bounded by
-    /// --speech-max-bytes and the speech server.
+    /// Longest recording accepted for speech input, in seconds, read from the file's
+    /// container (WAV, Ogg, MP3, WebM) without decoding it (413 `audio_too_long`); a
+    /// compressed file whose length cannot be read is bounded by --speech-max-bytes.
     #[arg(
         long,
         env = "LECTERN_SPEECH_MAX_SECONDS",
