@@ -44,6 +44,10 @@ struct Options {
     /// Most tokens one job generates (default: the server's).
     #[arg(long)]
     max_tokens: Option<u32>,
+    /// Most tokens of course passages in a chat prompt, the server's
+    /// `--ai-chat-source-tokens` (default: the server's).
+    #[arg(long)]
+    chat_source_tokens: Option<u32>,
     /// Ask only the first N answerable questions (all off-topic ones are asked).
     #[arg(long)]
     questions: Option<usize>,
@@ -92,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         models_dir: options.models_dir.clone(),
         prepare_models: options.prepare_models,
         max_tokens: options.max_tokens,
+        chat_source_tokens: options.chat_source_tokens,
     };
     let started = Instant::now();
     eprintln!(

@@ -59,6 +59,8 @@ pub struct ServerOptions {
     pub prepare_models: bool,
     /// Most tokens one job generates (default: the server's).
     pub max_tokens: Option<u32>,
+    /// Most tokens of passages in a chat prompt (default: the server's).
+    pub chat_source_tokens: Option<u32>,
 }
 
 /// The server under test.
@@ -196,6 +198,10 @@ fn arguments(options: &ServerOptions, data_dir: &tempfile::TempDir) -> Vec<Strin
     if let Some(max_tokens) = options.max_tokens {
         args.push("--ai-max-tokens".to_owned());
         args.push(max_tokens.to_string());
+    }
+    if let Some(tokens) = options.chat_source_tokens {
+        args.push("--ai-chat-source-tokens".to_owned());
+        args.push(tokens.to_string());
     }
     match &options.backend {
         Backend::Local => args.extend(["--ai-backend".to_owned(), "local".to_owned()]),

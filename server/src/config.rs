@@ -557,6 +557,17 @@ pub struct Config {
     )]
     pub ai_max_concurrent_jobs: Option<u32>,
 
+    /// Most tokens of course passages in a chat prompt: the retrieved passages are cut to
+    /// their sentences that share most of the question's wording. Every prompt token
+    /// delays the answer's first token (the local model reads ~560 tokens/s on 2 cores).
+    /// Default: 256 with --ai-backend local; with openai, what the context window leaves.
+    #[arg(
+        long,
+        env = "LECTERN_AI_CHAT_SOURCE_TOKENS",
+        value_parser = clap::value_parser!(u32).range(64..)
+    )]
+    pub ai_chat_source_tokens: Option<u32>,
+
     /// AI jobs one classroom may have waiting for a generation slot; over it, new jobs
     /// answer 429 `ai_queue_full`.
     #[arg(long, env = "LECTERN_AI_QUEUE_PER_CLASSROOM", default_value_t = 20)]

@@ -1749,6 +1749,34 @@ mod grounding {
     }
 
     #[tokio::test]
+    async fn a_chat_condensed_to_a_budget_reads_the_sentences_the_question_names() {
+        let model = Recorder::start(vec![say("Gas drives eruptions [1].")]).await;
+        // About 256 characters (an API's tokens are estimated at 4 characters).
+        let api = server(&model, |config| config.ai_chat_source_tokens = Some(64)).await;
+        let class = class(&api).await;
+        upload(&api, &class, "volcanoes.md", volcano_handout().into_bytes()).await;
+        ask(&api, &class, "How does gas in magma drive explosive eruptions?").await;
+        let prompt = model.last_prompt();
+        let passages = passages_of(&prompt);
+        let text: String = passages.iter().map(|(_, text)| text.as_str()).collect();
+        assert!(
+            text.contains("Expanding gas bubbles drive an explosive eruption through the vent."),
+            "{prompt}"
+        );
+        assert!(text.chars().count() <= 64 * 4, "{prompt}");
+        // Whole chunks of the handout hold far more; the cut shows where text was left out.
+        assert!(text.contains('…'), "{prompt}");
+        // Each kept sentence is the handout's, unchanged.
+        for sentence in text.split(['…']).flat_map(|part| part.split(". ")) {
+            let sentence = sentence.trim().trim_end_matches('.');
+            if sentence.len() > 10 {
+                assert!(volcano_handout().contains(sentence), "{sentence:?} in {prompt}");
+            }
+        }
+        api.stop().await;
+    }
+
+    #[tokio::test]
     async fn neighbouring_chunks_reach_the_prompt_once_without_their_overlap() {
         let model = Recorder::start(vec![say("Gas drives eruptions [1].")]).await;
         let api = server(&model, |_| {}).await;

@@ -22,6 +22,7 @@ fn options(backend: Backend) -> ServerOptions {
         models_dir: Some(lectern_ai::testing::models_dir().path().to_path_buf()),
         prepare_models: false,
         max_tokens: None,
+        chat_source_tokens: None,
     }
 }
 

@@ -1,8 +1,8 @@
 //! The local model shared by concurrent generations: what a chat prompt with four passages
 //! costs, and how long one, then three chats at once wait for their first token.
 //!
-//! Prints, for a chat prompt shaped like the server's (system instruction, four retrieved
-//! passages of ~800 characters, the question):
+//! Prints, for a chat prompt shaped like the server's for the local model (system
+//! instruction, four retrieved passages cut to ~256 characters, the question):
 //! - prefill throughput (prompt tokens/s) in chunks of several sizes and the time of one
 //!   chunk's pass (what a streaming answer waits while another prompt is read), and the
 //!   decode step time once that prompt is in the cache: where the time of a first token goes;
@@ -28,8 +28,11 @@ use tokio_util::sync::CancellationToken;
 const RUNS: usize = 5;
 /// Passages per chat prompt (the server's `CHAT_PASSAGES`).
 const PASSAGES: usize = 4;
-/// Characters per passage (the material chunker's default target).
-const PASSAGE_CHARS: usize = 800;
+/// Characters per passage: the server cuts a chat's passages for the local model to 256
+/// tokens of sentences in all (`--ai-chat-source-tokens`), about 4 × 64 tokens of ~4
+/// characters. (Whole chunks, the material chunker's 800 characters, made prompts of
+/// ~790 tokens: first token after 1.48 s alone, 4.47 s for the last of three at once.)
+const PASSAGE_CHARS: usize = 256;
 /// Most tokens an answer may have.
 const MAX_TOKENS: u32 = 96;
 /// Decode steps timed after the prompt.

@@ -97,6 +97,10 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// reads). More would slow every answer below reading speed and delay every first token by
 /// another prompt's prefill, so further jobs wait in the fair line.
 const DEFAULT_LOCAL_CONCURRENT_JOBS: u32 = 3;
+/// Tokens of passages in a chat prompt by default with the local model. Reading the prompt
+/// is most of the wait for a first token (benchmarks/ai-chat.md), and the 135M model answers
+/// no worse from the few sentences that matter than from four whole chunks (`eval/`).
+const DEFAULT_LOCAL_CHAT_SOURCE_TOKENS: usize = 256;
 /// Generations at once by default with an OpenAI-compatible server, which batches requests.
 const DEFAULT_REMOTE_CONCURRENT_JOBS: u32 = 8;
 /// `Retry-After` when a classroom's line is full: a hint, since how fast the line moves
@@ -201,6 +205,9 @@ pub struct AiLimits {
     pub max_concurrent_jobs: u32,
     /// Jobs one classroom may have waiting for a generation slot.
     pub queue_per_classroom: u32,
+    /// Most tokens of passages in a chat prompt (cut to the sentences nearest the
+    /// question); None: what the context window leaves.
+    pub chat_source_tokens: Option<usize>,
     /// How long a node may go without marking an unfinished job alive before the job is
     /// reported as failed (its node stopped).
     pub heartbeat_timeout: Duration,
@@ -307,6 +314,11 @@ impl AiService {
                     AiBackendKind::Openai | AiBackendKind::Off => DEFAULT_REMOTE_CONCURRENT_JOBS,
                 }),
             queue_per_classroom: config.ai_queue_per_classroom,
+            chat_source_tokens: match (config.ai_chat_source_tokens, &config.ai_backend) {
+                (Some(tokens), _) => usize::try_from(tokens).ok(),
+                (None, AiBackendKind::Local) => Some(DEFAULT_LOCAL_CHAT_SOURCE_TOKENS),
+                (None, AiBackendKind::Openai | AiBackendKind::Off) => None,
+            },
             heartbeat_timeout: Duration::from_millis(config.ai_job_heartbeat_timeout_ms),
         };
         let scheduler = Scheduler::new(

@@ -870,6 +870,7 @@ impl Job {
                         CHAT_PASSAGES,
                         true,
                         vec![system.clone(), format!("Passages:\n\n{question}")],
+                        service.limits.chat_source_tokens,
                     )
                     .await?;
                 let passages = match found {
@@ -908,6 +909,7 @@ impl Job {
                         self.context_chunks(),
                         floored,
                         vec![system.clone(), format!("Passages:\n\n{task}")],
+                        None,
                     )
                     .await?;
                 let passages = match found {
@@ -978,7 +980,7 @@ impl Job {
                 // says so).
                 let floored = !plan.prompt.is_empty();
                 let passages = self
-                    .sources(query, self.context_chunks(), floored, instructions)
+                    .sources(query, self.context_chunks(), floored, instructions, None)
                     .await?
                     .passages();
                 let excerpts: Vec<SourceExcerpt> = passages
@@ -1039,7 +1041,8 @@ impl Job {
     }
 
     /// The passages for `query`: the `k` best chunks, those below the relevance floor
-    /// dropped when `floored`, neighbours merged, fitted to what the backend's context
+    /// dropped when `floored`, neighbours merged, cut to their sentences nearest `query`
+    /// when `condensed_to` sets a number of tokens, fitted to what the backend's context
     /// window leaves after `instructions` and the answer.
     async fn sources(
         &self,
@@ -1047,6 +1050,7 @@ impl Job {
         k: usize,
         floored: bool,
         instructions: Vec<String>,
+        condensed_to: Option<usize>,
     ) -> Result<Found, JobError> {
         let service = &self.service.0;
         let hits = self.retrieve(query, k).await?;
@@ -1060,8 +1064,13 @@ impl Job {
         }
         let counter = sources::Counter::new(&self.backend);
         let (context, max_tokens) = self.window();
+        let query = query.to_owned();
         // Counting may tokenise (the local model): off the reactor.
         let fitted = tokio::task::spawn_blocking(move || {
+            let passages = match condensed_to {
+                Some(tokens) => sources::condense(passages, &query, tokens, &counter),
+                None => passages,
+            };
             let instructions: Vec<&str> = instructions.iter().map(String::as_str).collect();
             let budget = sources::source_budget(&counter, context, max_tokens, &instructions);
             sources::fit(passages, budget, &counter)

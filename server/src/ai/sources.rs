@@ -295,6 +295,196 @@ fn cut_to_fit(passage: &Passage, number: usize, left: usize, counter: &Counter) 
     (low > 0).then(|| candidate(ends[low - 1]))
 }
 
+/// The sentences of a passage as [`condense`] weighs them: paragraphs split at blank lines,
+/// a line that starts a list item, table row or heading begins a new one (other line breaks,
+/// as PDFs wrap lines, join with a space), and each of those splits after `.`, `?` or `!`
+/// followed by a space and a capital, a digit or an opening quote.
+pub(super) fn sentences(text: &str) -> Vec<String> {
+    let mut blocks: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in text.lines().map(str::trim) {
+        let starts_block = line.is_empty()
+            || line.starts_with(['-', '*', '#', '|', '>', '•'])
+            || line.split_once(". ").is_some_and(|(number, _)| {
+                !number.is_empty() && number.chars().all(|c| c.is_ascii_digit())
+            });
+        if starts_block && !current.is_empty() {
+            blocks.push(std::mem::take(&mut current));
+        }
+        if !line.is_empty() {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(line);
+        }
+        // A heading is a line of its own.
+        if line.starts_with('#') {
+            blocks.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        blocks.push(current);
+    }
+    blocks
+        .iter()
+        .flat_map(|block| split_sentences(block))
+        .collect()
+}
+
+fn split_sentences(block: &str) -> Vec<String> {
+    let chars: Vec<(usize, char)> = block.char_indices().collect();
+    let mut found = Vec::new();
+    let mut start = 0;
+    for window in chars.windows(3) {
+        let [(index, end), (_, space), (next_index, next)] = *window else {
+            continue;
+        };
+        let begins = next.is_uppercase() || next.is_ascii_digit() || "\"'(“‘".contains(next);
+        if index < start {
+            continue;
+        }
+        // Not after a list item's number ("1. Boil the water").
+        let numbered = block[start..index].chars().all(|c| c.is_ascii_digit());
+        if matches!(end, '.' | '?' | '!') && space.is_whitespace() && begins && !numbered {
+            found.push(block[start..=index].trim().to_owned());
+            start = next_index;
+        }
+    }
+    found.push(block[start..].trim().to_owned());
+    found.retain(|sentence| !sentence.is_empty());
+    found
+}
+
+/// How much of the question's wording each of `sentences` shares, 0..=1: the question's
+/// content words (see [`is_content`]) found in the sentence, each weighted by how rare it is
+/// among the sentences (a word every sentence has tells them apart no better than none),
+/// over the weight of them all. Words match on their first [`STEM_CHARS`] characters, so
+/// "records", "recorded" and "recording" are one word.
+pub(super) fn overlaps(question: &str, sentences: &[String]) -> Vec<f32> {
+    let stems = |text: &str| -> HashSet<String> {
+        words(text)
+            .into_iter()
+            .filter(|word| is_content(word))
+            .map(|word| word.chars().take(STEM_CHARS).collect())
+            .collect()
+    };
+    let asked = stems(question);
+    let found: Vec<HashSet<String>> = sentences.iter().map(|s| stems(s)).collect();
+    let count = found.len() as f32;
+    let weight = |stem: &String| {
+        let with = found
+            .iter()
+            .filter(|sentence| sentence.contains(stem))
+            .count() as f32;
+        (1.0 + count / with.max(0.5)).ln()
+    };
+    let weights: HashMap<&String, f32> = asked.iter().map(|stem| (stem, weight(stem))).collect();
+    let total: f32 = weights.values().sum();
+    found
+        .iter()
+        .map(|sentence| {
+            let shared: f32 = weights
+                .iter()
+                .filter(|(stem, _)| sentence.contains(**stem))
+                .map(|(_, weight)| weight)
+                .sum();
+            if total > 0.0 { shared / total } else { 0.0 }
+        })
+        .collect()
+}
+
+/// Characters of a word that [`overlaps`] compares.
+const STEM_CHARS: usize = 5;
+
+/// How much a sentence next to a heavy one counts of that one's weight: a sentence that
+/// answers ("It brought 84 mm of rain.") is kept with the one that names the subject
+/// ("Storm Ottilie reached the coast on 3 March.").
+const NEIGHBOUR_WEIGHT: f32 = 0.9;
+
+/// The passages cut to the sentences that share most of the question's wording (see
+/// [`overlaps`]), `budget` tokens of sentences in all, each passage's kept sentences in
+/// their order (`…` where sentences were left out around them); passages with none kept are
+/// dropped. The passages were retrieved for their meaning; this keeps, inside them, what
+/// the question names, so a small model reads a few sentences instead of whole chunks.
+pub(super) fn condense(
+    passages: Vec<Passage>,
+    question: &str,
+    budget: usize,
+    counter: &Counter,
+) -> Vec<Passage> {
+    let split: Vec<Vec<String>> = passages.iter().map(|p| sentences(&p.text)).collect();
+    let all: Vec<String> = split.iter().flatten().cloned().collect();
+    let kept = heaviest(&split, &overlaps(question, &all), budget, counter);
+    passages
+        .into_iter()
+        .zip(kept)
+        .zip(&split)
+        .filter_map(|((mut passage, kept), sentences)| {
+            let mut text = String::new();
+            let mut previous: Option<usize> = None;
+            for index in kept {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                if previous.map_or(index > 0, |previous| index > previous + 1) {
+                    text.push_str("… ");
+                }
+                text.push_str(&sentences[index]);
+                previous = Some(index);
+            }
+            let last = previous?;
+            if last + 1 < sentences.len() {
+                text.push_str(" …");
+            }
+            passage.text = text;
+            Some(passage)
+        })
+        .collect()
+}
+
+/// Which sentences of each passage (`split`, weighed by `weights` in the same order,
+/// flattened) fit `budget` tokens, heaviest first, ascending per passage. A sentence's
+/// weight is the larger of its own and [`NEIGHBOUR_WEIGHT`] times a neighbour's; one that
+/// does not fit is passed over for a shorter one.
+fn heaviest(
+    split: &[Vec<String>],
+    weights: &[f32],
+    budget: usize,
+    counter: &Counter,
+) -> Vec<Vec<usize>> {
+    let mut candidates = Vec::new();
+    let mut offset = 0;
+    for (passage, sentences) in split.iter().enumerate() {
+        let own = weights.get(offset..offset + sentences.len()).unwrap_or(&[]);
+        offset += sentences.len();
+        let neighbour = |other: Option<usize>| {
+            other
+                .and_then(|other| own.get(other))
+                .map_or(f32::MIN, |weight| weight * NEIGHBOUR_WEIGHT)
+        };
+        for (index, &weight) in own.iter().enumerate() {
+            let weight = weight
+                .max(neighbour(index.checked_sub(1)))
+                .max(neighbour(Some(index + 1)));
+            candidates.push((weight, passage, index));
+        }
+    }
+    // Heaviest first; ties in passage and sentence order.
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let mut kept = vec![Vec::new(); split.len()];
+    let mut left = budget;
+    for (_, passage, index) in candidates {
+        // A separator token besides the sentence's own.
+        let cost = counter.count(&split[passage][index]) + 1;
+        if cost <= left {
+            left -= cost;
+            kept[passage].push(index);
+        }
+    }
+    kept.iter_mut().for_each(|indices| indices.sort_unstable());
+    kept
+}
+
 /// The numbered passages block of a prompt.
 pub(super) fn numbered(passages: &[Passage]) -> String {
     passages
@@ -516,6 +706,108 @@ mod tests {
 
     fn passage(text: &str) -> Passage {
         Passage::from_hit(&hit("m", 0, text, Some(0), 0.5))
+    }
+
+    #[test]
+    fn sentences_split_at_their_ends_items_and_paragraphs_not_inside_numbers() {
+        let text = "## Rain gauge\nThe gauge holds 3.5 mm before it tips. It is\nemptied at \
+                    09:00! Why? \"Because\" we said so.\n\n- Item one\n- Item two\n1. Step one. \
+                    e.g. this stays";
+        assert_eq!(
+            sentences(text),
+            [
+                "## Rain gauge",
+                "The gauge holds 3.5 mm before it tips.",
+                "It is emptied at 09:00!",
+                "Why?",
+                "\"Because\" we said so.",
+                "- Item one",
+                "- Item two",
+                "1. Step one. e.g. this stays",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_heaviest_sentences_and_their_neighbours_fit_the_budget() {
+        let counter = Counter(None);
+        let sentence = |text: &str| text.to_owned();
+        let split = vec![
+            ["Aaaa bbbb.", "Cccc dddd.", "Eeee ffff.", "Gggg hhhh."]
+                .map(sentence)
+                .to_vec(),
+            ["Iiii jjjj.", "Kkkk llll."].map(sentence).to_vec(),
+        ];
+        let weights = [0.1, 0.2, 0.8, 0.1, 0.75, 0.3];
+        let cost = counter.count("Aaaa bbbb.") + 1;
+        // The best (0.8), the second passage's best (0.75), then of the best's two
+        // neighbours (0.72 each) the first; then the other.
+        assert_eq!(
+            heaviest(&split, &weights, 3 * cost, &counter),
+            [vec![1, 2], vec![0]]
+        );
+        assert_eq!(
+            heaviest(&split, &weights, 4 * cost, &counter),
+            [vec![1, 2, 3], vec![0]]
+        );
+        assert_eq!(
+            heaviest(&split, &weights, cost, &counter),
+            [vec![2], Vec::<usize>::new()]
+        );
+        assert_eq!(
+            heaviest(&split, &weights, cost - 1, &counter),
+            [Vec::<usize>::new(), Vec::new()]
+        );
+    }
+
+    #[test]
+    fn overlap_weighs_the_question_words_a_sentence_shares_by_their_rarity() {
+        let sentences = [
+            "The rain gauge is emptied every morning.",
+            "The station records rainfall with a tipping-bucket gauge.",
+            "The school is on a hill.",
+        ]
+        .map(str::to_owned);
+        let weights = overlaps("When is the rain gauge emptied?", &sentences);
+        // "rain", "gauge" and "emptied" (stems "rain", "gauge", "empti") against "gauge"
+        // alone, which two sentences share; nothing.
+        assert!(weights[0] > 0.99, "{weights:?}");
+        assert!(weights[1] > 0.0 && weights[1] < 0.3, "{weights:?}");
+        assert!(weights[2].abs() < f32::EPSILON, "{weights:?}");
+        // "recorded" matches "records".
+        assert!(overlaps("What is recorded?", &sentences)[1] > 0.99);
+    }
+
+    #[test]
+    fn condensing_keeps_the_sentences_a_question_names_in_their_order() {
+        let counter = Counter(None);
+        let first = passage(
+            "The station stands by the school gate. Its rain gauge tips at 0.2 mm. The \
+             gauge is emptied at 09:00 every day. Wind is measured on the roof.",
+        );
+        let second = passage("Storm Ottilie arrived on 3 March. It brought 84 mm of rain.");
+        let question = "When is the rain gauge emptied?";
+        let budget = counter.count("The gauge is emptied at 09:00 every day.") + 1;
+
+        let condensed = condense(
+            vec![first.clone(), second.clone()],
+            question,
+            budget,
+            &counter,
+        );
+        let texts: Vec<&str> = condensed.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(texts, ["… The gauge is emptied at 09:00 every day. …"]);
+
+        // Its neighbours before the storm's rain, which shares only "rain".
+        let condensed = condense(vec![first, second], question, 3 * budget, &counter);
+        let texts: Vec<&str> = condensed.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "… Its rain gauge tips at 0.2 mm. The gauge is emptied at 09:00 every day. \
+              Wind is measured on the roof."
+            ]
+        );
     }
 
     #[test]
