@@ -247,6 +247,10 @@ export interface Chunk {
   page: number | null
   /** Heading path, e.g. `"Cells > Mitochondria"`. */
   heading: string | null
+  /** First line of the passage in a text or Markdown file, from 1. */
+  line_start: number | null
+  /** Last line of the passage in a text or Markdown file. */
+  line_end: number | null
   text: string
 }
 
@@ -348,8 +352,8 @@ export const WIRE_SCHEMAS = {
   LiveSession: { schema: 'LiveSessionResponse', properties: fields<LiveSession>()('id', 'classroom_id', 'state', 'started_by', 'started_at', 'ended_at', 'focus', 'documents') },
   Handout: { schema: 'HandoutResponse', properties: fields<Handout>()('template_doc_id', 'forks') },
   Material: { schema: 'MaterialResponse', properties: fields<Material>()('id', 'classroom_id', 'uploaded_by', 'file_name', 'format', 'size_bytes', 'status', 'progress', 'error', 'sections', 'chunk_count', 'created_at', 'updated_at', 'feed_doc_id') },
-  Chunk: { schema: 'ChunkResponse', properties: fields<Chunk>()('material_id', 'ordinal', 'page', 'heading', 'text') },
-  SearchHit: { schema: 'SearchHitResponse', properties: fields<SearchHit>()('material_id', 'ordinal', 'page', 'heading', 'text', 'file_name', 'score') },
+  Chunk: { schema: 'ChunkResponse', properties: fields<Chunk>()('material_id', 'ordinal', 'page', 'heading', 'line_start', 'line_end', 'text') },
+  SearchHit: { schema: 'SearchHitResponse', properties: fields<SearchHit>()('material_id', 'ordinal', 'page', 'heading', 'line_start', 'line_end', 'text', 'file_name', 'score') },
   SearchResult: { schema: 'SearchResponse', properties: fields<SearchResult>()('hits') },
   AiJob: { schema: 'AiJobResponse', properties: fields<AiJob>()('job_id', 'kind', 'session_id', 'doc_id', 'status', 'error', 'cached', 'prompt_tokens', 'completion_tokens', 'started_by', 'created_at', 'finished_at', 'queue_position') },
   SpeechResult: { schema: 'SpeechResponse', properties: fields<SpeechResult>()('text', 'doc_id', 'message_id', 'job', 'ai_error') },

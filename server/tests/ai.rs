@@ -1755,7 +1755,12 @@ mod grounding {
         let api = server(&model, |config| config.ai_chat_source_tokens = Some(64)).await;
         let class = class(&api).await;
         upload(&api, &class, "volcanoes.md", volcano_handout().into_bytes()).await;
-        ask(&api, &class, "How does gas in magma drive explosive eruptions?").await;
+        ask(
+            &api,
+            &class,
+            "How does gas in magma drive explosive eruptions?",
+        )
+        .await;
         let prompt = model.last_prompt();
         let passages = passages_of(&prompt);
         let text: String = passages.iter().map(|(_, text)| text.as_str()).collect();
@@ -1770,7 +1775,10 @@ mod grounding {
         for sentence in text.split(['…']).flat_map(|part| part.split(". ")) {
             let sentence = sentence.trim().trim_end_matches('.');
             if sentence.len() > 10 {
-                assert!(volcano_handout().contains(sentence), "{sentence:?} in {prompt}");
+                assert!(
+                    volcano_handout().contains(sentence),
+                    "{sentence:?} in {prompt}"
+                );
             }
         }
         api.stop().await;

@@ -209,6 +209,16 @@ async fn every_format_is_extracted_with_its_positions_and_found_by_meaning() {
                         .contains("discriminant")),
             "{markdown_chunks:?}"
         );
+        // Where each passage is in the file: the discriminant is on line 7.
+        let quadratics = markdown_chunks
+            .iter()
+            .find(|chunk| chunk["heading"] == "Algebra > Quadratics")
+            .expect("the Quadratics section");
+        assert_eq!(
+            (&quadratics["line_start"], &quadratics["line_end"]),
+            (&json!(7), &json!(7)),
+            "{quadratics}"
+        );
 
         assert_eq!(ready(&api, teacher, &text).await["format"], "text");
         assert!(

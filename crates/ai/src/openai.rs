@@ -306,19 +306,6 @@ impl OpenAiBackend {
             self.config.first_token_timeout
         ))
     }
-
-    /// The delay before retry number `retry` (0-based): exponential, capped, and with "equal
-    /// jitter" (half fixed, half random) so that clients rejected together do not come back
-    /// together.
-    fn backoff(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry).unwrap_or(u32::MAX);
-        let full = self
-            .config
-            .initial_backoff
-            .saturating_mul(factor)
-            .min(self.config.max_backoff);
-        full / 2 + full.mul_f64(0.5 * rand::random::<f64>())
-    }
 }
 
 #[async_trait::async_trait]
@@ -392,7 +379,7 @@ impl Backend for OpenAiBackend {
             }
             let delay = match retry_after {
                 Some(asked) => asked.min(self.config.max_backoff),
-                None => self.backoff(retry),
+                None => backoff(self.config.initial_backoff, self.config.max_backoff, retry),
             };
             retry += 1;
             tracing::debug!(retry, delay_ms = delay.as_millis() as u64, %error, "retrying");
@@ -452,6 +439,15 @@ fn api_schema(schema: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(api_schema).collect()),
         other => other.clone(),
     }
+}
+
+/// The delay before retry number `retry` (0-based): `initial` doubled per retry, capped at
+/// `max`, with "equal jitter" (half fixed, half random) so that clients refused together do
+/// not come back together.
+pub(crate) fn backoff(initial: Duration, max: Duration, retry: u32) -> Duration {
+    let factor = 1u32.checked_shl(retry).unwrap_or(u32::MAX);
+    let full = initial.saturating_mul(factor).min(max);
+    full / 2 + full.mul_f64(0.5 * rand::random::<f64>())
 }
 
 /// The server's requested delay: OpenAI's `retry-after-ms`, else `Retry-After` in seconds

@@ -35,7 +35,7 @@ use serde::Deserialize;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use crate::openai::{chain, read_error_message, retry_after, tls_config};
+use crate::openai::{backoff, chain, read_error_message, retry_after, tls_config};
 
 /// Largest transcription answer read, in bytes: two minutes of speech are a few kilobytes
 /// of text; the bound keeps a misbehaving server from making us buffer without limit.
@@ -512,7 +512,9 @@ impl SpeechClient {
             }
             let delay = server_delay
                 .map(|delay| delay.min(self.config.max_backoff))
-                .unwrap_or_else(|| self.backoff(retry));
+                .unwrap_or_else(|| {
+                    backoff(self.config.initial_backoff, self.config.max_backoff, retry)
+                });
             tracing::debug!(retry, ?delay, %error, "transcription attempt failed; retrying");
             tokio::time::sleep(delay).await;
             retry += 1;
@@ -610,19 +612,6 @@ impl SpeechClient {
     /// The error for an attempt that ran out of time.
     fn timeout(&self) -> SpeechError {
         SpeechError::Timeout(self.config.request_timeout)
-    }
-
-    /// The delay before retry number `retry` (0-based): exponential, capped, with "equal
-    /// jitter" (half fixed, half random) so that clients refused together do not return
-    /// together.
-    fn backoff(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry).unwrap_or(u32::MAX);
-        let full = self
-            .config
-            .initial_backoff
-            .saturating_mul(factor)
-            .min(self.config.max_backoff);
-        full / 2 + full.mul_f64(0.5 * rand::random::<f64>())
     }
 }
 

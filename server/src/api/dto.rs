@@ -621,6 +621,10 @@ pub struct ChunkResponse {
     pub page: Option<i32>,
     /// Heading path (DOCX, Markdown), e.g. `"Cells > Mitochondria"`.
     pub heading: Option<String>,
+    /// First line of the passage in a text or Markdown file, from 1.
+    pub line_start: Option<i32>,
+    /// Last line of the passage in a text or Markdown file.
+    pub line_end: Option<i32>,
     /// The passage.
     pub text: String,
 }
@@ -632,6 +636,8 @@ impl From<MaterialChunk> for ChunkResponse {
             ordinal: chunk.ordinal,
             page: chunk.page,
             heading: chunk.heading,
+            line_start: chunk.line_start,
+            line_end: chunk.line_end,
             text: chunk.text,
         }
     }
