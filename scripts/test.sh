@@ -21,6 +21,21 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 (cd client-sdk && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+# The web app (web/, built on the SDK above) and its browser test (tests/browser), which
+# drives Debian's Chromium through playwright-core: no browser is ever downloaded.
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+# The server embeds the committed web/dist. Builds are byte-for-byte repeatable, so a fresh
+# build that differs from it means the committed bundle is stale: stop here rather than
+# test (and ship) an app that is not its sources.
+if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$(git status --porcelain -- web/dist)" ]; then
+  git status --short -- web/dist >&2
+  echo "web/dist is not the build of web/ and client-sdk/: commit the fresh build" >&2
+  exit 1
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 if ! command -v cargo-nextest >/dev/null; then
   cargo install --locked cargo-nextest

@@ -1,6 +1,6 @@
 /**
- * Errors of the REST API: the stable codes of `docs/api.md` and the one error type the
- * client throws.
+ * Errors: the stable codes of `docs/api.md` and `LecternError`, the one error type of the
+ * REST API; `AccessError`, a realtime document refused by the server (a close code).
  *
  * API boundary: `ERROR_CODES` mirrors the server's `ErrorCode` enum
  * (`server/src/api/error.rs`). The contract test (`test/contract.test.mjs`) compares it with
@@ -92,5 +92,27 @@ export class LecternError extends Error {
     const code: ErrorCode = response.status >= 500 ? 'internal' : 'invalid_request'
     return new LecternError(response.status, code,
       `unexpected response ${response.status} ${response.statusText}`.trim(), retryAfter)
+  }
+}
+
+/** Why the server stopped giving a client a document (the realtime `'access'` event). */
+export type AccessReason = 'forbidden' | 'session_ended' | 'unauthenticated'
+
+/**
+ * The server refused (or withdrew) a realtime document: `whenSynced()` rejects with it.
+ * Not a `LecternError`: there is no HTTP status, only the WebSocket close code.
+ */
+export class AccessError extends Error {
+  /** `forbidden` (4403), `session_ended` (4410) or `unauthenticated` (4401, the token
+   * was refused and could not be renewed). */
+  readonly reason: AccessReason
+  /** The WebSocket close code (4403, 4410 or 4401). */
+  readonly code: number
+
+  constructor (reason: AccessReason, code: number, message: string) {
+    super(message)
+    this.name = 'AccessError'
+    this.reason = reason
+    this.code = code
   }
 }

@@ -14,20 +14,27 @@
  *   the document synced again is retried with backoff like any other close;
  * - anything else (other 45xx, `1006` network...): reconnect with y-websocket's exponential
  *   backoff, with a fresh token.
- * Every connection attempt first asks the client for a token that is not about to expire.
+ * Every connection attempt first asks for a token: the `token` option (a string, or a
+ * callback called again on every attempt and after each 4401), else the client's access
+ * token, refreshed when about to expire.
+ *
+ * Read-only: the server never tells a client it was downgraded (a locked session, a read
+ * document token): it silently refuses its updates. So the provider works out `readOnly`
+ * from what it knows (the document kind, the token's `access` claim, a 4410, the app's
+ * `setReadOnly`), emits `'read-only'` when it changes, and while read-only keeps local
+ * edits to itself instead of sending updates the server drops; they are sent when write
+ * access comes back (docs/protocol.md, "Edits typed while read-only").
  */
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 
 import type { LecternClient } from './client.js'
-import { LecternError } from './errors.js'
+import { AccessError, LecternError } from './errors.js'
+import type { AccessReason } from './errors.js'
 
 /** y-websocket's awareness type (from y-protocols). */
 export type Awareness = WebsocketProvider['awareness']
-
-/** Why the server stopped giving this client the document. */
-export type AccessReason = 'forbidden' | 'session_ended' | 'unauthenticated'
 
 /** The `'access'` event: the server refused (or withdrew) the document. */
 export interface AccessEvent {
@@ -52,9 +59,11 @@ export const CLOSE_CODES = {
 
 type BaseEvents = WebsocketProvider extends { on: (name: infer N, f: infer _F) => unknown } ? N : never
 
-/** The provider's events: y-websocket's, plus `'access'`. */
+/** The provider's events: y-websocket's, plus `'access'` and `'read-only'`. */
 export interface LecternProviderEvents {
   access: (event: AccessEvent, provider: LecternProvider) => void
+  /** `readOnly` changed (see {@link LecternProvider.readOnly}). */
+  'read-only': (readOnly: boolean, provider: LecternProvider) => void
   status: (event: { status: 'connected' | 'disconnected' | 'connecting' }) => void
   sync: (synced: boolean) => void
   'connection-close': (event: CloseEvent | null, provider: WebsocketProvider) => void
@@ -68,10 +77,22 @@ type _AllDeclared = Exclude<BaseEvents, keyof LecternProviderEvents> extends nev
 const _allDeclared: _AllDeclared = true
 void _allDeclared
 
+/** A token for a document: a string, or a callback for a fresh one (called before every
+ * connection attempt, and again after the server refused the last one with 4401). */
+export type TokenSource = string | (() => Promise<string>)
+
 /** Options of {@link openDocument}. */
 export interface OpenDocumentOptions {
-  /** The document to sync (default: a new `Y.Doc`). */
+  /** The document to sync (default: a new `Y.Doc`). It must come from the same copy of
+   * `yjs` as the SDK's (see the README, "Install"), or the constructor throws. */
   doc?: Y.Doc
+  /** The token to open the document with, e.g. a document token from your backend
+   * (default: the client's access token, renewed on 4401). A string cannot be renewed: a
+   * 4401 ends the connection (`'access'`, reason `unauthenticated`). */
+  token?: TokenSource
+  /** Start read-only, e.g. the app knows the session is locked (default `false`; see
+   * {@link LecternProvider.setReadOnly}). */
+  readOnly?: boolean
   /** The awareness to share (default: a new one on `doc`). */
   awareness?: Awareness
   /** Connect at once (default `true`). */
@@ -97,12 +118,26 @@ export class LecternProvider extends WebsocketProvider {
   #generation = 0
   #destroyed = false
   #token: string | undefined
+  readonly #tokenSource: TokenSource | undefined
+  /** The app said read-only (`readOnly` option, `setReadOnly`). */
+  #declaredReadOnly: boolean
+  /** The session ended (4410): what is reopened is a read-only review. */
+  #ended = false
+  /** The last value `'read-only'` reported. */
+  #readOnly = false
+  /** Local updates made while read-only, sent when write access comes back. */
+  #held: Uint8Array[] = []
+  /** y-websocket's update sender, wrapped by the read-only check in the constructor. */
+  readonly #send: (update: Uint8Array, origin: unknown) => void
   /** 4401s since the last successful sync: a token refused right after renewal ends it. */
   #authFailures = 0
   /** A 4503 was answered with an immediate reconnect since the last successful sync. */
   #drainedSinceSync = false
 
   constructor (client: LecternClient, docId: string, options: OpenDocumentOptions = {}) {
+    if (options.doc !== undefined && !(options.doc instanceof Y.Doc)) {
+      throw new TypeError(DUPLICATE_YJS)
+    }
     const doc = options.doc ?? new Y.Doc()
     const WS = options.WebSocketPolyfill ?? client.WebSocketPolyfill ?? (globalThis as { WebSocket?: unknown }).WebSocket
     if (WS === undefined) {
@@ -120,9 +155,27 @@ export class LecternProvider extends WebsocketProvider {
     })
     this.client = client
     this.docId = docId
+    this.#tokenSource = options.token
+    this.#declaredReadOnly = options.readOnly === true
+    this.#readOnly = this.#computeReadOnly()
+    // Route local updates through the read-only check (`destroy` unregisters
+    // `_updateHandler`, so it must stay the registered function).
+    const send = this._updateHandler
+    doc.off('update', send)
+    this._updateHandler = (update: Uint8Array, origin: unknown) => {
+      if (origin === this) return
+      if (this.#readOnly) {
+        this.#held.push(update)
+        return
+      }
+      send(update, origin)
+    }
+    doc.on('update', this._updateHandler)
+    this.#send = send
     super.on('closed', event => this.#onClosed(event))
     super.on('connection-close', () => {
       // A close of ours (watchdog) reconnects inside y-websocket: give it the newest token.
+      if (this.#tokenSource !== undefined) return
       const current = client.tokens?.accessToken
       if (current !== undefined && current !== this.#token) this.#setToken(current)
     })
@@ -171,27 +224,85 @@ export class LecternProvider extends WebsocketProvider {
     super.destroy()
   }
 
-  /** Resolves once the document has synced with the server. */
+  /**
+   * Resolves once the document has synced with the server; rejects with an
+   * {@link AccessError} if the server refuses it first (4403, 4410, or 4401 when the token
+   * cannot be renewed), or already has since the last `connect()`.
+   */
   whenSynced (): Promise<void> {
     if (this.synced) return Promise.resolve()
-    return new Promise(resolve => {
+    const denied = this.accessDenied
+    if (denied !== null) return Promise.reject(accessError(denied))
+    return new Promise((resolve, reject) => {
       const onSync = (synced: boolean): void => {
-        if (synced) {
-          super.off('sync', onSync)
-          resolve()
-        }
+        if (!synced) return
+        stop()
+        resolve()
+      }
+      const onAccess = (event: AccessEvent): void => {
+        stop()
+        reject(accessError(event))
+      }
+      const stop = (): void => {
+        super.off('sync', onSync)
+        super.off('access' as never, onAccess as never)
       }
       super.on('sync', onSync)
+      super.on('access' as never, onAccess as never)
     })
+  }
+
+  /**
+   * Whether this client may not edit the document, as far as it knows: a document only
+   * the server writes (the session's lectern document, a materials feed), a read-only
+   * document token, an ended session (4410), or the app said so ({@link setReadOnly}).
+   * While read-only, local edits stay local (make the editor read-only); they are sent
+   * once it is writable again. The server does not announce a lock to a connected client:
+   * an app that learns of one (a faculty action, the session's REST state) calls
+   * `setReadOnly`.
+   */
+  get readOnly (): boolean {
+    return this.#readOnly
+  }
+
+  /** Declares the document read-only (e.g. the session was locked) or writable again; emits
+   * `'read-only'` if `readOnly` changes. */
+  setReadOnly (readOnly: boolean): void {
+    this.#declaredReadOnly = readOnly
+    this.#updateReadOnly()
+  }
+
+  #computeReadOnly (): boolean {
+    return this.#declaredReadOnly || this.#ended || SERVER_OWNED.test(this.docId) ||
+      (this.#token !== undefined && isReadOnlyDocToken(this.#token))
+  }
+
+  #updateReadOnly (): void {
+    const readOnly = this.#computeReadOnly()
+    if (readOnly === this.#readOnly) return
+    this.#readOnly = readOnly
+    if (!readOnly && this.#held.length > 0) {
+      // The edits typed while read-only: the server takes them now (it also asks for
+      // them with a sync step 1 when it upgrades a connection).
+      const update = Y.mergeUpdates(this.#held)
+      this.#held = []
+      this.#send(update, null)
+    }
+    super.emit('read-only' as never, [readOnly, this] as never)
   }
 
   #setToken (token: string): void {
     this.#token = token
     this.params = { ...this.params, token }
+    this.#updateReadOnly()
   }
 
   #onClosed ({ code, reason }: { code: number, reason: string }): void {
     if (!this.#wanted || this.#destroyed) return
+    if (code === CLOSE_CODES.sessionEnded) {
+      this.#ended = true
+      this.#updateReadOnly()
+    }
     if (code === CLOSE_CODES.forbidden || code === CLOSE_CODES.sessionEnded) {
       this.#deny({
         reason: code === CLOSE_CODES.forbidden ? 'forbidden' : 'session_ended',
@@ -202,6 +313,10 @@ export class LecternProvider extends WebsocketProvider {
     }
     const generation = this.#generation
     if (code === CLOSE_CODES.unauthenticated) {
+      if (typeof this.#tokenSource === 'string') {
+        this.#deny({ reason: 'unauthenticated', code, message: reason || 'token refused (a fixed token cannot be renewed)' })
+        return
+      }
       this.#authFailures++
       if (this.#authFailures > 2) {
         this.#deny({ reason: 'unauthenticated', code, message: reason || 'token refused after renewal' })
@@ -235,9 +350,7 @@ export class LecternProvider extends WebsocketProvider {
   async #reconnect (generation: number, renew: boolean): Promise<void> {
     let token: string
     try {
-      token = renew && this.#token !== undefined
-        ? await this.client.renewAccessToken(this.#token)
-        : await this.client.accessToken()
+      token = await this.#fetchToken(renew)
     } catch (error) {
       if (generation !== this.#generation) return
       if (error instanceof LecternError && error.status === 401) {
@@ -253,12 +366,54 @@ export class LecternProvider extends WebsocketProvider {
     this.#setToken(token)
     super.connect()
   }
+
+  /** The token for the next attempt (`renew`: the last one was refused with 4401). */
+  async #fetchToken (renew: boolean): Promise<string> {
+    const source = this.#tokenSource
+    if (typeof source === 'string') return source
+    if (source !== undefined) {
+      const token = await source()
+      if (typeof token !== 'string') throw new TypeError('the token callback must resolve with a string')
+      return token
+    }
+    return renew && this.#token !== undefined
+      ? await this.client.renewAccessToken(this.#token)
+      : await this.client.accessToken()
+  }
 }
+
+/** Documents only the server writes: every member opens them read-only (docs/protocol.md). */
+const SERVER_OWNED = /^(session\/[^/]+\/lectern|classroom\/[^/]+\/materials)$/
+
+/** Whether `token` is a document token granting read access only. The claims are read
+ * without verifying the signature: a hint for the UI, the server decides. */
+function isReadOnlyDocToken (token: string): boolean {
+  const payload = token.split('.')[1]
+  if (payload === undefined) return false
+  try {
+    const json = atob(payload.replace(/-/g, '+').replace(/_/g, '/'))
+    const claims = JSON.parse(json) as { aud?: unknown, access?: unknown }
+    return claims.aud === 'lectern-doc' && claims.access === 'read'
+  } catch {
+    return false // not a JWT (an opaque external token): nothing to read
+  }
+}
+
+function accessError (event: AccessEvent): AccessError {
+  return new AccessError(event.reason, event.code, event.message)
+}
+
+const DUPLICATE_YJS = 'the Y.Doc passed to openDocument comes from another copy of yjs than the one ' +
+  '@lectern/client imports, so the two would silently diverge. Install the SDK so that one ' +
+  'yjs is shared: `npm install ./lectern-client-<version>.tgz` (from `npm pack`) or a workspace, ' +
+  'not a symlink (`npm install ../client-sdk`); `npm ls yjs` must show a single copy. In a ' +
+  'page without a bundler, use the `Y` the browser build exports (see the README).'
 
 /**
  * Opens document `docId` (a `doc_id` from a session, material or job response) on
- * `${client.wsUrl}` with the client's access token. Listen to `'sync'` (or await
- * `whenSynced()`), and to `'access'` for a refusal. `destroy()` it when done.
+ * `${client.wsUrl}` with the client's access token (or the `token` option). Listen to
+ * `'sync'` (or await `whenSynced()`), to `'access'` for a refusal and to `'read-only'`.
+ * `destroy()` it when done.
  */
 export function openDocument (client: LecternClient, docId: string, options: OpenDocumentOptions = {}): LecternProvider {
   return new LecternProvider(client, docId, options)

@@ -712,6 +712,49 @@ pub struct Config {
         default_value_t = 120
     )]
     pub doc_token_rate_limit_burst: u32,
+
+    /// Serve the web app (built into the binary from `web/dist`) at `/`, with client-side
+    /// routes falling back to its `index.html`. `false`: only the API, WebSocket and
+    /// operational endpoints answer.
+    #[arg(
+        long,
+        env = "LECTERN_WEB_APP",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub web_app: bool,
+
+    /// Web origins allowed to call the API from a browser page of their own (CORS),
+    /// comma-separated and exact (`scheme://host[:port]`, e.g.
+    /// `https://lms.example.edu,http://localhost:5173`). Empty (the default): no CORS
+    /// headers, so only pages served by this server can call it.
+    #[arg(
+        long,
+        env = "LECTERN_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_cors_origin
+    )]
+    pub cors_origins: Vec<CorsOrigin>,
+}
+
+/// A web origin allowed by `--cors-origins`: `scheme://host[:port]`, in the lowercase form
+/// browsers send in `Origin`, so it is compared with that header byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsOrigin(String);
+
+impl CorsOrigin {
+    /// The origin as browsers write it in the `Origin` header.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for CorsOrigin {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_cors_origin(text)
+    }
 }
 
 /// A configured secret. `Debug` prints `***`, so logging the configuration (or anything
@@ -931,6 +974,60 @@ fn parse_similarity(text: &str) -> Result<f32, String> {
     } else {
         Err(format!("{value} is not a similarity between -1 and 1"))
     }
+}
+
+/// Parses an origin, `http(s)://host[:port]` with nothing after it: a path, a trailing
+/// slash, a wildcard or user info would never equal a browser's `Origin` header, so an
+/// entry like that is a mistake to report at startup rather than a silent no-match.
+fn parse_cors_origin(text: &str) -> Result<CorsOrigin, String> {
+    let text = text.trim();
+    let invalid = || format!("`{text}` is not an origin of the form scheme://host[:port]");
+    let lower = text.to_ascii_lowercase();
+    let (scheme, rest) = lower.split_once("://").ok_or_else(invalid)?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("`{text}` is not an http or https origin"));
+    }
+    let (host, port) = match rest.strip_prefix('[') {
+        // An IPv6 literal: `[::1]` or `[::1]:8080`.
+        Some(bracketed) => {
+            let (address, after) = bracketed.split_once(']').ok_or_else(invalid)?;
+            address
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| invalid())?;
+            let port = match after {
+                "" => None,
+                after => Some(after.strip_prefix(':').ok_or_else(invalid)?),
+            };
+            (&rest[..address.len() + 2], port)
+        }
+        None => match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        },
+    };
+    let port = match port {
+        Some(port) => Some(
+            port.parse::<u16>()
+                .ok()
+                .filter(|port| *port > 0)
+                .ok_or_else(invalid)?,
+        ),
+        None => None,
+    };
+    let host_is_plain = host.starts_with('[')
+        || (!host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    if !host_is_plain {
+        return Err(invalid());
+    }
+    // Browsers leave the scheme's default port out of `Origin`.
+    let default_port = if scheme == "http" { 80 } else { 443 };
+    Ok(CorsOrigin(match port {
+        Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
+    }))
 }
 
 /// Parses `10.0.0.0/8`, `fd00::/8` or a single address.

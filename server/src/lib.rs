@@ -17,6 +17,8 @@
 //! - `materials/`: course material: uploads into object storage, background ingestion
 //!   (extract, chunk, embed), semantic search, and progress in each classroom's feed.
 //! - `ai/`: live AI jobs streaming into session documents (see `docs/ai.md`).
+//! - `web.rs`: the web app embedded from `web/dist` and served at `/`, and CORS
+//!   (`--cors-origins`).
 //! - this file: [`AppState`], the router ([`app`]) and the serve loop with graceful
 //!   shutdown ([`serve`]).
 //!
@@ -36,6 +38,7 @@ pub mod materials;
 pub mod metrics;
 pub mod room_effects;
 pub mod transport;
+mod web;
 pub mod ws;
 
 use std::future::Future;
@@ -321,16 +324,22 @@ async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn lectern_storage
     }
 }
 
-/// The HTTP router.
+/// The HTTP router: the operational endpoints, the WebSockets, the API, and (unless
+/// turned off) the web app for every other path, all behind CORS when origins are
+/// configured.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/ws", get(multiplexed_socket))
         .route("/ws/{*doc}", get(document_socket))
-        .nest("/api/v1", api::router())
-        .with_state(state)
+        .nest("/api/v1", api::router());
+    if state.config().web_app {
+        router = router.fallback(web::app_file);
+    }
+    let cors_origins = state.config().cors_origins.clone();
+    web::with_cors(router.with_state(state), &cors_origins)
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then shuts down gracefully:

@@ -33,7 +33,8 @@
 //! - **Structured output.** [`OutputFormat::JsonSchema`] is sent as a strict
 //!   `response_format` of type `json_schema` (without the string-length bounds, which are a
 //!   budget for the small local model and which strict APIs refuse). A server that rejects
-//!   the request because of it (400/422 naming `response_format` or `json_schema`) is asked
+//!   the request because of it (400/422 naming `response_format` or `json_schema`, or the
+//!   500 with such a validation error that llama-cpp-python's server sends) is asked
 //!   once more without it, and never again with it by this backend; the caller's tolerant
 //!   parser then does the work. Lark grammars are never sent.
 //!
@@ -286,6 +287,11 @@ impl OpenAiBackend {
             None => return Attempt::Fatal(BackendError::Cancelled),
         };
         let message = format!("HTTP {status}: {message}");
+        // llama-cpp-python's server answers a body it cannot validate with 500 and the
+        // validation error: a refusal of what we sent, which no retry changes.
+        if status == StatusCode::INTERNAL_SERVER_ERROR && names_response_format(&message) {
+            return Attempt::Refused { status, message };
+        }
         match status {
             StatusCode::TOO_MANY_REQUESTS
             | StatusCode::INTERNAL_SERVER_ERROR
@@ -415,13 +421,21 @@ enum Attempt {
 }
 
 /// Whether a refusal is about the `response_format` we sent: a 400 or 422 whose message
-/// names it (OpenAI, vLLM and llama.cpp's server all name the field).
+/// names it (OpenAI, vLLM and llama.cpp's server all name the field), or the 500 with a
+/// validation error naming it that llama-cpp-python's server answers.
 fn refuses_schema(status: StatusCode, message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
     matches!(
         status,
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
-    ) && ["response_format", "json_schema", "response format"]
+        StatusCode::BAD_REQUEST
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::INTERNAL_SERVER_ERROR
+    ) && names_response_format(message)
+}
+
+/// Whether an error message names the request's `response_format`.
+fn names_response_format(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["response_format", "json_schema", "response format"]
         .iter()
         .any(|name| message.contains(name))
 }

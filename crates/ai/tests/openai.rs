@@ -880,6 +880,42 @@ async fn a_server_refusing_response_format_is_asked_again_without_it_and_never_a
     assert_eq!(bodies[0]["messages"], bodies[1]["messages"]);
 }
 
+/// llama-cpp-python's server (0.3.36, measured here) validates the body with pydantic and
+/// answers a `json_schema` response format with a 500 carrying the validation error: a
+/// refusal of what was sent, not a busy server to retry.
+#[tokio::test]
+async fn a_validation_error_served_as_500_naming_response_format_is_a_refusal_of_it() {
+    let (url, seen) = serve(|n| {
+        if n == 0 {
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &[],
+                json!({"error": {
+                    "message": "1 validation error:\n  {'type': 'literal_error', 'loc': \
+                        ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' \
+                        or 'json_object'\", 'input': 'json_schema'}",
+                    "type": "internal_server_error"
+                }}),
+            )
+        } else {
+            sse(vec![token(QUIZ), finish(), done()], None)
+        }
+    })
+    .await;
+    let backend = backend(config(&url));
+    let stream = backend
+        .generate(structured_request(), CancellationToken::new())
+        .await
+        .expect("generate");
+    let (tokens, end) = collect(stream).await;
+    assert_eq!(tokens.concat(), QUIZ);
+    end.expect("done");
+    let bodies = seen.bodies.lock().expect("lock").clone();
+    assert_eq!(bodies.len(), 2, "one refusal, then at once without");
+    assert!(bodies[0].get("response_format").is_some());
+    assert!(bodies[1].get("response_format").is_none());
+}
+
 #[tokio::test]
 async fn other_refusals_of_a_structured_request_are_not_retried() {
     let (url, seen) = serve(|_| {

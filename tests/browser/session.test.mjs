@@ -1,0 +1,208 @@
+// The web app in a real headless Chromium (Debian's, driven by playwright-core; never a
+// downloaded browser) against the real `lectern serve`, which serves the built app at `/`.
+//
+// A faculty signs up, creates a classroom, starts a session and types in the notes; a
+// student in a second browser context (phone-sized) signs up, joins with the code, opens
+// the session and sees the teacher's text, types, and the teacher sees it with the
+// student's named cursor. The student asks the AI: the question, with its author's name,
+// and the AI's answer (failed: no course material) reach both chats. The teacher ends the
+// session: the student's notes turn read-only. Screenshots of the main screens
+// go to target/browser-artifacts/. Every wait is on a condition, with a deadline. A console
+// error (a Content-Security-Policy violation, a second copy of yjs, an exception) fails it;
+// LECTERN_BROWSER_DEBUG=1 prints the pages' console.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { chromium } from 'playwright-core'
+
+const BIN = process.env.LECTERN_BIN
+if (!BIN) throw new Error('LECTERN_BIN must point at the lectern binary (the Rust test harness sets it)')
+const CHROMIUM = process.env.LECTERN_CHROMIUM ?? '/usr/bin/chromium'
+const ARTIFACTS = process.env.LECTERN_BROWSER_ARTIFACTS ??
+  new URL('../../target/browser-artifacts', import.meta.url).pathname
+const MODELS = process.env.LECTERN_TEST_MODELS_DIR ?? new URL('../../.cache/models', import.meta.url).pathname
+/** The longest any one condition is waited for. */
+const DEADLINE_MS = 20_000
+
+const cleanups = []
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup()
+})
+
+/** Starts `lectern serve` on 127.0.0.1:0; resolves with its http root once it listens. */
+async function startServer () {
+  const dataDir = mkdtempSync(join(tmpdir(), 'lectern-browser-'))
+  const child = spawn(BIN, [
+    'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--models-dir', MODELS,
+    '--registration', 'open',
+    // An AI backend that is never reached: a chat with no course material fails before
+    // asking the model, with a reason written into the chat document.
+    '--ai-backend', 'openai', '--ai-base-url', 'http://127.0.0.1:9/v1', '--ai-model', 'unused'
+  ], {
+    env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  cleanups.push(() => { child.kill('SIGKILL') })
+  let stderr = ''
+  child.stderr.on('data', chunk => { stderr += chunk })
+  const address = await new Promise((resolve, reject) => {
+    let buffered = ''
+    child.stdout.on('data', chunk => {
+      buffered += chunk
+      let newline
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline)
+        buffered = buffered.slice(newline + 1)
+        try {
+          const entry = JSON.parse(line)
+          if (entry.fields?.message === 'lectern listening') resolve(entry.fields.address)
+        } catch { /* not a log line */ }
+      }
+    })
+    child.on('exit', code => reject(new Error(`lectern exited early (${code}): ${stderr}`)))
+  })
+  return `http://${address}`
+}
+
+async function shot (page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
+}
+
+/** The notes' text, without the remote cursors' name labels. */
+function notesText (page) {
+  return notes(page).evaluate(content => {
+    const copy = content.cloneNode(true)
+    for (const caret of copy.querySelectorAll('.cm-remoteCaret')) caret.remove()
+    return copy.textContent
+  })
+}
+
+/** Signs up through the form and waits for the classroom list. */
+async function signUp (page, root, { name, email, role }) {
+  await page.goto(`${root}/signup`)
+  await page.getByLabel('Name').fill(name)
+  await page.getByLabel('Email').fill(email)
+  await page.getByLabel('Password').fill('a long enough password')
+  await page.getByLabel(role === 'faculty' ? 'faculty' : 'a student').check()
+  await page.getByRole('button', { name: 'Sign up' }).click()
+  await page.getByRole('heading', { name: 'Your classrooms' }).waitFor()
+}
+
+/** The notes editor's editable content (inside the editor's shadow root). */
+function notes (page) {
+  return page.getByRole('textbox', { name: 'Shared notes' })
+}
+
+test('a teacher and a student co-edit the session notes in two browsers', async () => {
+  mkdirSync(ARTIFACTS, { recursive: true })
+  const root = await startServer()
+
+  // The server serves the app itself (same origin as the API and the WebSocket).
+  const index = await fetch(`${root}/`)
+  const html = await index.text()
+  assert.ok(index.ok && html.includes('<div id="app">'),
+    `lectern serve does not serve the web app at / (status ${index.status}): ${html.slice(0, 200)}`)
+
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true })
+  cleanups.push(() => browser.close())
+  const problems = []
+  const newPage = async (who, viewport) => {
+    const context = await browser.newContext({ viewport })
+    context.setDefaultTimeout(DEADLINE_MS)
+    const page = await context.newPage()
+    // A refused script or style (the server's CSP), or an uncaught error, fails the test.
+    page.on('console', message => { if (message.type() === 'error') problems.push(`${who}: ${message.text()}`) })
+    page.on('pageerror', error => problems.push(`${who}: ${error.message}`))
+    if (process.env.LECTERN_BROWSER_DEBUG === '1') page.on('console', message => console.error(`[${who}] ${message.type()}: ${message.text()}`))
+    return page
+  }
+  const teacher = await newPage('teacher', { width: 1280, height: 800 })
+  // The student is on a phone-sized screen.
+  const student = await newPage('student', { width: 390, height: 844 })
+
+  // Sign-in errors show the API's message.
+  await teacher.goto(`${root}/signin`)
+  await teacher.getByLabel('Email').fill('nobody@school.test')
+  await teacher.getByLabel('Password').fill('not the password')
+  await teacher.getByRole('button', { name: 'Sign in' }).click()
+  await teacher.getByRole('alert').filter({ hasText: /\S/ }).waitFor()
+  await shot(teacher, '01-sign-in-error')
+
+  await signUp(teacher, root, { name: 'Ada Teacher', email: 'ada@school.test', role: 'faculty' })
+  await teacher.getByLabel('New classroom name').fill('Biology 101')
+  await teacher.getByRole('button', { name: 'Create classroom' }).click()
+  await teacher.getByRole('heading', { name: 'Biology 101' }).waitFor()
+  const code = (await teacher.getByLabel('Join code').textContent()).trim()
+  assert.match(code, /\S{4,}/)
+  await shot(teacher, '02-classroom-faculty')
+
+  await teacher.getByRole('button', { name: 'Start a live session' }).click()
+  await teacher.getByRole('heading', { name: /Live session/ }).waitFor()
+  await teacher.getByText('connected', { exact: true }).first().waitFor()
+  await notes(teacher).click()
+  await teacher.keyboard.type('Cells are the unit of life.')
+
+  await signUp(student, root, { name: 'Ben Student', email: 'ben@school.test', role: 'student' })
+  await shot(student, '03-classrooms-student')
+  await student.getByLabel('Join code').fill(code)
+  await student.getByRole('button', { name: 'Join classroom' }).click()
+  await student.getByRole('heading', { name: 'Biology 101' }).waitFor()
+  await student.getByRole('link', { name: 'Join the live session' }).click()
+
+  // The student sees the teacher's text, and both are listed as here.
+  await notes(student).getByText('Cells are the unit of life.').waitFor()
+  const people = list => list.getByRole('list', { name: 'People in this session' })
+  await people(student).getByText('Ada Teacher').waitFor()
+  await people(teacher).getByText('Ben Student').waitFor()
+
+  await notes(student).click()
+  await student.keyboard.press('Control+End')
+  await student.keyboard.type(' Mitochondria make energy.')
+  await notes(teacher).getByText('Mitochondria make energy.').waitFor()
+  // The teacher's page shows the student's cursor labelled with the student's name.
+  await teacher.locator('.cm-remoteName', { hasText: 'Ben Student' }).waitFor()
+
+  // A question to the AI lands in everyone's chat, with the AI's (here: failed) answer.
+  await student.getByLabel('Ask the AI').fill('What do mitochondria do?')
+  await student.getByRole('button', { name: 'Ask' }).click()
+  const chat = page => page.getByRole('list', { name: 'Chat messages' })
+  const question = page => chat(page).locator('.message', { hasText: 'What do mitochondria do?' })
+  await question(teacher).getByText('Ben Student').waitFor()
+  await question(student).getByText('Ben Student').waitFor()
+  // No course material: the answer ends failed, with the reason, on both pages.
+  await chat(teacher).locator('.message.ai .error').waitFor()
+  await chat(student).locator('.message.ai .error').waitFor()
+
+  await shot(teacher, '04-session-teacher')
+  await shot(student, '05-session-student-phone')
+
+  const teacherText = await notesText(teacher)
+  const studentText = await notesText(student)
+  assert.equal(teacherText, 'Cells are the unit of life. Mitochondria make energy.')
+  assert.equal(studentText, teacherText)
+
+  // The teacher ends the session: the student's notes turn read-only.
+  await teacher.getByRole('button', { name: 'End session' }).click()
+  const notesRegion = student.getByRole('region', { name: 'Notes' })
+  await notesRegion.getByText('The session has ended.').waitFor()
+  await notesRegion.getByText('Read only.').waitFor()
+  await student.getByRole('heading', { name: 'Live session (ended)' }).waitFor()
+  assert.equal(await notes(student).getAttribute('contenteditable'), 'false')
+  await shot(student, '06-session-ended-student')
+
+  // Sign out returns to the sign-in screen.
+  await student.getByRole('button', { name: 'Sign out' }).click()
+  await student.getByRole('heading', { name: 'Sign in' }).waitFor()
+
+  assert.deepEqual(problems.filter(problem => !expectedProblem(problem)), [])
+})
+
+/** Console errors the scenario causes on purpose, logged by Chromium as failed resources:
+ * the failed sign-in (401), the classroom with no session yet (404), and the AI request on
+ * a server without AI (503). */
+function expectedProblem (text) {
+  return /Failed to load resource: the server responded with a status of (401|404|503)/.test(text)
+}
