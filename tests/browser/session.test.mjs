@@ -5,8 +5,12 @@
 // student in a second browser context (phone-sized) signs up, joins with the code, opens
 // the session and sees the teacher's text, types, and the teacher sees it with the
 // student's named cursor. The student asks the AI: the question, with its author's name,
-// and the AI's answer (failed: no course material) reach both chats. The teacher ends the
-// session: the student's notes turn read-only. Screenshots of the main screens
+// and the AI's answer (failed: no course material) reach both chats. The teacher locks the
+// session: the student sees "Locked by the teacher" and the notes take no typing; after the
+// unlock the student writes again. The teacher ends the session: the student's notes turn
+// read-only. On the classroom page the teacher sees the members (faculty first), gets a new
+// join code and removes the student, uploads a Markdown file, sees it become ready and
+// finds its passage by search. Screenshots of the main screens
 // go to target/browser-artifacts/. Every wait is on a condition, with a deadline. A console
 // error (a Content-Security-Policy violation, a second copy of yjs, an exception) fails it;
 // LECTERN_BROWSER_DEBUG=1 prints the pages' console.
@@ -184,6 +188,30 @@ test('a teacher and a student co-edit the session notes in two browsers', async 
   assert.equal(teacherText, 'Cells are the unit of life. Mitochondria make energy.')
   assert.equal(studentText, teacherText)
 
+  // The teacher locks the session: the student sees it, and typing changes nothing.
+  await teacher.getByRole('button', { name: 'Lock session' }).click()
+  await student.getByText('Locked by the teacher').waitFor()
+  await student.waitForFunction(
+    () => document.querySelector('[data-testid="notes-editor"]')?.shadowRoot
+      ?.querySelector('.cm-content')?.getAttribute('contenteditable') === 'false')
+  await notes(student).click()
+  await student.keyboard.press('Control+End')
+  await student.keyboard.type(' Written while locked.')
+  assert.equal(await notesText(student), teacherText)
+  await shot(student, '06-session-locked-student')
+
+  // Unlocked, the student writes again and the teacher sees it.
+  await teacher.getByRole('button', { name: 'Unlock session' }).click()
+  await student.getByText('Locked by the teacher').waitFor({ state: 'detached' })
+  await student.waitForFunction(
+    () => document.querySelector('[data-testid="notes-editor"]')?.shadowRoot
+      ?.querySelector('.cm-content')?.getAttribute('contenteditable') === 'true')
+  await notes(student).click()
+  await student.keyboard.press('Control+End')
+  await student.keyboard.type(' Ribosomes make proteins.')
+  await notes(teacher).getByText('Ribosomes make proteins.').waitFor()
+  assert.equal(await notesText(teacher), `${teacherText} Ribosomes make proteins.`)
+
   // The teacher ends the session: the student's notes turn read-only.
   await teacher.getByRole('button', { name: 'End session' }).click()
   const notesRegion = student.getByRole('region', { name: 'Notes' })
@@ -191,11 +219,40 @@ test('a teacher and a student co-edit the session notes in two browsers', async 
   await notesRegion.getByText('Read only.').waitFor()
   await student.getByRole('heading', { name: 'Live session (ended)' }).waitFor()
   assert.equal(await notes(student).getAttribute('contenteditable'), 'false')
-  await shot(student, '06-session-ended-student')
+  await shot(student, '07-session-ended-student')
 
   // Sign out returns to the sign-in screen.
   await student.getByRole('button', { name: 'Sign out' }).click()
   await student.getByRole('heading', { name: 'Sign in' }).waitFor()
+
+  // The classroom page lists the members, faculty first; the teacher gets a new join code
+  // and removes the student.
+  await teacher.getByRole('link', { name: '← Classroom' }).click()
+  const members = teacher.getByRole('list', { name: 'Members' })
+  await members.getByText('Ben Student').waitFor()
+  assert.match(await members.getByRole('listitem').first().textContent(), /Ada Teacher/)
+  await teacher.getByRole('button', { name: 'New join code' }).click()
+  await teacher.waitForFunction(
+    old => document.querySelector('[aria-label="Join code"]')?.textContent.trim() !== old, code)
+  await shot(teacher, '08-classroom-members')
+  await teacher.getByRole('button', { name: 'Remove Ben Student' }).click()
+  await members.getByText('Ben Student').waitFor({ state: 'detached' })
+
+  // Course material: the teacher uploads a Markdown file, sees it become ready, and finds
+  // its passage by meaning, with the file and the place.
+  await teacher.getByLabel(/Upload a file/).setInputFiles({
+    name: 'cells.md',
+    mimeType: 'text/markdown',
+    buffer: Buffer.from('# Cells\n\nMitochondria are the powerhouse of the cell: they make energy.\n')
+  })
+  const materials = teacher.getByRole('list', { name: 'Materials' })
+  await materials.getByRole('listitem').filter({ hasText: 'cells.md' }).getByText('(ready)').waitFor()
+  await teacher.getByLabel('Search the material').fill('Which organelle produces energy?')
+  await teacher.getByRole('button', { name: 'Search' }).click()
+  const hit = teacher.getByRole('list', { name: 'Search results' }).getByRole('listitem').first()
+  await hit.getByText('Mitochondria are the powerhouse').waitFor()
+  assert.match(await hit.textContent(), /cells\.md · Cells · lines? \d/)
+  await shot(teacher, '09-classroom-materials')
 
   assert.deepEqual(problems.filter(problem => !expectedProblem(problem)), [])
 })

@@ -1,7 +1,7 @@
 /**
- * The screens: sign in / sign up, the classroom list, one classroom, and the live session
- * page (session.tsx). Every call goes through `@lectern/client`; errors show the API's
- * message.
+ * The screens: sign in / sign up, the classroom list, one classroom (its course material
+ * in materials.tsx, its members in members.tsx), and the live session page (session.tsx).
+ * Every call goes through `@lectern/client`; errors show the API's message.
  */
 import type { ComponentChildren } from 'preact'
 import { useEffect, useState } from 'preact/hooks'
@@ -9,6 +9,8 @@ import type { Classroom, LiveSession, RegisterRole, User } from '@lectern/client
 import { LecternError } from '@lectern/client'
 
 import { client, describeError, onSignedOut, rememberUser, storedUser } from './lectern.js'
+import { Materials } from './materials.js'
+import { Members } from './members.js'
 import { navigate, useRoute } from './router.js'
 import { SessionPage } from './session.js'
 import { ErrorLine, Link } from './ui.js'
@@ -250,6 +252,8 @@ function ClassroomPage ({ id, user }: { id: string, user: User }) {
           <button type='button' onClick={() => { void start() }}>Start a live session</button>
         )}
       </section>
+      <Materials classroomId={classroom.id} faculty={faculty} user={user} />
+      <Members classroom={classroom} onClassroom={setClassroom} />
       <ErrorLine error={error} />
     </main>
   )

@@ -1,7 +1,8 @@
 /**
  * The live session page: the shared notes (CodeMirror on the notes document's `content`
  * Y.Text), who is here (the notes document's awareness), and the chat, where AI answers
- * stream in, with a box to ask the AI (`kind: chat`).
+ * stream in, with a box to ask the AI (`kind: chat`). Faculty lock, unlock and end the
+ * session; a locked session's notes are read-only for students.
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
 import {
@@ -13,6 +14,9 @@ import { colourIndex, readUser } from './cursors.js'
 import { mountNotesEditor } from './editor.js'
 import { client, describeError } from './lectern.js'
 import { ErrorLine, Link } from './ui.js'
+
+/** How often a running session is asked for again, to learn of a lock or unlock. */
+const SESSION_POLL_MS = 1500
 
 interface Person { clientId: number, name: string, colour: number, me: boolean }
 
@@ -39,6 +43,31 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
       }
     })()
   }, [id])
+  // The server does not tell an open socket that the session was locked or unlocked (it
+  // downgrades it in place), nor does the lectern document carry the session's state, so
+  // the page asks for the session again every few seconds while it runs.
+  const running = session !== null && session.state !== 'ended'
+  useEffect(() => {
+    if (!running) return
+    let stopped = false
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const poll = async (): Promise<void> => {
+      try {
+        const loaded = await client.getSession(id)
+        if (!stopped) setSession(loaded)
+      } catch {
+        // A network blip or a refreshed token: the next poll tries again, and the
+        // editors show their own connection state meanwhile.
+      }
+      if (!stopped) timer = setTimeout(() => { void poll() }, SESSION_POLL_MS)
+    }
+    timer = setTimeout(() => { void poll() }, SESSION_POLL_MS)
+    return () => {
+      stopped = true
+      clearTimeout(timer)
+    }
+  }, [id, running])
+
   // A message by someone who joined the classroom after the page loaded: fetch the members
   // again, once per unknown author.
   const asked = useRef(new Set<string>())
@@ -60,6 +89,16 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
     }
   }
 
+  const setLocked = async (locked: boolean): Promise<void> => {
+    if (session === null) return
+    setError(null)
+    try {
+      setSession(await (locked ? client.lockSession(session.id) : client.unlockSession(session.id)))
+    } catch (failure) {
+      setError(describeError(failure))
+    }
+  }
+
   // The server closed the notes with 4410: show the session as ended without asking again.
   const ended = (): void => setSession(current => current && { ...current, state: 'ended' })
 
@@ -72,9 +111,19 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
       <div class='section-head'>
         <h1>Live session <span class='muted'>({session.state})</span></h1>
         {faculty && session.state !== 'ended' && (
-          <button type='button' onClick={() => { void end() }}>End session</button>
+          <div class='actions'>
+            {session.state === 'live'
+              ? <button type='button' onClick={() => { void setLocked(true) }}>Lock session</button>
+              : <button type='button' onClick={() => { void setLocked(false) }}>Unlock session</button>}
+            <button type='button' onClick={() => { void end() }}>End session</button>
+          </div>
         )}
       </div>
+      {session.state === 'locked' && (
+        <p class='banner' role='status'>
+          {faculty ? 'Locked: students can read but not write.' : 'Locked by the teacher'}
+        </p>
+      )}
       <div class='session-grid'>
         {notes !== undefined && <Notes docId={notes.doc_id} user={user} readOnly={notes.access === 'read'} onEnded={ended} />}
         {chat !== undefined && <Chat docId={chat.doc_id} sessionId={session.id} names={names} onUnknownAuthor={unknownAuthor} />}
@@ -110,10 +159,15 @@ function Notes ({ docId, user, readOnly, onEnded }: {
   const [people, setPeople] = useState<Person[]>([])
   const [readOnlyNow, setReadOnlyNow] = useState(readOnly)
   const { connection, access } = useProviderState(provider)
+  // The access at the moment the document opens; later changes (a lock, an unlock) go
+  // through `setReadOnly` below instead of reopening the document.
+  const initialReadOnly = useRef(readOnly)
+  initialReadOnly.current = readOnly
+  useEffect(() => { provider?.setReadOnly(readOnly) }, [provider, readOnly])
   useEffect(() => { if (access?.reason === 'session_ended') onEnded() }, [access])
 
   useEffect(() => {
-    const opened = openDocument(client, docId, { readOnly })
+    const opened = openDocument(client, docId, { readOnly: initialReadOnly.current })
     const awareness = opened.awareness
     awareness.setLocalStateField('user', { id: user.id, name: user.display_name, colour: colourIndex(user.id) })
     const editor = mountNotesEditor(host.current!, opened.doc.getText('content'), awareness,
@@ -141,7 +195,7 @@ function Notes ({ docId, user, readOnly, onEnded }: {
       editor.view.destroy()
       opened.destroy()
     }
-  }, [docId, user.id, user.display_name, readOnly])
+  }, [docId, user.id, user.display_name])
 
   return (
     <>

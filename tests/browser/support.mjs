@@ -1,0 +1,129 @@
+// Helpers shared by the browser tests other than session.test.mjs (which keeps its own
+// copies): start the real `lectern serve`, launch Debian's Chromium, sign up through the
+// form, and read the notes editor. Every wait is on a condition with a deadline.
+import { spawn } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { chromium } from 'playwright-core'
+
+export const CHROMIUM = process.env.LECTERN_CHROMIUM ?? '/usr/bin/chromium'
+const MODELS = process.env.LECTERN_TEST_MODELS_DIR ?? new URL('../../.cache/models', import.meta.url).pathname
+/** The longest any one condition is waited for. */
+export const DEADLINE_MS = 20_000
+
+const cleanups = []
+/** Registers `cleanup` for `runCleanups`. */
+export function onCleanup (cleanup) { cleanups.push(cleanup) }
+/** Stops what was started (browsers, servers), last started first. Test files call it from
+ * `after`; bench.mjs at its end. Not registered here so that bench.mjs, a plain script,
+ * does not pull in node:test. */
+export async function runCleanups () {
+  for (const cleanup of cleanups.reverse()) await cleanup()
+  cleanups.length = 0
+}
+
+/** Starts `lectern serve` (binary `bin`) on 127.0.0.1:0 with a fresh data dir; resolves
+ * with its http root once it listens. */
+export async function startServer (bin = process.env.LECTERN_BIN) {
+  if (!bin) throw new Error('LECTERN_BIN must point at the lectern binary (the Rust test harness sets it)')
+  const dataDir = mkdtempSync(join(tmpdir(), 'lectern-browser-'))
+  const child = spawn(bin, [
+    'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--models-dir', MODELS,
+    '--registration', 'open',
+    // An AI backend that is never reached: these tests do not ask the AI.
+    '--ai-backend', 'openai', '--ai-base-url', 'http://127.0.0.1:9/v1', '--ai-model', 'unused'
+  ], {
+    env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  onCleanup(() => { child.kill('SIGKILL') })
+  let stderr = ''
+  child.stderr.on('data', chunk => { stderr += chunk })
+  const address = await new Promise((resolve, reject) => {
+    let buffered = ''
+    child.stdout.on('data', chunk => {
+      buffered += chunk
+      let newline
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline)
+        buffered = buffered.slice(newline + 1)
+        try {
+          const entry = JSON.parse(line)
+          if (entry.fields?.message === 'lectern listening') resolve(entry.fields.address)
+        } catch { /* not a log line */ }
+      }
+    })
+    child.on('exit', code => reject(new Error(`lectern exited early (${code}): ${stderr}`)))
+  })
+  return `http://${address}`
+}
+
+/** Launches headless Chromium, closed when the test file ends. */
+export async function launchBrowser (args = []) {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args })
+  onCleanup(() => browser.close())
+  return browser
+}
+
+/** A page in a fresh browser context (its own storage), waiting at most DEADLINE_MS. */
+export async function newPage (browser, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport })
+  context.setDefaultTimeout(DEADLINE_MS)
+  return context.newPage()
+}
+
+/** Signs up through the form and waits for the classroom list. */
+export async function signUp (page, root, { name, email, role }) {
+  await page.goto(`${root}/signup`)
+  await page.getByLabel('Name').fill(name)
+  await page.getByLabel('Email').fill(email)
+  await page.getByLabel('Password').fill('a long enough password')
+  await page.getByLabel(role === 'faculty' ? 'faculty' : 'a student').check()
+  await page.getByRole('button', { name: 'Sign up' }).click()
+  await page.getByRole('heading', { name: 'Your classrooms' }).waitFor()
+}
+
+/** The notes editor's editable content (inside the editor's shadow root). */
+export function notes (page) {
+  return page.getByRole('textbox', { name: 'Shared notes' })
+}
+
+/** The notes' text, without the remote cursors' name labels. */
+export function notesText (page) {
+  return notes(page).evaluate(content => {
+    const copy = content.cloneNode(true)
+    for (const caret of copy.querySelectorAll('.cm-remoteCaret')) caret.remove()
+    return copy.textContent
+  })
+}
+
+/** Teacher creates a classroom and starts a session; the student joins it and opens the
+ * session page. Both end on the session page, connected. */
+export async function openSession (root, teacher, student) {
+  await signUp(teacher, root, { name: 'Ada Teacher', email: 'ada@school.test', role: 'faculty' })
+  await teacher.getByLabel('New classroom name').fill('Biology 101')
+  await teacher.getByRole('button', { name: 'Create classroom' }).click()
+  await teacher.getByRole('heading', { name: 'Biology 101' }).waitFor()
+  const code = (await teacher.getByLabel('Join code').textContent()).trim()
+  await teacher.getByRole('button', { name: 'Start a live session' }).click()
+  await teacher.getByRole('heading', { name: /Live session/ }).waitFor()
+  await teacher.getByText('connected', { exact: true }).first().waitFor()
+
+  await signUp(student, root, { name: 'Ben Student', email: 'ben@school.test', role: 'student' })
+  await student.getByLabel('Join code').fill(code)
+  await student.getByRole('button', { name: 'Join classroom' }).click()
+  await student.getByRole('heading', { name: 'Biology 101' }).waitFor()
+  await student.getByRole('link', { name: 'Join the live session' }).click()
+  await student.getByRole('heading', { name: /Live session/ }).waitFor()
+  await student.getByText('connected', { exact: true }).first().waitFor()
+}
+
+/** Polls `check` until it returns true, failing with `describe()` after DEADLINE_MS. */
+export async function until (check, describe) {
+  const deadline = Date.now() + DEADLINE_MS
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${await describe()}`)
+    await new Promise(resolve => setTimeout(resolve, 25))
+  }
+}
