@@ -16,88 +16,20 @@
 // LECTERN_BROWSER_DEBUG=1 prints the pages' console.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
+import {
+  CHROMIUM, DEADLINE_MS, notes, notesText, onCleanup, runCleanups, signUp, startServer
+} from './support.mjs'
 
-const BIN = process.env.LECTERN_BIN
-if (!BIN) throw new Error('LECTERN_BIN must point at the lectern binary (the Rust test harness sets it)')
-const CHROMIUM = process.env.LECTERN_CHROMIUM ?? '/usr/bin/chromium'
 const ARTIFACTS = process.env.LECTERN_BROWSER_ARTIFACTS ??
   new URL('../../target/browser-artifacts', import.meta.url).pathname
-const MODELS = process.env.LECTERN_TEST_MODELS_DIR ?? new URL('../../.cache/models', import.meta.url).pathname
-/** The longest any one condition is waited for. */
-const DEADLINE_MS = 20_000
 
-const cleanups = []
-after(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup()
-})
-
-/** Starts `lectern serve` on 127.0.0.1:0; resolves with its http root once it listens. */
-async function startServer () {
-  const dataDir = mkdtempSync(join(tmpdir(), 'lectern-browser-'))
-  const child = spawn(BIN, [
-    'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--models-dir', MODELS,
-    '--registration', 'open',
-    // An AI backend that is never reached: a chat with no course material fails before
-    // asking the model, with a reason written into the chat document.
-    '--ai-backend', 'openai', '--ai-base-url', 'http://127.0.0.1:9/v1', '--ai-model', 'unused'
-  ], {
-    env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  cleanups.push(() => { child.kill('SIGKILL') })
-  let stderr = ''
-  child.stderr.on('data', chunk => { stderr += chunk })
-  const address = await new Promise((resolve, reject) => {
-    let buffered = ''
-    child.stdout.on('data', chunk => {
-      buffered += chunk
-      let newline
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, newline)
-        buffered = buffered.slice(newline + 1)
-        try {
-          const entry = JSON.parse(line)
-          if (entry.fields?.message === 'lectern listening') resolve(entry.fields.address)
-        } catch { /* not a log line */ }
-      }
-    })
-    child.on('exit', code => reject(new Error(`lectern exited early (${code}): ${stderr}`)))
-  })
-  return `http://${address}`
-}
+after(runCleanups)
 
 async function shot (page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
-}
-
-/** The notes' text, without the remote cursors' name labels. */
-function notesText (page) {
-  return notes(page).evaluate(content => {
-    const copy = content.cloneNode(true)
-    for (const caret of copy.querySelectorAll('.cm-remoteCaret')) caret.remove()
-    return copy.textContent
-  })
-}
-
-/** Signs up through the form and waits for the classroom list. */
-async function signUp (page, root, { name, email, role }) {
-  await page.goto(`${root}/signup`)
-  await page.getByLabel('Name').fill(name)
-  await page.getByLabel('Email').fill(email)
-  await page.getByLabel('Password').fill('a long enough password')
-  await page.getByLabel(role === 'faculty' ? 'faculty' : 'a student').check()
-  await page.getByRole('button', { name: 'Sign up' }).click()
-  await page.getByRole('heading', { name: 'Your classrooms' }).waitFor()
-}
-
-/** The notes editor's editable content (inside the editor's shadow root). */
-function notes (page) {
-  return page.getByRole('textbox', { name: 'Shared notes' })
 }
 
 test('a teacher and a student co-edit the session notes in two browsers', async () => {
@@ -111,7 +43,7 @@ test('a teacher and a student co-edit the session notes in two browsers', async 
     `lectern serve does not serve the web app at / (status ${index.status}): ${html.slice(0, 200)}`)
 
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true })
-  cleanups.push(() => browser.close())
+  onCleanup(() => browser.close())
   const problems = []
   const newPage = async (who, viewport) => {
     const context = await browser.newContext({ viewport })

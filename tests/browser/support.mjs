@@ -1,6 +1,5 @@
-// Helpers shared by the browser tests other than session.test.mjs (which keeps its own
-// copies): start the real `lectern serve`, launch Debian's Chromium, sign up through the
-// form, and read the notes editor. Every wait is on a condition with a deadline.
+// Helpers shared by the browser tests: start the real `lectern serve`, launch Debian's
+// Chromium, sign up through the form, and read the notes editor. Every wait is on a condition with a deadline.
 import { spawn } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -31,7 +30,8 @@ export async function startServer (bin = process.env.LECTERN_BIN) {
   const child = spawn(bin, [
     'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--models-dir', MODELS,
     '--registration', 'open',
-    // An AI backend that is never reached: these tests do not ask the AI.
+    // An AI backend that is never reached: a chat with no course material fails before
+    // asking the model, with a reason written into the chat document.
     '--ai-backend', 'openai', '--ai-base-url', 'http://127.0.0.1:9/v1', '--ai-model', 'unused'
   ], {
     env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info' },
