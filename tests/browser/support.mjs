@@ -23,16 +23,19 @@ export async function runCleanups () {
 }
 
 /** Starts `lectern serve` (binary `bin`) on 127.0.0.1:0 with a fresh data dir; resolves
- * with its http root once it listens. */
-export async function startServer (bin = process.env.LECTERN_BIN) {
+ * with its http root once it listens. `aiBaseUrl` points the OpenAI-compatible backend at
+ * a test's fake model server; by default it points at a port nobody listens on. */
+export async function startServer (bin = process.env.LECTERN_BIN, { aiBaseUrl } = {}) {
   if (!bin) throw new Error('LECTERN_BIN must point at the lectern binary (the Rust test harness sets it)')
   const dataDir = mkdtempSync(join(tmpdir(), 'lectern-browser-'))
   const child = spawn(bin, [
     'serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--models-dir', MODELS,
     '--registration', 'open',
-    // An AI backend that is never reached: a chat with no course material fails before
-    // asking the model, with a reason written into the chat document.
-    '--ai-backend', 'openai', '--ai-base-url', 'http://127.0.0.1:9/v1', '--ai-model', 'unused'
+    // By default an AI backend that is never reached: a chat with no course material fails
+    // before asking the model, with a reason written into the chat document.
+    '--ai-backend', 'openai',
+    '--ai-base-url', aiBaseUrl ?? 'http://127.0.0.1:9/v1',
+    '--ai-model', aiBaseUrl === undefined ? 'unused' : 'fake'
   ], {
     env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info' },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -1,7 +1,8 @@
 /**
  * The live session page: the shared notes (CodeMirror on the notes document's `content`
  * Y.Text), who is here (the notes document's awareness), and the chat, where AI answers
- * stream in, with a box to ask the AI (`kind: chat`). Faculty lock, unlock and end the
+ * stream in, with a box to ask the AI (`kind: chat`) and each answer's citations; the AI
+ * panel (ai.tsx) starts the other job kinds and shows every job's status. Faculty lock, unlock and end the
  * session; a locked session's notes are read-only for students.
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
@@ -10,6 +11,7 @@ import {
   type AccessEvent, type ChatMessage, type LecternProvider, type LiveSession, type User
 } from '@lectern/client'
 
+import { AiPanel, Citations } from './ai.js'
 import { colourIndex, readUser } from './cursors.js'
 import { mountNotesEditor } from './editor.js'
 import { client, describeError } from './lectern.js'
@@ -105,6 +107,7 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
   if (session === null) return <main><p>Loading…</p><ErrorLine error={error} /></main>
   const notes = session.documents.find(document => document.kind === 'notes')
   const chat = session.documents.find(document => document.kind === 'chat')
+  const lectern = session.documents.find(document => document.kind === 'lectern')
   return (
     <main class='session'>
       <p><Link to={`/classrooms/${encodeURIComponent(session.classroom_id)}`}>← Classroom</Link></p>
@@ -128,6 +131,7 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
         {notes !== undefined && <Notes docId={notes.doc_id} user={user} readOnly={notes.access === 'read'} onEnded={ended} />}
         {chat !== undefined && <Chat docId={chat.doc_id} sessionId={session.id} names={names} onUnknownAuthor={unknownAuthor} />}
       </div>
+      {lectern !== undefined && <AiPanel sessionId={session.id} lecternDocId={lectern.doc_id} user={user} faculty={faculty} />}
       <ErrorLine error={error} />
     </main>
   )
@@ -284,9 +288,7 @@ function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
               <span class='author'>{ai ? 'AI' : names.get(message.author) ?? 'Someone'}</span>
               <span class='text'>{message.text}{message.status === 'streaming' ? ' …' : ''}</span>
               {message.status === 'failed' && <span class='error'> {message.error ?? 'The answer failed.'}</span>}
-              {message.citations.length > 0 && (
-                <span class='muted'> Sources: {message.citations.map(citation => citation.file_name).join(', ')}</span>
-              )}
+              {ai && message.citations.length > 0 && <Citations citations={message.citations} />}
             </li>
           )
         })}
