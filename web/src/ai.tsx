@@ -11,7 +11,7 @@ import {
 } from '@lectern/client'
 
 import { client, describeError } from './lectern.js'
-import { ErrorLine } from './ui.js'
+import { ErrorLine, useAction } from './ui.js'
 
 /** A citation as the server writes it: the SDK's `Citation` plus where the passage is.
  * Older answers may lack the extra fields, so they are optional here. */
@@ -62,8 +62,7 @@ export function AiPanel ({ sessionId, lecternDocId, user, faculty }: {
   sessionId: string, lecternDocId: string, user: User, faculty: boolean
 }) {
   const [jobs, setJobs] = useState<Array<[string, AiJobEntry]>>([])
-  const [busy, setBusy] = useState(false)
-  const [error, setError] = useState<string | null>(null)
+  const { busy, error, setError, run } = useAction()
 
   useEffect(() => {
     // Read-only for everyone: the server alone writes the job feed.
@@ -89,19 +88,13 @@ export function AiPanel ({ sessionId, lecternDocId, user, faculty }: {
       setError(`${button.label} needs a language.`)
       return
     }
-    setBusy(true)
-    setError(null)
-    try {
+    await run(async () => {
       await client.startAiJob(sessionId, {
         kind: button.kind,
         ...(prompt !== '' && button.needs !== 'language' ? { prompt } : {}),
         ...(button.needs === 'language' ? { language } : {})
       })
-    } catch (failure) {
-      setError(describeError(failure))
-    } finally {
-      setBusy(false)
-    }
+    })
   }
 
   const cancel = async (jobId: string): Promise<void> => {

@@ -13,7 +13,7 @@ import { Materials } from './materials.js'
 import { Members } from './members.js'
 import { navigate, useRoute } from './router.js'
 import { SessionPage } from './session.js'
-import { ErrorLine, Link } from './ui.js'
+import { ErrorLine, Link, useAction } from './ui.js'
 
 export function App () {
   const route = useRoute()
@@ -61,21 +61,14 @@ export function App () {
 }
 
 function SignIn ({ onDone }: { onDone: (user: User) => void }) {
-  const [error, setError] = useState<string | null>(null)
-  const [busy, setBusy] = useState(false)
+  const { busy, error, run } = useAction()
   const submit = async (event: Event): Promise<void> => {
     event.preventDefault()
     const form = new FormData(event.currentTarget as HTMLFormElement)
-    setBusy(true)
-    setError(null)
-    try {
+    await run(async () => {
       const session = await client.login({ email: String(form.get('email')), password: String(form.get('password')) })
       onDone(session.user)
-    } catch (failure) {
-      setError(describeError(failure))
-    } finally {
-      setBusy(false)
-    }
+    })
   }
   return (
     <main class='narrow'>
@@ -92,14 +85,11 @@ function SignIn ({ onDone }: { onDone: (user: User) => void }) {
 }
 
 function SignUp ({ onDone }: { onDone: (user: User) => void }) {
-  const [error, setError] = useState<string | null>(null)
-  const [busy, setBusy] = useState(false)
+  const { busy, error, run } = useAction()
   const submit = async (event: Event): Promise<void> => {
     event.preventDefault()
     const form = new FormData(event.currentTarget as HTMLFormElement)
-    setBusy(true)
-    setError(null)
-    try {
+    await run(async () => {
       const session = await client.register({
         display_name: String(form.get('display_name')),
         email: String(form.get('email')),
@@ -107,11 +97,7 @@ function SignUp ({ onDone }: { onDone: (user: User) => void }) {
         role: String(form.get('role')) as RegisterRole
       })
       onDone(session.user)
-    } catch (failure) {
-      setError(describeError(failure))
-    } finally {
-      setBusy(false)
-    }
+    })
   }
   return (
     <main class='narrow'>

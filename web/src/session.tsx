@@ -15,7 +15,7 @@ import { AiPanel, Citations } from './ai.js'
 import { colourIndex, readUser } from './cursors.js'
 import { mountNotesEditor } from './editor.js'
 import { client, describeError } from './lectern.js'
-import { ErrorLine, Link } from './ui.js'
+import { ErrorLine, Link, useAction } from './ui.js'
 
 /** How often a running session is asked for again, to learn of a lock or unlock. */
 const SESSION_POLL_MS = 1500
@@ -232,8 +232,7 @@ function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
 }) {
   const [provider, setProvider] = useState<LecternProvider | null>(null)
   const [messages, setMessages] = useState<ChatMessage[]>([])
-  const [error, setError] = useState<string | null>(null)
-  const [busy, setBusy] = useState(false)
+  const { busy, error, run } = useAction()
   const { connection, access } = useProviderState(provider)
 
   useEffect(() => {
@@ -259,17 +258,11 @@ function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
     const form = event.currentTarget as HTMLFormElement
     const prompt = String(new FormData(form).get('prompt')).trim()
     if (prompt === '') return
-    setBusy(true)
-    setError(null)
-    try {
+    await run(async () => {
       // The job writes the question and then the answer into the chat document.
       await client.startAiJob(sessionId, { kind: 'chat', prompt })
       form.reset()
-    } catch (failure) {
-      setError(describeError(failure))
-    } finally {
-      setBusy(false)
-    }
+    })
   }
 
   return (
