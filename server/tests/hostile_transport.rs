@@ -409,3 +409,43 @@ async fn a_socket_flooding_frames_is_closed_with_1008_and_its_room_carries_on() 
     .expect("answered in time");
     assert!(answered, "the classmate's socket stays served");
 }
+
+/// The web app is served from the files built into the binary: no spelling of `..` reaches
+/// a file outside them (the repository's manifests sit two levels above `web/dist`), and a
+/// path of any length gets an answer, not a dropped server.
+#[tokio::test]
+async fn web_app_paths_never_leave_the_built_app() {
+    let server = TestServer::start(|_| {}).await;
+    for path in [
+        "/../Cargo.toml",
+        "/../../Cargo.toml",
+        "/assets/../../server/Cargo.toml",
+        "/%2e%2e/%2e%2e/Cargo.toml",
+        "/assets/%2e%2e%2f%2e%2e%2fCargo.toml",
+        "/..%5c..%5cCargo.toml",
+        "//etc/passwd",
+    ] {
+        let mut stream = TcpStream::connect(server.address).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: lectern\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let response = read_to_close(&mut stream).await;
+        // Refused, or (a path without an extension) the app's own page for a client route.
+        let status = parse_status(&response);
+        let app_page = status == Some(200) && response.contains("<div id=\"app\">");
+        assert!(
+            matches!(status, Some(400 | 404)) || app_page,
+            "{path}: {status:?}\n{response}"
+        );
+        assert!(
+            !response.contains("[package]") && !response.contains("root:"),
+            "{path} served a file outside the app:\n{response}"
+        );
+    }
+    let long = format!("/{}", "a/".repeat(40_000));
+    assert!(
+        matches!(status_of(&server, &long).await, Some(status) if status >= 400),
+        "a 80 KB path gets an error status"
+    );
+    // Still serving.
+    assert_eq!(status_of(&server, "/healthz").await, Some(200));
+}
