@@ -81,12 +81,22 @@ export function materialsFeed (doc: Y.Doc): MaterialsFeed {
 
 // ---- the session chat ----
 
-/** A source an AI answer cites: `[n]` in the text is `citations[n-1]`. */
+/** A passage an AI answer cites. The fields after `heading` are written since answers cite
+ * only the passages they use; older answers lack them. */
 export interface Citation {
   material_id: string
   file_name: string
   page: number | null
   heading: string | null
+  /** `[marker]` in the answer's text names this passage. */
+  marker?: number
+  /** The passage's first chunk (`GET /materials/{id}/chunks` lists them by ordinal). */
+  ordinal?: number
+  /** First and last line in a text or Markdown file. */
+  line_start?: number | null
+  line_end?: number | null
+  /** Where it is, readable: `p. 3, Cells > Mitochondria, lines 4–9`. */
+  location?: string
 }
 
 /** Where a chat message is. */

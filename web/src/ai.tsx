@@ -13,16 +13,6 @@ import {
 import { client, describeError } from './lectern.js'
 import { ErrorLine, useAction } from './ui.js'
 
-/** A citation as the server writes it: the SDK's `Citation` plus where the passage is.
- * Older answers may lack the extra fields, so they are optional here. */
-type CitedPassage = Citation & {
-  marker?: number
-  ordinal?: number
-  line_start?: number | null
-  line_end?: number | null
-  location?: string
-}
-
 interface KindButton {
   kind: AiJobKind
   label: string
@@ -147,18 +137,18 @@ export function AiPanel ({ sessionId, lecternDocId, user, faculty }: {
   )
 }
 
-function citationLabel (citation: CitedPassage): string {
+function citationLabel (citation: Citation): string {
   const place = citation.location ?? citation.heading ?? (citation.page !== null ? `p. ${citation.page}` : '')
   return place === '' ? citation.file_name : `${citation.file_name} · ${place}`
 }
 
 /** An AI answer's sources, each a button that opens its passage. */
 export function Citations ({ citations }: { citations: Citation[] }) {
-  const [open, setOpen] = useState<CitedPassage | null>(null)
+  const [open, setOpen] = useState<Citation | null>(null)
   return (
     <span class='citations'>
       {' Sources: '}
-      {(citations as CitedPassage[]).map((citation, index) => (
+      {citations.map((citation, index) => (
         <button key={index} type='button' class='link' onClick={() => setOpen(citation)}>
           {citation.marker !== undefined ? `[${citation.marker}] ` : ''}{citationLabel(citation)}
         </button>
@@ -170,7 +160,7 @@ export function Citations ({ citations }: { citations: Citation[] }) {
 
 /** A modal dialog with the cited passage, fetched from the material's chunks. The native
  * `<dialog>` moves focus into itself, traps it, and closes on Escape. */
-function PassageDialog ({ citation, onClose }: { citation: CitedPassage, onClose: () => void }) {
+function PassageDialog ({ citation, onClose }: { citation: Citation, onClose: () => void }) {
   const dialog = useRef<HTMLDialogElement>(null)
   const [chunk, setChunk] = useState<Chunk | null>(null)
   const [error, setError] = useState<string | null>(null)
