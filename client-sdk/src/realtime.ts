@@ -24,6 +24,12 @@
  * `setReadOnly`), emits `'read-only'` when it changes, and while read-only keeps local
  * edits to itself instead of sending updates the server drops; they are sent when write
  * access comes back (docs/protocol.md, "Edits typed while read-only").
+ *
+ * Saved: y-websocket has no acknowledgement, so the provider asks for one the protocol
+ * already has. A little after local edits it sends a sync step 1; the server handles a
+ * socket's messages in order and stores each update before it reads the next message, so
+ * its sync step 2 reply means every edit sent before the question is stored. `saved` and
+ * the `'saved'` event report it (docs/protocol.md, "Saved").
  */
 
 import * as Y from 'yjs'
@@ -64,6 +70,8 @@ export interface LecternProviderEvents {
   access: (event: AccessEvent, provider: LecternProvider) => void
   /** `readOnly` changed (see {@link LecternProvider.readOnly}). */
   'read-only': (readOnly: boolean, provider: LecternProvider) => void
+  /** `saved` changed (see {@link LecternProvider.saved}). */
+  saved: (saved: boolean, provider: LecternProvider) => void
   status: (event: { status: 'connected' | 'disconnected' | 'connecting' }) => void
   sync: (synced: boolean) => void
   'connection-close': (event: CloseEvent | null, provider: WebsocketProvider) => void
@@ -133,6 +141,19 @@ export class LecternProvider extends WebsocketProvider {
   #authFailures = 0
   /** A 4503 was answered with an immediate reconnect since the last successful sync. */
   #drainedSinceSync = false
+  /** Local updates made so far (sent, held or waiting for a connection). */
+  #localUpdates = 0
+  /** How many of `#localUpdates` the server has confirmed stored. */
+  #confirmedUpdates = 0
+  /** For each sync step 1 sent on this connection and not yet answered, the
+   * `#localUpdates` its answer confirms, oldest first. */
+  #questions: number[] = []
+  /** The server's own sync step 1 has been answered on this connection: from then on
+   * everything typed offline has been sent, so a question's answer covers it. */
+  #caughtUp = false
+  #questionTimer: ReturnType<typeof setTimeout> | undefined
+  /** The last value `'saved'` reported. */
+  #saved = true
 
   constructor (client: LecternClient, docId: string, options: OpenDocumentOptions = {}) {
     if (options.doc !== undefined && !(options.doc instanceof Y.Doc)) {
@@ -164,6 +185,9 @@ export class LecternProvider extends WebsocketProvider {
     doc.off('update', send)
     this._updateHandler = (update: Uint8Array, origin: unknown) => {
       if (origin === this) return
+      this.#localUpdates++
+      this.#updateSaved()
+      this.#askSoon()
       if (this.#readOnly) {
         this.#held.push(update)
         return
@@ -173,6 +197,26 @@ export class LecternProvider extends WebsocketProvider {
     doc.on('update', this._updateHandler)
     this.#send = send
     super.on('closed', event => this.#onClosed(event))
+    super.on('status', ({ status }) => {
+      // y-websocket sends its own sync step 1 right after 'connected': its answer confirms
+      // nothing new, it only keeps the count of answers in step.
+      this.#questions = status === 'connected' ? [this.#confirmedUpdates] : []
+      this.#caughtUp = false
+    })
+    const handleSync = this.messageHandlers[MESSAGE_SYNC]
+    this.messageHandlers[MESSAGE_SYNC] = (encoder, decoder, provider, emitSynced, messageType) => {
+      // The sync message's own type, read ahead without moving the decoder: a one-byte
+      // varuint (0 step 1, 1 step 2, 2 update).
+      const step = decoder.arr[decoder.pos]
+      handleSync(encoder, decoder, provider, emitSynced, messageType)
+      if (step === SYNC_STEP_1) {
+        // Our step 2 reply (everything the server lacks) is sent when this returns.
+        this.#caughtUp = true
+        this.#askSoon()
+      } else if (step === SYNC_STEP_2) {
+        this.#answered()
+      }
+    }
     super.on('connection-close', () => {
       // A close of ours (watchdog) reconnects inside y-websocket: give it the newest token.
       if (this.#tokenSource !== undefined) return
@@ -218,6 +262,7 @@ export class LecternProvider extends WebsocketProvider {
   }
 
   override destroy (): void {
+    clearTimeout(this.#questionTimer)
     this.#destroyed = true
     this.#wanted = false
     this.#generation++
@@ -272,6 +317,53 @@ export class LecternProvider extends WebsocketProvider {
     this.#updateReadOnly()
   }
 
+  /**
+   * Whether the server has stored every local edit: `false` from a local edit until the
+   * server confirms it (and while edits are held read-only or offline). A page shows
+   * "saved" / "saving…" from it and `'saved'`. An edit the server refused because of a
+   * downgrade the client does not know of counts as answered too: call `setReadOnly` when
+   * the app learns of one.
+   */
+  get saved (): boolean {
+    return this.#saved
+  }
+
+  #updateSaved (): void {
+    const saved = this.#confirmedUpdates >= this.#localUpdates && this.#held.length === 0
+    if (saved === this.#saved) return
+    this.#saved = saved
+    super.emit('saved' as never, [saved, this] as never)
+  }
+
+  /** Asks the server, a little later, to confirm the local edits made so far (several
+   * edits in a burst share one question). */
+  #askSoon (): void {
+    if (this.#questionTimer !== undefined) return
+    this.#questionTimer = setTimeout(() => {
+      this.#questionTimer = undefined
+      this.#ask()
+    }, CONFIRM_DELAY_MS)
+  }
+
+  #ask (): void {
+    if (this.#destroyed || this.#saved || this.#readOnly) return
+    // Before the server's own step 1 is answered, edits typed offline are not sent yet.
+    if (!this.wsconnected || !this.#caughtUp || this.ws === null) return
+    const last = this.#questions[this.#questions.length - 1]
+    if (last !== undefined && last >= this.#localUpdates) return // already asked
+    this.#questions.push(this.#localUpdates)
+    this.ws.send(syncStep1(this.doc))
+  }
+
+  #answered (): void {
+    const confirms = this.#questions.shift()
+    if (confirms === undefined) return
+    this.#confirmedUpdates = Math.max(this.#confirmedUpdates, confirms)
+    this.#updateSaved()
+    // Edits made while the question travelled.
+    if (!this.#saved) this.#askSoon()
+  }
+
   #computeReadOnly (): boolean {
     return this.#declaredReadOnly || this.#ended || SERVER_OWNED.test(this.docId) ||
       (this.#token !== undefined && isReadOnlyDocToken(this.#token))
@@ -287,6 +379,7 @@ export class LecternProvider extends WebsocketProvider {
       const update = Y.mergeUpdates(this.#held)
       this.#held = []
       this.#send(update, null)
+      this.#askSoon()
     }
     super.emit('read-only' as never, [readOnly, this] as never)
   }
@@ -380,6 +473,36 @@ export class LecternProvider extends WebsocketProvider {
       ? await this.client.renewAccessToken(this.#token)
       : await this.client.accessToken()
   }
+}
+
+/** y-protocols' message type of sync messages, and the sync message types inside. */
+const MESSAGE_SYNC = 0
+const SYNC_STEP_1 = 0
+const SYNC_STEP_2 = 1
+
+/** How long after a local edit the server is asked to confirm it, ms: a burst of
+ * keystrokes shares one question. */
+const CONFIRM_DELAY_MS = 150
+
+/** A y-protocols sync step 1 message: `varUint(0) · varUint(0) · varUint8Array(state vector)`. */
+function syncStep1 (doc: Y.Doc): Uint8Array {
+  const stateVector = Y.encodeStateVector(doc)
+  const length = varUint(stateVector.length)
+  const message = new Uint8Array(2 + length.length + stateVector.length)
+  message.set([MESSAGE_SYNC, SYNC_STEP_1], 0)
+  message.set(length, 2)
+  message.set(stateVector, 2 + length.length)
+  return message
+}
+
+function varUint (value: number): Uint8Array {
+  const bytes: number[] = []
+  while (value > 0x7f) {
+    bytes.push((value & 0x7f) | 0x80)
+    value = Math.floor(value / 128)
+  }
+  bytes.push(value)
+  return Uint8Array.from(bytes)
 }
 
 /** Documents only the server writes: every member opens them read-only (docs/protocol.md). */

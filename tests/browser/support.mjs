@@ -24,8 +24,9 @@ export async function runCleanups () {
 
 /** Starts `lectern serve` (binary `bin`) on 127.0.0.1:0 with a fresh data dir; resolves
  * with its http root once it listens. `aiBaseUrl` points the OpenAI-compatible backend at
- * a test's fake model server; by default it points at a port nobody listens on. */
-export async function startServer (bin = process.env.LECTERN_BIN, { aiBaseUrl } = {}) {
+ * a test's fake model server; by default it points at a port nobody listens on. `args` are
+ * added to the command line (e.g. short token lifetimes). */
+export async function startServer (bin = process.env.LECTERN_BIN, { aiBaseUrl, args = [] } = {}) {
   if (!bin) throw new Error('LECTERN_BIN must point at the lectern binary (the Rust test harness sets it)')
   const dataDir = mkdtempSync(join(tmpdir(), 'lectern-browser-'))
   const child = spawn(bin, [
@@ -35,7 +36,8 @@ export async function startServer (bin = process.env.LECTERN_BIN, { aiBaseUrl } 
     // before asking the model, with a reason written into the chat document.
     '--ai-backend', 'openai',
     '--ai-base-url', aiBaseUrl ?? 'http://127.0.0.1:9/v1',
-    '--ai-model', aiBaseUrl === undefined ? 'unused' : 'fake'
+    '--ai-model', aiBaseUrl === undefined ? 'unused' : 'fake',
+    ...args
   ], {
     env: { ...process.env, LECTERN_LOG_FORMAT: 'json', LECTERN_LOG: 'info' },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -8,33 +8,41 @@ import { useEffect, useState } from 'preact/hooks'
 import type { Classroom, LiveSession, RegisterRole, User } from '@lectern/client'
 import { LecternError } from '@lectern/client'
 
-import { client, describeError, onSignedOut, rememberUser, storedUser } from './lectern.js'
+import { client, describeError, onSignedOut, rememberUser, signOut, storedUser, type SignOutReason } from './lectern.js'
 import { Materials } from './materials.js'
 import { Members } from './members.js'
 import { navigate, useRoute } from './router.js'
 import { SessionPage } from './session.js'
-import { ErrorLine, Link, useAction } from './ui.js'
+import { ErrorLine, ErrorPage, Link, useAction, useRetryAfter } from './ui.js'
 
 export function App () {
   const route = useRoute()
   const [user, setUser] = useState<User | null>(storedUser())
-  useEffect(() => onSignedOut(() => setUser(null)), [])
+  const [signedOut, setSignedOut] = useState<SignOutReason | null>(null)
+  useEffect(() => onSignedOut(reason => {
+    setUser(null)
+    setSignedOut(reason)
+  }), [])
 
   const signedIn = (next: User): void => {
     rememberUser(next)
     setUser(next)
+    setSignedOut(null)
     navigate('/')
   }
-  const signOut = async (): Promise<void> => {
-    // Logging out revokes the refresh token; the client forgets the tokens either way.
-    try { await client.logout() } catch { /* signed out locally regardless */ }
+  const leave = async (): Promise<void> => {
+    await signOut()
     setUser(null)
     navigate('/signin')
   }
 
   let page: ComponentChildren
   if (user === null) {
-    page = route.name === 'signup' ? <SignUp onDone={signedIn} /> : <SignIn onDone={signedIn} />
+    // The page the person was on stays in the address bar: after signing in again they
+    // are taken home, and the browser's back button returns to it.
+    page = route.name === 'signup'
+      ? <SignUp onDone={signedIn} />
+      : <SignIn onDone={signedIn} expired={signedOut === 'expired'} />
   } else if (route.name === 'classroom') {
     page = <ClassroomPage id={route.id} user={user} />
   } else if (route.name === 'session') {
@@ -51,7 +59,7 @@ export function App () {
         {user !== null && (
           <div class='who'>
             <span>{user.display_name} ({user.role})</span>
-            <button type='button' onClick={() => { void signOut() }}>Sign out</button>
+            <button type='button' onClick={() => { void leave() }}>Sign out</button>
           </div>
         )}
       </header>
@@ -60,8 +68,9 @@ export function App () {
   )
 }
 
-function SignIn ({ onDone }: { onDone: (user: User) => void }) {
-  const { busy, error, run } = useAction()
+function SignIn ({ onDone, expired }: { onDone: (user: User) => void, expired: boolean }) {
+  const { busy, error, failure, run } = useAction()
+  const waiting = useRetryAfter(failure)
   const submit = async (event: Event): Promise<void> => {
     event.preventDefault()
     const form = new FormData(event.currentTarget as HTMLFormElement)
@@ -73,10 +82,16 @@ function SignIn ({ onDone }: { onDone: (user: User) => void }) {
   return (
     <main class='narrow'>
       <h1>Sign in</h1>
+      {expired && (
+        <p class='banner' role='alert'>
+          Your sign-in has expired, or it was ended on another device. Sign in again.
+        </p>
+      )}
       <form onSubmit={event => { void submit(event) }}>
         <label>Email <input name='email' type='email' autocomplete='username' required /></label>
         <label>Password <input name='password' type='password' autocomplete='current-password' required /></label>
-        <button type='submit' disabled={busy}>Sign in</button>
+        <button type='submit' disabled={busy || waiting > 0}>Sign in</button>
+        {waiting > 0 && <p class='muted' role='status'>You can try again in {waiting} s.</p>}
         <ErrorLine error={error} />
       </form>
       <p>No account yet? <Link to='/signup'>Sign up</Link></p>
@@ -215,7 +230,9 @@ function ClassroomPage ({ id, user }: { id: string, user: User }) {
     }
   }
 
-  if (classroom === null) return <main><p>Loading…</p><ErrorLine error={error} /></main>
+  if (classroom === null) {
+    return error === null ? <main><p>Loading…</p></main> : <ErrorPage title='This classroom cannot be shown' error={error} />
+  }
   const faculty = classroom.role === 'faculty'
   return (
     <main>

@@ -7,7 +7,7 @@ import { chatMessages, openDocument, type ChatMessage, type LecternProvider } fr
 
 import { Citations } from './ai.js'
 import { client } from './lectern.js'
-import { accessMessage, useProviderState } from './provider.js'
+import { ConnectionStatus, accessMessage, useProviderState } from './provider.js'
 import { ErrorLine, useAction } from './ui.js'
 
 export function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
@@ -16,7 +16,8 @@ export function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
   const [provider, setProvider] = useState<LecternProvider | null>(null)
   const [messages, setMessages] = useState<ChatMessage[]>([])
   const { busy, error, run } = useAction()
-  const { connection, access } = useProviderState(provider)
+  const providerState = useProviderState(provider)
+  const { access } = providerState
 
   useEffect(() => {
     const opened = openDocument(client, docId)
@@ -52,7 +53,7 @@ export function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
     <section class='chat' aria-labelledby='chat-heading'>
       <div class='section-head'>
         <h2 id='chat-heading'>Chat</h2>
-        <span class={`status status-${connection}`}>{connection}</span>
+        <ConnectionStatus state={providerState} editable={false} />
       </div>
       {access !== null && <p class='error' role='alert'>{accessMessage(access)}</p>}
       <ol class='messages' aria-label='Chat messages' aria-live='polite'>
