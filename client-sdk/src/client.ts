@@ -12,7 +12,7 @@ import { LecternError } from './errors.js'
 import type {
   AiJob, AiJobRequest, AuthSession, Chunk, Classroom, DocToken, DocTokenRequest, DocumentInfo,
   Focus, Handout, LiveSession, LoginRequest, Material, Member, RegisterRequest, SearchRequest,
-  SearchResult, SpeechResult, User
+  SearchResult, SessionSummary, SpeechResult, User
 } from './types.js'
 
 /** The tokens of a signed-in user, as the client keeps (and lets you persist) them. */
@@ -260,6 +260,12 @@ export class LecternClient {
     return this.#request('POST', `/classrooms/${enc(classroomId)}/sessions`)
   }
 
+  /** `GET /classrooms/{id}/sessions`: the classroom's sessions, newest first (at most
+   * 100): the running one, if any, then the ended ones, which open read-only for review. */
+  listSessions (classroomId: string): Promise<SessionSummary[]> {
+    return this.#request('GET', `/classrooms/${enc(classroomId)}/sessions`)
+  }
+
   /** `GET /classrooms/{id}/sessions/current`: the live or locked session (`not_found` if none). */
   currentSession (classroomId: string): Promise<LiveSession> {
     return this.#request('GET', `/classrooms/${enc(classroomId)}/sessions/current`)
@@ -302,11 +308,12 @@ export class LecternClient {
    * `fileName`). Resolves (202) once it is stored and its text extracted; ingestion goes on
    * in the background (watch it with `materialsFeed`).
    */
-  uploadMaterial (classroomId: string, file: Blob, fileName?: string): Promise<Material> {
+  uploadMaterial (classroomId: string, file: Blob, fileName?: string,
+    { onProgress }: UploadOptions = {}): Promise<Material> {
     const name = fileName ?? (typeof (file as { name?: unknown }).name === 'string' ? (file as File).name : 'upload')
     const form = new FormData()
     form.append('file', file, name)
-    return this.#request('POST', `/classrooms/${enc(classroomId)}/materials`, { body: form })
+    return this.#request('POST', `/classrooms/${enc(classroomId)}/materials`, { body: form, onProgress })
   }
 
   /** `GET /classrooms/{id}/materials`: oldest first. */
@@ -388,8 +395,10 @@ export class LecternClient {
 
   /** Sends a request and parses its JSON answer (`undefined` for 204). */
   async #request<T> (method: string, path: string,
-    { body, auth = true, headers }: { body?: Body, auth?: boolean, headers?: Record<string, string> } = {}): Promise<T> {
-    const response = await this.#send(method, path, { body, auth, headers })
+    { body, auth = true, headers, onProgress }: {
+      body?: Body, auth?: boolean, headers?: Record<string, string>, onProgress?: UploadOptions['onProgress']
+    } = {}): Promise<T> {
+    const response = await this.#send(method, path, { body, auth, headers, onProgress })
     if (response.status === 204) return undefined as T
     const text = await response.text()
     return (text === '' ? undefined : JSON.parse(text)) as T
@@ -397,7 +406,9 @@ export class LecternClient {
 
   /** Sends a request (refreshing once on `401 token_expired`); throws on a non-2xx answer. */
   async #send (method: string, path: string,
-    { body, auth, headers = {} }: { body?: Body, auth: boolean, headers?: Record<string, string> }): Promise<Response> {
+    { body, auth, headers = {}, onProgress }: {
+      body?: Body, auth: boolean, headers?: Record<string, string>, onProgress?: UploadOptions['onProgress']
+    }): Promise<Response> {
     const url = `${this.baseUrl}/api/v1${path}`
     const attempt = async (token: string | undefined): Promise<Response> => {
       const init: RequestInit = { method, headers: { ...headers } }
@@ -409,7 +420,13 @@ export class LecternClient {
         hdrs['content-type'] = 'application/json'
         init.body = JSON.stringify(body)
       }
-      return this.#fetch(url, init)
+      // Only XMLHttpRequest reports how much of a request body was sent.
+      if (onProgress !== undefined && typeof XMLHttpRequest !== 'undefined') {
+        return await fetchReportingUpload(url, init, onProgress)
+      }
+      const response = await this.#fetch(url, init)
+      if (onProgress !== undefined && response.ok) onProgress(1)
+      return response
     }
     let token = auth ? await this.accessToken() : undefined
     let response = await attempt(token)
@@ -423,6 +440,42 @@ export class LecternClient {
     if (!response.ok) throw await LecternError.fromResponse(response)
     return response
   }
+}
+
+/** Options of {@link LecternClient.uploadMaterial}. */
+export interface UploadOptions {
+  /** Called with the fraction of the file sent so far (0 to 1) while it is sent, in a
+   * browser (XMLHttpRequest); elsewhere once with 1 when the upload is accepted. */
+  onProgress?: (fraction: number) => void
+}
+
+/** `fetch` for one request through XMLHttpRequest, which (unlike `fetch`) reports upload
+ * progress; fails like `fetch` (a `TypeError`) when the network does. */
+function fetchReportingUpload (url: string, init: RequestInit,
+  onProgress: (fraction: number) => void): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest()
+    request.open(init.method ?? 'GET', url)
+    for (const [name, value] of Object.entries(init.headers as Record<string, string>)) {
+      request.setRequestHeader(name, value)
+    }
+    request.responseType = 'arraybuffer'
+    request.upload.onprogress = event => {
+      if (event.lengthComputable && event.total > 0) onProgress(event.loaded / event.total)
+    }
+    request.onerror = () => reject(new TypeError('network error'))
+    request.onabort = () => reject(new TypeError('request aborted'))
+    request.onload = () => {
+      const headers = new Headers()
+      for (const line of request.getAllResponseHeaders().split('\r\n')) {
+        const colon = line.indexOf(':')
+        if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim())
+      }
+      const noBody = request.status === 204 || request.status === 304
+      resolve(new Response(noBody ? null : request.response as ArrayBuffer, { status: request.status, headers }))
+    }
+    request.send(init.body as XMLHttpRequestBodyInit | null)
+  })
 }
 
 function enc (segment: string): string {

@@ -1,11 +1,12 @@
 /**
  * Typed readers of the documents the server writes (docs/api.md "Course material",
- * docs/ai.md "Document shapes"), and `watchJob`.
+ * docs/ai.md "Document shapes"): the materials feed, the chat, the session lectern
+ * document, the mind map and the AI-made templates; and `watchJob`.
  *
  * They read a `Y.Doc` you already sync (usually with `openDocument`); they never write.
  *
- * Server-owned state (the follow-the-teacher focus, AI job statuses, which Yjs client ids
- * are AI jobs) is read from the session's `lectern` document (`lecternDocId(sessionId)`),
+ * Server-owned state (the session's state, the follow-the-teacher focus, handouts, AI job
+ * statuses, which Yjs client ids are AI jobs) is read from the session's `lectern` document (`lecternDocId(sessionId)`),
  * which only the server can write. Never trust the same keys in a document members edit:
  * a classmate can write anything there.
  */
@@ -13,8 +14,8 @@
 import * as Y from 'yjs'
 
 import type { LecternClient } from './client.js'
-import type { AiJob, AiJobKind, AiJobStatus, Focus, Material, MaterialFormat, MaterialStatus } from './types.js'
-import { isFinalJobStatus } from './types.js'
+import type { AiJob, AiJobKind, AiJobStatus, Focus, Material, MaterialFormat, MaterialStatus, SessionState } from './types.js'
+import { SESSION_STATES, isFinalJobStatus } from './types.js'
 
 // ---- the classroom materials feed ----
 
@@ -215,6 +216,12 @@ export interface AiJobEntry {
   clock: number
 }
 
+/** The id of classroom `classroomId`'s materials feed document: open it (read-only for
+ * every member) to follow ingestion (see {@link materialsFeed}). */
+export function materialsFeedDocId (classroomId: string): string {
+  return `classroom/${classroomId}/materials`
+}
+
 /** The id of session `sessionId`'s server-owned document: open it (read-only for
  * everyone) to read the focus, AI jobs and AI clients. */
 export function lecternDocId (sessionId: string): string {
@@ -235,6 +242,55 @@ export function onFocus (lecternDoc: Y.Doc, listener: (focus: Focus | undefined)
   }
   map.observe(observer)
   return () => map.unobserve(observer)
+}
+
+/** The session's state as the server last wrote it into its lectern document (`state`):
+ * `live`, `locked` or `ended`. It changes without the sockets closing on a lock or unlock,
+ * so this (not a poll of `getSession`) is how an open page learns of them. `undefined`
+ * until the document has synced. */
+export function sessionState (lecternDoc: Y.Doc): SessionState | undefined {
+  const state = lecternDoc.getMap<unknown>('lectern').get('state')
+  return (SESSION_STATES as readonly unknown[]).includes(state) ? state as SessionState : undefined
+}
+
+/** Calls `listener` with the session's state whenever the server changes it; returns the
+ * unsubscribe function. */
+export function onSessionState (lecternDoc: Y.Doc, listener: (state: SessionState | undefined) => void): () => void {
+  const map = lecternDoc.getMap<unknown>('lectern')
+  const observer = (event: Y.YMapEvent<unknown>): void => {
+    if (event.keysChanged.has('state')) listener(sessionState(lecternDoc))
+  }
+  map.observe(observer)
+  return () => map.unobserve(observer)
+}
+
+/** The templates handed out in the session (`handouts` in its lectern document): template
+ * doc id → when it was last handed out, unix seconds. A student's forks are listed by
+ * `getSession` (kind `fork`); fetch the session again when this changes. */
+export function sessionHandouts (lecternDoc: Y.Doc): Map<string, number> {
+  const handouts = lecternDoc.getMap<unknown>('lectern').get('handouts')
+  const result = new Map<string, number>()
+  if (handouts instanceof Y.Map) {
+    for (const [key, value] of handouts.entries()) {
+      if (typeof value === 'number') result.set(key, value)
+    }
+  }
+  return result
+}
+
+/** Calls `listener` with every handout whenever one is added or repeated; returns the
+ * unsubscribe function. */
+export function onHandouts (lecternDoc: Y.Doc, listener: (handouts: Map<string, number>) => void): () => void {
+  const map = lecternDoc.getMap<unknown>('lectern')
+  // Deep: a second handout changes the nested map, not the `handouts` key.
+  const observer = (events: Array<Y.YEvent<Y.AbstractType<unknown>>>): void => {
+    const touched = events.some(event => event.target === map
+      ? (event as Y.YMapEvent<unknown>).keysChanged.has('handouts')
+      : event.path[0] === 'handouts')
+    if (touched) listener(sessionHandouts(lecternDoc))
+  }
+  map.observeDeep(observer)
+  return () => map.unobserveDeep(observer)
 }
 
 /** The Yjs client ids AI jobs of the session wrote with (`ai_clients` in the session's
@@ -347,6 +403,268 @@ export async function watchJob (client: Pick<LecternClient, 'getAiJob'>, jobId: 
   } finally {
     lectern?.unobserveDeep(observer)
   }
+}
+
+// ---- AI-made documents: the mind map and the templates ----
+//
+// Members may write documents they can edit (faculty write templates, everyone writes the
+// session mind map), so these readers trust nothing: a field of the wrong type is replaced
+// by its default, an item that cannot be shown (a question without options, a node without
+// a label) is left out, and nothing here throws.
+
+/** A node of a mind map with its children, in order. */
+export interface MindmapNode {
+  id: string
+  label: string
+  children: MindmapNode[]
+}
+
+/** A mind map as a tree (`root` is `null` until the first node is written). */
+export interface MindmapTree {
+  root: MindmapNode | null
+  /** How many nodes the tree holds. */
+  size: number
+}
+
+/** Reads a mind map document's root map `mindmap` (docs/ai.md "Document shapes") into a
+ * tree. A child id naming no node, or a node already in the tree (a cycle, a node listed
+ * twice), is left out, so the result is always a finite tree. */
+export function mindmapTree (doc: Y.Doc): MindmapTree {
+  const map = rootMap(doc, 'mindmap')
+  if (map === null) return { root: null, size: 0 }
+  const nodes = fields(map.get('nodes'))
+  const rootId = map.get('root')
+  if (nodes === null || typeof rootId !== 'string') return { root: null, size: 0 }
+  const seen = new Set<string>()
+  const build = (id: string): MindmapNode | null => {
+    const node = fields(nodes(id))
+    if (node === null || seen.has(id)) return null
+    seen.add(id)
+    const children: MindmapNode[] = []
+    for (const childId of items(node('children'))) {
+      if (typeof childId !== 'string') continue
+      const child = build(childId)
+      if (child !== null) children.push(child)
+    }
+    return { id, label: text(node('label')), children }
+  }
+  const root = build(rootId)
+  return { root, size: seen.size }
+}
+
+/** A multiple-choice question of a quiz. */
+export interface QuizQuestion {
+  prompt: string
+  options: string[]
+  /** The index of the right option (from 0); -1 when the document names none that exists. */
+  answer: number
+  explanation: string
+  marks: number
+}
+
+/** A flashcard. */
+export interface Flashcard {
+  front: string
+  back: string
+}
+
+/** A question of an exam: `options` and `answer` for multiple choice, `model_answer` for a
+ * short answer, `guidance` for an essay (empty strings and lists when absent). */
+export interface ExamQuestion {
+  kind: 'multiple_choice' | 'short_answer' | 'essay'
+  prompt: string
+  marks: number
+  options: string[]
+  answer: number
+  model_answer: string
+  guidance: string
+}
+
+/** A section of an exam. */
+export interface ExamSection {
+  title: string
+  questions: ExamQuestion[]
+}
+
+/** A line of a lesson plan's timeline. */
+export interface TimelineStep {
+  minutes: number
+  activity: string
+}
+
+/** An activity of a lesson plan. */
+export interface LessonActivity {
+  name: string
+  description: string
+}
+
+/** What a template document holds, by its shape (docs/ai.md "Document shapes"): a
+ * finished quiz, flashcards, exam or lesson plan; the `draft` a structured job is still
+ * writing; the `content` text of a translation; or nothing yet. */
+export type StructuredContent =
+  | { kind: 'quiz', title: string, questions: QuizQuestion[] }
+  | { kind: 'flashcards', title: string, cards: Flashcard[] }
+  | { kind: 'exam', title: string, duration_minutes: number, total_marks: number, sections: ExamSection[] }
+  | { kind: 'lesson_plan', title: string, objectives: string[], timeline: TimelineStep[], activities: LessonActivity[], assessment: string[] }
+  | { kind: 'draft', text: string }
+  | { kind: 'text', text: string }
+  | { kind: 'empty' }
+
+/** A template document's content and the passages its `[n]` markers cite. */
+export type StructuredDocument = StructuredContent & {
+  /** Marker (`"1"` for `[1]`) → the cited passage (root map `sources`). */
+  sources: Record<string, Citation>
+}
+
+/** Reads a template document an AI job wrote (quiz, flashcards, exam, lesson plan,
+ * translation) by its shape. A finished structured map wins over the draft; a draft
+ * (the raw model output while the job streams) over the `content` text. */
+export function structuredDocument (doc: Y.Doc): StructuredDocument {
+  const sources: Record<string, Citation> = {}
+  const sourceMap = rootMap(doc, 'sources')
+  if (sourceMap !== null) {
+    for (const [marker, value] of sourceMap.entries()) {
+      // Markers are numbers; any other key (`__proto__`...) is junk.
+      if (!/^\d+$/.test(marker)) continue
+      const citation = plain(value)
+      if (citation !== null && typeof citation.material_id === 'string' && typeof citation.file_name === 'string') {
+        sources[marker] = citation as unknown as Citation
+      }
+    }
+  }
+  return { ...structuredContent(doc), sources }
+}
+
+function structuredContent (doc: Y.Doc): StructuredContent {
+  const quiz = rootMap(doc, 'quiz')
+  if (quiz !== null && quiz.size > 0) {
+    const questions = records(quiz.get('questions')).flatMap(question => {
+      const options = strings(question('options'))
+      const prompt = text(question('prompt'))
+      if (prompt === '' || options.length < 2) return []
+      return [{ prompt, options, answer: index(question('answer'), options), explanation: text(question('explanation')), marks: count(question('marks'), 1) }]
+    })
+    return { kind: 'quiz', title: text(quiz.get('title')), questions }
+  }
+  const flashcards = rootMap(doc, 'flashcards')
+  if (flashcards !== null && flashcards.size > 0) {
+    const cards = records(flashcards.get('cards'))
+      .map(card => ({ front: text(card('front')), back: text(card('back')) }))
+      .filter(card => card.front !== '' || card.back !== '')
+    return { kind: 'flashcards', title: text(flashcards.get('title')), cards }
+  }
+  const exam = rootMap(doc, 'exam')
+  if (exam !== null && exam.size > 0) {
+    const sections = records(exam.get('sections')).map(section => ({
+      title: text(section('title')),
+      questions: records(section('questions')).flatMap((question): ExamQuestion[] => {
+        const prompt = text(question('prompt'))
+        if (prompt === '') return []
+        const kind = question('kind')
+        const options = strings(question('options'))
+        return [{
+          kind: kind === 'multiple_choice' || kind === 'essay' ? kind : 'short_answer',
+          prompt,
+          marks: count(question('marks'), 0),
+          options,
+          answer: index(question('answer'), options),
+          model_answer: text(question('model_answer')),
+          guidance: text(question('guidance'))
+        }]
+      })
+    }))
+    return {
+      kind: 'exam',
+      title: text(exam.get('title')),
+      duration_minutes: count(exam.get('duration_minutes'), 0),
+      total_marks: count(exam.get('total_marks'), 0),
+      sections
+    }
+  }
+  const plan = rootMap(doc, 'lesson_plan')
+  if (plan !== null && plan.size > 0) {
+    return {
+      kind: 'lesson_plan',
+      title: text(plan.get('title')),
+      objectives: strings(plan.get('objectives')),
+      timeline: records(plan.get('timeline'))
+        .map(step => ({ minutes: count(step('minutes'), 0), activity: text(step('activity')) }))
+        .filter(step => step.activity !== ''),
+      activities: records(plan.get('activities'))
+        .map(activity => ({ name: text(activity('name')), description: text(activity('description')) }))
+        .filter(activity => activity.name !== '' || activity.description !== ''),
+      assessment: strings(plan.get('assessment'))
+    }
+  }
+  const draft = rootText(doc, 'draft')
+  if (draft !== '') return { kind: 'draft', text: draft }
+  const content = rootText(doc, 'content')
+  if (content !== '') return { kind: 'text', text: content }
+  return { kind: 'empty' }
+}
+
+/** Root map `name` of `doc`, or `null` if the document defines that root as another type. */
+function rootMap (doc: Y.Doc, name: string): Y.Map<unknown> | null {
+  try {
+    return doc.getMap<unknown>(name)
+  } catch {
+    return null
+  }
+}
+
+/** The text of root `Y.Text` `name`, or `''` if the document defines that root as another type. */
+function rootText (doc: Y.Doc, name: string): string {
+  try {
+    return doc.getText(name).toString()
+  } catch {
+    return ''
+  }
+}
+
+/** A field getter over a `Y.Map` or a plain object; `null` for anything else. */
+function fields (value: unknown): ((key: string) => unknown) | null {
+  if (value instanceof Y.Map) return key => value.get(key)
+  if (isObject(value)) return key => value[key]
+  return null
+}
+
+/** A `Y.Map` or plain object as a plain object (nested Yjs types as JSON); `null` else. */
+function plain (value: unknown): Record<string, unknown> | null {
+  if (value instanceof Y.Map) return value.toJSON()
+  return isObject(value) ? value : null
+}
+
+/** The items of a `Y.Array` or an array; none for anything else. */
+function items (value: unknown): unknown[] {
+  if (value instanceof Y.Array) return value.toArray()
+  return Array.isArray(value) ? value : []
+}
+
+/** The items of a list that are maps or objects, as field getters. */
+function records (value: unknown): Array<(key: string) => unknown> {
+  return items(value).map(fields).filter(item => item !== null)
+}
+
+/** The strings of a list (a `Y.Text` item read as its text); other items left out. */
+function strings (value: unknown): string[] {
+  return items(value).map(item => item instanceof Y.Text ? item.toString() : item)
+    .filter(item => typeof item === 'string')
+}
+
+/** A string field (a `Y.Text` read as its text); `''` for anything else. */
+function text (value: unknown): string {
+  if (value instanceof Y.Text) return value.toString()
+  return typeof value === 'string' ? value : ''
+}
+
+/** A finite, non-negative number field; `fallback` for anything else. */
+function count (value: unknown, fallback: number): number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : fallback
+}
+
+/** An index into `options`; -1 when it names none. */
+function index (value: unknown, options: unknown[]): number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value < options.length ? value : -1
 }
 
 // ---- helpers ----

@@ -196,6 +196,18 @@ export interface Focus {
 }
 
 /** A live session and the documents the caller may open in it. */
+/** One of a classroom's sessions as listed (`listSessions`); `getSession` gives its
+ * documents. */
+export interface SessionSummary {
+  id: string
+  classroom_id: string
+  state: SessionState
+  started_by: string
+  started_at: number
+  /** `null` while running. */
+  ended_at: number | null
+}
+
 export interface LiveSession {
   id: string
   classroom_id: string
@@ -349,6 +361,7 @@ export const WIRE_SCHEMAS = {
   Member: { schema: 'MemberResponse', properties: fields<Member>()('user_id', 'display_name', 'role', 'joined_at') },
   DocumentInfo: { schema: 'DocumentResponse', properties: fields<DocumentInfo>()('doc_id', 'kind', 'access', 'owner_user_id', 'template_doc_id') },
   Focus: { schema: 'Focus', properties: fields<Focus>()('doc_id', 'section') },
+  SessionSummary: { schema: 'SessionSummaryResponse', properties: fields<SessionSummary>()('id', 'classroom_id', 'state', 'started_by', 'started_at', 'ended_at') },
   LiveSession: { schema: 'LiveSessionResponse', properties: fields<LiveSession>()('id', 'classroom_id', 'state', 'started_by', 'started_at', 'ended_at', 'focus', 'documents') },
   Handout: { schema: 'HandoutResponse', properties: fields<Handout>()('template_doc_id', 'forks') },
   Material: { schema: 'MaterialResponse', properties: fields<Material>()('id', 'classroom_id', 'uploaded_by', 'file_name', 'format', 'size_bytes', 'status', 'progress', 'error', 'sections', 'chunk_count', 'created_at', 'updated_at', 'feed_doc_id') },

@@ -45,6 +45,11 @@ test('faculty and a student co-edit the session notes through openDocument', asy
   assert.equal(event.code, 4410)
   assert.equal(s.accessDenied, event)
   close(f, s)
+
+  // The ended session is listed for review, newest first.
+  const listed = await student.listSessions(classroom.id)
+  assert.deepEqual(listed.map(({ id, state }) => ({ id, state })), [{ id: session.id, state: 'ended' }])
+  assert.equal(typeof listed[0].ended_at, 'number')
 })
 
 test('errors are typed LecternErrors with the documented codes', async () => {

@@ -3,7 +3,7 @@
 // Needs the embedding model in LECTERN_TEST_MODELS_DIR (scripts/test.sh prepares it).
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import { LecternError, materialsFeed } from '../dist/index.js'
+import { LecternError, materialsFeed, materialsFeedDocId } from '../dist/index.js'
 import { startServer, signUp, open, close, eventually } from './support.mjs'
 
 const TEXT = `Mitochondria are the powerhouse of the cell. They make ATP through the electron transport chain.
@@ -19,11 +19,15 @@ test('upload → feed reaches ready → search finds the passage → delete', as
     const classroom = await faculty.createClassroom('Biology')
     await student.joinClassroom(classroom.join_code)
 
+    const progress = []
     const material = await student.uploadMaterial(classroom.id,
-      new File([TEXT], 'cells.txt', { type: 'text/plain' }))
+      new File([TEXT], 'cells.txt', { type: 'text/plain' }), undefined, { onProgress: fraction => progress.push(fraction) })
+    // Node has no XMLHttpRequest: progress is reported once, when the upload is accepted.
+    assert.deepEqual(progress, [1])
     assert.equal(material.format, 'text')
     assert.equal(material.file_name, 'cells.txt')
     assert.equal(material.feed_doc_id, `classroom/${classroom.id}/materials`)
+    assert.equal(materialsFeedDocId(classroom.id), material.feed_doc_id)
 
     const provider = open(faculty, material.feed_doc_id)
     const feed = materialsFeed(provider.doc)

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lectern_collab::{Access, AccessChange, CloseReason, DocId, RoomError, Rooms};
-use lectern_db::sessions::{DocKind, session_doc_id};
+use lectern_db::sessions::{DocKind, SessionState, session_doc_id};
 use lectern_db::{Accounts, Database, DbError};
-use yrs::{Any, Map, WriteTxn};
+use yrs::{Any, Map, MapPrelim, WriteTxn};
 
 use crate::access::AccessError;
 use crate::api::dto::Focus;
@@ -22,12 +22,17 @@ use crate::cluster::{Cluster, ClusterEvent};
 use crate::credentials;
 
 /// The root map of a session's `lectern` document (`session/{id}/lectern`), the one place
-/// server-owned state lives: `focus`, `ai_jobs` and `ai_clients`. Only the server writes
+/// server-owned state lives: `state`, `focus`, `handouts`, `ai_jobs` and `ai_clients`. Only the server writes
 /// that document (`access::decide` gives every socket read access at most), so what clients
 /// read there cannot have been forged by a classmate.
 pub const LECTERN_MAP: &str = "lectern";
 /// Key of the follow-the-teacher focus (`{doc_id, section?}`) in [`LECTERN_MAP`].
 pub const FOCUS: &str = "focus";
+/// Key of the session's state (`"live"`, `"locked"` or `"ended"`) in [`LECTERN_MAP`].
+pub const STATE: &str = "state";
+/// Key of the handouts in [`LECTERN_MAP`]: a map from each handed-out template's doc id to
+/// when it was (last) handed out, in unix seconds.
+pub const HANDOUTS: &str = "handouts";
 
 /// The server-owned document of session `session_id`.
 pub fn lectern_doc(session_id: &str) -> Result<DocId, RoomEffectsError> {
@@ -213,6 +218,52 @@ impl RoomEffects {
             .edit(&lectern_doc(session_id)?, move |txn| {
                 let map = txn.get_or_insert_map(LECTERN_MAP);
                 map.insert(txn, FOCUS, value.clone());
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl RoomEffects {
+    /// Session `session_id` started, or was locked, unlocked or ended: its state is written
+    /// into the session's `lectern` document (key `state`), so every open page learns of it
+    /// at once. A lock changes what a socket may do without closing it, so without this a
+    /// page would have to ask the API again and again. Called after the sockets' access
+    /// changed (lock, unlock) and before they are closed (end), so a client that reads
+    /// `locked` is already read-only, and one that reads `ended` got it before the close.
+    pub async fn state_changed(
+        &self,
+        session_id: &str,
+        state: SessionState,
+    ) -> Result<(), RoomEffectsError> {
+        self.rooms
+            .edit(&lectern_doc(session_id)?, move |txn| {
+                let map = txn.get_or_insert_map(LECTERN_MAP);
+                map.insert(txn, STATE, state.as_str());
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Template `template_doc_id` was handed out in session `session_id` at `at` (unix
+    /// seconds): written into the session's `lectern` document (key `handouts`, a map from
+    /// template doc id to time), so students' pages know to fetch their new forks.
+    pub async fn handed_out(
+        &self,
+        session_id: &str,
+        template_doc_id: &str,
+        at: i64,
+    ) -> Result<(), RoomEffectsError> {
+        let template = template_doc_id.to_owned();
+        self.rooms
+            .edit(&lectern_doc(session_id)?, move |txn| {
+                let map = txn.get_or_insert_map(LECTERN_MAP);
+                let handouts = match map.get(txn, HANDOUTS) {
+                    Some(yrs::Out::YMap(handouts)) => handouts,
+                    _ => map.insert(txn, HANDOUTS, MapPrelim::default()),
+                };
+                // A float, as Yjs numbers are: an integer would reach JavaScript as a BigInt.
+                handouts.insert(txn, template.as_str(), at as f64);
             })
             .await?;
         Ok(())

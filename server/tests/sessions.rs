@@ -650,14 +650,14 @@ async fn a_student_cannot_forge_the_focus_classmates_follow() {
         alices_lectern.send_edit(forge).await;
         assert_eq!(
             lectern_json(&alices_lectern.state().await),
-            json!({}),
+            json!({"state": "live"}),
             "{backend}: a student's write to the server-owned document is refused"
         );
         let mut teachers_lectern = RawDoc::open(&api, &lectern, &class.teacher.access).await;
         teachers_lectern.send_edit(forge).await;
         assert_eq!(
             lectern_json(&teachers_lectern.state().await),
-            json!({}),
+            json!({"state": "live"}),
             "{backend}: faculty speak through the API, not the socket"
         );
 
@@ -672,7 +672,11 @@ async fn a_student_cannot_forge_the_focus_classmates_follow() {
         assert_eq!(status, StatusCode::OK, "{backend} {body}");
         let mut bobs_lectern = RawDoc::open(&api, &lectern, &class.bob.access).await;
         let seen = lectern_json(&bobs_lectern.state().await);
-        assert_eq!(seen, json!({"focus": focus}), "{backend}: what Bob follows");
+        assert_eq!(
+            seen,
+            json!({"state": "live", "focus": focus}),
+            "{backend}: what Bob follows"
+        );
         // Alice's refused socket is still open and sees it too.
         assert_eq!(lectern_json(&alices_lectern.state().await), seen);
         // The server no longer writes the focus into documents students edit.
@@ -690,5 +694,152 @@ async fn a_student_cannot_forge_the_focus_classmates_follow() {
             "{backend}"
         );
         api.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn session_state_and_handouts_are_pushed_in_the_lectern_document() {
+    for api in servers(|_| {}).await {
+        let backend = api.backend;
+        let class = class(&api).await;
+        let id = start(&api, &class).await;
+        let lectern = format!("session/{id}/lectern");
+        let mut alices = RawDoc::open(&api, &lectern, &class.alice.access).await;
+        assert_eq!(
+            lectern_json(&alices.state().await)["state"],
+            "live",
+            "{backend}: written when the session starts"
+        );
+
+        // Lock and unlock change Alice's access in place: the state in the document is how
+        // her open page learns of it.
+        for (action, state) in [("lock", "locked"), ("unlock", "live"), ("lock", "locked")] {
+            let (status, body) = api
+                .post(
+                    &format!("/sessions/{id}/{action}"),
+                    Some(&class.teacher.access),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{backend} {body}");
+            assert_eq!(
+                lectern_json(&alices.state().await)["state"],
+                state,
+                "{backend}: after {action}"
+            );
+        }
+
+        // A handout is announced by template, with when it happened.
+        let (status, template) = api
+            .post(
+                &format!("/classrooms/{}/templates", class.id),
+                Some(&class.teacher.access),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{backend} {template}");
+        let template_id = template["doc_id"].as_str().expect("doc_id").to_owned();
+        let (status, body) = api
+            .post(
+                &format!("/sessions/{id}/handouts"),
+                Some(&class.teacher.access),
+                json!({"template_doc_id": template_id}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend} {body}");
+        let handouts = lectern_json(&alices.state().await)["handouts"].clone();
+        let at = handouts[&template_id].as_f64();
+        assert!(
+            at.is_some_and(|at| at > 1.0e9),
+            "{backend}: {handouts} names the template with a unix time"
+        );
+
+        let (status, body) = api
+            .post(
+                &format!("/sessions/{id}/end"),
+                Some(&class.teacher.access),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend} {body}");
+        assert_eq!(
+            crate::support::close_code(&mut alices.socket).await,
+            Some(4410),
+            "{backend}"
+        );
+        let mut review = RawDoc::open(&api, &lectern, &class.alice.access).await;
+        assert_eq!(
+            lectern_json(&review.state().await)["state"],
+            "ended",
+            "{backend}: after end"
+        );
+        api.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_classrooms_sessions_are_listed_for_members_newest_first_for_review() {
+    for api in servers(|_| {}).await {
+        let backend = api.backend;
+        let class = class(&api).await;
+        let list = |token: String| {
+            let api = &api;
+            let path = format!("/classrooms/{}/sessions", class.id);
+            async move { api.get(&path, Some(&token)).await }
+        };
+        let (status, empty) = list(class.alice.access.clone()).await;
+        assert_eq!(
+            (status, empty.clone()),
+            (StatusCode::OK, json!([])),
+            "{backend}"
+        );
+
+        let first = start(&api, &class).await;
+        let (status, body) = api
+            .post(
+                &format!("/sessions/{first}/end"),
+                Some(&class.teacher.access),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend} {body}");
+        let second = start(&api, &class).await;
+
+        let (status, listed) = list(class.alice.access.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{backend} {listed}");
+        let summary: Vec<(String, String, bool)> = listed
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|session| {
+                (
+                    session["id"].as_str().expect("id").to_owned(),
+                    session["state"].as_str().expect("state").to_owned(),
+                    session["ended_at"].is_null(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (second.clone(), "live".to_owned(), true),
+                (first.clone(), "ended".to_owned(), false),
+            ],
+            "{backend}: the running session first, then the ended one"
+        );
+
+        // The ended one opens for review: a student reads its documents.
+        let (status, review) = api
+            .get(&format!("/sessions/{first}"), Some(&class.alice.access))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend} {review}");
+        assert_eq!(documents(&review), session_documents(&first, "read"));
+
+        let (status, body) = list(class.mallory.access.clone()).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{backend}: outsiders see no sessions"
+        );
     }
 }

@@ -1,31 +1,15 @@
 // Accessibility: axe-core on the sign-in, classrooms and session pages, in real Chromium.
-// A `serious` or `critical` violation fails.
+// A `serious` or `critical` violation fails. (documents.test.mjs runs the same check on the
+// mind map and a graded quiz, which need its fake model.)
 //
 // How axe gets in: the app's CSP (script-src 'self') refuses `page.addScriptTag`, which
 // injects an inline <script>. So axe's source is run with `page.evaluate`, which Chromium
 // runs through the DevTools protocol, outside the page's CSP; the app's own policy stays on.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { runCleanups, startServer, launchBrowser, newPage, openSession } from './support.mjs'
+import { runCleanups, seriousViolations, startServer, launchBrowser, newPage, openSession } from './support.mjs'
 
 after(runCleanups)
-
-const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
-
-/** The serious and critical violations axe finds on the page, one line each. */
-async function seriousViolations (page, where) {
-  await page.evaluate(AXE_SOURCE)
-  const violations = await page.evaluate(async () => {
-    // eslint-disable-next-line no-undef
-    const results = await axe.run(document)
-    return results.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')) }))
-  })
-  return violations
-    .filter(v => v.impact === 'serious' || v.impact === 'critical')
-    .map(v => `${where}: ${v.impact} ${v.id} (${v.help}) at ${v.nodes.join(', ')}`)
-}
 
 test('the sign-in, classrooms and session pages have no serious accessibility violation', async () => {
   const root = await startServer()

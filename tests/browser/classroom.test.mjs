@@ -1,15 +1,28 @@
-// AI jobs and citations in the web app, against a fake OpenAI-compatible model server
-// written here (node:http): `POST /v1/chat/completions` answers an SSE stream of a few
-// deltas and `[DONE]`, holding the stream halfway until the test lets it go. The teacher
-// uploads a Markdown file and asks the AI in the chat; while the answer streams the
-// student sees "AI is writing…" and the teacher the job streaming with a Cancel button; the
-// answer reaches the teacher's and the student's chat, its citation opens a dialog with
-// the cited passage's text, and the job's status shows done. A second question, cancelled
-// while it streams, shows cancelled.
+// A class in three browser contexts: a teacher and two students (one on a phone-sized
+// screen), against a fake OpenAI-compatible model server written here (node:http):
+// `POST /v1/chat/completions` answers an SSE stream of a few deltas and `[DONE]`, holding
+// the stream halfway until the test lets it go.
+//
+// All three co-edit the notes, converge, and see each other's named cursors. The teacher
+// uploads a Markdown file and sees it ready, then asks the AI in the chat: while the answer
+// is held halfway, all three see its first words and "AI is writing…", and the teacher the
+// job streaming with a Cancel button; the whole answer then reaches all three chats, its
+// citation opens a dialog with the cited passage's text, and the job shows done. A second
+// question, cancelled while it streams, shows cancelled. The teacher locks the session:
+// both students' editors turn read-only; ends it: both see the end and a read-only review,
+// which a student later reopens from the classroom page's past sessions.
+// Screenshots go to LECTERN_BROWSER_ARTIFACTS.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdirSync } from 'node:fs'
 import { createServer } from 'node:http'
-import { launchBrowser, newPage, onCleanup, openSession, runCleanups, startServer } from './support.mjs'
+import { join } from 'node:path'
+import {
+  launchBrowser, newPage, notes, notesText, onCleanup, openSession, runCleanups, startServer, until
+} from './support.mjs'
+
+const ARTIFACTS = process.env.LECTERN_BROWSER_ARTIFACTS ??
+  new URL('../../target/browser-artifacts', import.meta.url).pathname
 
 after(runCleanups)
 
@@ -47,18 +60,48 @@ async function startFakeModel () {
   return { url: `http://127.0.0.1:${server.address().port}/v1`, release }
 }
 
-test('an AI chat answer reaches everyone, with a citation that opens its passage', async () => {
+async function shot (page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
+}
+
+test('a teacher and two students co-edit, see an AI answer stream in with its citation, then a lock and the end', async () => {
+  mkdirSync(ARTIFACTS, { recursive: true })
   const model = await startFakeModel()
   const root = await startServer(undefined, { aiBaseUrl: model.url })
   const browser = await launchBrowser()
   const teacher = await newPage(browser)
-  const student = await newPage(browser, { width: 390, height: 844 })
+  const ben = await newPage(browser, { width: 390, height: 844 })
+  const cai = await newPage(browser)
+  const students = [ben, cai]
+  const everyone = [teacher, ...students]
   const problems = []
-  for (const [who, page] of [['teacher', teacher], ['student', student]]) {
+  for (const [who, page] of [['teacher', teacher], ['ben', ben], ['cai', cai]]) {
     page.on('pageerror', error => problems.push(`${who}: ${error.message}`))
   }
-  await openSession(root, teacher, student)
+  await openSession(root, teacher, ben, cai)
   const sessionUrl = teacher.url()
+
+  // Co-editing: each types a sentence; the three copies converge to one text holding all.
+  await notes(teacher).click()
+  await teacher.keyboard.type('Cells are the unit of life.')
+  await until(async () => (await notesText(cai)) === 'Cells are the unit of life.',
+    async () => `Cai sees ${JSON.stringify(await notesText(cai))}`)
+  for (const [page, sentence] of [[ben, ' Ben: membranes.'], [cai, ' Cai: nuclei.']]) {
+    await notes(page).click()
+    await page.keyboard.press('Control+End')
+    await page.keyboard.type(sentence)
+  }
+  const texts = async () => Promise.all(everyone.map(notesText))
+  await until(async () => {
+    const [a, b, c] = await texts()
+    return a === b && b === c && ['unit of life.', 'Ben: membranes.', 'Cai: nuclei.'].every(part => a.includes(part))
+  }, async () => `the notes read ${JSON.stringify(await texts())}`)
+  // Everyone sees the others' cursors, labelled with their names.
+  const cursor = (page, name) => page.locator('.cm-remoteName', { hasText: name })
+  await cursor(teacher, 'Ben Student').waitFor()
+  await cursor(teacher, 'Cai Student').waitFor()
+  await cursor(ben, 'Cai Student').waitFor()
+  await cursor(cai, 'Ada Teacher').waitFor()
 
   // The teacher uploads course material and waits for it to be ready.
   await teacher.getByRole('link', { name: '← Classroom' }).click()
@@ -75,33 +118,41 @@ test('an AI chat answer reaches everyone, with a citation that opens its passage
   await teacher.getByLabel('Ask the AI').fill('What do mitochondria make?')
   await teacher.getByRole('button', { name: 'Ask', exact: true }).click()
 
-  // While the model is held mid-answer, everyone sees that the AI writes (from the job
-  // feed: the student did not start the job), and the teacher can cancel it.
-  await student.getByText('AI is writing…').waitFor()
+  // While the model is held mid-answer, everyone sees its first words stream in and that
+  // the AI writes (from the job feed: the students did not start the job), and the
+  // teacher can cancel it.
+  const chat = page => page.getByRole('list', { name: 'Chat messages' })
+  for (const page of everyone) {
+    await chat(page).locator('.message.ai', { hasText: 'Mitochondria make' }).waitFor()
+    await page.getByText('AI is writing…').waitFor()
+  }
+  assert.equal(await chat(ben).locator('.message.ai', { hasText: 'ATP' }).count(), 0,
+    'the held part of the answer has not arrived')
   const jobs = teacher.getByRole('list', { name: 'AI jobs' })
   const chatJob = jobs.getByRole('listitem').filter({ hasText: 'chat' })
   await chatJob.getByText('streaming').waitFor()
   await chatJob.getByRole('button', { name: 'Cancel chat' }).waitFor()
   model.release()
 
-  const answer = page => page.getByRole('list', { name: 'Chat messages' })
-    .locator('.message.ai', { hasText: 'Mitochondria make ATP [1].' })
-  await answer(teacher).waitFor()
-  await answer(student).waitFor()
+  const answer = page => chat(page).locator('.message.ai', { hasText: 'Mitochondria make ATP [1].' })
+  for (const page of everyone) await answer(page).waitFor()
 
   // The job's status, from the session's job feed, ends done.
   await chatJob.getByText('done').waitFor()
   // Nothing streams any more: the room's indicator is gone.
-  await student.getByText('AI is writing…').waitFor({ state: 'detached' })
+  for (const page of students) await page.getByText('AI is writing…').waitFor({ state: 'detached' })
+  await shot(teacher, 'class-01-teacher-answer')
+  await shot(ben, 'class-02-student-phone-answer')
 
   // The citation opens a dialog with the cited passage; Escape closes it.
-  for (const page of [teacher, student]) {
+  for (const page of [teacher, ben]) {
     await answer(page).getByRole('button', { name: /cells\.md/ }).click()
     const dialog = page.getByRole('dialog')
     await dialog.getByText('Mitochondria are the powerhouse of the cell').waitFor()
     assert.match(await dialog.textContent(), /cells\.md/)
     assert.ok(await dialog.evaluate(node => node.contains(document.activeElement)),
       'focus did not move into the citation dialog')
+    if (page === ben) await shot(ben, 'class-03-student-phone-citation')
     await page.keyboard.press('Escape')
     await dialog.waitFor({ state: 'hidden' })
   }
@@ -112,7 +163,34 @@ test('an AI chat answer reaches everyone, with a citation that opens its passage
   const second = jobs.getByRole('listitem').filter({ hasText: 'streaming' })
   await second.getByRole('button', { name: 'Cancel chat' }).click()
   await jobs.getByRole('listitem').filter({ hasText: 'cancelled' }).waitFor()
-  await student.getByText('AI is writing…').waitFor({ state: 'detached' })
+  for (const page of students) await page.getByText('AI is writing…').waitFor({ state: 'detached' })
   model.release()
+
+  // Locked: both students' editors take no typing.
+  const editable = page => page.evaluate(() => document.querySelector('[data-testid="notes-editor"]')
+    ?.shadowRoot?.querySelector('.cm-content')?.getAttribute('contenteditable'))
+  await teacher.getByRole('button', { name: 'Lock session' }).click()
+  for (const page of students) {
+    await page.getByText('Locked by the teacher').waitFor()
+    await until(async () => (await editable(page)) === 'false', async () => `contenteditable ${await editable(page)}`)
+  }
+  assert.equal(await editable(teacher), 'true', 'the teacher still writes')
+
+  // Ended: both students see it and review the notes read-only.
+  const final = await notesText(teacher)
+  await teacher.getByRole('button', { name: 'End session' }).click()
+  for (const page of students) {
+    await page.getByText('The session has ended.').first().waitFor()
+    await until(async () => (await editable(page)) === 'false', async () => `contenteditable ${await editable(page)}`)
+    assert.equal(await notesText(page), final)
+  }
+  await shot(cai, 'class-04-student-ended')
+
+  // Later, from the classroom page: the ended session is listed and opens for review.
+  await cai.getByRole('link', { name: '← Classroom' }).click()
+  await cai.getByText('No live session right now.').waitFor()
+  await cai.getByRole('list', { name: 'Past sessions' }).getByRole('link').click()
+  await until(async () => (await notesText(cai)) === final, async () => `Cai reviews ${JSON.stringify(await notesText(cai))}`)
+  assert.equal(await editable(cai), 'false', 'the review is read-only')
   assert.deepEqual(problems, [])
 })

@@ -8,7 +8,9 @@
 // and the AI's answer (failed: no course material) reach both chats. The teacher locks the
 // session: the student sees "Locked by the teacher" and the notes take no typing; after the
 // unlock the student writes again. The teacher ends the session: the student's notes turn
-// read-only. On the classroom page the teacher sees the members (faculty first), gets a new
+// read-only. The student's page learns of each of these from the session's lectern document
+// (pushed), never by asking for the session on a timer: it fetches the session once on load
+// and at most once per change. On the classroom page the teacher sees the members (faculty first), gets a new
 // join code and removes the student, uploads a Markdown file, sees it become ready and
 // finds its passage by search. Screenshots of the main screens
 // go to target/browser-artifacts/. Every wait is on a condition, with a deadline. A console
@@ -58,6 +60,13 @@ test('a teacher and a student co-edit the session notes in two browsers', async 
   const teacher = await newPage('teacher', { width: 1280, height: 800 })
   // The student is on a phone-sized screen.
   const student = await newPage('student', { width: 390, height: 844 })
+  // Every GET of a session by the student's page.
+  const sessionGets = []
+  student.on('request', request => {
+    if (request.method() === 'GET' && /^\/api\/v1\/sessions\/[^/]+$/.test(new URL(request.url()).pathname)) {
+      sessionGets.push(request.url())
+    }
+  })
 
   // Sign-in errors show the API's message.
   await teacher.goto(`${root}/signin`)
@@ -120,6 +129,9 @@ test('a teacher and a student co-edit the session notes in two browsers', async 
   assert.equal(teacherText, 'Cells are the unit of life. Mitochondria make energy.')
   assert.equal(studentText, teacherText)
 
+  // So far the student's page asked for the session once, on load: nothing changed since.
+  assert.equal(sessionGets.length, 1, `asked for the session before any change: ${sessionGets.join(', ')}`)
+
   // The teacher locks the session: the student sees it, and typing changes nothing.
   await teacher.getByRole('button', { name: 'Lock session' }).click()
   await student.getByText('Locked by the teacher').waitFor()
@@ -151,6 +163,10 @@ test('a teacher and a student co-edit the session notes in two browsers', async 
   await notesRegion.getByText('Read only.').waitFor()
   await student.getByRole('heading', { name: 'Live session (ended)' }).waitFor()
   assert.equal(await notes(student).getAttribute('contenteditable'), 'false')
+  // Once on load, then once for each of lock, unlock and end (the documents' new access):
+  // a page polling the session would have asked many more times by now.
+  assert.ok(sessionGets.length >= 1 && sessionGets.length <= 4,
+    `the student's page asked for the session ${sessionGets.length} times: ${sessionGets.join(', ')}`)
   await shot(student, '07-session-ended-student')
 
   // Sign out returns to the sign-in screen.

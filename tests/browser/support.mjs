@@ -1,7 +1,8 @@
 // Helpers shared by the browser tests: start the real `lectern serve`, launch Debian's
 // Chromium, sign up through the form, and read the notes editor. Every wait is on a condition with a deadline.
 import { spawn } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
@@ -103,9 +104,16 @@ export function notesText (page) {
   })
 }
 
-/** Teacher creates a classroom and starts a session; the student joins it and opens the
- * session page. Both end on the session page, connected. */
-export async function openSession (root, teacher, student) {
+/** The names and emails of the students `openSession` signs up, in order. */
+export const STUDENTS = [
+  { name: 'Ben Student', email: 'ben@school.test' },
+  { name: 'Cai Student', email: 'cai@school.test' }
+]
+
+/** Teacher creates a classroom and starts a session; each student (one page each, names
+ * from STUDENTS) joins it and opens the session page. All end on the session page,
+ * connected. */
+export async function openSession (root, teacher, ...students) {
   await signUp(teacher, root, { name: 'Ada Teacher', email: 'ada@school.test', role: 'faculty' })
   await teacher.getByLabel('New classroom name').fill('Biology 101')
   await teacher.getByRole('button', { name: 'Create classroom' }).click()
@@ -115,13 +123,15 @@ export async function openSession (root, teacher, student) {
   await teacher.getByRole('heading', { name: /Live session/ }).waitFor()
   await teacher.getByText('connected', { exact: true }).first().waitFor()
 
-  await signUp(student, root, { name: 'Ben Student', email: 'ben@school.test', role: 'student' })
-  await student.getByLabel('Join code').fill(code)
-  await student.getByRole('button', { name: 'Join classroom' }).click()
-  await student.getByRole('heading', { name: 'Biology 101' }).waitFor()
-  await student.getByRole('link', { name: 'Join the live session' }).click()
-  await student.getByRole('heading', { name: /Live session/ }).waitFor()
-  await student.getByText('connected', { exact: true }).first().waitFor()
+  for (const [index, student] of students.entries()) {
+    await signUp(student, root, { ...STUDENTS[index], role: 'student' })
+    await student.getByLabel('Join code').fill(code)
+    await student.getByRole('button', { name: 'Join classroom' }).click()
+    await student.getByRole('heading', { name: 'Biology 101' }).waitFor()
+    await student.getByRole('link', { name: 'Join the live session' }).click()
+    await student.getByRole('heading', { name: /Live session/ }).waitFor()
+    await student.getByText('connected', { exact: true }).first().waitFor()
+  }
 }
 
 /** Polls `check` until it returns true, failing with `describe()` after DEADLINE_MS. */
@@ -131,4 +141,22 @@ export async function until (check, describe) {
     if (Date.now() > deadline) throw new Error(`timed out: ${await describe()}`)
     await new Promise(resolve => setTimeout(resolve, 25))
   }
+}
+
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
+
+/** The serious and critical violations axe-core finds on the page as it is, one line each,
+ * prefixed by `where`. axe's source runs through `page.evaluate` (the DevTools protocol),
+ * because the app's CSP refuses an injected inline script (README "How axe-core gets into
+ * the page"). */
+export async function seriousViolations (page, where) {
+  await page.evaluate(AXE_SOURCE)
+  const violations = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const results = await axe.run(document)
+    return results.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')) }))
+  })
+  return violations
+    .filter(v => v.impact === 'serious' || v.impact === 'critical')
+    .map(v => `${where}: ${v.impact} ${v.id} (${v.help}) at ${v.nodes.join(', ')}`)
 }

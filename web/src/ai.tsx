@@ -5,8 +5,9 @@
  * which opens a dialog with the cited passage.
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
+import type * as Y from 'yjs'
 import {
-  aiJobs, isFinalJobStatus, openDocument,
+  aiJobs, isFinalJobStatus,
   type AiJobEntry, type AiJobKind, type Chunk, type Citation, type User
 } from '@lectern/client'
 
@@ -48,23 +49,18 @@ function describeStatus (job: AiJobEntry): string {
 }
 
 /** The AI buttons, the jobs' status and the "AI is writing…" indicator of one session. */
-export function AiPanel ({ sessionId, lecternDocId, user, faculty }: {
-  sessionId: string, lecternDocId: string, user: User, faculty: boolean
+export function AiPanel ({ sessionId, lecternDoc, user, faculty }: {
+  sessionId: string, lecternDoc: Y.Doc, user: User, faculty: boolean
 }) {
   const [jobs, setJobs] = useState<Array<[string, AiJobEntry]>>([])
   const { busy, error, setError, run } = useAction()
 
   useEffect(() => {
-    // Read-only for everyone: the server alone writes the job feed.
-    const opened = openDocument(client, lecternDocId, { readOnly: true })
-    const update = (): void => setJobs([...aiJobs(opened.doc).entries()])
-    opened.doc.on('update', update)
+    const update = (): void => setJobs([...aiJobs(lecternDoc).entries()])
+    lecternDoc.on('update', update)
     update()
-    return () => {
-      opened.doc.off('update', update)
-      opened.destroy()
-    }
-  }, [lecternDocId])
+    return () => { lecternDoc.off('update', update) }
+  }, [lecternDoc])
 
   const start = async (button: KindButton, form: HTMLFormElement): Promise<void> => {
     const fields = new FormData(form)
@@ -137,7 +133,7 @@ export function AiPanel ({ sessionId, lecternDocId, user, faculty }: {
   )
 }
 
-function citationLabel (citation: Citation): string {
+export function citationLabel (citation: Citation): string {
   const place = citation.location ?? citation.heading ?? (citation.page !== null ? `p. ${citation.page}` : '')
   return place === '' ? citation.file_name : `${citation.file_name} · ${place}`
 }
@@ -160,7 +156,7 @@ export function Citations ({ citations }: { citations: Citation[] }) {
 
 /** A modal dialog with the cited passage, fetched from the material's chunks. The native
  * `<dialog>` moves focus into itself, traps it, and closes on Escape. */
-function PassageDialog ({ citation, onClose }: { citation: Citation, onClose: () => void }) {
+export function PassageDialog ({ citation, onClose }: { citation: Citation, onClose: () => void }) {
   const dialog = useRef<HTMLDialogElement>(null)
   const [chunk, setChunk] = useState<Chunk | null>(null)
   const [error, setError] = useState<string | null>(null)

@@ -5,8 +5,7 @@
  */
 import type { ComponentChildren } from 'preact'
 import { useEffect, useState } from 'preact/hooks'
-import type { Classroom, LiveSession, RegisterRole, User } from '@lectern/client'
-import { LecternError } from '@lectern/client'
+import type { Classroom, RegisterRole, SessionSummary, User } from '@lectern/client'
 
 import { client, describeError, onSignedOut, rememberUser, signOut, storedUser, type SignOutReason } from './lectern.js'
 import { Materials } from './materials.js'
@@ -206,19 +205,22 @@ function Classrooms ({ user }: { user: User }) {
 
 function ClassroomPage ({ id, user }: { id: string, user: User }) {
   const [classroom, setClassroom] = useState<Classroom | null>(null)
-  // undefined: not known yet; null: no live session.
-  const [session, setSession] = useState<LiveSession | null | undefined>(undefined)
+  // null: not known yet.
+  const [sessions, setSessions] = useState<SessionSummary[] | null>(null)
   const [error, setError] = useState<string | null>(null)
   useEffect(() => {
     void (async () => {
       try {
         setClassroom(await client.getClassroom(id))
-        setSession(await currentSession(id))
+        setSessions(await client.listSessions(id))
       } catch (failure) {
         setError(describeError(failure))
       }
     })()
   }, [id])
+  // The running session, if any, comes first (newest first); undefined while loading.
+  const session = sessions === null ? undefined : sessions.find(listed => listed.state !== 'ended') ?? null
+  const past = sessions?.filter(listed => listed.state === 'ended') ?? []
 
   const start = async (): Promise<void> => {
     setError(null)
@@ -255,6 +257,19 @@ function ClassroomPage ({ id, user }: { id: string, user: User }) {
           <button type='button' onClick={() => { void start() }}>Start a live session</button>
         )}
       </section>
+      {past.length > 0 && (
+        <section aria-labelledby='past-heading'>
+          <h2 id='past-heading'>Past sessions</h2>
+          <ul class='cards' aria-label='Past sessions'>
+            {past.map(ended => (
+              <li key={ended.id}>
+                <Link to={`/sessions/${encodeURIComponent(ended.id)}`}>Session of {formatDate(ended.started_at)}</Link>
+                <span class='muted'> · read-only review</span>
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
       <Materials classroomId={classroom.id} faculty={faculty} user={user} />
       <Members classroom={classroom} onClassroom={setClassroom} />
       <ErrorLine error={error} />
@@ -262,12 +277,7 @@ function ClassroomPage ({ id, user }: { id: string, user: User }) {
   )
 }
 
-/** The live or locked session of a classroom, or `null` when none runs. */
-async function currentSession (classroomId: string): Promise<LiveSession | null> {
-  try {
-    return await client.currentSession(classroomId)
-  } catch (failure) {
-    if (failure instanceof LecternError && failure.code === 'not_found') return null
-    throw failure
-  }
+/** A session's start, in the reader's own locale and time zone. */
+function formatDate (unixSeconds: number): string {
+  return new Date(unixSeconds * 1000).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })
 }

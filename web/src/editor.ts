@@ -8,7 +8,8 @@
  * styled under the strict Content-Security-Policy.
  */
 import { EditorView, basicSetup } from 'codemirror'
-import { Compartment, EditorState } from '@codemirror/state'
+import { Decoration } from '@codemirror/view'
+import { Compartment, EditorSelection, EditorState, StateEffect, StateField } from '@codemirror/state'
 import { yCollab } from 'y-codemirror.next'
 import type * as Y from 'yjs'
 import type { Awareness } from '@lectern/client'
@@ -20,7 +21,31 @@ const theme = EditorView.theme({
   '&.cm-focused': { outline: '3px solid #1d5fd1', outlineOffset: '1px' },
   '.cm-scroller': { fontFamily: 'ui-monospace, SFMono-Regular, Menlo, monospace', fontSize: '15px', minHeight: '16rem' },
   // Room above the first line for a remote cursor's name label.
-  '.cm-content': { padding: '1.3rem 0 0.5rem' }
+  '.cm-content': { padding: '1.3rem 0 0.5rem' },
+  // The line `reveal` brought into view (follow the teacher), for a moment.
+  '.cm-revealed': { backgroundColor: '#fff3bf' }
+})
+
+/** How long a revealed line stays highlighted. */
+const REVEAL_HIGHLIGHT_MS = 2000
+
+/** Sets (a document position) or clears (`null`) the highlighted line. */
+const highlightLine = StateEffect.define<number | null>()
+
+/** The line `reveal` highlights, as a line decoration; mapped through edits meanwhile. */
+const revealedLine = StateField.define({
+  create: () => Decoration.none,
+  update (lines, transaction) {
+    lines = lines.map(transaction.changes)
+    for (const effect of transaction.effects) {
+      if (!effect.is(highlightLine)) continue
+      lines = effect.value === null
+        ? Decoration.none
+        : Decoration.set([Decoration.line({ class: 'cm-revealed' }).range(effect.value)])
+    }
+    return lines
+  },
+  provide: field => EditorView.decorations.from(field)
 })
 
 /** A mounted editor: destroy it on unmount. */
@@ -28,6 +53,11 @@ export interface NotesEditor {
   view: EditorView
   /** Follows the document's access: read-only takes no edits. */
   setReadOnly: (readOnly: boolean) => void
+  /** Scrolls line `line` (1-based, clamped to the document) to the top, puts the cursor at
+   * its start and highlights it for a moment (follow the teacher). */
+  reveal: (line: number) => void
+  /** The 1-based line the cursor is on. */
+  cursorLine: () => number
 }
 
 function readOnlyExtensions (readOnly: boolean) {
@@ -52,6 +82,7 @@ export function mountNotesEditor (host: HTMLElement, text: Y.Text, awareness: Aw
         theme,
         EditorView.contentAttributes.of({ 'aria-label': options.label, 'aria-multiline': 'true' }),
         access.of(readOnlyExtensions(options.readOnly)),
+        revealedLine,
         // No awareness for y-codemirror.next: its cursors use inline styles (see cursors.ts).
         yCollab(text, null),
         remoteCursors(text, awareness)
@@ -61,5 +92,20 @@ export function mountNotesEditor (host: HTMLElement, text: Y.Text, awareness: Aw
   const setReadOnly = (readOnly: boolean): void => {
     view.dispatch({ effects: access.reconfigure(readOnlyExtensions(readOnly)) })
   }
-  return { view, setReadOnly }
+  let unhighlight: ReturnType<typeof setTimeout> | undefined
+  const reveal = (line: number): void => {
+    const doc = view.state.doc
+    const at = doc.line(Math.min(Math.max(1, Math.floor(line)), doc.lines)).from
+    view.dispatch({
+      selection: EditorSelection.cursor(at),
+      effects: [highlightLine.of(at), EditorView.scrollIntoView(at, { y: 'start', yMargin: 24 })]
+    })
+    clearTimeout(unhighlight)
+    unhighlight = setTimeout(() => {
+      // The editor may be gone by then (the page was left).
+      if (view.dom.isConnected) view.dispatch({ effects: highlightLine.of(null) })
+    }, REVEAL_HIGHLIGHT_MS)
+  }
+  const cursorLine = (): number => view.state.doc.lineAt(view.state.selection.main.head).number
+  return { view, setReadOnly, reveal, cursorLine }
 }

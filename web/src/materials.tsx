@@ -6,49 +6,12 @@
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
 import {
-  LecternError, materialsFeed, openDocument,
-  type FeedMaterial, type Material, type SearchHit, type User
+  materialsFeed, materialsFeedDocId, openDocument,
+  type FeedMaterial, type SearchHit, type User
 } from '@lectern/client'
 
 import { client, describeError } from './lectern.js'
 import { ErrorLine } from './ui.js'
-
-/** The feed document every member may open read-only (docs/api.md). */
-function feedDocId (classroomId: string): string {
-  return `classroom/${classroomId}/materials`
-}
-
-/**
- * Uploads with XHR rather than the SDK's fetch: only XHR reports upload progress. The
- * error body goes through `LecternError.fromResponse` so it reads like every other call.
- */
-async function uploadWithProgress (classroomId: string, file: File,
-  onProgress: (percent: number) => void): Promise<Material> {
-  const token = await client.accessToken()
-  return await new Promise((resolve, reject) => {
-    const request = new XMLHttpRequest()
-    request.open('POST', `/api/v1/classrooms/${encodeURIComponent(classroomId)}/materials`)
-    request.setRequestHeader('Authorization', `Bearer ${token}`)
-    request.upload.onprogress = event => {
-      if (event.lengthComputable) onProgress(Math.round(100 * event.loaded / event.total))
-    }
-    request.onerror = () => reject(new TypeError('upload failed'))
-    request.onload = () => {
-      const headers = new Headers()
-      const retryAfter = request.getResponseHeader('retry-after')
-      if (retryAfter !== null) headers.set('retry-after', retryAfter)
-      const response = new Response(request.responseText, { status: request.status, headers })
-      if (response.ok) {
-        resolve(JSON.parse(request.responseText) as Material)
-      } else {
-        void LecternError.fromResponse(response).then(reject)
-      }
-    }
-    const form = new FormData()
-    form.append('file', file, file.name)
-    request.send(form)
-  })
-}
 
 /** Where a passage is: page, heading, lines — whichever the file has. */
 function place (hit: SearchHit): string {
@@ -74,7 +37,7 @@ export function Materials ({ classroomId, faculty, user }: {
   const input = useRef<HTMLInputElement>(null)
 
   useEffect(() => {
-    const opened = openDocument(client, feedDocId(classroomId))
+    const opened = openDocument(client, materialsFeedDocId(classroomId))
     const feed = materialsFeed(opened.doc)
     const unsubscribe = feed.subscribe(setMaterials)
     setMaterials(feed.list())
@@ -90,7 +53,8 @@ export function Materials ({ classroomId, faculty, user }: {
     for (const file of files) {
       setSending({ name: file.name, percent: 0 })
       try {
-        await uploadWithProgress(classroomId, file, percent => setSending({ name: file.name, percent }))
+        await client.uploadMaterial(classroomId, file, file.name,
+          { onProgress: fraction => setSending({ name: file.name, percent: Math.round(100 * fraction) }) })
       } catch (failure) {
         setError(describeError(failure))
       }

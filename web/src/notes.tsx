@@ -1,25 +1,56 @@
 /**
- * The session's shared notes: CodeMirror on the notes document's `content` Y.Text, and
- * who is here (the notes document's awareness).
+ * The session's shared notes: CodeMirror on the notes document's `content` Y.Text, who is
+ * here (people.tsx, on the notes document's awareness), and follow the teacher: faculty
+ * bring everyone to the line their cursor is on, students' editors follow while their
+ * toggle is on.
+ *
+ * The focus `section` this page writes is `line:N` (the 1-based line of the teacher's
+ * cursor): a line number needs no Markdown heading to exist and cannot be ambiguous the way
+ * a repeated heading text can; edits above it may shift it by a few lines, which the brief
+ * highlight makes easy to spot.
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
-import { openDocument, type LecternProvider, type User } from '@lectern/client'
+import { onFocus, openDocument, sessionFocus, type Focus, type LecternProvider, type User } from '@lectern/client'
+import type * as Y from 'yjs'
 
-import { colourIndex, readUser } from './cursors.js'
-import { mountNotesEditor } from './editor.js'
-import { client } from './lectern.js'
-import { accessMessage, useProviderState } from './provider.js'
+import { mountNotesEditor, type NotesEditor } from './editor.js'
+import { awarenessUser } from './handouts.js'
+import { client, describeError } from './lectern.js'
+import { TextPreview } from './markdown.js'
+import { People } from './people.js'
+import { ConnectionStatus, accessMessage, useProviderState } from './provider.js'
 
-interface Person { clientId: number, name: string, colour: number, me: boolean }
+/** The line a focus points at in document `docId`, if it is a `line:N` focus on it. */
+function focusedLine (focus: Focus | undefined, docId: string): number | null {
+  if (focus?.doc_id !== docId) return null
+  const match = /^line:(\d+)$/.exec(focus.section ?? '')
+  return match === null ? null : Number(match[1])
+}
 
-export function Notes ({ docId, user, readOnly, onEnded }: {
-  docId: string, user: User, readOnly: boolean, onEnded: () => void
+export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, faculty, facultyIds }: {
+  docId: string
+  user: User
+  readOnly: boolean
+  onEnded: () => void
+  sessionId: string
+  /** The session's server-owned document (the focus), once open. */
+  lecternDoc: Y.Doc | null
+  faculty: boolean
+  /** The classroom's faculty, to mark the teacher in "Who is here". */
+  facultyIds: ReadonlySet<string>
 }) {
   const host = useRef<HTMLDivElement>(null)
+  const editorRef = useRef<NotesEditor | null>(null)
   const [provider, setProvider] = useState<LecternProvider | null>(null)
-  const [people, setPeople] = useState<Person[]>([])
+  // On by default: when the teacher says "bring everyone here", that is where the class
+  // should be; a student reading ahead switches it off.
+  const [following, setFollowing] = useState(true)
+  const [focusError, setFocusError] = useState<string | null>(null)
   const [readOnlyNow, setReadOnlyNow] = useState(readOnly)
-  const { connection, access } = useProviderState(provider)
+  // The rendered Markdown of the live notes, shown below the editor while toggled on.
+  const [preview, setPreview] = useState(false)
+  const providerState = useProviderState(provider)
+  const { access } = providerState
   // The access at the moment the document opens; later changes (a lock, an unlock) go
   // through `setReadOnly` below instead of reopening the document.
   const initialReadOnly = useRef(readOnly)
@@ -30,7 +61,7 @@ export function Notes ({ docId, user, readOnly, onEnded }: {
   useEffect(() => {
     const opened = openDocument(client, docId, { readOnly: initialReadOnly.current })
     const awareness = opened.awareness
-    awareness.setLocalStateField('user', { id: user.id, name: user.display_name, colour: colourIndex(user.id) })
+    awareness.setLocalStateField('user', awarenessUser(user))
     const editor = mountNotesEditor(host.current!, opened.doc.getText('content'), awareness,
       { label: 'Shared notes', readOnly: opened.readOnly })
     setReadOnlyNow(opened.readOnly)
@@ -38,48 +69,63 @@ export function Notes ({ docId, user, readOnly, onEnded }: {
       editor.setReadOnly(next)
       setReadOnlyNow(next)
     })
-    const updatePeople = (): void => {
-      const list: Person[] = []
-      for (const [clientId, state] of awareness.getStates()) {
-        const who = readUser(state)
-        if (who === null) continue
-        list.push({ clientId, name: who.name, colour: who.colour, me: clientId === awareness.clientID })
-      }
-      list.sort((a, b) => Number(b.me) - Number(a.me) || a.name.localeCompare(b.name))
-      setPeople(list)
-    }
-    awareness.on('change', updatePeople)
-    updatePeople()
+    editorRef.current = editor
     setProvider(opened)
     return () => {
-      awareness.off('change', updatePeople)
+      editorRef.current = null
       editor.view.destroy()
       opened.destroy()
     }
   }, [docId, user.id, user.display_name])
+
+  // Follow the teacher: every focus change on these notes scrolls the editor there.
+  useEffect(() => {
+    if (faculty || !following || lecternDoc === null) return
+    return onFocus(lecternDoc, focus => {
+      const line = focusedLine(focus, docId)
+      if (line !== null) editorRef.current?.reveal(line)
+    })
+  }, [faculty, following, lecternDoc, docId])
+
+  const toggleFollowing = (): void => {
+    const next = !following
+    setFollowing(next)
+    // Switched back on: catch up with where the teacher is now.
+    const line = next && lecternDoc !== null ? focusedLine(sessionFocus(lecternDoc), docId) : null
+    if (line !== null) editorRef.current?.reveal(line)
+  }
+
+  const bringEveryoneHere = async (): Promise<void> => {
+    const editor = editorRef.current
+    if (editor === null) return
+    setFocusError(null)
+    try {
+      await client.setFocus(sessionId, { doc_id: docId, section: `line:${editor.cursorLine()}` })
+    } catch (failure) {
+      setFocusError(describeError(failure))
+    }
+  }
 
   return (
     <>
       <section class='notes' aria-labelledby='notes-heading'>
         <div class='section-head'>
           <h2 id='notes-heading'>Notes</h2>
-          <span class={`status status-${connection}`} role='status'>{connection}</span>
+          <ConnectionStatus state={providerState} editable={!readOnlyNow} />
         </div>
         {readOnlyNow && <p class='muted' role='status'>Read only.</p>}
         {access !== null && <p class='error' role='alert'>{accessMessage(access)}</p>}
+        <div class='actions follow'>
+          {faculty
+            ? <button type='button' class='secondary' onClick={() => { void bringEveryoneHere() }}>Bring everyone here</button>
+            : <button type='button' class='secondary' aria-pressed={following} onClick={toggleFollowing}>Follow the teacher</button>}
+        </div>
+        {focusError !== null && <p class='error' role='alert'>{focusError}</p>}
         <div ref={host} class='editor-host' data-testid='notes-editor' />
+        <button type='button' class='secondary preview-toggle' aria-pressed={preview} onClick={() => setPreview(!preview)}>Preview</button>
+        {preview && provider !== null && <TextPreview text={provider.doc.getText('content')} label='Notes preview' />}
       </section>
-      <section class='people' aria-labelledby='people-heading'>
-        <h2 id='people-heading'>Who is here</h2>
-        <ul aria-label='People in this session'>
-          {people.map(person => (
-            <li key={person.clientId}>
-              <span class={`dot dot-${person.colour}`} aria-hidden='true' />
-              {person.name}{person.me ? ' (you)' : ''}
-            </li>
-          ))}
-        </ul>
-      </section>
+      {provider !== null && <People awareness={provider.awareness} facultyIds={facultyIds} />}
     </>
   )
 }

@@ -51,13 +51,16 @@ export function useProviderState (provider: LecternProvider | null): ProviderSta
  * stored: "saved", "saving…", or kept in the page until the connection is back. */
 export function ConnectionStatus ({ state, editable }: { state: ProviderState, editable: boolean }) {
   const { connection, saved, offline } = state
-  const label = connection === 'connected' ? 'connected' : offline ? 'offline' : connection === 'connecting' ? 'connecting…' : 'reconnecting…'
+  // The browser knows before the socket does: an open socket only notices a dead network
+  // when its watchdog gives up on it (up to 30 s).
+  const online = connection === 'connected' && !offline
+  const label = offline ? 'offline' : connection === 'connected' ? 'connected' : connection === 'connecting' ? 'connecting…' : 'reconnecting…'
   let edits = ''
-  if (editable && !saved) edits = connection === 'connected' ? 'saving…' : 'edits kept here, sent when back online'
-  else if (editable && connection === 'connected') edits = 'saved'
+  if (editable && !saved) edits = online ? 'saving…' : 'edits kept here, sent when back online'
+  else if (editable && online) edits = 'saved'
   return (
     <span class='connection' role='status'>
-      <span class={`status status-${connection}`}>{label}</span>
+      <span class={`status status-${online ? 'connected' : 'disconnected'}`}>{label}</span>
       {edits !== '' && <span class='saved-state'>{edits}</span>}
     </span>
   )

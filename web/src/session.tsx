@@ -1,29 +1,40 @@
 /**
- * The live session page: the shared notes and who is here (notes.tsx), the chat (chat.tsx)
- * and the AI panel (ai.tsx), which starts the other job kinds and shows every job's
- * status. Faculty lock, unlock and end the session; a locked session's notes are
- * read-only for students.
+ * The live session page: the shared notes and who is here (notes.tsx), the chat (chat.tsx),
+ * the AI panel (ai.tsx), which starts the other job kinds and shows every job's status, the
+ * mind map and the documents AI jobs made (structured.tsx), and the student's handed-out
+ * copies (handouts.tsx). Faculty lock, unlock and end the session
+ * and hand the notes out; a locked session's notes are read-only for students.
+ *
+ * The session's state and its handouts are pushed by the server into the session's
+ * `lectern` document (`sessionState`, `onHandouts`): the page asks for the session again
+ * only when one of them changes (for the documents' new access, or a new fork), never on a
+ * timer.
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
-import type { LiveSession, User } from '@lectern/client'
+import {
+  onHandouts, onSessionState, openDocument, sessionHandouts, sessionState,
+  type LiveSession, type User
+} from '@lectern/client'
+import type * as Y from 'yjs'
 
 import { AiPanel } from './ai.js'
 import { Chat } from './chat.js'
+import { HandOutButton, Handouts } from './handouts.js'
 import { client, describeError } from './lectern.js'
 import { Notes } from './notes.js'
-import { ErrorLine, Link } from './ui.js'
-
-/** How often a running session is asked for again, to learn of a lock or unlock. */
-const SESSION_POLL_MS = 1500
+import { SessionDocuments } from './structured.js'
+import { ErrorLine, ErrorPage, Link } from './ui.js'
 
 export function SessionPage ({ id, user }: { id: string, user: User }) {
   const [session, setSession] = useState<LiveSession | null>(null)
   const [faculty, setFaculty] = useState(false)
   const [names, setNames] = useState<Map<string, string>>(new Map())
+  const [facultyIds, setFacultyIds] = useState<ReadonlySet<string>>(new Set())
   const [error, setError] = useState<string | null>(null)
   const loadNames = async (classroomId: string): Promise<void> => {
     const members = await client.listMembers(classroomId)
     setNames(new Map(members.map(member => [member.user_id, member.display_name])))
+    setFacultyIds(new Set(members.filter(member => member.role === 'faculty').map(member => member.user_id)))
   }
   useEffect(() => {
     void (async () => {
@@ -37,31 +48,6 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
       }
     })()
   }, [id])
-  // The server does not tell an open socket that the session was locked or unlocked (it
-  // downgrades it in place), nor does the lectern document carry the session's state, so
-  // the page asks for the session again every few seconds while it runs.
-  const running = session !== null && session.state !== 'ended'
-  useEffect(() => {
-    if (!running) return
-    let stopped = false
-    let timer: ReturnType<typeof setTimeout> | undefined
-    const poll = async (): Promise<void> => {
-      try {
-        const loaded = await client.getSession(id)
-        if (!stopped) setSession(loaded)
-      } catch {
-        // A network blip or a refreshed token: the next poll tries again, and the
-        // editors show their own connection state meanwhile.
-      }
-      if (!stopped) timer = setTimeout(() => { void poll() }, SESSION_POLL_MS)
-    }
-    timer = setTimeout(() => { void poll() }, SESSION_POLL_MS)
-    return () => {
-      stopped = true
-      clearTimeout(timer)
-    }
-  }, [id, running])
-
   // A message by someone who joined the classroom after the page loaded: fetch the members
   // again, once per unknown author.
   const asked = useRef(new Set<string>())
@@ -96,10 +82,50 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
   // The server closed the notes with 4410: show the session as ended without asking again.
   const ended = (): void => setSession(current => current && { ...current, state: 'ended' })
 
-  if (session === null) return <main><p>Loading…</p><ErrorLine error={error} /></main>
+  const lecternDoc = useServerDocument(session?.documents.find(document => document.kind === 'lectern')?.doc_id)
+
+  // The session as last fetched, for the lectern document's observers below.
+  const current = useRef(session)
+  current.current = session
+  useEffect(() => {
+    if (lecternDoc === null) return
+    const refetch = (): void => {
+      client.getSession(id).then(setSession, failure => setError(describeError(failure)))
+    }
+    // A lock, an unlock or the end: shown at once; the documents' access under the new
+    // state (which the server decides) comes with the session fetched again.
+    const stateChanged = (): void => {
+      const state = sessionState(lecternDoc)
+      if (state === undefined || state === current.current?.state) return
+      setSession(session => session && { ...session, state })
+      refetch()
+    }
+    // A handout: fetched again when it names a template this page has no fork of yet. (A
+    // student who joined the classroom after it never gets one: one fetch per change.)
+    const handoutsChanged = (): void => {
+      const known = new Set(current.current?.documents.map(document => document.template_doc_id))
+      if ([...sessionHandouts(lecternDoc).keys()].some(template => !known.has(template))) refetch()
+    }
+    const stopState = onSessionState(lecternDoc, stateChanged)
+    const stopHandouts = onHandouts(lecternDoc, handoutsChanged)
+    // The document may have synced before these observers were set.
+    stateChanged()
+    handoutsChanged()
+    return () => {
+      stopState()
+      stopHandouts()
+    }
+  }, [lecternDoc, id])
+
+  if (session === null) {
+    return error === null ? <main><p>Loading…</p></main> : <ErrorPage title='This session cannot be shown' error={error} />
+  }
   const notes = session.documents.find(document => document.kind === 'notes')
   const chat = session.documents.find(document => document.kind === 'chat')
-  const lectern = session.documents.find(document => document.kind === 'lectern')
+  // A student's own copies; faculty see every student's forks listed, but not as editors.
+  const forks = faculty ? [] : session.documents.filter(document => document.kind === 'fork')
+  // For a student the lock applies at once, before the session is fetched again.
+  const notesReadOnly = notes?.access === 'read' || (!faculty && session.state !== 'live')
   return (
     <main class='session'>
       <p><Link to={`/classrooms/${encodeURIComponent(session.classroom_id)}`}>← Classroom</Link></p>
@@ -111,6 +137,7 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
               ? <button type='button' onClick={() => { void setLocked(true) }}>Lock session</button>
               : <button type='button' onClick={() => { void setLocked(false) }}>Unlock session</button>}
             <button type='button' onClick={() => { void end() }}>End session</button>
+            {notes !== undefined && <HandOutButton sessionId={session.id} templateDocId={notes.doc_id} label='Hand out the notes' />}
           </div>
         )}
       </div>
@@ -120,12 +147,34 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
         </p>
       )}
       <div class='session-grid'>
-        {notes !== undefined && <Notes docId={notes.doc_id} user={user} readOnly={notes.access === 'read'} onEnded={ended} />}
+        {notes !== undefined && (
+          <Notes
+            docId={notes.doc_id} user={user} readOnly={notesReadOnly} onEnded={ended}
+            sessionId={session.id} lecternDoc={lecternDoc} faculty={faculty} facultyIds={facultyIds}
+          />
+        )}
         {chat !== undefined && <Chat docId={chat.doc_id} sessionId={session.id} names={names} onUnknownAuthor={unknownAuthor} />}
       </div>
-      {lectern !== undefined && <AiPanel sessionId={session.id} lecternDocId={lectern.doc_id} user={user} faculty={faculty} />}
+      <Handouts forks={forks} notesDocId={notes?.doc_id} user={user} />
+      {lecternDoc !== null && <AiPanel sessionId={session.id} lecternDoc={lecternDoc} user={user} faculty={faculty} />}
+      {lecternDoc !== null && <SessionDocuments session={session} lecternDoc={lecternDoc} faculty={faculty} />}
       <ErrorLine error={error} />
     </main>
   )
 }
 
+/** The session's `lectern` document (state, focus, AI job feed), opened once for the whole page.
+ * Read-only for everyone: only the server writes it. `null` until the session is known. */
+function useServerDocument (docId: string | undefined): Y.Doc | null {
+  const [doc, setDoc] = useState<Y.Doc | null>(null)
+  useEffect(() => {
+    if (docId === undefined) return
+    const opened = openDocument(client, docId, { readOnly: true })
+    setDoc(opened.doc)
+    return () => {
+      setDoc(null)
+      opened.destroy()
+    }
+  }, [docId])
+  return doc
+}

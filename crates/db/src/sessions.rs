@@ -409,6 +409,37 @@ impl Sessions {
         row.map(session_from_row).transpose()
     }
 
+    /// The classroom's sessions, newest first (the running one, if any, is the first), at
+    /// most `limit` of them.
+    pub async fn recent(&self, classroom_id: &str, limit: u32) -> Result<Vec<Session>, DbError> {
+        // `id` breaks ties between sessions started in the same second.
+        let rows: Vec<SessionRow> = match &self.database {
+            Database::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT id, classroom_id, started_by, state, started_at, ended_at, focus \
+                     FROM sessions WHERE classroom_id = ? \
+                     ORDER BY started_at DESC, id DESC LIMIT ?",
+                )
+                .bind(classroom_id)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT id, classroom_id, started_by, state, started_at, ended_at, focus \
+                     FROM sessions WHERE classroom_id = $1 \
+                     ORDER BY started_at DESC, id DESC LIMIT $2",
+                )
+                .bind(classroom_id)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        rows.into_iter().map(session_from_row).collect()
+    }
+
     /// Moves a running session to `state`; ending it records `now` as its end. Setting the
     /// state it already has succeeds and changes nothing. An ended session is final:
     /// [`SessionUpdate::Ended`].

@@ -143,6 +143,53 @@ async fn a_classroom_runs_one_session_at_a_time_with_its_four_documents() {
 }
 
 #[tokio::test]
+async fn a_classrooms_sessions_are_listed_newest_first_within_the_limit() {
+    let (databases, _dir) = backends().await;
+    for database in databases {
+        let backend = database.backend();
+        classroom(&database).await;
+        let sessions = Sessions::new(database.clone());
+        assert_eq!(
+            sessions.recent("c1", 10).await.expect("recent"),
+            [],
+            "{backend}"
+        );
+        for (id, started_at) in [("s1", 100), ("s2", 200), ("s3", 300)] {
+            sessions
+                .start(&new_session(id, started_at))
+                .await
+                .expect("start");
+            if id != "s3" {
+                sessions
+                    .set_state(id, SessionState::Ended, started_at + 50)
+                    .await
+                    .expect("end");
+            }
+        }
+        let ids = |list: Vec<lectern_db::sessions::Session>| {
+            list.into_iter()
+                .map(|session| session.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(sessions.recent("c1", 10).await.expect("recent")),
+            ["s3", "s2", "s1"],
+            "{backend}: the running one first, then the ended ones, newest first"
+        );
+        assert_eq!(
+            ids(sessions.recent("c1", 2).await.expect("recent")),
+            ["s3", "s2"],
+            "{backend}: at most the limit"
+        );
+        assert_eq!(
+            sessions.recent("other", 10).await.expect("recent"),
+            [],
+            "{backend}: another classroom's sessions are not listed"
+        );
+    }
+}
+
+#[tokio::test]
 async fn sessions_lock_unlock_and_end_for_good() {
     let (databases, _dir) = backends().await;
     for database in databases {

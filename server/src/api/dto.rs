@@ -436,6 +436,37 @@ pub struct LiveSessionResponse {
     pub documents: Vec<DocumentResponse>,
 }
 
+/// One of a classroom's sessions as listed (`GET /api/v1/classrooms/{id}/sessions`): what
+/// a page needs to link to it; `GET /api/v1/sessions/{id}` gives its documents.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionSummaryResponse {
+    /// Session id.
+    pub id: String,
+    /// The classroom it ran in.
+    pub classroom_id: String,
+    /// Live, locked or ended.
+    pub state: SessionState,
+    /// The faculty account that started it.
+    pub started_by: String,
+    /// Start time, Unix seconds.
+    pub started_at: i64,
+    /// End time, Unix seconds; `null` while running.
+    pub ended_at: Option<i64>,
+}
+
+impl From<lectern_db::sessions::Session> for SessionSummaryResponse {
+    fn from(session: lectern_db::sessions::Session) -> Self {
+        Self {
+            id: session.id,
+            classroom_id: session.classroom_id,
+            state: session.state.into(),
+            started_by: session.started_by,
+            started_at: session.started_at,
+            ended_at: session.ended_at,
+        }
+    }
+}
+
 /// `POST /api/v1/sessions/{id}/handouts`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

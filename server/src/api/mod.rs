@@ -73,7 +73,10 @@ pub fn router() -> Router<AppState> {
             "/classrooms/{id}/members/{user_id}",
             delete(classrooms::remove_member),
         )
-        .route("/classrooms/{id}/sessions", post(sessions::start))
+        .route(
+            "/classrooms/{id}/sessions",
+            post(sessions::start).get(sessions::list),
+        )
         .route("/classrooms/{id}/sessions/current", get(sessions::current))
         .route(
             "/classrooms/{id}/templates",
@@ -171,6 +174,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         classrooms::remove_member,
         sessions::start,
         sessions::current,
+        sessions::list,
         sessions::get,
         sessions::lock,
         sessions::unlock,

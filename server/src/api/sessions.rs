@@ -25,6 +25,7 @@ use crate::AppState;
 use crate::access::{Access, Caller, DocFacts, decide};
 use crate::api::dto::{
     DocumentResponse, ErrorBody, Focus, HandoutRequest, HandoutResponse, LiveSessionResponse,
+    SessionSummaryResponse,
 };
 use crate::api::error::ApiError;
 use crate::api::extract::{Account, ApiJson};
@@ -167,6 +168,10 @@ pub async fn start(
         started_at: now(),
     };
     let (session, _documents) = Sessions::new(state.database().clone()).start(&new).await?;
+    state
+        .room_effects()
+        .state_changed(&session.id, session.state)
+        .await?;
     let view = view(&state, session, &account, role).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -193,6 +198,33 @@ pub async fn current(
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(Json(view(&state, session, &account, role).await?))
+}
+
+/// How many sessions `GET /classrooms/{id}/sessions` lists: a term of daily classes.
+const LISTED_SESSIONS: u32 = 100;
+
+/// The classroom's sessions, newest first (members only): the running one, if any, then
+/// the ended ones a member reviews read-only.
+#[utoipa::path(
+    get, path = "/api/v1/classrooms/{id}/sessions", tag = "sessions", operation_id = "list_sessions",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Classroom id")),
+    responses(
+        (status = 200, description = "Its most recent sessions (at most 100), newest first", body = [SessionSummaryResponse]),
+        (status = 403, description = "Not a member", body = ErrorBody),
+        (status = 404, description = "No such classroom", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    account: Account,
+    Path(classroom_id): Path<String>,
+) -> Result<Json<Vec<SessionSummaryResponse>>, ApiError> {
+    classroom_role(&state, &classroom_id, &account).await?;
+    let sessions = Sessions::new(state.database().clone())
+        .recent(&classroom_id, LISTED_SESSIONS)
+        .await?;
+    Ok(Json(sessions.into_iter().map(Into::into).collect()))
 }
 
 /// A session and the documents the caller may open in it (members of its classroom only).
@@ -232,11 +264,17 @@ async fn transition(
             .await?,
     )?;
     let doc_ids = doc_ids_of_session(state, id).await?;
+    let effects = state.room_effects();
     match target {
         SessionState::Live | SessionState::Locked => {
-            state.room_effects().access_changed(doc_ids).await?;
+            effects.access_changed(doc_ids).await?;
+            effects.state_changed(id, session.state).await?;
         }
-        SessionState::Ended => state.room_effects().session_ended(doc_ids).await?,
+        SessionState::Ended => {
+            // Written while the sockets are still open, so they receive it before 4410.
+            effects.state_changed(id, session.state).await?;
+            effects.session_ended(doc_ids).await?;
+        }
     }
     view(state, session, account, role).await
 }
@@ -402,6 +440,12 @@ pub async fn hand_out(
             for fork in &created {
                 state.room_effects().fork_created(&template, fork).await?;
             }
+            // After the forks have their content, so a student who fetches the session
+            // when this changes finds a complete copy.
+            state
+                .room_effects()
+                .handed_out(&id, &template, now())
+                .await?;
             forks
         }
         Handout::Ended => return Err(ApiError::SessionEnded),
