@@ -291,7 +291,7 @@ export class LecternSocket {
   #control (docId: string, request: Record<string, unknown>): Promise<AiJob> {
     const virtual = this.#virtuals.get(docId)
     if (virtual === undefined || virtual.readyState !== VirtualSocket.OPEN) {
-      return Promise.reject(new Error(`document ${docId} is not open on this socket`))
+      return Promise.reject(new Error(`not connected: document ${docId} is not open on this socket yet`))
     }
     const id = this.#nextRequest++
     return new Promise((resolve, reject) => {

@@ -3,7 +3,8 @@
 // `POST /v1/chat/completions` answers an SSE stream of a few deltas and `[DONE]`, holding
 // the stream halfway until the test lets it go.
 //
-// All three co-edit the notes, converge, and see each other's named cursors. The teacher
+// All three co-edit the notes, converge, and see each other's named cursors; a session page
+// holds one WebSocket for all its documents. The teacher
 // uploads a Markdown file and sees it ready, then asks the AI in the chat: while the answer
 // is held halfway, all three see its first words and "AI is writing…", and the teacher the
 // job streaming with a Cancel button; the whole answer then reaches all three chats, its
@@ -78,6 +79,8 @@ test('a teacher and two students co-edit, see an AI answer stream in with its ci
   for (const [who, page] of [['teacher', teacher], ['ben', ben], ['cai', cai]]) {
     page.on('pageerror', error => problems.push(`${who}: ${error.message}`))
   }
+  const benSockets = []
+  ben.on('websocket', socket => benSockets.push(new URL(socket.url()).pathname))
   await openSession(root, teacher, ben, cai)
   const sessionUrl = teacher.url()
 
@@ -102,6 +105,9 @@ test('a teacher and two students co-edit, see an AI answer stream in with its ci
   await cursor(teacher, 'Cai Student').waitFor()
   await cursor(ben, 'Cai Student').waitFor()
   await cursor(cai, 'Ada Teacher').waitFor()
+  // The session page holds one socket (the multiplexed /ws) for the notes, the chat, the
+  // lectern document and the mind map; none of the session's documents has its own.
+  assert.deepEqual(benSockets.filter(path => path === '/ws' || path.startsWith('/ws/session')), ['/ws'])
 
   // The teacher uploads course material and waits for it to be ready.
   await teacher.getByRole('link', { name: '← Classroom' }).click()

@@ -7,11 +7,12 @@
 import { useEffect, useRef, useState } from 'preact/hooks'
 import type * as Y from 'yjs'
 import {
-  aiJobs, isFinalJobStatus,
+  aiJobs, isFinalJobStatus, lecternDocId,
   type AiJobEntry, type AiJobKind, type Chunk, type Citation, type User
 } from '@lectern/client'
 
 import { client, describeError } from './lectern.js'
+import { useSessionSocket } from './socket.js'
 import { ErrorLine, useAction } from './ui.js'
 
 interface KindButton {
@@ -54,6 +55,7 @@ export function AiPanel ({ sessionId, lecternDoc, user, faculty }: {
 }) {
   const [jobs, setJobs] = useState<Array<[string, AiJobEntry]>>([])
   const { busy, error, setError, run } = useAction()
+  const socket = useSessionSocket()
 
   useEffect(() => {
     const update = (): void => setJobs([...aiJobs(lecternDoc).entries()])
@@ -75,7 +77,8 @@ export function AiPanel ({ sessionId, lecternDoc, user, faculty }: {
       return
     }
     await run(async () => {
-      await client.startAiJob(sessionId, {
+      // Over the page's socket (a control message on the lectern document, open on it).
+      await socket.startAiJob(lecternDocId(sessionId), sessionId, {
         kind: button.kind,
         ...(prompt !== '' && button.needs !== 'language' ? { prompt } : {}),
         ...(button.needs === 'language' ? { language } : {})
@@ -86,7 +89,7 @@ export function AiPanel ({ sessionId, lecternDoc, user, faculty }: {
   const cancel = async (jobId: string): Promise<void> => {
     setError(null)
     try {
-      await client.cancelAiJob(jobId)
+      await socket.cancelAiJob(lecternDocId(sessionId), jobId)
     } catch (failure) {
       setError(describeError(failure))
     }

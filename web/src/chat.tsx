@@ -3,16 +3,17 @@
  * and each answer's citations.
  */
 import { useEffect, useState } from 'preact/hooks'
-import { chatMessages, openDocument, type ChatMessage, type LecternProvider } from '@lectern/client'
+import { chatMessages, type ChatMessage, type LecternProvider } from '@lectern/client'
 
 import { Citations } from './ai.js'
-import { client } from './lectern.js'
 import { ConnectionStatus, accessMessage, useProviderState } from './provider.js'
+import { useSessionSocket } from './socket.js'
 import { ErrorLine, useAction } from './ui.js'
 
 export function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
   docId: string, sessionId: string, names: Map<string, string>, onUnknownAuthor: (userId: string) => void
 }) {
+  const socket = useSessionSocket()
   const [provider, setProvider] = useState<LecternProvider | null>(null)
   const [messages, setMessages] = useState<ChatMessage[]>([])
   const { busy, error, run } = useAction()
@@ -20,7 +21,7 @@ export function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
   const { access } = providerState
 
   useEffect(() => {
-    const opened = openDocument(client, docId)
+    const opened = socket.open(docId)
     const chat = chatMessages(opened.doc)
     const unsubscribe = chat.subscribe(setMessages)
     setMessages(chat.list())
@@ -29,7 +30,7 @@ export function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
       unsubscribe()
       opened.destroy()
     }
-  }, [docId])
+  }, [socket, docId])
 
   useEffect(() => {
     for (const message of messages) {
@@ -43,8 +44,9 @@ export function Chat ({ docId, sessionId, names, onUnknownAuthor }: {
     const prompt = String(new FormData(form).get('prompt')).trim()
     if (prompt === '') return
     await run(async () => {
-      // The job writes the question and then the answer into the chat document.
-      await client.startAiJob(sessionId, { kind: 'chat', prompt })
+      // The job writes the question and then the answer into the chat document. Asked
+      // over the page's socket, on the chat document.
+      await socket.startAiJob(docId, sessionId, { kind: 'chat', prompt })
       form.reset()
     })
   }

@@ -7,11 +7,12 @@
  * documents list the student's forks (session.tsx).
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
-import { openDocument, type DocumentInfo, type Handout, type User } from '@lectern/client'
+import { type DocumentInfo, type Handout, type User } from '@lectern/client'
 
 import { colourIndex, COLOURS } from './cursors.js'
 import { mountNotesEditor } from './editor.js'
 import { client } from './lectern.js'
+import { useSessionSocket } from './socket.js'
 import { ErrorLine, useAction } from './ui.js'
 
 /** Hands document `templateDocId` (a template or a document of the session) out in session
@@ -63,10 +64,11 @@ export function Handouts ({ forks, notesDocId, user }: { forks: DocumentInfo[], 
 }
 
 function ForkEditor ({ fork, label, user }: { fork: DocumentInfo, label: string, user: User }) {
+  const socket = useSessionSocket()
   const host = useRef<HTMLDivElement>(null)
   const [readOnly, setReadOnly] = useState(fork.access === 'read')
   useEffect(() => {
-    const opened = openDocument(client, fork.doc_id, { readOnly: fork.access === 'read' })
+    const opened = socket.open(fork.doc_id, { readOnly: fork.access === 'read' })
     opened.awareness.setLocalStateField('user', awarenessUser(user))
     const editor = mountNotesEditor(host.current!, opened.doc.getText('content'), opened.awareness,
       { label, readOnly: opened.readOnly })
@@ -80,7 +82,7 @@ function ForkEditor ({ fork, label, user }: { fork: DocumentInfo, label: string,
       editor.view.destroy()
       opened.destroy()
     }
-  }, [fork.doc_id, fork.access, user.id])
+  }, [socket, fork.doc_id, fork.access, user.id])
   return (
     <div class='fork'>
       <h3>{label}</h3>

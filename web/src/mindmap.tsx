@@ -6,19 +6,20 @@
  * while the AI writes it.
  */
 import { useEffect, useState } from 'preact/hooks'
-import { mindmapTree, openDocument, type LecternProvider, type MindmapNode, type MindmapTree } from '@lectern/client'
+import { mindmapTree, type LecternProvider, type MindmapNode, type MindmapTree } from '@lectern/client'
 
-import { client } from './lectern.js'
 import { accessMessage, useProviderState } from './provider.js'
+import { useSessionSocket } from './socket.js'
 
 export function MindMap ({ docId }: { docId: string }) {
+  const socket = useSessionSocket()
   const [provider, setProvider] = useState<LecternProvider | null>(null)
   const [tree, setTree] = useState<MindmapTree>({ root: null, size: 0 })
   const { access } = useProviderState(provider)
 
   useEffect(() => {
     // Read-only: members may edit the map, but this page only shows it.
-    const opened = openDocument(client, docId, { readOnly: true })
+    const opened = socket.open(docId, { readOnly: true })
     const map = opened.doc.getMap('mindmap')
     const update = (): void => setTree(mindmapTree(opened.doc))
     map.observeDeep(update)
@@ -28,7 +29,7 @@ export function MindMap ({ docId }: { docId: string }) {
       map.unobserveDeep(update)
       opened.destroy()
     }
-  }, [docId])
+  }, [socket, docId])
 
   return (
     <section class='mindmap' aria-labelledby='mindmap-heading'>

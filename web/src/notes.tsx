@@ -10,7 +10,7 @@
  * highlight makes easy to spot.
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
-import { onFocus, openDocument, sessionFocus, type Focus, type LecternProvider, type User } from '@lectern/client'
+import { onFocus, sessionFocus, type Focus, type LecternProvider, type User } from '@lectern/client'
 import type * as Y from 'yjs'
 
 import { mountNotesEditor, type NotesEditor } from './editor.js'
@@ -19,6 +19,7 @@ import { client, describeError } from './lectern.js'
 import { TextPreview } from './markdown.js'
 import { People } from './people.js'
 import { ConnectionStatus, accessMessage, useProviderState } from './provider.js'
+import { useSessionSocket } from './socket.js'
 
 /** The line a focus points at in document `docId`, if it is a `line:N` focus on it. */
 function focusedLine (focus: Focus | undefined, docId: string): number | null {
@@ -39,6 +40,7 @@ export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, 
   /** The classroom's faculty, to mark the teacher in "Who is here". */
   facultyIds: ReadonlySet<string>
 }) {
+  const socket = useSessionSocket()
   const host = useRef<HTMLDivElement>(null)
   const editorRef = useRef<NotesEditor | null>(null)
   const [provider, setProvider] = useState<LecternProvider | null>(null)
@@ -59,7 +61,7 @@ export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, 
   useEffect(() => { if (access?.reason === 'session_ended') onEnded() }, [access])
 
   useEffect(() => {
-    const opened = openDocument(client, docId, { readOnly: initialReadOnly.current })
+    const opened = socket.open(docId, { readOnly: initialReadOnly.current })
     const awareness = opened.awareness
     awareness.setLocalStateField('user', awarenessUser(user))
     const editor = mountNotesEditor(host.current!, opened.doc.getText('content'), awareness,
@@ -76,7 +78,7 @@ export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, 
       editor.view.destroy()
       opened.destroy()
     }
-  }, [docId, user.id, user.display_name])
+  }, [socket, docId, user.id, user.display_name])
 
   // Follow the teacher: every focus change on these notes scrolls the editor there.
   useEffect(() => {

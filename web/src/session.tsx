@@ -12,8 +12,8 @@
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
 import {
-  onHandouts, onSessionState, openDocument, sessionHandouts, sessionState,
-  type LiveSession, type User
+  onHandouts, onSessionState, sessionHandouts, sessionState,
+  type LecternSocket, type LiveSession, type User
 } from '@lectern/client'
 import type * as Y from 'yjs'
 
@@ -22,6 +22,7 @@ import { Chat } from './chat.js'
 import { HandOutButton, Handouts } from './handouts.js'
 import { client, describeError } from './lectern.js'
 import { Notes } from './notes.js'
+import { SessionSocket, useNewSessionSocket } from './socket.js'
 import { SessionDocuments } from './structured.js'
 import { ErrorLine, ErrorPage, Link } from './ui.js'
 
@@ -82,7 +83,8 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
   // The server closed the notes with 4410: show the session as ended without asking again.
   const ended = (): void => setSession(current => current && { ...current, state: 'ended' })
 
-  const lecternDoc = useServerDocument(session?.documents.find(document => document.kind === 'lectern')?.doc_id)
+  const socket = useNewSessionSocket(id)
+  const lecternDoc = useServerDocument(socket, session?.documents.find(document => document.kind === 'lectern')?.doc_id)
 
   // The session as last fetched, for the lectern document's observers below.
   const current = useRef(session)
@@ -127,54 +129,56 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
   // For a student the lock applies at once, before the session is fetched again.
   const notesReadOnly = notes?.access === 'read' || (!faculty && session.state !== 'live')
   return (
-    <main class='session'>
-      <p><Link to={`/classrooms/${encodeURIComponent(session.classroom_id)}`}>← Classroom</Link></p>
-      <div class='section-head'>
-        <h1>Live session <span class='muted'>({session.state})</span></h1>
-        {faculty && session.state !== 'ended' && (
-          <div class='actions'>
-            {session.state === 'live'
-              ? <button type='button' onClick={() => { void setLocked(true) }}>Lock session</button>
-              : <button type='button' onClick={() => { void setLocked(false) }}>Unlock session</button>}
-            <button type='button' onClick={() => { void end() }}>End session</button>
-            {notes !== undefined && <HandOutButton sessionId={session.id} templateDocId={notes.doc_id} label='Hand out the notes' />}
-          </div>
+    <SessionSocket.Provider value={socket}>
+      <main class='session'>
+        <p><Link to={`/classrooms/${encodeURIComponent(session.classroom_id)}`}>← Classroom</Link></p>
+        <div class='section-head'>
+          <h1>Live session <span class='muted'>({session.state})</span></h1>
+          {faculty && session.state !== 'ended' && (
+            <div class='actions'>
+              {session.state === 'live'
+                ? <button type='button' onClick={() => { void setLocked(true) }}>Lock session</button>
+                : <button type='button' onClick={() => { void setLocked(false) }}>Unlock session</button>}
+              <button type='button' onClick={() => { void end() }}>End session</button>
+              {notes !== undefined && <HandOutButton sessionId={session.id} templateDocId={notes.doc_id} label='Hand out the notes' />}
+            </div>
+          )}
+        </div>
+        {session.state === 'locked' && (
+          <p class='banner' role='status'>
+            {faculty ? 'Locked: students can read but not write.' : 'Locked by the teacher'}
+          </p>
         )}
-      </div>
-      {session.state === 'locked' && (
-        <p class='banner' role='status'>
-          {faculty ? 'Locked: students can read but not write.' : 'Locked by the teacher'}
-        </p>
-      )}
-      <div class='session-grid'>
-        {notes !== undefined && (
-          <Notes
-            docId={notes.doc_id} user={user} readOnly={notesReadOnly} onEnded={ended}
-            sessionId={session.id} lecternDoc={lecternDoc} faculty={faculty} facultyIds={facultyIds}
-          />
-        )}
-        {chat !== undefined && <Chat docId={chat.doc_id} sessionId={session.id} names={names} onUnknownAuthor={unknownAuthor} />}
-      </div>
-      <Handouts forks={forks} notesDocId={notes?.doc_id} user={user} />
-      {lecternDoc !== null && <AiPanel sessionId={session.id} lecternDoc={lecternDoc} user={user} faculty={faculty} />}
-      {lecternDoc !== null && <SessionDocuments session={session} lecternDoc={lecternDoc} faculty={faculty} />}
-      <ErrorLine error={error} />
-    </main>
+        <div class='session-grid'>
+          {notes !== undefined && (
+            <Notes
+              docId={notes.doc_id} user={user} readOnly={notesReadOnly} onEnded={ended}
+              sessionId={session.id} lecternDoc={lecternDoc} faculty={faculty} facultyIds={facultyIds}
+            />
+          )}
+          {chat !== undefined && <Chat docId={chat.doc_id} sessionId={session.id} names={names} onUnknownAuthor={unknownAuthor} />}
+        </div>
+        <Handouts forks={forks} notesDocId={notes?.doc_id} user={user} />
+        {lecternDoc !== null && <AiPanel sessionId={session.id} lecternDoc={lecternDoc} user={user} faculty={faculty} />}
+        {lecternDoc !== null && <SessionDocuments session={session} lecternDoc={lecternDoc} faculty={faculty} />}
+        <ErrorLine error={error} />
+      </main>
+    </SessionSocket.Provider>
   )
 }
 
 /** The session's `lectern` document (state, focus, AI job feed), opened once for the whole page.
  * Read-only for everyone: only the server writes it. `null` until the session is known. */
-function useServerDocument (docId: string | undefined): Y.Doc | null {
+function useServerDocument (socket: LecternSocket, docId: string | undefined): Y.Doc | null {
   const [doc, setDoc] = useState<Y.Doc | null>(null)
   useEffect(() => {
     if (docId === undefined) return
-    const opened = openDocument(client, docId, { readOnly: true })
+    const opened = socket.open(docId, { readOnly: true })
     setDoc(opened.doc)
     return () => {
       setDoc(null)
       opened.destroy()
     }
-  }, [docId])
+  }, [socket, docId])
   return doc
 }

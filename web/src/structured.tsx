@@ -8,17 +8,17 @@
  */
 import { useEffect, useId, useRef, useState } from 'preact/hooks'
 import {
-  aiJobs, openDocument, structuredDocument,
+  aiJobs, structuredDocument,
   type AiJobEntry, type AiJobKind, type Citation, type ExamQuestion, type LecternProvider,
   type LiveSession, type StructuredContent, type StructuredDocument
 } from '@lectern/client'
 import type * as Y from 'yjs'
 
 import { PassageDialog, citationLabel } from './ai.js'
-import { client } from './lectern.js'
 import { Markdown } from './markdown.js'
 import { MindMap } from './mindmap.js'
 import { accessMessage, useProviderState } from './provider.js'
+import { useSessionSocket } from './socket.js'
 
 /** The job kinds that write a document of their own, and what to call it. */
 const DOCUMENT_KINDS: Partial<Record<AiJobKind, string>> = {
@@ -113,6 +113,7 @@ function AiDocuments ({ lecternDoc, faculty }: { lecternDoc: Y.Doc, faculty: boo
 function TemplateView ({ docId, name, faculty, onClose }: {
   docId: string, name: string, faculty: boolean, onClose: () => void
 }) {
+  const socket = useSessionSocket()
   const [provider, setProvider] = useState<LecternProvider | null>(null)
   const [document, setDocument] = useState<StructuredDocument>({ kind: 'empty', sources: {} })
   const { access } = useProviderState(provider)
@@ -120,7 +121,7 @@ function TemplateView ({ docId, name, faculty, onClose }: {
   const headingId = useId()
 
   useEffect(() => {
-    const opened = openDocument(client, docId, { readOnly: true })
+    const opened = socket.open(docId, { readOnly: true })
     const update = (): void => setDocument(structuredDocument(opened.doc))
     opened.doc.on('update', update)
     update()
@@ -129,7 +130,7 @@ function TemplateView ({ docId, name, faculty, onClose }: {
       opened.doc.off('update', update)
       opened.destroy()
     }
-  }, [docId])
+  }, [socket, docId])
   // Opening moves the focus to the document, so a keyboard or screen reader user lands on it.
   useEffect(() => { heading.current?.focus() }, [docId])
 
