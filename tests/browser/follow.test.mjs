@@ -1,6 +1,6 @@
 // Follow the teacher, handouts and presence in two browsers (issue 13): the teacher brings
 // everyone to the line of their cursor and the student's notes scroll there and highlight
-// it; the teacher hands the notes out and the student's copy appears live, writable apart
+// it, still the same line after text is typed above it; the teacher hands the notes out and the student's copy appears live, writable apart
 // from the notes and read-only once the session ends; "Who is here" marks the teacher and
 // shows a quiet student as idle (after `?idle_ms=`, not a minute) until they act again.
 import { test, after } from 'node:test'
@@ -52,18 +52,30 @@ test('follow the teacher, a live handout, idle presence', async () => {
   await teacher.getByRole('button', { name: 'Bring everyone here' }).click()
   const revealed = student.locator('[data-testid="notes-editor"] .cm-revealed')
   await revealed.waitFor()
-  const revealedText = await revealed.evaluate(line => {
+  const revealedText = () => revealed.evaluate(line => {
     const copy = line.cloneNode(true)
     for (const caret of copy.querySelectorAll('.cm-remoteCaret')) caret.remove() // the teacher's cursor
     return copy.textContent
   })
-  assert.equal(revealedText, '# Part two')
+  assert.equal(await revealedText(), '# Part two')
   const onScreen = await revealed.evaluate(line => {
     const box = line.getBoundingClientRect()
     return box.top >= 0 && box.bottom <= window.innerHeight
   })
   assert.ok(onScreen, 'the student\'s page scrolled the focused line into view')
   await revealed.waitFor({ state: 'detached' }) // the highlight is brief
+  await toggle.click()
+  assert.equal(await toggle.getAttribute('aria-pressed'), 'false')
+  // Lines typed above the focus before the student catches up do not move it: switched back
+  // on, the student's page lands on the same text, three lines further down.
+  await notes(teacher).click()
+  await teacher.keyboard.press('Control+Home')
+  await teacher.keyboard.insertText('Added 1\nAdded 2\nAdded 3\n')
+  await notes(student).getByText('Added 1', { exact: true }).waitFor()
+  await toggle.click()
+  await revealed.waitFor()
+  assert.equal(await revealedText(), '# Part two')
+  await revealed.waitFor({ state: 'detached' })
   await toggle.click()
   assert.equal(await toggle.getAttribute('aria-pressed'), 'false')
 

@@ -53,11 +53,11 @@ export interface NotesEditor {
   view: EditorView
   /** Follows the document's access: read-only takes no edits. */
   setReadOnly: (readOnly: boolean) => void
-  /** Scrolls line `line` (1-based, clamped to the document) to the top, puts the cursor at
-   * its start and highlights it for a moment (follow the teacher). */
-  reveal: (line: number) => void
-  /** The 1-based line the cursor is on. */
-  cursorLine: () => number
+  /** Scrolls the line holding character `index` (clamped to the document) to the top,
+   * puts the cursor at its start and highlights it for a moment (follow the teacher). */
+  reveal: (index: number) => void
+  /** The character offset of the cursor. */
+  cursorIndex: () => number
 }
 
 function readOnlyExtensions (readOnly: boolean) {
@@ -93,9 +93,9 @@ export function mountNotesEditor (host: HTMLElement, text: Y.Text, awareness: Aw
     view.dispatch({ effects: access.reconfigure(readOnlyExtensions(readOnly)) })
   }
   let unhighlight: ReturnType<typeof setTimeout> | undefined
-  const reveal = (line: number): void => {
+  const reveal = (index: number): void => {
     const doc = view.state.doc
-    const at = doc.line(Math.min(Math.max(1, Math.floor(line)), doc.lines)).from
+    const at = doc.lineAt(Math.min(Math.max(0, Math.floor(index)), doc.length)).from
     view.dispatch({
       selection: EditorSelection.cursor(at),
       effects: [highlightLine.of(at), EditorView.scrollIntoView(at, { y: 'start', yMargin: 24 })]
@@ -106,6 +106,6 @@ export function mountNotesEditor (host: HTMLElement, text: Y.Text, awareness: Aw
       if (view.dom.isConnected) view.dispatch({ effects: highlightLine.of(null) })
     }, REVEAL_HIGHLIGHT_MS)
   }
-  const cursorLine = (): number => view.state.doc.lineAt(view.state.selection.main.head).number
-  return { view, setReadOnly, reveal, cursorLine }
+  const cursorIndex = (): number => view.state.selection.main.head
+  return { view, setReadOnly, reveal, cursorIndex }
 }

@@ -4,14 +4,14 @@
  * bring everyone to the line their cursor is on, students' editors follow while their
  * toggle is on.
  *
- * The focus `section` this page writes is `line:N` (the 1-based line of the teacher's
- * cursor): a line number needs no Markdown heading to exist and cannot be ambiguous the way
- * a repeated heading text can; edits above it may shift it by a few lines, which the brief
- * highlight makes easy to spot.
+ * The focus `section` this page writes is `pos:` and a Yjs relative position of the
+ * teacher's cursor in the notes' `content` (base64): it needs no Markdown heading to exist,
+ * cannot be ambiguous the way a repeated heading can, and, unlike a line number, stays on
+ * the same text while anyone types above it before a student catches up.
  */
 import { useEffect, useRef, useState } from 'preact/hooks'
 import { onFocus, sessionFocus, type Focus, type LecternProvider, type User } from '@lectern/client'
-import type * as Y from 'yjs'
+import * as Y from 'yjs'
 
 import { mountNotesEditor, type NotesEditor } from './editor.js'
 import { awarenessUser } from './handouts.js'
@@ -21,11 +21,26 @@ import { People } from './people.js'
 import { ConnectionStatus, accessMessage, useProviderState } from './provider.js'
 import { useSessionSocket } from './socket.js'
 
-/** The line a focus points at in document `docId`, if it is a `line:N` focus on it. */
-function focusedLine (focus: Focus | undefined, docId: string): number | null {
+/** The focus `section` for character `index` of `text`. */
+function sectionAt (text: Y.Text, index: number): string {
+  const position = Y.encodeRelativePosition(Y.createRelativePositionFromTypeIndex(text, index))
+  return `pos:${btoa(String.fromCharCode(...position))}`
+}
+
+/** Where in `text` (a character offset) a focus points, if it is a `pos:` focus on
+ * document `docId` whose text is still there. Anyone with faculty rights writes the focus:
+ * anything unreadable is ignored. */
+function focusedIndex (focus: Focus | undefined, docId: string, text: Y.Text): number | null {
   if (focus?.doc_id !== docId) return null
-  const match = /^line:(\d+)$/.exec(focus.section ?? '')
-  return match === null ? null : Number(match[1])
+  const match = /^pos:([A-Za-z0-9+/=]{1,200})$/.exec(focus.section ?? '')
+  if (match === null) return null
+  try {
+    const bytes = Uint8Array.from(atob(match[1]), char => char.charCodeAt(0))
+    const position = Y.createAbsolutePositionFromRelativePosition(Y.decodeRelativePosition(bytes), text.doc!)
+    return position !== null && position.type === text ? position.index : null
+  } catch {
+    return null
+  }
 }
 
 export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, faculty, facultyIds }: {
@@ -84,25 +99,28 @@ export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, 
   useEffect(() => {
     if (faculty || !following || lecternDoc === null) return
     return onFocus(lecternDoc, focus => {
-      const line = focusedLine(focus, docId)
-      if (line !== null) editorRef.current?.reveal(line)
+      const index = provider === null ? null : focusedIndex(focus, docId, provider.doc.getText('content'))
+      if (index !== null) editorRef.current?.reveal(index)
     })
-  }, [faculty, following, lecternDoc, docId])
+  }, [faculty, following, lecternDoc, docId, provider])
 
   const toggleFollowing = (): void => {
     const next = !following
     setFollowing(next)
     // Switched back on: catch up with where the teacher is now.
-    const line = next && lecternDoc !== null ? focusedLine(sessionFocus(lecternDoc), docId) : null
-    if (line !== null) editorRef.current?.reveal(line)
+    const index = next && lecternDoc !== null && provider !== null
+      ? focusedIndex(sessionFocus(lecternDoc), docId, provider.doc.getText('content'))
+      : null
+    if (index !== null) editorRef.current?.reveal(index)
   }
 
   const bringEveryoneHere = async (): Promise<void> => {
     const editor = editorRef.current
-    if (editor === null) return
+    if (editor === null || provider === null) return
     setFocusError(null)
     try {
-      await client.setFocus(sessionId, { doc_id: docId, section: `line:${editor.cursorLine()}` })
+      const section = sectionAt(provider.doc.getText('content'), editor.cursorIndex())
+      await client.setFocus(sessionId, { doc_id: docId, section })
     } catch (failure) {
       setFocusError(describeError(failure))
     }
