@@ -236,9 +236,15 @@ export function sessionFocus (lecternDoc: Y.Doc): Focus | undefined {
 
 /** Calls `listener` with the focus whenever it changes; returns the unsubscribe function. */
 export function onFocus (lecternDoc: Y.Doc, listener: (focus: Focus | undefined) => void): () => void {
+  return onLecternKey(lecternDoc, 'focus', () => listener(sessionFocus(lecternDoc)))
+}
+
+/** Calls `changed` whenever the server sets `key` of the lectern document's root map;
+ * returns the unsubscribe function. */
+function onLecternKey (lecternDoc: Y.Doc, key: string, changed: () => void): () => void {
   const map = lecternDoc.getMap<unknown>('lectern')
   const observer = (event: Y.YMapEvent<unknown>): void => {
-    if (event.keysChanged.has('focus')) listener(sessionFocus(lecternDoc))
+    if (event.keysChanged.has(key)) changed()
   }
   map.observe(observer)
   return () => map.unobserve(observer)
@@ -256,12 +262,7 @@ export function sessionState (lecternDoc: Y.Doc): SessionState | undefined {
 /** Calls `listener` with the session's state whenever the server changes it; returns the
  * unsubscribe function. */
 export function onSessionState (lecternDoc: Y.Doc, listener: (state: SessionState | undefined) => void): () => void {
-  const map = lecternDoc.getMap<unknown>('lectern')
-  const observer = (event: Y.YMapEvent<unknown>): void => {
-    if (event.keysChanged.has('state')) listener(sessionState(lecternDoc))
-  }
-  map.observe(observer)
-  return () => map.unobserve(observer)
+  return onLecternKey(lecternDoc, 'state', () => listener(sessionState(lecternDoc)))
 }
 
 /** The templates handed out in the session (`handouts` in its lectern document): template
