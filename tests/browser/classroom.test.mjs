@@ -1,7 +1,7 @@
 // A class in three browser contexts: a teacher and two students (one on a phone-sized
-// screen), against a fake OpenAI-compatible model server written here (node:http):
-// `POST /v1/chat/completions` answers an SSE stream of a few deltas and `[DONE]`, holding
-// the stream halfway until the test lets it go.
+// screen), against a fake OpenAI-compatible model server (support.mjs `startFakeModel`)
+// that answers every request with an SSE stream of a few deltas and `[DONE]`, holding the
+// stream halfway until the test lets it go.
 //
 // All three co-edit the notes, converge, and see each other's named cursors; a session page
 // holds one WebSocket for all its documents. The teacher
@@ -16,10 +16,9 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
-import { createServer } from 'node:http'
 import { join } from 'node:path'
 import {
-  launchBrowser, newPage, notes, notesText, onCleanup, openSession, runCleanups, startServer, until
+  launchBrowser, newPage, notes, notesText, openSession, runCleanups, startFakeModel, startServer, until
 } from './support.mjs'
 
 const ARTIFACTS = process.env.LECTERN_BROWSER_ARTIFACTS ??
@@ -27,39 +26,8 @@ const ARTIFACTS = process.env.LECTERN_BROWSER_ARTIFACTS ??
 
 after(runCleanups)
 
+// Every completion request streams this, stopping after two deltas until `release()`.
 const ANSWER = ['Mitochondria ', 'make ', 'ATP ', '[1]', '.']
-
-/** The fake model: every completion request streams ANSWER, stopping after two deltas
- * until `release()` is called. Resolves with its /v1 URL and `release`. */
-async function startFakeModel () {
-  const held = []
-  const release = () => { for (const go of held.splice(0)) go() }
-  const server = createServer((request, response) => {
-    if (request.method !== 'POST' || request.url !== '/v1/chat/completions') {
-      response.writeHead(404).end()
-      return
-    }
-    request.resume()
-    request.on('end', async () => {
-      response.writeHead(200, { 'content-type': 'text/event-stream' })
-      const event = body => response.write(`data: ${JSON.stringify(body)}\n\n`)
-      for (const [index, content] of ANSWER.entries()) {
-        if (index === 2) await new Promise(resolve => held.push(resolve))
-        event({ choices: [{ index: 0, delta: { content }, finish_reason: null }] })
-      }
-      event({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })
-      event({ choices: [], usage: { prompt_tokens: 10, completion_tokens: ANSWER.length, total_tokens: 10 + ANSWER.length } })
-      response.end('data: [DONE]\n\n')
-    })
-  })
-  await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
-  onCleanup(() => new Promise(resolve => {
-    release()
-    server.closeAllConnections()
-    server.close(resolve)
-  }))
-  return { url: `http://127.0.0.1:${server.address().port}/v1`, release }
-}
 
 async function shot (page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
@@ -67,7 +35,7 @@ async function shot (page, name) {
 
 test('a teacher and two students co-edit, see an AI answer stream in with its citation, then a lock and the end', async () => {
   mkdirSync(ARTIFACTS, { recursive: true })
-  const model = await startFakeModel()
+  const model = await startFakeModel(() => ({ deltas: ANSWER, holdAt: 2 }))
   const root = await startServer(undefined, { aiBaseUrl: model.url })
   const browser = await launchBrowser()
   const teacher = await newPage(browser)

@@ -1,11 +1,12 @@
 // The documents AI jobs make, rendered as what they are, against a fake OpenAI-compatible
-// model server written here (node:http) that answers by what the request asks: an indented
-// outline for a mind map, JSON for a quiz, flashcards, exam or lesson plan.
+// model server (support.mjs `startFakeModel`) that answers by what the request asks: an
+// indented outline for a mind map, JSON for a quiz, flashcards, exam or lesson plan.
 // - The mind map: with the stream held midway, teacher and student both see the first
 //   nodes of the tree, then all of them, nested.
 // - The teacher uploads a Markdown file and makes a quiz; the student opens it, answers,
 //   checks it, sees the score and the wrong answer marked with the right one, tries again,
-//   and an explanation's `[1]` opens the cited passage.
+//   and an explanation's `[1]` opens the cited passage. The teacher hands the quiz out: the
+//   student's "Your copy of Quiz 1" appears without a reload, and they answer and grade it.
 // - Flashcards flip. While an exam is written, faculty see its raw draft and students do
 //   not; done, its answers show for faculty on request only. A lesson plan's timeline is a
 //   table.
@@ -15,10 +16,9 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
-import { createServer } from 'node:http'
 import { join } from 'node:path'
 import {
-  launchBrowser, newPage, notes, onCleanup, openSession, runCleanups, seriousViolations, startServer
+  launchBrowser, newPage, notes, openSession, runCleanups, seriousViolations, startFakeModel, startServer
 } from './support.mjs'
 
 const ARTIFACTS = process.env.LECTERN_BROWSER_ARTIFACTS ??
@@ -87,61 +87,20 @@ function pieces (text, size) {
   return out
 }
 
-/** The fake model: answers a mind-map request with OUTLINE (held before line
- * HOLD_MINDMAP_AT until `release()`), a quiz, flashcards, exam (held after its second
- * piece) or lesson plan request with its JSON. */
-async function startFakeModel () {
-  const held = []
-  const release = () => { for (const go of held.splice(0)) go() }
-  const server = createServer((request, response) => {
-    if (request.method !== 'POST' || request.url !== '/v1/chat/completions') {
-      response.writeHead(404).end()
-      return
-    }
-    let body = ''
-    request.on('data', chunk => { body += chunk })
-    request.on('end', async () => {
-      // The server's prompts: crates/ai/src/structured/prompt.rs.
-      const asked = JSON.parse(body).messages.map(message => message.content).join('\n')
-      let deltas
-      let holdAt = -1
-      if (asked.includes('mind map')) {
-        deltas = OUTLINE
-        holdAt = HOLD_MINDMAP_AT
-      } else if (asked.includes('Write a quiz')) {
-        deltas = pieces(JSON.stringify(QUIZ), 40)
-      } else if (asked.includes('flashcards')) {
-        deltas = pieces(JSON.stringify(FLASHCARDS), 40)
-      } else if (asked.includes('exam paper')) {
-        deltas = pieces(JSON.stringify(EXAM), 40)
-        holdAt = 2
-      } else if (asked.includes('You are a translator')) {
-        deltas = TRANSLATION
-      } else if (asked.includes('lesson plan')) {
-        deltas = pieces(JSON.stringify(LESSON_PLAN), 40)
-      } else {
-        response.writeHead(400, { 'content-type': 'application/json' })
-        response.end(JSON.stringify({ error: { message: 'the fake model does not know this request' } }))
-        return
-      }
-      response.writeHead(200, { 'content-type': 'text/event-stream' })
-      const event = data => response.write(`data: ${JSON.stringify(data)}\n\n`)
-      for (const [index, content] of deltas.entries()) {
-        if (index === holdAt) await new Promise(resolve => held.push(resolve))
-        event({ choices: [{ index: 0, delta: { content }, finish_reason: null }] })
-      }
-      event({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })
-      event({ choices: [], usage: { prompt_tokens: 10, completion_tokens: deltas.length, total_tokens: 10 + deltas.length } })
-      response.end('data: [DONE]\n\n')
-    })
-  })
-  await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
-  onCleanup(() => new Promise(resolve => {
-    release()
-    server.closeAllConnections()
-    server.close(resolve)
-  }))
-  return { url: `http://127.0.0.1:${server.address().port}/v1`, release }
+/** The fake model's answer (support.mjs `startFakeModel`) to a request: OUTLINE for a
+ * mind map (held before line HOLD_MINDMAP_AT until `release()`), the JSON of a quiz,
+ * flashcards, exam (held after its second piece) or lesson plan, TRANSLATION for a
+ * translation. */
+function answer (body) {
+  // The server's prompts: crates/ai/src/structured/prompt.rs.
+  const asked = body.messages.map(message => message.content).join('\n')
+  if (asked.includes('mind map')) return { deltas: OUTLINE, holdAt: HOLD_MINDMAP_AT }
+  if (asked.includes('Write a quiz')) return { deltas: pieces(JSON.stringify(QUIZ), 40) }
+  if (asked.includes('flashcards')) return { deltas: pieces(JSON.stringify(FLASHCARDS), 40) }
+  if (asked.includes('exam paper')) return { deltas: pieces(JSON.stringify(EXAM), 40), holdAt: 2 }
+  if (asked.includes('You are a translator')) return { deltas: TRANSLATION }
+  if (asked.includes('lesson plan')) return { deltas: pieces(JSON.stringify(LESSON_PLAN), 40) }
+  return undefined
 }
 
 async function shot (page, name) {
@@ -155,7 +114,7 @@ function mindmapLabels (page) {
 
 test('the mind map grows live for everyone; a quiz is graded and cites its source; flashcards flip; exam answers for faculty only; Markdown', async () => {
   mkdirSync(ARTIFACTS, { recursive: true })
-  const model = await startFakeModel()
+  const model = await startFakeModel(answer)
   const root = await startServer(undefined, { aiBaseUrl: model.url })
   const browser = await launchBrowser()
   const teacher = await newPage(browser)
@@ -247,6 +206,21 @@ test('the mind map grows live for everyone; a quiz is graded and cites its sourc
   await student.getByRole('button', { name: 'Check answers' }).waitFor()
   assert.equal(await student.locator('.question.incorrect, .question.correct').count(), 0)
   assert.equal(await question('What surrounds the cell?').getByLabel('Nucleus').isChecked(), false)
+
+  // The teacher hands the quiz out: the student's own copy appears (pushed, no reload) as
+  // a quiz they answer and grade, apart from the quiz they have open.
+  await made(teacher).getByRole('button', { name: 'Hand out Quiz 1' }).click()
+  await made(teacher).getByText('Handed out: 1 copy.').waitFor()
+  const copy = student.getByRole('region', { name: 'Your copy of Quiz 1' })
+  await copy.getByRole('group', { name: 'What makes ATP?' }).getByLabel('Mitochondria').check()
+  await copy.getByRole('group', { name: 'What makes proteins?' }).getByLabel('Vacuole').check()
+  await copy.getByRole('group', { name: 'What surrounds the cell?' }).getByLabel('Membrane').check()
+  await copy.getByRole('button', { name: 'Check answers' }).click()
+  await copy.getByRole('status').filter({ hasText: 'Score: 2 / 3' }).waitFor()
+  assert.match(await copy.locator('.question.incorrect').textContent(),
+    /What makes proteins\?.*Incorrect\. The answer is: Ribosomes/)
+  await shot(student, 'quiz-copy-graded-phone')
+  found.push(...await seriousViolations(student, 'graded copy of the quiz (student, phone)'))
 
   // Flashcards: one card at a time, flipped by a toggle button.
   await teacher.getByRole('button', { name: 'Make flashcards' }).click()

@@ -1,7 +1,9 @@
-// Helpers shared by the browser tests: start the real `lectern serve`, launch Debian's
-// Chromium, sign up through the form, and read the notes editor. Every wait is on a condition with a deadline.
+// Helpers shared by the browser tests: start the real `lectern serve` and a fake model
+// server for it, launch Debian's Chromium, sign up through the form, and read the notes
+// editor. Every wait is on a condition with a deadline.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:http'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -63,6 +65,51 @@ export async function startServer (bin = process.env.LECTERN_BIN, { aiBaseUrl, a
     child.on('exit', code => reject(new Error(`lectern exited early (${code}): ${stderr}`)))
   })
   return `http://${address}`
+}
+
+/** A fake OpenAI-compatible model server (node:http), stopped when the test file ends:
+ * `POST /v1/chat/completions` is answered by `answer(body)` (the parsed request body),
+ * which returns `{ deltas, holdAt }`: the stream's content deltas, and the index of the
+ * delta before which the stream waits for `release()` (-1 or none: never), or `undefined`
+ * for a request it does not know (answered 400). The stream ends with a stop, a usage
+ * chunk and `[DONE]`. Resolves with its /v1 URL (`startServer`'s `aiBaseUrl`) and
+ * `release`, which lets every held stream go on. */
+export async function startFakeModel (answer) {
+  const held = []
+  const release = () => { for (const go of held.splice(0)) go() }
+  const server = createServer((request, response) => {
+    if (request.method !== 'POST' || request.url !== '/v1/chat/completions') {
+      response.writeHead(404).end()
+      return
+    }
+    let body = ''
+    request.on('data', chunk => { body += chunk })
+    request.on('end', async () => {
+      const answered = answer(JSON.parse(body))
+      if (answered === undefined) {
+        response.writeHead(400, { 'content-type': 'application/json' })
+        response.end(JSON.stringify({ error: { message: 'the fake model does not know this request' } }))
+        return
+      }
+      const { deltas, holdAt = -1 } = answered
+      response.writeHead(200, { 'content-type': 'text/event-stream' })
+      const event = data => response.write(`data: ${JSON.stringify(data)}\n\n`)
+      for (const [index, content] of deltas.entries()) {
+        if (index === holdAt) await new Promise(resolve => held.push(resolve))
+        event({ choices: [{ index: 0, delta: { content }, finish_reason: null }] })
+      }
+      event({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })
+      event({ choices: [], usage: { prompt_tokens: 10, completion_tokens: deltas.length, total_tokens: 10 + deltas.length } })
+      response.end('data: [DONE]\n\n')
+    })
+  })
+  await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
+  onCleanup(() => new Promise(resolve => {
+    release()
+    server.closeAllConnections()
+    server.close(resolve)
+  }))
+  return { url: `http://127.0.0.1:${server.address().port}/v1`, release }
 }
 
 /** Launches headless Chromium, closed when the test file ends. */

@@ -158,9 +158,16 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
           )}
           {chat !== undefined && <Chat docId={chat.doc_id} sessionId={session.id} names={names} onUnknownAuthor={unknownAuthor} />}
         </div>
-        <Handouts forks={forks} notesDocId={notes?.doc_id} user={user} />
+        <Handouts forks={forks} notesDocId={notes?.doc_id} lecternDoc={lecternDoc} user={user} />
         {lecternDoc !== null && <AiPanel sessionId={session.id} lecternDoc={lecternDoc} user={user} faculty={faculty} />}
-        {lecternDoc !== null && <SessionDocuments session={session} lecternDoc={lecternDoc} faculty={faculty} />}
+        {lecternDoc !== null && (
+          <SessionDocuments
+            session={session} lecternDoc={lecternDoc} faculty={faculty}
+            handOut={faculty && session.state !== 'ended'
+              ? (docId, name) => <HandOutButton sessionId={session.id} templateDocId={docId} label={`Hand out ${name}`} />
+              : undefined}
+          />
+        )}
         <ErrorLine error={error} />
       </main>
     </SessionSocket.Provider>

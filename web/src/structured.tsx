@@ -5,7 +5,11 @@
  * and graded, flashcards flip, an exam's answers are shown to faculty only on request, a
  * lesson plan is laid out, a translation is rendered Markdown, and a job still writing shows
  * its raw draft. `[n]` markers open the cited passage, as in the chat.
+ *
+ * Faculty hand a finished document out from the list (handouts.tsx): each student then
+ * gets their own copy, which handouts.tsx renders with `Content`, the one renderer here.
  */
+import type { ComponentChildren } from 'preact'
 import { useEffect, useId, useRef, useState } from 'preact/hooks'
 import {
   aiJobs, structuredDocument,
@@ -31,22 +35,27 @@ const DOCUMENT_KINDS: Partial<Record<AiJobKind, string>> = {
 
 type Sources = Record<string, Citation>
 
-interface MadeDocument {
+export interface MadeDocument {
   jobId: string
   /** "Quiz 2": the kind's name and its number among the session's jobs of that kind. */
   name: string
   job: AiJobEntry
 }
 
+/** What a faculty member can do with a finished document (`docId`, called `name`): the
+ * session page passes handouts.tsx's "Hand out" button, so that this module does not
+ * import handouts.tsx, which imports it. `undefined` for students and ended sessions. */
+export type HandOutAction = (docId: string, name: string) => ComponentChildren
+
 /** The session's mind map and the documents its AI jobs made, below the session grid. */
-export function SessionDocuments ({ session, lecternDoc, faculty }: {
-  session: LiveSession, lecternDoc: Y.Doc, faculty: boolean
+export function SessionDocuments ({ session, lecternDoc, faculty, handOut }: {
+  session: LiveSession, lecternDoc: Y.Doc, faculty: boolean, handOut?: HandOutAction
 }) {
   const mindmap = session.documents.find(document => document.kind === 'mindmap')
   return (
     <>
       {mindmap !== undefined && <MindMap docId={mindmap.doc_id} />}
-      <AiDocuments lecternDoc={lecternDoc} faculty={faculty} />
+      <AiDocuments lecternDoc={lecternDoc} faculty={faculty} handOut={handOut} />
     </>
   )
 }
@@ -64,16 +73,24 @@ function madeDocuments (lecternDoc: Y.Doc): MadeDocument[] {
   return made
 }
 
-/** The list of the documents AI jobs made, and the one opened. */
-function AiDocuments ({ lecternDoc, faculty }: { lecternDoc: Y.Doc, faculty: boolean }) {
+/** The documents the session's AI jobs made (from `lecternDoc`, the session's lectern
+ * document; none while it is `null`), kept up to date. */
+export function useMadeDocuments (lecternDoc: Y.Doc | null): MadeDocument[] {
   const [made, setMade] = useState<MadeDocument[]>([])
-  const [openJob, setOpenJob] = useState<string | null>(null)
   useEffect(() => {
+    if (lecternDoc === null) return
     const update = (): void => setMade(madeDocuments(lecternDoc))
     lecternDoc.on('update', update)
     update()
     return () => { lecternDoc.off('update', update) }
   }, [lecternDoc])
+  return made
+}
+
+/** The list of the documents AI jobs made, and the one opened. */
+function AiDocuments ({ lecternDoc, faculty, handOut }: { lecternDoc: Y.Doc, faculty: boolean, handOut?: HandOutAction }) {
+  const made = useMadeDocuments(lecternDoc)
+  const [openJob, setOpenJob] = useState<string | null>(null)
 
   const opened = made.find(document => document.jobId === openJob)
   return (
@@ -97,6 +114,8 @@ function AiDocuments ({ lecternDoc, faculty }: { lecternDoc: Y.Doc, faculty: boo
                   Open {document.name.toLowerCase()}
                 </button>
               )}
+              {/* A copy of a document still being written would be cut short. */}
+              {handOut !== undefined && document.job.status === 'done' && handOut(document.job.doc_id, document.name)}
             </li>
           )
         })}
@@ -147,7 +166,10 @@ function TemplateView ({ docId, name, faculty, onClose }: {
   )
 }
 
-function Content ({ content, sources, faculty }: { content: StructuredContent, sources: Sources, faculty: boolean }) {
+/** `content` rendered as what it is: a quiz to answer, flashcards to flip, an exam, a
+ * lesson plan, rendered Markdown. Used for the templates here and for a student's copy of
+ * one (handouts.tsx). */
+export function Content ({ content, sources, faculty }: { content: StructuredContent, sources: Sources, faculty: boolean }) {
   switch (content.kind) {
     case 'quiz':
       return <QuizView questions={content.questions} sources={sources} />
