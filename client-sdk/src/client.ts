@@ -301,6 +301,30 @@ export class LecternClient {
     return this.#request('POST', `/sessions/${enc(sessionId)}/handouts`, { body: { template_doc_id: templateDocId } })
   }
 
+  // ---- documents over REST ----
+
+  /** `GET /documents/{doc}`: the document's roots by name as JSON (a text as a string, a
+   * map as an object, an array as an array). Read access needed, as for a socket. */
+  getDocument (docId: string): Promise<Record<string, unknown>> {
+    return this.#request('GET', `/documents/${enc(docId)}`)
+  }
+
+  /** `GET /documents/{doc}?format=markdown`: the document's `content` text (the notes, a
+   * translation); `invalid_request` for a document without one. */
+  async getDocumentMarkdown (docId: string): Promise<string> {
+    const response = await this.#send('GET', `/documents/${enc(docId)}?format=markdown`, { auth: true })
+    return await response.text()
+  }
+
+  /** `GET /documents/{doc}?format=update`: the document as a Yjs update (v1) to apply with
+   * `Y.applyUpdate`; with `stateVector` (`Y.encodeStateVector(doc)`) only what that
+   * document lacks. */
+  async getDocumentUpdate (docId: string, stateVector?: Uint8Array): Promise<Uint8Array> {
+    const sv = stateVector === undefined ? '' : `&sv=${base64Url(stateVector)}`
+    const response = await this.#send('GET', `/documents/${enc(docId)}?format=update${sv}`, { auth: true })
+    return new Uint8Array(await response.arrayBuffer())
+  }
+
   // ---- materials ----
 
   /**
@@ -476,6 +500,13 @@ function fetchReportingUpload (url: string, init: RequestInit,
     }
     request.send(init.body as XMLHttpRequestBodyInit | null)
   })
+}
+
+/** `bytes` as unpadded URL-safe base64. */
+function base64Url (bytes: Uint8Array): string {
+  let binary = ''
+  for (const byte of bytes) binary += String.fromCharCode(byte)
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
 }
 
 function enc (segment: string): string {

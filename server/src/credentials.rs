@@ -46,10 +46,16 @@ impl Credentials {
         let Some(token) = token_from_query(uri).or_else(|| token_from_protocols(headers)) else {
             return Ok(Self::Anonymous);
         };
-        if let Ok(grant) = authenticator.verify_doc_token(&token) {
+        Self::from_token(authenticator, &token)
+    }
+
+    /// Verifies `token`: a document token or an access token (REST callers send it as
+    /// `Authorization: Bearer`).
+    pub fn from_token(authenticator: &Authenticator, token: &str) -> Result<Self, AuthError> {
+        if let Ok(grant) = authenticator.verify_doc_token(token) {
             return Ok(Self::Document(grant));
         }
-        authenticator.verify_access(&token).map(Self::User)
+        authenticator.verify_access(token).map(Self::User)
     }
 
     /// When the credentials stop being valid, Unix seconds.

@@ -765,6 +765,7 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/v1/classrooms/{id}/members", "get"),
         ("/api/v1/classrooms/{id}/members/{user_id}", "delete"),
         ("/api/v1/classrooms/{id}/sessions", "get"),
+        ("/api/v1/documents/{doc}", "get"),
         ("/api/v1/classrooms/{id}/sessions", "post"),
         ("/api/v1/classrooms/{id}/sessions/current", "get"),
         ("/api/v1/classrooms/{id}/templates", "post"),

@@ -2,6 +2,7 @@
 //! joining, locking, ending, focus and handouts, and who sees which document with which
 //! access.
 
+use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -9,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use yrs::types::ToJson;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, Map, StateVector, Transact, Update, WriteTxn};
+use yrs::{Array, Doc, GetString, Map, ReadTxn, StateVector, Text, Transact, Update, WriteTxn};
 
 use crate::api::{Api, Session, code, servers};
 use crate::support::{Client, connect};
@@ -840,6 +841,187 @@ async fn a_classrooms_sessions_are_listed_for_members_newest_first_for_review() 
             (status, code(&body)),
             (StatusCode::FORBIDDEN, "forbidden"),
             "{backend}: outsiders see no sessions"
+        );
+    }
+}
+
+/// `GET /api/v1{path}` as bytes, with its status and content type.
+async fn get_raw(api: &Api, path: &str, token: Option<&str>) -> (StatusCode, String, Vec<u8>) {
+    let request = api
+        .client()
+        .get(api.server().http(&format!("/api/v1{path}")));
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = response.bytes().await.expect("body").to_vec();
+    (status, content_type, bytes)
+}
+
+/// The `content` text of `doc`.
+fn content_of(doc: &Doc) -> String {
+    let text = doc.get_or_insert_text("content");
+    text.get_string(&doc.transact())
+}
+
+#[tokio::test]
+async fn a_document_is_read_over_rest_as_json_markdown_or_a_yjs_update() {
+    const API_KEY: &str = "embedder-secret-key-of-at-least-32-bytes";
+    for api in servers(|config| config.api_key = Some(API_KEY.into())).await {
+        let backend = api.backend;
+        let class = class(&api).await;
+        let id = start(&api, &class).await;
+        let notes = format!("session/{id}/notes");
+        // The id is one path segment, its slashes percent-encoded.
+        let path = |query: &str| format!("/documents/{}{query}", notes.replace('/', "%2F"));
+        let mut alices = RawDoc::open(&api, &notes, &class.alice.access).await;
+        let first = "# Cells\n\nMitochondria make ATP.";
+        alices
+            .send_edit(|txn| {
+                txn.get_or_insert_text("content").insert(txn, 0, first);
+            })
+            .await;
+        assert_eq!(content_of(&alices.state().await), first, "{backend}");
+
+        // JSON: the roots by name, read by a classmate.
+        let (status, body) = api.get(&path(""), Some(&class.bob.access)).await;
+        assert_eq!(status, StatusCode::OK, "{backend} {body}");
+        assert_eq!(body, json!({"content": first}), "{backend}");
+
+        // Markdown: the text itself.
+        let (status, content_type, bytes) =
+            get_raw(&api, &path("?format=markdown"), Some(&class.bob.access)).await;
+        assert_eq!(status, StatusCode::OK, "{backend}");
+        assert!(
+            content_type.starts_with("text/markdown"),
+            "{backend} {content_type}"
+        );
+        assert_eq!(String::from_utf8(bytes).expect("utf-8"), first);
+
+        // A Yjs update: the whole state applied to a fresh document equals the live one...
+        let (status, content_type, bytes) =
+            get_raw(&api, &path("?format=update"), Some(&class.bob.access)).await;
+        assert_eq!(status, StatusCode::OK, "{backend}");
+        assert_eq!(content_type, "application/octet-stream");
+        let replica = Doc::new();
+        replica
+            .transact_mut()
+            .apply_update(Update::decode_v1(&bytes).expect("an update"))
+            .expect("apply");
+        assert_eq!(content_of(&replica), first, "{backend}");
+        // ...and with the replica's state vector, only what it lacks brings it up to date.
+        alices
+            .send_edit(|txn| {
+                txn.get_or_insert_text("more").insert(txn, 0, "x");
+            })
+            .await;
+        let live = alices.state().await;
+        let sv = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(replica.transact().state_vector().encode_v1());
+        let (status, _, diff) = get_raw(
+            &api,
+            &path(&format!("?format=update&sv={sv}")),
+            Some(&class.bob.access),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{backend}");
+        assert!(
+            diff.len() < bytes.len(),
+            "{backend}: a diff, not the whole state"
+        );
+        replica
+            .transact_mut()
+            .apply_update(Update::decode_v1(&diff).expect("a diff"))
+            .expect("apply");
+        assert_eq!(
+            replica.transact().state_vector(),
+            live.transact().state_vector(),
+            "{backend}: the diff brought the replica to the live state"
+        );
+
+        // A read-only document token of the embedder model reads it too.
+        let (status, minted) = api
+            .post(
+                "/doc-tokens",
+                Some(API_KEY),
+                json!({"doc": notes, "access": "read"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend} {minted}");
+        let (status, _) = api.get(&path(""), minted["token"].as_str()).await;
+        assert_eq!(status, StatusCode::OK, "{backend}");
+
+        // Roots the server writes are read as their types: the lectern document's map.
+        let lectern = format!("/documents/session%2F{id}%2Flectern");
+        let (status, body) = api.get(&lectern, Some(&class.bob.access)).await;
+        assert_eq!(status, StatusCode::OK, "{backend} {body}");
+        assert_eq!(body["lectern"]["state"], "live", "{backend} {body}");
+
+        // An embedder's document, whose roots no client of ours writes: read by what they
+        // hold (a map, a text, an array).
+        let (status, full) = api
+            .post(
+                "/doc-tokens",
+                Some(API_KEY),
+                json!({"doc": "course/board", "access": "full"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend} {full}");
+        let full = full["token"].as_str().expect("token");
+        let mut board = RawDoc::open(&api, "course/board", full).await;
+        board
+            .send_edit(|txn| {
+                txn.get_or_insert_map("cards")
+                    .insert(txn, "a", "Mitochondria");
+                txn.get_or_insert_text("title").insert(txn, 0, "Cells");
+                txn.get_or_insert_array("order").push_back(txn, "a");
+            })
+            .await;
+        board.state().await;
+        let (status, body) = api.get("/documents/course%2Fboard", Some(full)).await;
+        assert_eq!(status, StatusCode::OK, "{backend} {body}");
+        assert_eq!(
+            body,
+            json!({"cards": {"a": "Mitochondria"}, "title": "Cells", "order": ["a"]}),
+            "{backend}"
+        );
+
+        // Refused: an outsider, no token, a malformed state vector, Markdown of a document
+        // without a text body.
+        let (status, body) = api.get(&path(""), Some(&class.mallory.access)).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{backend}"
+        );
+        let (status, body) = api.get(&path(""), None).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            "{backend}"
+        );
+        let (status, body) = api
+            .get(&path("?format=update&sv=%21%21"), Some(&class.bob.access))
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{backend}"
+        );
+        let chat = format!("/documents/session%2F{id}%2Fchat?format=markdown");
+        let (status, body) = api.get(&chat, Some(&class.bob.access)).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{backend}"
         );
     }
 }

@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod ai;
 pub mod classrooms;
 pub mod doc_tokens;
+pub(crate) mod documents;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -93,6 +94,7 @@ pub fn router() -> Router<AppState> {
             get(materials::list).post(materials::upload),
         )
         .route("/classrooms/{id}/search", post(materials::search))
+        .route("/documents/{doc}", get(documents::read))
         .route(
             "/materials/{id}",
             get(materials::get).delete(materials::delete),
@@ -189,6 +191,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         materials::chunks,
         materials::delete,
         materials::search,
+        documents::read,
         ai::create_job,
         ai::get_job,
         ai::cancel_job,
@@ -202,6 +205,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         (name = "admin", description = "Server administration (admin accounts only)"),
         (name = "classrooms", description = "Classrooms and membership"),
         (name = "sessions", description = "Live sessions, their documents and handouts"),
+        (name = "documents", description = "A document's content over REST"),
         (name = "embedding", description = "Document tokens for embedders"),
         (name = "materials", description = "Course material: upload, ingestion, search"),
         (name = "ai", description = "Live AI jobs streaming into session documents"),
