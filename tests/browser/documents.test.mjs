@@ -183,6 +183,9 @@ test('the mind map grows live for everyone; a quiz is graded and cites its sourc
   await made(teacher).getByText('done').waitFor()
   await made(student).getByRole('button', { name: 'Open quiz 1' }).click()
   await student.getByRole('heading', { name: 'Cells quiz' }).waitFor()
+  // "Who is here" on the teacher's page says where the student is.
+  await teacher.getByRole('list', { name: 'People in this session' }).getByRole('listitem')
+    .filter({ hasText: 'Ben Student' }).getByText('· viewing Quiz 1').waitFor()
   const question = prompt => student.getByRole('group', { name: prompt })
   await question('What makes ATP?').getByLabel('Mitochondria').check()
   await question('What makes proteins?').getByLabel('Ribosomes').check()

@@ -43,7 +43,7 @@ function focusedIndex (focus: Focus | undefined, docId: string, text: Y.Text): n
   }
 }
 
-export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, faculty, facultyIds }: {
+export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, faculty, facultyIds, viewing }: {
   docId: string
   user: User
   readOnly: boolean
@@ -54,6 +54,8 @@ export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, 
   faculty: boolean
   /** The classroom's faculty, to mark the teacher in "Who is here". */
   facultyIds: ReadonlySet<string>
+  /** What this person looks at besides the notes, published for "Who is here". */
+  viewing: string | null
 }) {
   const socket = useSessionSocket()
   const host = useRef<HTMLDivElement>(null)
@@ -94,6 +96,8 @@ export function Notes ({ docId, user, readOnly, onEnded, sessionId, lecternDoc, 
       opened.destroy()
     }
   }, [socket, docId, user.id, user.display_name])
+
+  useEffect(() => { provider?.awareness.setLocalStateField('viewing', viewing) }, [provider, viewing])
 
   // Follow the teacher: every focus change on these notes scrolls the editor there.
   useEffect(() => {

@@ -1,6 +1,7 @@
 /**
  * "Who is here": every client in a document's awareness, through the SDK's `presence`
- * (name, colour, idle), with the teacher marked.
+ * (name, colour, idle), with the teacher marked and what each looks at besides the notes
+ * (the awareness field `viewing`, see viewing.ts).
  *
  * Names and colours come from the awareness `user` field the notes publish
  * (`{ id, name, colour, color }`: `colour` is the palette index cursors.ts colours carets
@@ -12,6 +13,7 @@ import { useEffect, useState } from 'preact/hooks'
 import { presence, type Awareness, type Peer } from '@lectern/client'
 
 import { readUser } from './cursors.js'
+import { MAX_VIEWING_LABEL } from './viewing.js'
 
 /** After how long without activity a person shows as idle. A page may ask for a shorter
  * time with `?idle_ms=` (the browser tests do, so that they need not wait a minute). */
@@ -22,12 +24,24 @@ function idleAfterMs (): number {
   return Number.isFinite(asked) && asked > 0 ? asked : IDLE_AFTER_MS
 }
 
-interface Person { clientId: number, name: string, colour: number, me: boolean, idle: boolean, teacher: boolean }
+interface Person {
+  clientId: number
+  name: string
+  colour: number
+  me: boolean
+  idle: boolean
+  teacher: boolean
+  /** What they look at besides the notes (viewing.ts), if anything. */
+  viewing: string | null
+}
 
 function toPerson (peer: Peer, facultyIds: ReadonlySet<string>): Person | null {
   const user = readUser(peer.state)
   if (user === null) return null
-  return { clientId: peer.clientId, name: user.name, colour: user.colour, me: peer.local, idle: peer.idle, teacher: facultyIds.has(user.id) }
+  const viewing = typeof peer.state.viewing === 'string' && peer.state.viewing !== ''
+    ? peer.state.viewing.slice(0, MAX_VIEWING_LABEL)
+    : null
+  return { clientId: peer.clientId, name: user.name, colour: user.colour, me: peer.local, idle: peer.idle, teacher: facultyIds.has(user.id), viewing }
 }
 
 export function People ({ awareness, facultyIds }: { awareness: Awareness, facultyIds: ReadonlySet<string> }) {
@@ -60,6 +74,7 @@ export function People ({ awareness, facultyIds }: { awareness: Awareness, facul
             <span class='person-name'>{person.name}{person.me ? ' (you)' : ''}</span>
             {person.teacher && <span class='tag'>teacher</span>}
             {person.idle && <span class='tag tag-idle'>idle</span>}
+            {person.viewing !== null && <span class='muted'> · viewing {person.viewing}</span>}
           </li>
         ))}
       </ul>

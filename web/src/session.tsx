@@ -25,6 +25,7 @@ import { Notes } from './notes.js'
 import { SessionSocket, useNewSessionSocket } from './socket.js'
 import { SessionDocuments } from './structured.js'
 import { ErrorLine, ErrorPage, Link } from './ui.js'
+import { SetViewing } from './viewing.js'
 
 export function SessionPage ({ id, user }: { id: string, user: User }) {
   const [session, setSession] = useState<LiveSession | null>(null)
@@ -84,6 +85,8 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
   const ended = (): void => setSession(current => current && { ...current, state: 'ended' })
 
   const socket = useNewSessionSocket(id)
+  // What this person looks at besides the notes (an opened quiz...), for "Who is here".
+  const [viewing, setViewing] = useState<string | null>(null)
   const lecternDoc = useServerDocument(socket, session?.documents.find(document => document.kind === 'lectern')?.doc_id)
 
   // The session as last fetched, for the lectern document's observers below.
@@ -130,46 +133,49 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
   const notesReadOnly = notes?.access === 'read' || (!faculty && session.state !== 'live')
   return (
     <SessionSocket.Provider value={socket}>
-      <main class='session'>
-        <p><Link to={`/classrooms/${encodeURIComponent(session.classroom_id)}`}>← Classroom</Link></p>
-        <div class='section-head'>
-          <h1>Live session <span class='muted'>({session.state})</span></h1>
-          {faculty && session.state !== 'ended' && (
-            <div class='actions'>
-              {session.state === 'live'
-                ? <button type='button' onClick={() => { void setLocked(true) }}>Lock session</button>
-                : <button type='button' onClick={() => { void setLocked(false) }}>Unlock session</button>}
-              <button type='button' onClick={() => { void end() }}>End session</button>
-              {notes !== undefined && <HandOutButton sessionId={session.id} templateDocId={notes.doc_id} label='Hand out the notes' />}
-            </div>
+      <SetViewing.Provider value={setViewing}>
+        <main class='session'>
+          <p><Link to={`/classrooms/${encodeURIComponent(session.classroom_id)}`}>← Classroom</Link></p>
+          <div class='section-head'>
+            <h1>Live session <span class='muted'>({session.state})</span></h1>
+            {faculty && session.state !== 'ended' && (
+              <div class='actions'>
+                {session.state === 'live'
+                  ? <button type='button' onClick={() => { void setLocked(true) }}>Lock session</button>
+                  : <button type='button' onClick={() => { void setLocked(false) }}>Unlock session</button>}
+                <button type='button' onClick={() => { void end() }}>End session</button>
+                {notes !== undefined && <HandOutButton sessionId={session.id} templateDocId={notes.doc_id} label='Hand out the notes' />}
+              </div>
+            )}
+          </div>
+          {session.state === 'locked' && (
+            <p class='banner' role='status'>
+              {faculty ? 'Locked: students can read but not write.' : 'Locked by the teacher'}
+            </p>
           )}
-        </div>
-        {session.state === 'locked' && (
-          <p class='banner' role='status'>
-            {faculty ? 'Locked: students can read but not write.' : 'Locked by the teacher'}
-          </p>
-        )}
-        <div class='session-grid'>
-          {notes !== undefined && (
-            <Notes
-              docId={notes.doc_id} user={user} readOnly={notesReadOnly} onEnded={ended}
-              sessionId={session.id} lecternDoc={lecternDoc} faculty={faculty} facultyIds={facultyIds}
+          <div class='session-grid'>
+            {notes !== undefined && (
+              <Notes
+                docId={notes.doc_id} user={user} readOnly={notesReadOnly} onEnded={ended}
+                sessionId={session.id} lecternDoc={lecternDoc} faculty={faculty} facultyIds={facultyIds}
+              viewing={viewing}
+              />
+            )}
+            {chat !== undefined && <Chat docId={chat.doc_id} sessionId={session.id} names={names} onUnknownAuthor={unknownAuthor} />}
+          </div>
+          <Handouts forks={forks} notesDocId={notes?.doc_id} lecternDoc={lecternDoc} user={user} />
+          {lecternDoc !== null && <AiPanel sessionId={session.id} lecternDoc={lecternDoc} user={user} faculty={faculty} />}
+          {lecternDoc !== null && (
+            <SessionDocuments
+              session={session} lecternDoc={lecternDoc} faculty={faculty}
+              handOut={faculty && session.state !== 'ended'
+                ? (docId, name) => <HandOutButton sessionId={session.id} templateDocId={docId} label={`Hand out ${name}`} />
+                : undefined}
             />
           )}
-          {chat !== undefined && <Chat docId={chat.doc_id} sessionId={session.id} names={names} onUnknownAuthor={unknownAuthor} />}
-        </div>
-        <Handouts forks={forks} notesDocId={notes?.doc_id} lecternDoc={lecternDoc} user={user} />
-        {lecternDoc !== null && <AiPanel sessionId={session.id} lecternDoc={lecternDoc} user={user} faculty={faculty} />}
-        {lecternDoc !== null && (
-          <SessionDocuments
-            session={session} lecternDoc={lecternDoc} faculty={faculty}
-            handOut={faculty && session.state !== 'ended'
-              ? (docId, name) => <HandOutButton sessionId={session.id} templateDocId={docId} label={`Hand out ${name}`} />
-              : undefined}
-          />
-        )}
-        <ErrorLine error={error} />
-      </main>
+          <ErrorLine error={error} />
+        </main>
+      </SetViewing.Provider>
     </SessionSocket.Provider>
   )
 }

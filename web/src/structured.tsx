@@ -23,6 +23,7 @@ import { Markdown } from './markdown.js'
 import { MindMap } from './mindmap.js'
 import { accessMessage, useProviderState } from './provider.js'
 import { useSessionSocket } from './socket.js'
+import { useViewing } from './viewing.js'
 
 /** The job kinds that write a document of their own, and what to call it. */
 const DOCUMENT_KINDS: Partial<Record<AiJobKind, string>> = {
@@ -138,6 +139,7 @@ function TemplateView ({ docId, name, faculty, onClose }: {
   const { access } = useProviderState(provider)
   const heading = useRef<HTMLHeadingElement>(null)
   const headingId = useId()
+  useViewing(name)
 
   useEffect(() => {
     const opened = socket.open(docId, { readOnly: true })

@@ -27,7 +27,7 @@ use yrs::{
 use crate::AppState;
 use crate::api::dto::ErrorBody;
 use crate::api::error::ApiError;
-use crate::api::extract::bearer;
+use crate::api::extract::{bearer, within_api_rate_limit};
 use crate::api::rate_limit::ClientAddress;
 use crate::credentials::Credentials;
 
@@ -177,12 +177,7 @@ async fn credentials(
         (Credentials::Anonymous, Some(address)) => format!("anonymous:{address}"),
         _ => credentials.user_tag().to_string(),
     };
-    state
-        .rate_limits()
-        .api
-        .check(&key)
-        .await
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    within_api_rate_limit(state, &key).await?;
     Ok(credentials)
 }
 

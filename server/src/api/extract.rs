@@ -148,14 +148,19 @@ impl FromRequestParts<AppState> for Authenticated {
             Origin::Local => format!("user:{}", principal.subject),
             Origin::External => format!("external:{}", principal.subject),
         };
-        state
-            .rate_limits()
-            .api
-            .check(&key)
-            .await
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        within_api_rate_limit(state, &key).await?;
         Ok(Self(principal))
     }
+}
+
+/// Counts a request against the API rate limit of `key` (who is calling); `429` over it.
+pub async fn within_api_rate_limit(state: &AppState, key: &str) -> Result<(), ApiError> {
+    state
+        .rate_limits()
+        .api
+        .check(key)
+        .await
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })
 }
 
 /// A caller signed in with a local account (classrooms belong to local accounts; external
