@@ -412,13 +412,14 @@ impl Sessions {
     /// The classroom's sessions, newest first (the running one, if any, is the first), at
     /// most `limit` of them.
     pub async fn recent(&self, classroom_id: &str, limit: u32) -> Result<Vec<Session>, DbError> {
-        // `id` breaks ties between sessions started in the same second.
+        // The running one first even when an ended one started in the same second (`false`
+        // sorts before `true` in both dialects); `id` breaks the remaining ties.
         let rows: Vec<SessionRow> = match &self.database {
             Database::Sqlite(pool) => {
                 sqlx::query_as(
                     "SELECT id, classroom_id, started_by, state, started_at, ended_at, focus \
                      FROM sessions WHERE classroom_id = ? \
-                     ORDER BY started_at DESC, id DESC LIMIT ?",
+                     ORDER BY (state = 'ended'), started_at DESC, id DESC LIMIT ?",
                 )
                 .bind(classroom_id)
                 .bind(i64::from(limit))
@@ -429,7 +430,7 @@ impl Sessions {
                 sqlx::query_as(
                     "SELECT id, classroom_id, started_by, state, started_at, ended_at, focus \
                      FROM sessions WHERE classroom_id = $1 \
-                     ORDER BY started_at DESC, id DESC LIMIT $2",
+                     ORDER BY (state = 'ended'), started_at DESC, id DESC LIMIT $2",
                 )
                 .bind(classroom_id)
                 .bind(i64::from(limit))

@@ -154,12 +154,14 @@ async fn a_classrooms_sessions_are_listed_newest_first_within_the_limit() {
             [],
             "{backend}"
         );
-        for (id, started_at) in [("s1", 100), ("s2", 200), ("s3", 300)] {
+        // The running one ("s0") started in the same second as the last ended one, and its
+        // id sorts first: it is still listed first.
+        for (id, started_at) in [("s1", 100), ("s2", 200), ("s0", 200)] {
             sessions
                 .start(&new_session(id, started_at))
                 .await
                 .expect("start");
-            if id != "s3" {
+            if id != "s0" {
                 sessions
                     .set_state(id, SessionState::Ended, started_at + 50)
                     .await
@@ -173,12 +175,12 @@ async fn a_classrooms_sessions_are_listed_newest_first_within_the_limit() {
         };
         assert_eq!(
             ids(sessions.recent("c1", 10).await.expect("recent")),
-            ["s3", "s2", "s1"],
+            ["s0", "s2", "s1"],
             "{backend}: the running one first, then the ended ones, newest first"
         );
         assert_eq!(
             ids(sessions.recent("c1", 2).await.expect("recent")),
-            ["s3", "s2"],
+            ["s0", "s2"],
             "{backend}: at most the limit"
         );
         assert_eq!(
