@@ -18,7 +18,8 @@ import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import {
-  launchBrowser, newPage, notes, notesText, openSession, runCleanups, startFakeModel, startServer, until
+  launchBrowser, newPage, notes, notesText, openSession, runCleanups, startFakeModel, startServer, until,
+  uploadCells
 } from './support.mjs'
 
 const ARTIFACTS = process.env.LECTERN_BROWSER_ARTIFACTS ??
@@ -50,7 +51,6 @@ test('a teacher and two students co-edit, see an AI answer stream in with its ci
   const benSockets = []
   ben.on('websocket', socket => benSockets.push(new URL(socket.url()).pathname))
   await openSession(root, teacher, ben, cai)
-  const sessionUrl = teacher.url()
 
   // Co-editing: each types a sentence; the three copies converge to one text holding all.
   await notes(teacher).click()
@@ -78,16 +78,7 @@ test('a teacher and two students co-edit, see an AI answer stream in with its ci
   assert.deepEqual(benSockets.filter(path => path === '/ws' || path.startsWith('/ws/session')), ['/ws'])
 
   // The teacher uploads course material and waits for it to be ready.
-  await teacher.getByRole('link', { name: '← Classroom' }).click()
-  await teacher.getByLabel(/Upload a file/).setInputFiles({
-    name: 'cells.md',
-    mimeType: 'text/markdown',
-    buffer: Buffer.from('# Cells\n\nMitochondria are the powerhouse of the cell: they make ATP.\n')
-  })
-  await teacher.getByRole('list', { name: 'Materials' }).getByRole('listitem')
-    .filter({ hasText: 'cells.md' }).getByText('(ready)').waitFor()
-  await teacher.goto(sessionUrl)
-  await teacher.getByText('connected', { exact: true }).first().waitFor()
+  await uploadCells(teacher)
 
   await teacher.getByLabel('Ask the AI').fill('What do mitochondria make?')
   await teacher.getByRole('button', { name: 'Ask', exact: true }).click()

@@ -6,9 +6,7 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:http'
-import { once } from 'node:events'
-import { launchBrowser, newPage, onCleanup, runCleanups, startServer } from './support.mjs'
+import { launchBrowser, newPage, runCleanups, servePage, startServer } from './support.mjs'
 
 after(runCleanups)
 
@@ -38,26 +36,6 @@ const PAGE = `<!doctype html><html lang="en"><meta charset="utf-8"><title>Embedd
   }
 </script></html>`
 
-/** Serves the page and the SDK bundle on a port of its own: another origin. */
-async function servePage () {
-  const server = createServer((request, response) => {
-    if (request.url.startsWith('/lectern-client.js')) {
-      response.writeHead(200, { 'content-type': 'text/javascript' })
-      response.end(BUNDLE)
-    } else {
-      response.writeHead(200, { 'content-type': 'text/html' })
-      response.end(PAGE)
-    }
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  onCleanup(() => new Promise(resolve => {
-    server.closeAllConnections()
-    server.close(resolve)
-  }))
-  return `http://127.0.0.1:${server.address().port}`
-}
-
 async function outcome (page, origin, root) {
   await page.goto(`${origin}/?server=${encodeURIComponent(root)}`)
   await page.waitForFunction(() => window.outcome !== undefined)
@@ -65,8 +43,9 @@ async function outcome (page, origin, root) {
 }
 
 test('a page on an allowed origin uses the API and the WebSocket; another origin is blocked', async () => {
-  const allowed = await servePage()
-  const other = await servePage()
+  const script = path => path === '/lectern-client.js' ? BUNDLE : undefined
+  const allowed = await servePage(PAGE, script)
+  const other = await servePage(PAGE, script)
   const root = await startServer(undefined, { args: ['--cors-origins', allowed] })
   const browser = await launchBrowser()
 

@@ -18,7 +18,8 @@ import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import {
-  launchBrowser, newPage, notes, openSession, runCleanups, seriousViolations, startFakeModel, startServer
+  launchBrowser, newPage, notes, openSession, runCleanups, seriousViolations, startFakeModel, startServer,
+  uploadCells
 } from './support.mjs'
 
 const ARTIFACTS = process.env.LECTERN_BROWSER_ARTIFACTS ??
@@ -124,19 +125,9 @@ test('the mind map grows live for everyone; a quiz is graded and cites its sourc
     page.on('pageerror', error => problems.push(`${who}: ${error.message}`))
   }
   await openSession(root, teacher, student)
-  const sessionUrl = teacher.url()
 
   // Course material, so that the quiz's explanation cites a passage.
-  await teacher.getByRole('link', { name: '← Classroom' }).click()
-  await teacher.getByLabel(/Upload a file/).setInputFiles({
-    name: 'cells.md',
-    mimeType: 'text/markdown',
-    buffer: Buffer.from('# Cells\n\nMitochondria are the powerhouse of the cell: they make ATP.\n')
-  })
-  await teacher.getByRole('list', { name: 'Materials' }).getByRole('listitem')
-    .filter({ hasText: 'cells.md' }).getByText('(ready)').waitFor()
-  await teacher.goto(sessionUrl)
-  await teacher.getByText('connected', { exact: true }).first().waitFor()
+  await uploadCells(teacher)
 
   // The notes preview: Markdown rendered as elements, what looks like markup shown as
   // text, a link only to http(s), live while it is on.

@@ -8,10 +8,8 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:http'
-import { once } from 'node:events'
 import { join } from 'node:path'
-import { launchBrowser, onCleanup, runCleanups, startServer, DEADLINE_MS } from './support.mjs'
+import { launchBrowser, runCleanups, servePage, startServer, DEADLINE_MS } from './support.mjs'
 
 after(runCleanups)
 
@@ -49,29 +47,11 @@ const PAGE = `<!doctype html><html lang="en"><meta charset="utf-8"><title>Cached
   window.notes.ready = true
 </script></html>`
 
-/** Serves the page, the SDK's browser build, y-indexeddb, lib0 and the yjs shim. */
-async function servePages () {
-  const server = createServer((request, response) => {
-    const path = new URL(request.url, 'http://page').pathname
-    const file = FILES[path] ?? (path.startsWith('/lib0/') && !path.includes('..') ? join(MODULES, path.slice(1)) : null)
-    if (file !== null) {
-      response.writeHead(200, { 'content-type': 'text/javascript' })
-      response.end(readFileSync(file))
-    } else if (path === '/yjs.js') {
-      response.writeHead(200, { 'content-type': 'text/javascript' })
-      response.end(YJS_FROM_SDK)
-    } else {
-      response.writeHead(200, { 'content-type': 'text/html' })
-      response.end(PAGE)
-    }
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  onCleanup(() => new Promise(resolve => {
-    server.closeAllConnections()
-    server.close(resolve)
-  }))
-  return `http://127.0.0.1:${server.address().port}`
+/** The page's scripts: the SDK's browser build, y-indexeddb, lib0 and the yjs shim. */
+function script (path) {
+  if (path === '/yjs.js') return YJS_FROM_SDK
+  const file = FILES[path] ?? (path.startsWith('/lib0/') && !path.includes('..') ? join(MODULES, path.slice(1)) : undefined)
+  return file === undefined ? undefined : readFileSync(file)
 }
 
 async function api (root, path, token, body) {
@@ -85,7 +65,7 @@ async function api (root, path, token, body) {
 }
 
 test('the y-indexeddb recipe keeps the notes readable and editable while the server is unreachable', async () => {
-  const pages = await servePages()
+  const pages = await servePage(PAGE, script)
   const root = await startServer(undefined, { args: ['--cors-origins', pages] })
   const { access_token: token, user } = await api(root, '/auth/register', null,
     { email: 'eve@school.test', display_name: 'Eve Teacher', password: 'a long enough password', role: 'faculty' })

@@ -103,13 +103,54 @@ export async function startFakeModel (answer) {
       response.end('data: [DONE]\n\n')
     })
   })
+  const origin = await listen(server)
+  // Registered after the server's close, so it runs first (last registered, first run):
+  // held streams finish before their connections are closed.
+  onCleanup(release)
+  return { url: `${origin}/v1`, release }
+}
+
+/** Starts `server` on 127.0.0.1 on a free port, closed when the test file ends; resolves
+ * with its origin. */
+async function listen (server) {
   await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
   onCleanup(() => new Promise(resolve => {
-    release()
     server.closeAllConnections()
     server.close(resolve)
   }))
-  return { url: `http://127.0.0.1:${server.address().port}/v1`, release }
+  return `http://127.0.0.1:${server.address().port}`
+}
+
+/** Serves an embedder's page on a port of its own, another origin than Lectern's:
+ * `script(path)` gives the JavaScript of a path (a string or bytes), or `undefined`; every
+ * other path is `html`. Resolves with the page's origin. */
+export async function servePage (html, script) {
+  return listen(createServer((request, response) => {
+    const body = script(new URL(request.url, 'http://page').pathname)
+    if (body !== undefined) {
+      response.writeHead(200, { 'content-type': 'text/javascript' })
+      response.end(body)
+    } else {
+      response.writeHead(200, { 'content-type': 'text/html' })
+      response.end(html)
+    }
+  }))
+}
+
+/** From a session page (faculty), uploads `cells.md` on the classroom page, waits until it
+ * is ready, and comes back to the session, connected. */
+export async function uploadCells (page) {
+  const sessionUrl = page.url()
+  await page.getByRole('link', { name: '← Classroom' }).click()
+  await page.getByLabel(/Upload a file/).setInputFiles({
+    name: 'cells.md',
+    mimeType: 'text/markdown',
+    buffer: Buffer.from('# Cells\n\nMitochondria are the powerhouse of the cell: they make ATP.\n')
+  })
+  await page.getByRole('list', { name: 'Materials' }).getByRole('listitem')
+    .filter({ hasText: 'cells.md' }).getByText('(ready)').waitFor()
+  await page.goto(sessionUrl)
+  await page.getByText('connected', { exact: true }).first().waitFor()
 }
 
 /** Launches headless Chromium, closed when the test file ends. */
