@@ -13,7 +13,7 @@ use std::sync::Arc;
 use lectern_collab::{Access, AccessChange, CloseReason, DocId, RoomError, Rooms};
 use lectern_db::sessions::{DocKind, SessionState, session_doc_id};
 use lectern_db::{Accounts, Database, DbError};
-use yrs::{Any, Map, MapPrelim, WriteTxn};
+use yrs::{Any, Map, MapPrelim, MapRef, TransactionMut, WriteTxn};
 
 use crate::access::AccessError;
 use crate::api::dto::Focus;
@@ -214,17 +214,12 @@ impl RoomEffects {
             value.insert("section".to_owned(), Any::from(section.as_str()));
         }
         let value = Any::Map(Arc::new(value));
-        self.rooms
-            .edit(&lectern_doc(session_id)?, move |txn| {
-                let map = txn.get_or_insert_map(LECTERN_MAP);
-                map.insert(txn, FOCUS, value.clone());
-            })
-            .await?;
-        Ok(())
+        self.edit_lectern(session_id, move |txn, map| {
+            map.insert(txn, FOCUS, value.clone());
+        })
+        .await
     }
-}
 
-impl RoomEffects {
     /// Session `session_id` started, or was locked, unlocked or ended: its state is written
     /// into the session's `lectern` document (key `state`), so every open page learns of it
     /// at once. A lock changes what a socket may do without closing it, so without this a
@@ -236,13 +231,10 @@ impl RoomEffects {
         session_id: &str,
         state: SessionState,
     ) -> Result<(), RoomEffectsError> {
-        self.rooms
-            .edit(&lectern_doc(session_id)?, move |txn| {
-                let map = txn.get_or_insert_map(LECTERN_MAP);
-                map.insert(txn, STATE, state.as_str());
-            })
-            .await?;
-        Ok(())
+        self.edit_lectern(session_id, move |txn, map| {
+            map.insert(txn, STATE, state.as_str());
+        })
+        .await
     }
 
     /// Template `template_doc_id` was handed out in session `session_id` at `at` (unix
@@ -255,15 +247,28 @@ impl RoomEffects {
         at: i64,
     ) -> Result<(), RoomEffectsError> {
         let template = template_doc_id.to_owned();
+        self.edit_lectern(session_id, move |txn, map| {
+            let handouts = match map.get(txn, HANDOUTS) {
+                Some(yrs::Out::YMap(handouts)) => handouts,
+                _ => map.insert(txn, HANDOUTS, MapPrelim::default()),
+            };
+            // A float, as Yjs numbers are: an integer would reach JavaScript as a BigInt.
+            handouts.insert(txn, template.as_str(), at as f64);
+        })
+        .await
+    }
+
+    /// Runs `edit` on the root map of session `session_id`'s `lectern` document, through
+    /// its room (persisted, then broadcast to every member).
+    async fn edit_lectern(
+        &self,
+        session_id: &str,
+        edit: impl Fn(&mut TransactionMut<'_>, &MapRef) + Send + Sync + 'static,
+    ) -> Result<(), RoomEffectsError> {
         self.rooms
             .edit(&lectern_doc(session_id)?, move |txn| {
                 let map = txn.get_or_insert_map(LECTERN_MAP);
-                let handouts = match map.get(txn, HANDOUTS) {
-                    Some(yrs::Out::YMap(handouts)) => handouts,
-                    _ => map.insert(txn, HANDOUTS, MapPrelim::default()),
-                };
-                // A float, as Yjs numbers are: an integer would reach JavaScript as a BigInt.
-                handouts.insert(txn, template.as_str(), at as f64);
+                edit(txn, &map);
             })
             .await?;
         Ok(())
