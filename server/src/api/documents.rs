@@ -97,6 +97,16 @@ pub async fn read(
 ) -> Result<Response, ApiError> {
     let doc = DocId::new(&doc)
         .map_err(|error| ApiError::InvalidRequest(format!("document id: {error}")))?;
+    // The request is checked whole before any room is loaded for it.
+    let state_vector = match (query.format, &query.sv) {
+        (Format::Update, Some(sv)) => Some(decode_state_vector(sv)?),
+        (_, Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "sv goes with format=update only".into(),
+            ));
+        }
+        (_, None) => None,
+    };
     let credentials = credentials(&state, address, &headers).await?;
     if credentials.access(&state, &doc).await.is_none() {
         return Err(match credentials {
@@ -109,6 +119,10 @@ pub async fn read(
         .encode_state(&doc)
         .await
         .map_err(ApiError::internal)?;
+    if query.format == Format::Update && state_vector.is_none() {
+        // The whole state is what the room encoded: no replica needed.
+        return Ok(binary(encoded));
+    }
     let scratch = Doc::new();
     {
         let update = Update::decode_v1(&encoded).map_err(ApiError::internal)?;
@@ -119,19 +133,12 @@ pub async fn read(
     }
     match query.format {
         Format::Update => {
-            let state_vector = match &query.sv {
-                Some(sv) => decode_state_vector(sv)?,
-                None => StateVector::default(),
-            };
-            let diff = scratch.transact().encode_state_as_update_v1(&state_vector);
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], diff).into_response())
+            let state_vector = state_vector.unwrap_or_default();
+            Ok(binary(
+                scratch.transact().encode_state_as_update_v1(&state_vector),
+            ))
         }
         Format::Markdown => {
-            if query.sv.is_some() {
-                return Err(ApiError::InvalidRequest(
-                    "sv goes with format=update only".into(),
-                ));
-            }
             let has_text = scratch
                 .transact()
                 .root_refs()
@@ -150,15 +157,13 @@ pub async fn read(
             );
             Ok(response)
         }
-        Format::Json => {
-            if query.sv.is_some() {
-                return Err(ApiError::InvalidRequest(
-                    "sv goes with format=update only".into(),
-                ));
-            }
-            Ok(axum::Json(document_json(&scratch)).into_response())
-        }
+        Format::Json => Ok(axum::Json(document_json(&scratch)).into_response()),
     }
+}
+
+/// A Yjs update (v1) as the response body.
+fn binary(update: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], update).into_response()
 }
 
 /// Who calls: the `Authorization: Bearer` token if any (a document token or an access
