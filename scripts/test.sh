@@ -36,6 +36,14 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# Exports (crates/export): PDFs are set in the system's fonts (Noto covers Arabic,
+# Devanagari, CJK; DejaVu is there already), and their tests read the text back with
+# poppler's pdftotext.
+if [ ! -d /usr/share/fonts/truetype/noto ] || [ ! -d /usr/share/fonts/opentype/noto ] ||
+  ! command -v pdftotext >/dev/null; then
+  apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-core fonts-noto-cjk poppler-utils >/dev/null
+fi
 
 if ! command -v cargo-nextest >/dev/null; then
   cargo install --locked cargo-nextest

@@ -290,6 +290,20 @@ pub struct Config {
     #[arg(long, env = "LECTERN_COMPACT_AFTER_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub compact_after_bytes: usize,
 
+    /// While a document is edited, keep a restorable version of it at most every this many
+    /// seconds (and one when editing stops); 0: only the versions taken at session start and
+    /// end, around AI jobs, checkpoints and restores.
+    #[arg(long, env = "LECTERN_VERSION_INTERVAL_SECS", default_value_t = 600)]
+    pub version_interval_secs: u64,
+
+    /// Days versions and edit activity (the contributions report) are kept.
+    #[arg(long, env = "LECTERN_HISTORY_RETENTION_DAYS", default_value_t = 180)]
+    pub history_retention_days: u64,
+
+    /// Versions kept per document at most (the newest).
+    #[arg(long, env = "LECTERN_HISTORY_MAX_VERSIONS", default_value_t = 200)]
+    pub history_max_versions: usize,
+
     /// Deepest nesting of arrays/maps in one value of a document update (embedded values and
     /// rich-text attributes included); a deeper update closes the sender with 1007.
     #[arg(
@@ -735,6 +749,40 @@ pub struct Config {
         value_parser = parse_cors_origin
     )]
     pub cors_origins: Vec<CorsOrigin>,
+
+    /// Let webhooks go to loopback, private, link-local, CGNAT and unique-local addresses
+    /// (and `localhost`). Off by default, so faculty cannot make the server call into its
+    /// own network; turn on for tests and on-premise receivers.
+    #[arg(long, env = "LECTERN_WEBHOOKS_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhooks_allow_private: bool,
+
+    /// How long one webhook delivery attempt may take (connect, send, response), in
+    /// milliseconds.
+    #[arg(long, env = "LECTERN_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// How long a webhook delivery is retried after its event before it is marked failed,
+    /// in seconds.
+    #[arg(long, env = "LECTERN_WEBHOOK_RETRY_FOR_SECS", default_value_t = 24 * 3600)]
+    pub webhook_retry_for_secs: u64,
+
+    /// The wait before retrying a failed webhook delivery, in milliseconds; doubled after
+    /// each further failure (with jitter), up to --webhook-backoff-max-ms.
+    #[arg(long, env = "LECTERN_WEBHOOK_BACKOFF_MS", default_value_t = 10_000)]
+    pub webhook_backoff_ms: u64,
+
+    /// The longest wait between webhook delivery attempts, in milliseconds.
+    #[arg(long, env = "LECTERN_WEBHOOK_BACKOFF_MAX_MS", default_value_t = 3_600_000)]
+    pub webhook_backoff_max_ms: u64,
+
+    /// `document.updated` is sent once a document has had no update for this long, in
+    /// milliseconds...
+    #[arg(long, env = "LECTERN_WEBHOOK_DEBOUNCE_MS", default_value_t = 2_000)]
+    pub webhook_debounce_ms: u64,
+
+    /// ...and at most this often while updates keep coming, in milliseconds.
+    #[arg(long, env = "LECTERN_WEBHOOK_DEBOUNCE_MAX_MS", default_value_t = 10_000)]
+    pub webhook_debounce_max_ms: u64,
 }
 
 /// A web origin allowed by `--cors-origins`: `scheme://host[:port]`, in the lowercase form
@@ -872,6 +920,16 @@ impl Config {
                 .redis_url
                 .is_some()
                 .then(|| Duration::from_millis(self.cluster_sync_interval_ms.max(100))),
+            version_interval: (self.version_interval_secs > 0)
+                .then(|| Duration::from_secs(self.version_interval_secs)),
+        }
+    }
+
+    /// How long document history is kept.
+    pub fn history_retention(&self) -> lectern_db::Retention {
+        lectern_db::Retention {
+            max_age: Duration::from_secs(self.history_retention_days.saturating_mul(24 * 3600)),
+            max_versions: self.history_max_versions.max(1),
         }
     }
 

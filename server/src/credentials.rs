@@ -139,7 +139,7 @@ impl Credentials {
 
 /// Whether `doc` names a session's server-owned document (`session/{id}/lectern`): the
 /// whole name space is reserved, registered or not, so no grant can open one for writing.
-fn is_server_owned(doc: &str) -> bool {
+pub(crate) fn is_server_owned(doc: &str) -> bool {
     doc.strip_prefix("session/")
         .and_then(|rest| rest.split_once('/'))
         .is_some_and(|(session, kind)| {

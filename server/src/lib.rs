@@ -17,6 +17,8 @@
 //! - `materials/`: course material: uploads into object storage, background ingestion
 //!   (extract, chunk, embed), semantic search, and progress in each classroom's feed.
 //! - `ai/`: live AI jobs streaming into session documents (see `docs/ai.md`).
+//! - `webhooks/`: classroom events POSTed to registered URLs from a durable outbox
+//!   (signed, retried, SSRF-guarded), and the debounced `document.updated`.
 //! - `web.rs`: the web app embedded from `web/dist` and served at `/`, and CORS
 //!   (`--cors-origins`).
 //! - this file: [`AppState`], the router ([`app`]) and the serve loop with graceful
@@ -33,12 +35,14 @@ mod cluster;
 mod cluster_store;
 pub mod config;
 pub mod credentials;
+mod events;
 pub mod lazy_model;
 pub mod materials;
 pub mod metrics;
 pub mod room_effects;
 pub mod transport;
 mod web;
+mod webhooks;
 pub mod ws;
 
 use std::future::Future;
@@ -81,6 +85,8 @@ struct Inner {
     ai: ai::AiService,
     speech: api::speech::Speech,
     cluster: cluster::Cluster,
+    events: events::Events,
+    webhooks: webhooks::WebhookService,
 }
 
 impl AppState {
@@ -94,8 +100,19 @@ impl AppState {
         let metrics = Metrics::new();
         let cluster = cluster::Cluster::from_config(&config, metrics.cluster.clone())
             .context("configuring the Redis link")?;
+        let webhooks = webhooks::WebhookService::new(
+            database.clone(),
+            webhooks::WebhookSettings::from_config(&config),
+            metrics.webhooks.clone(),
+        );
+        // Rooms append through a store that notes each updated document for the
+        // `document.updated` webhook event.
+        let (document_store, document_notes) = webhooks::debounce::NotingStore::wrap(
+            database.document_store(config.history_retention()),
+            metrics.webhooks.document_notes_dropped.clone(),
+        );
         let rooms = Rooms::new(
-            database.document_store(),
+            document_store,
             cluster.fanout(),
             cluster.node(),
             config.room_config(),
@@ -107,6 +124,15 @@ impl AppState {
         let rate_limits = api::rate_limits(&config, &store);
         let room_effects = RoomEffects::new(rooms.clone(), database.clone(), cluster.clone());
         let shutdown = CancellationToken::new();
+        // Webhooks and notifications register their sinks here.
+        let events = events::Events::new(vec![webhooks.sink()]);
+        webhooks
+            .start(
+                document_notes,
+                lectern_db::Sessions::new(database.clone()),
+                events.clone(),
+            )
+            .context("starting webhook delivery")?;
         let model = materials::EmbeddingModel::new(config.models_dir(), config.prepare_models);
         let library = materials::Library::start(
             object_store(&config).await?,
@@ -117,6 +143,7 @@ impl AppState {
                 .context("finding the extraction worker binary")?,
             metrics.materials.clone(),
             cluster.clone(),
+            events.clone(),
             shutdown.child_token(),
         )
         .await
@@ -128,6 +155,7 @@ impl AppState {
             library.clone(),
             metrics.ai.clone(),
             &store,
+            events.clone(),
             shutdown.child_token(),
         );
         let speech = api::speech::Speech::from_config(&config, &store);
@@ -136,6 +164,8 @@ impl AppState {
             ai,
             speech,
             cluster,
+            events,
+            webhooks,
             authenticator,
             rate_limits,
             room_effects,
@@ -255,6 +285,16 @@ impl AppState {
         &self.0.speech
     }
 
+    /// Where handlers tell what happened (webhooks, notifications).
+    pub(crate) fn events(&self) -> &events::Events {
+        &self.0.events
+    }
+
+    /// Webhooks: the outbox sink, delivery and its settings.
+    pub(crate) fn webhooks(&self) -> &webhooks::WebhookService {
+        &self.0.webhooks
+    }
+
     pub(crate) fn database(&self) -> &Database {
         &self.0.database
     }
@@ -282,6 +322,9 @@ impl AppState {
         {
             tracing::warn!("some sockets did not close in time");
         }
+        // After the rooms: their last appends are announced (`document.updated`) and
+        // written to the outbox before the database closes.
+        self.0.webhooks.shutdown().await;
         self.0.database.close().await;
         self.0.cluster.close();
     }

@@ -14,6 +14,7 @@ use lectern_collab::CollabMetrics;
 
 use crate::ai::metrics::AiMetrics;
 use crate::materials::metrics::MaterialsMetrics;
+use crate::webhooks::WebhookMetrics;
 
 /// Socket-level metrics.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +67,8 @@ pub struct Metrics {
     pub materials: MaterialsMetrics,
     /// The Redis link's metrics (zero on a node on its own).
     pub cluster: ClusterMetrics,
+    /// Webhook delivery metrics.
+    pub webhooks: WebhookMetrics,
     /// Counter and cache operations (rate limits, AI budgets, AI answers) this node served
     /// from its own state because Redis did not answer (`cluster_store.rs`).
     pub redis_fallbacks: Counter,
@@ -139,6 +142,7 @@ impl Metrics {
         let ai = AiMetrics::register(&mut registry);
         let materials = MaterialsMetrics::register(&mut registry);
         let cluster = ClusterMetrics::register(&mut registry);
+        let webhooks = WebhookMetrics::register(&mut registry);
         let redis_fallbacks = Counter::default();
         registry.register(
             "redis_fallbacks",
@@ -165,6 +169,7 @@ impl Metrics {
             ai,
             materials,
             cluster,
+            webhooks,
             redis_fallbacks,
             process_resident_bytes,
             runtime_alive_tasks,

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lectern_collab::{Access, AccessChange, CloseReason, DocId, RoomError, Rooms};
+use lectern_collab::{
+    Access, AccessChange, CloseReason, DocId, RoomError, Rooms, SERVER_AUTHOR,
+};
 use lectern_db::sessions::{DocKind, SessionState, session_doc_id};
 use lectern_db::{Accounts, Database, DbError};
 use yrs::{Any, Map, MapPrelim, MapRef, TransactionMut, WriteTxn};
@@ -87,7 +89,7 @@ impl RoomEffects {
     ) -> Result<(), RoomEffectsError> {
         let state = self.rooms.encode_state(&doc_id(template_doc_id)?).await?;
         self.rooms
-            .apply_update(&doc_id(fork_doc_id)?, state)
+            .apply_update(&doc_id(fork_doc_id)?, state, SERVER_AUTHOR)
             .await?;
         Ok(())
     }
@@ -266,7 +268,7 @@ impl RoomEffects {
         edit: impl Fn(&mut TransactionMut<'_>, &MapRef) + Send + Sync + 'static,
     ) -> Result<(), RoomEffectsError> {
         self.rooms
-            .edit(&lectern_doc(session_id)?, move |txn| {
+            .edit(&lectern_doc(session_id)?, SERVER_AUTHOR, move |txn| {
                 let map = txn.get_or_insert_map(LECTERN_MAP);
                 edit(txn, &map);
             })

@@ -11,7 +11,9 @@
 //! - `reserved.rs`: client ids the server writes under (an AI job's), which the room
 //!   refuses in client updates while reserved ([`Rooms::reserve_client`]).
 //! - [`outbox`]: the per-socket queue rooms write into without ever waiting on a client.
-//! - [`store`]: the `Store` seam (snapshot + update log) and an in-memory implementation.
+//! - [`store`]: the `Store` seam (snapshot + update log with who wrote what, and kept
+//!   versions) and an in-memory implementation.
+//! - [`history`]: restoring a kept version as a new update.
 //! - [`fanout`]: the `Fanout` seam between server nodes and an in-process implementation.
 //! - [`metrics`]: Prometheus metrics for rooms.
 //! - [`TokenBucket`] (`rate.rs`): per-client rate limits (awareness, socket frames).
@@ -19,6 +21,7 @@
 //! The server crate owns sockets, HTTP and configuration parsing; this crate never sees them.
 
 pub mod fanout;
+pub mod history;
 pub mod limits;
 pub mod metrics;
 pub mod outbox;
@@ -42,7 +45,7 @@ pub use protocol::{ClientMessage, ProtocolError};
 pub use rate::TokenBucket;
 pub use reserved::ClientReservation;
 pub use rooms::{JoinError, Membership, RoomError, Rooms};
-pub use store::{MemoryStore, Store, StoreError};
+pub use store::{Edit, MemoryStore, NewVersion, SERVER_AUTHOR, Store, StoreError, VersionReason};
 pub use type_depth::DEFAULT_MAX_TYPE_DEPTH;
 
 /// The name of a shared document, as it appears in URLs and in the store.
@@ -175,6 +178,35 @@ pub enum CloseReason {
     ReservedClientId,
 }
 
+/// Why an update sent over REST ([`Rooms::apply_rest_update`]) was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateRefused {
+    /// Not a valid Yjs update (v1), or over the update limits (nesting, counts).
+    #[error("not a valid Yjs update (v1), or over the update limits")]
+    Invalid,
+    /// It writes under a client id the server reserves (a running AI job's).
+    #[error("the update uses a client id reserved by the server")]
+    ReservedClientId,
+    /// Applying it would take the document over its size limit.
+    #[error("the document would exceed its size limit")]
+    DocumentTooLarge,
+    /// It builds on changes the document does not have; what could be applied was.
+    #[error("the update depends on changes the document does not have")]
+    MissingDependencies,
+}
+
+impl UpdateRefused {
+    /// What a refusal that closes a socket means for a REST caller.
+    pub(crate) fn from_close(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::ReservedClientId => Self::ReservedClientId,
+            CloseReason::DocumentTooLarge => Self::DocumentTooLarge,
+            CloseReason::TooManyPending => Self::MissingDependencies,
+            _ => Self::Invalid,
+        }
+    }
+}
+
 impl CloseReason {
     /// A short human-readable explanation, sent as the close reason.
     pub fn description(self) -> &'static str {
@@ -234,6 +266,9 @@ pub struct RoomConfig {
     /// message is repaired even when no later one reveals the gap. None: never (one node,
     /// or a transport that loses nothing).
     pub cluster_sync_interval: Option<Duration>,
+    /// While a document is edited, a version of it is kept at most this often (and when
+    /// editing stops, the room unloading). None: no activity versions.
+    pub version_interval: Option<Duration>,
 }
 
 impl Default for RoomConfig {
@@ -252,6 +287,7 @@ impl Default for RoomConfig {
             awareness_rate: 30,
             awareness_burst: 60,
             cluster_sync_interval: None,
+            version_interval: Some(Duration::from_secs(10 * 60)),
         }
     }
 }

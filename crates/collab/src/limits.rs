@@ -215,8 +215,13 @@ pub(crate) enum StructKind {
     Gc,
     /// A range the update does not carry.
     Skip,
-    /// An item; `is_type` when its content is a Yjs type (content tag 7).
-    Item { is_type: bool, parent: ParentRef },
+    /// An item; `is_type` when its content is a Yjs type (content tag 7), `is_text` when it
+    /// is text (content tag 4, its length counted in UTF-16 code units).
+    Item {
+        is_type: bool,
+        is_text: bool,
+        parent: ParentRef,
+    },
 }
 
 /// Where an item says its parent is, as written on the wire.
@@ -235,6 +240,20 @@ pub(crate) enum ParentRef {
         /// Its right origin.
         right: Option<ID>,
     },
+}
+
+/// How much text `structs` insert into a document whose state is `state`: the lengths
+/// (UTF-16 code units) of the text items, or their parts, the document does not have yet.
+pub(crate) fn new_text_len(structs: &[StructRef], state: &yrs::StateVector) -> u64 {
+    structs
+        .iter()
+        .filter(|structure| matches!(structure.kind, StructKind::Item { is_text: true, .. }))
+        .map(|structure| {
+            let known = state.get(&structure.id.client);
+            let end = structure.id.clock.saturating_add(structure.len);
+            u64::from(end.saturating_sub(known.max(structure.id.clock)))
+        })
+        .sum()
 }
 
 /// Checks an encoded (v1) state vector: its count against the bytes left.
@@ -403,11 +422,14 @@ impl Walk<'_> {
         }
         let kind = info & 0b1111;
         let len = self.content(kind)?;
-        let is_type = kind == CONTENT_TYPE;
         self.record(StructRef {
             id,
             len,
-            kind: StructKind::Item { is_type, parent },
+            kind: StructKind::Item {
+                is_type: kind == CONTENT_TYPE,
+                is_text: kind == CONTENT_STRING,
+                parent,
+            },
         });
         Ok(len)
     }

@@ -24,18 +24,19 @@ use tracing::Instrument;
 use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut, Update, WriteTxn};
+use yrs::{ClientID, Doc, IdSet, ReadTxn, StateVector, Transact, TransactionMut, Update, WriteTxn};
 
 use crate::fanout::{FanoutMessage, FanoutPayload, NodeId, Subscription};
+use crate::limits::StructRef;
 use crate::limits::{self, LimitError, UpdateLimits};
 use crate::outbox::{Outbox, Route, SendError};
 use crate::protocol::{self, ClientMessage};
 use crate::rate::TokenBucket;
-use crate::store::StoredDoc;
+use crate::store::{Edit, NewVersion, StoredDoc, VersionReason};
 use crate::type_depth::{Checked, TypeDepths};
 use crate::{
     Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, JoinError, RoomConfig,
-    Store, StoreError,
+    Store, StoreError, UpdateRefused,
 };
 
 /// Identifies one client's membership in a room.
@@ -83,12 +84,30 @@ pub(crate) enum Command {
     ServerUpdate {
         /// An encoded (v1) update the caller has already checked decodes.
         update: Bytes,
+        /// Who the edit is attributed to (`ai:<job id>`, `server`...).
+        author: Arc<str>,
         reply: oneshot::Sender<()>,
+    },
+    /// An update sent over REST by a caller with write access: checked exactly like a
+    /// member's, and answered (applied, or why not) instead of closing anything.
+    RestUpdate {
+        update: Bytes,
+        author: Arc<str>,
+        reply: oneshot::Sender<Result<(), UpdateRefused>>,
+    },
+    /// Keeps the document's current state as a version (nothing when it is empty).
+    SaveVersion {
+        reason: VersionReason,
+        label: Option<String>,
+        author: Option<Arc<str>>,
+        reply: oneshot::Sender<Result<Option<i64>, StoreError>>,
     },
     /// Runs a server-side edit on the document itself (so it builds on the current state),
     /// then persists and broadcasts what it changed.
     Edit {
         edit: ServerEdit,
+        /// Who the edit is attributed to.
+        author: Arc<str>,
         reply: oneshot::Sender<()>,
     },
     /// Encodes the whole document state.
@@ -209,6 +228,10 @@ pub(crate) struct Room {
     read_store_wanted: bool,
     /// A read of the stored document running in the background, if any.
     store_read: Option<tokio::task::JoinHandle<Result<StoredDoc, StoreError>>>,
+    /// When a version was last kept (or the room loaded), and whether the document changed
+    /// since: activity versions (`RoomConfig::version_interval`).
+    last_version: tokio::time::Instant,
+    edited_since_version: bool,
 }
 
 /// Asking other nodes for what a room lacks is cheap but not free: after a gap a burst of
@@ -268,7 +291,7 @@ impl Room {
                 // of types too deep is refused before yrs could delete it recursively. A
                 // snapshot may carry structs that were pending when it was written (their
                 // depth was checked when they arrived): those are left pending again.
-                let (update, checked) = checked_decode_in(
+                let (update, checked, _) = checked_decode_in(
                     bytes,
                     &limits,
                     context.config.max_type_depth,
@@ -311,6 +334,8 @@ impl Room {
             stated_seq: 0,
             read_store_wanted: false,
             store_read: None,
+            last_version: tokio::time::Instant::now(),
+            edited_since_version: false,
         })
     }
 
@@ -424,7 +449,7 @@ impl Room {
                 } => {
                     // Apply this update and every update directly behind it in one
                     // transaction, so they are persisted and broadcast as one.
-                    let mut updates = vec![(member, update)];
+                    let mut updates = vec![(Sender::Member(member), update)];
                     while let Some(Command::Client {
                         message: ClientMessage::Update(_),
                         ..
@@ -435,7 +460,7 @@ impl Room {
                             message: ClientMessage::Update(update),
                         }) = commands.next()
                         {
-                            updates.push((member, update));
+                            updates.push((Sender::Member(member), update));
                         }
                     }
                     self.apply_client_updates(updates).await?;
@@ -486,23 +511,64 @@ impl Room {
                     let users = self.members.values().map(|member| member.user.clone());
                     let _ = reply.send(users.collect());
                 }
-                Command::ServerUpdate { update, reply } => {
-                    self.apply_client_updates(vec![(SERVER_MEMBER, update)])
+                Command::ServerUpdate {
+                    update,
+                    author,
+                    reply,
+                } => {
+                    self.apply_client_updates(vec![(Sender::Server(author), update)])
                         .await?;
                     let _ = reply.send(());
                 }
-                Command::Edit { edit, reply } => {
+                Command::RestUpdate {
+                    update,
+                    author,
+                    reply,
+                } => {
+                    self.apply_client_updates(vec![(Sender::Rest { author, reply }, update)])
+                        .await?;
+                }
+                Command::Edit {
+                    edit,
+                    author,
+                    reply,
+                } => {
                     let diff = {
                         let mut txn = self.awareness.doc().transact_mut();
+                        let sv_before = txn.state_vector();
                         (edit.0)(&mut txn);
                         let changed =
                             txn.before_state() != txn.after_state() || !txn.delete_set().is_empty();
-                        changed.then(|| txn.encode_update_v1())
+                        changed.then(|| {
+                            let deleted = deleted_len(txn.delete_set());
+                            (txn.encode_update_v1(), sv_before, deleted)
+                        })
                     };
-                    if let Some(diff) = diff {
-                        self.commit(diff, None).await?;
+                    if let Some((diff, sv_before, deleted)) = diff {
+                        // The server's own encoding: its text length is read the same way
+                        // as a client's update.
+                        let inserted = limits::scan_update_v1(
+                            &diff,
+                            &UpdateLimits {
+                                max_values: usize::MAX,
+                                ..self.context.config.update_limits
+                            },
+                        )
+                        .map_or(0, |(_, structs)| limits::new_text_len(&structs, &sv_before));
+                        let mut edits = Vec::new();
+                        note_edit(&mut edits, &author, inserted, deleted);
+                        self.commit(diff, &edits, None).await?;
                     }
                     let _ = reply.send(());
+                }
+                Command::SaveVersion {
+                    reason,
+                    label,
+                    author,
+                    reply,
+                } => {
+                    let saved = self.save_version(reason, label, author).await;
+                    let _ = reply.send(saved);
                 }
                 Command::EncodeState { reply } => {
                     let _ = reply.send(self.encode_snapshot());
@@ -607,52 +673,80 @@ impl Room {
 
     async fn apply_client_updates(
         &mut self,
-        updates: Vec<(MemberId, Bytes)>,
+        updates: Vec<(Sender, Bytes)>,
     ) -> Result<(), StoreError> {
         let config = &self.context.config;
         let mut senders = HashSet::new();
         let mut rejected = Vec::new();
         let mut resync = Vec::new();
+        let mut edits: Vec<Edit> = Vec::new();
+        let mut answers = Vec::new();
         let diff = {
             let mut txn = self.awareness.doc().transact_mut();
             let mut accepted_bytes = 0;
-            for (member, payload) in updates {
-                if rejected.iter().any(|(refused, _)| *refused == member) {
-                    continue; // closed earlier in this batch
-                }
-                let access = match self.members.get(&member) {
-                    Some(joined) => joined.access,
-                    None if member == SERVER_MEMBER => Access::Write,
-                    None => continue, // closed earlier in this batch
-                };
-                // Access first: a read-only member's bytes are never decoded.
-                if access == Access::Read {
-                    // Refused without closing: the client may still follow the document and
-                    // send awareness. Its local edit stays local (see `change_access`). Hostile
-                    // bytes still close it: the limits walk does not decode.
-                    if let Err(error) = limits::check_update_v1(&payload, &config.update_limits) {
-                        tracing::info!(doc = %self.doc_id, member, error = &error as &dyn std::error::Error, "update refused");
-                        rejected.push((member, CloseReason::InvalidMessage));
-                    } else {
-                        tracing::debug!(doc = %self.doc_id, member, "update from a read-only member refused");
-                        self.context.metrics.messages_rejected.inc();
+            for (sender, payload) in updates {
+                let (member, author, trusted, answer) = match sender {
+                    Sender::Member(member) => {
+                        if rejected.iter().any(|(refused, _)| *refused == member) {
+                            continue; // closed earlier in this batch
+                        }
+                        let Some(joined) = self.members.get(&member) else {
+                            continue; // closed earlier in this batch
+                        };
+                        // Access first: a read-only member's bytes are never decoded.
+                        if joined.access == Access::Read {
+                            // Refused without closing: the client may still follow the
+                            // document and send awareness. Its local edit stays local (see
+                            // `change_access`). Hostile bytes still close it: the limits
+                            // walk does not decode.
+                            if let Err(error) =
+                                limits::check_update_v1(&payload, &config.update_limits)
+                            {
+                                tracing::info!(doc = %self.doc_id, member, error = &error as &dyn std::error::Error, "update refused");
+                                rejected.push((member, CloseReason::InvalidMessage));
+                            } else {
+                                tracing::debug!(doc = %self.doc_id, member, "update from a read-only member refused");
+                                self.context.metrics.messages_rejected.inc();
+                            }
+                            continue;
+                        }
+                        (member, joined.user.clone(), false, None)
                     }
-                    continue;
-                }
-                let (update, created) = match checked_decode_in(
+                    Sender::Server(author) => (SERVER_MEMBER, author, true, None),
+                    Sender::Rest { author, reply } => (SERVER_MEMBER, author, false, Some(reply)),
+                };
+                // Refuses this update: a member is closed, a REST caller is told why.
+                let mut refuse = |reason: CloseReason, answer: Option<RestReply>| match answer {
+                    Some(reply) => {
+                        let _ = reply.send(Err(UpdateRefused::from_close(reason)));
+                    }
+                    None => rejected.push((member, reason)),
+                };
+                let sv_before = txn.state_vector();
+                let (update, checked, structs) = match checked_decode_in(
                     &payload,
                     &config.update_limits,
                     config.max_type_depth,
                     &mut self.type_depths,
                     &txn,
                 ) {
-                    Ok((update, Checked::Within(created))) => (update, created),
-                    Ok((_, Checked::Unknown)) => {
+                    Ok(decoded) => decoded,
+                    Err(error) => {
+                        tracing::info!(doc = %self.doc_id, member, error = &error as &dyn std::error::Error, "update refused");
+                        refuse(CloseReason::InvalidMessage, answer);
+                        continue;
+                    }
+                };
+                let created = match checked {
+                    Checked::Within(created) => created,
+                    Checked::Unknown => {
                         // A new type's depth depends on changes the room lacks: applying it
-                        // could let yrs integrate an unchecked type later. Ask the sender for
-                        // everything the room lacks instead; its answer carries both.
+                        // could let yrs integrate an unchecked type later. Ask the sender
+                        // for everything the room lacks instead; its answer carries both.
                         tracing::debug!(doc = %self.doc_id, member, "update with a type of unknown depth held back");
-                        if let Some(joined) = self.members.get_mut(&member)
+                        if let Some(reply) = answer {
+                            let _ = reply.send(Err(UpdateRefused::MissingDependencies));
+                        } else if let Some(joined) = self.members.get_mut(&member)
                             && !joined.resync_sent
                         {
                             joined.resync_sent = true;
@@ -660,32 +754,37 @@ impl Room {
                         }
                         continue;
                     }
-                    Err(error) => {
-                        tracing::info!(doc = %self.doc_id, member, error = &error as &dyn std::error::Error, "update refused");
-                        rejected.push((member, CloseReason::InvalidMessage));
-                        continue;
-                    }
                 };
-                if member != SERVER_MEMBER && self.context.reserved.is_forged(&self.doc_id, &update)
-                {
+                if !trusted && self.context.reserved.is_forged(&self.doc_id, &update) {
                     tracing::info!(doc = %self.doc_id, member, "update under a reserved client id refused");
-                    rejected.push((member, CloseReason::ReservedClientId));
+                    refuse(CloseReason::ReservedClientId, answer);
                     continue;
                 }
                 if self.document_bytes + accepted_bytes + payload.len() > config.max_document_bytes
                 {
-                    rejected.push((member, CloseReason::DocumentTooLarge));
+                    refuse(CloseReason::DocumentTooLarge, answer);
                     continue;
                 }
+                let was_pending = txn.has_missing_updates();
+                let deleted_before = deleted_len(txn.delete_set());
                 if let Err(error) = txn.apply_update(update) {
                     tracing::warn!(doc = %self.doc_id, member, %error, "update does not apply");
-                    rejected.push((member, CloseReason::InvalidMessage));
+                    refuse(CloseReason::InvalidMessage, answer);
                     continue;
                 }
                 accepted_bytes += payload.len();
-                senders.insert(member);
                 self.type_depths.record(created);
+                note_edit(
+                    &mut edits,
+                    &author,
+                    limits::new_text_len(&structs, &sv_before),
+                    deleted_len(txn.delete_set()).saturating_sub(deleted_before),
+                );
+                senders.insert(member);
                 if !txn.has_missing_updates() {
+                    if let Some(reply) = answer {
+                        answers.push(reply);
+                    }
                     // Nothing waits: this member may be asked again next time.
                     if let Some(joined) = self.members.get_mut(&member) {
                         joined.resync_sent = false;
@@ -697,6 +796,16 @@ impl Room {
                             joined.resync_sent = false;
                         }
                     }
+                    continue;
+                }
+                if let Some(reply) = answer {
+                    // A REST caller cannot be asked for what is missing: what applied stays
+                    // (it is valid on its own), the rest is dropped unless other members'
+                    // updates were already waiting, and the caller is told.
+                    if !was_pending {
+                        txn.prune_pending();
+                    }
+                    let _ = reply.send(Err(UpdateRefused::MissingDependencies));
                     continue;
                 }
                 // Part of this update waits for changes the room has not seen. yrs keeps it
@@ -735,15 +844,19 @@ impl Room {
                 self.send_to(member, step1.clone());
             }
         }
-        let Some(diff) = diff else {
-            return Ok(());
-        };
-        // The sender already has its own edit; when several members contributed, each gets
-        // the merged update (re-applying known changes is a no-op in Yjs).
-        let only_sender = (senders.len() == 1)
-            .then(|| senders.iter().next().copied())
-            .flatten();
-        self.commit(diff, only_sender).await
+        if let Some(diff) = diff {
+            // The sender already has its own edit; when several members contributed, each
+            // gets the merged update (re-applying known changes is a no-op in Yjs).
+            let only_sender = (senders.len() == 1)
+                .then(|| senders.iter().next().copied())
+                .flatten();
+            self.commit(diff, &edits, only_sender).await?;
+        }
+        // Answered once durable.
+        for reply in answers {
+            let _ = reply.send(Ok(()));
+        }
+        Ok(())
     }
 
     /// A sync step 1 with the room's state vector: the peer answers with what the room lacks.
@@ -754,12 +867,21 @@ impl Room {
 
     /// Makes an update already applied to the document durable, then sends it to every
     /// member but `except` and to the other nodes.
-    async fn commit(&mut self, diff: Vec<u8>, except: Option<MemberId>) -> Result<(), StoreError> {
+    async fn commit(
+        &mut self,
+        diff: Vec<u8>,
+        edits: &[Edit],
+        except: Option<MemberId>,
+    ) -> Result<(), StoreError> {
         self.full_state = None;
         self.context.metrics.updates_applied.inc();
 
         let started = Instant::now();
-        let seq = self.context.store.append(&self.doc_id, &diff).await?;
+        let seq = self
+            .context
+            .store
+            .append(&self.doc_id, &diff, edits)
+            .await?;
         self.context
             .metrics
             .persist_seconds
@@ -777,7 +899,68 @@ impl Room {
             update: Bytes::from(diff),
         });
         self.start_compaction_if_needed();
+        self.keep_activity_version();
         Ok(())
+    }
+
+    /// Keeps the current state as a version, unless the document is empty; the next
+    /// activity version is due an interval from now.
+    async fn save_version(
+        &mut self,
+        reason: VersionReason,
+        label: Option<String>,
+        author: Option<Arc<str>>,
+    ) -> Result<Option<i64>, StoreError> {
+        let snapshot = self.encode_snapshot();
+        self.edited_since_version = false;
+        self.last_version = tokio::time::Instant::now();
+        // An empty document is worth keeping at a moment that matters (a session starts:
+        // restoring it undoes everything since), not as activity.
+        if reason == VersionReason::Activity && is_empty_state(&snapshot) {
+            return Ok(None);
+        }
+        let version = NewVersion {
+            snapshot,
+            reason,
+            label,
+            author,
+        };
+        self.context
+            .store
+            .save_version(&self.doc_id, &version)
+            .await
+            .map(Some)
+    }
+
+    /// While the document is edited, keeps a version every `version_interval`. Written in
+    /// the background: a version is history, not durability, and the room must not wait.
+    fn keep_activity_version(&mut self) {
+        self.edited_since_version = true;
+        let Some(interval) = self.context.config.version_interval else {
+            return;
+        };
+        if self.last_version.elapsed() < interval {
+            return;
+        }
+        self.spawn_activity_version();
+    }
+
+    fn spawn_activity_version(&mut self) {
+        self.edited_since_version = false;
+        self.last_version = tokio::time::Instant::now();
+        let version = NewVersion {
+            snapshot: self.encode_snapshot(),
+            reason: VersionReason::Activity,
+            label: None,
+            author: None,
+        };
+        let store = self.context.store.clone();
+        let doc_id = self.doc_id.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.save_version(&doc_id, &version).await {
+                tracing::warn!(doc = %doc_id, error = &error as &dyn std::error::Error, "could not keep a version");
+            }
+        });
     }
 
     /// Applies and relays a member's awareness update within its limits. Entries for client
@@ -953,7 +1136,7 @@ impl Room {
             &mut self.type_depths,
             &txn,
         );
-        let (update, checked) = match checked {
+        let (update, checked, _) = match checked {
             Ok(decoded) => decoded,
             Err(error) => {
                 tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "fan-out update refused");
@@ -1006,7 +1189,7 @@ impl Room {
                 let decoded =
                     checked_decode_in(bytes, &limits, max_type_depth, &mut self.type_depths, &txn);
                 match decoded {
-                    Ok((update, checked)) => {
+                    Ok((update, checked, _)) => {
                         if txn.apply_update(update).is_ok()
                             && let Checked::Within(created) = checked
                         {
@@ -1246,6 +1429,13 @@ impl Room {
     /// Before unloading: waits for a running compaction, then folds whatever log is left into
     /// the snapshot, so the next load is one read.
     async fn compact_before_unload(&mut self) {
+        // The state editing stopped at is kept, whatever the interval.
+        if self.edited_since_version
+            && self.context.config.version_interval.is_some()
+            && let Err(error) = self.save_version(VersionReason::Activity, None, None).await
+        {
+            tracing::warn!(doc = %self.doc_id, error = &error as &dyn std::error::Error, "could not keep a version");
+        }
         if self.compaction.is_some() {
             let result = compaction_done(&mut self.compaction).await;
             self.finish_compaction(result);
@@ -1280,11 +1470,55 @@ fn checked_decode_in<T: ReadTxn>(
     max_type_depth: u32,
     type_depths: &mut TypeDepths,
     txn: &T,
-) -> Result<(Update, Checked), LimitError> {
+) -> Result<(Update, Checked, Vec<StructRef>), LimitError> {
     let (_, structs) = limits::scan_update_v1(bytes, limits)?;
     let checked = type_depths.check(txn, &structs, max_type_depth)?;
-    Ok((Update::decode_v1(bytes)?, checked))
+    Ok((Update::decode_v1(bytes)?, checked, structs))
 }
+
+/// How many ids a delete set covers.
+fn deleted_len(set: &IdSet) -> u64 {
+    set.iter()
+        .flat_map(|(_, ranges)| {
+            ranges
+                .iter()
+                .map(|range| u64::from(range.end - range.start))
+        })
+        .sum()
+}
+
+/// Adds what `author` changed to the batch's edits (one entry per author).
+fn note_edit(edits: &mut Vec<Edit>, author: &Arc<str>, inserted: u64, deleted: u64) {
+    match edits.iter_mut().find(|edit| edit.author == *author) {
+        Some(edit) => {
+            edit.inserted += inserted;
+            edit.deleted += deleted;
+        }
+        None => edits.push(Edit {
+            author: author.clone(),
+            inserted,
+            deleted,
+        }),
+    }
+}
+
+/// Whether an encoded state holds nothing (no structs, no deletions).
+fn is_empty_state(state: &[u8]) -> bool {
+    // An empty v1 update is two zero counts.
+    state == [0, 0]
+}
+
+/// Who sent an update the room applies.
+enum Sender {
+    /// A connected member.
+    Member(MemberId),
+    /// The server itself (AI output, copied templates): trusted, under its author.
+    Server(Arc<str>),
+    /// A REST caller with write access: checked like a member, answered instead of closed.
+    Rest { author: Arc<str>, reply: RestReply },
+}
+
+type RestReply = oneshot::Sender<Result<(), UpdateRefused>>;
 
 /// Resolves when the running compaction ends; never, when none runs.
 async fn compaction_done(compaction: &mut Option<Compaction>) -> Result<(), StoreError> {

@@ -26,7 +26,7 @@ use crate::reserved::{ClientReservation, ReservedClients};
 use crate::room::{Command, Exit, LoadError, MemberId, Room, RoomContext, ServerEdit};
 use crate::{
     AccessChange, ClientMessage, CloseReason, CollabMetrics, DocId, Fanout, Guest, RoomConfig,
-    Store,
+    Store, UpdateRefused, VersionReason,
 };
 
 /// Commands a room buffers before senders wait: back-pressure on clients that write faster
@@ -174,16 +174,67 @@ impl Rooms {
 
     /// Applies an edit made by the server itself (loading the room if needed): persisted,
     /// then broadcast to every member. Returns once it is durable.
-    pub async fn apply_update(&self, doc: &DocId, update: Vec<u8>) -> Result<(), RoomError> {
+    /// `author` is who the edit is attributed to in the document's history (`ai:<job id>`,
+    /// `server`).
+    pub async fn apply_update(
+        &self,
+        doc: &DocId,
+        update: Vec<u8>,
+        author: &str,
+    ) -> Result<(), RoomError> {
         limits::check_update_v1(&update, &self.inner.context.config.update_limits)
             .map_err(RoomError::RefusedUpdate)?;
         Update::decode_v1(&update).map_err(RoomError::InvalidUpdate)?;
         let update = Bytes::from(update);
+        let author: Arc<str> = author.into();
         self.request(doc, |reply| Command::ServerUpdate {
             update: update.clone(),
+            author: author.clone(),
             reply,
         })
         .await
+    }
+
+    /// Applies an update a caller with write access sent over REST (loading the room if
+    /// needed): checked exactly like a connected member's (limits, type depth, reserved
+    /// client ids, document size), persisted, then broadcast to every member. The inner
+    /// result says whether it was applied, and if not, why.
+    pub async fn apply_rest_update(
+        &self,
+        doc: &DocId,
+        update: Bytes,
+        author: &str,
+    ) -> Result<Result<(), UpdateRefused>, RoomError> {
+        let author: Arc<str> = author.into();
+        self.request(doc, |reply| Command::RestUpdate {
+            update: update.clone(),
+            author: author.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Keeps `doc`'s current state as a version (loading the room if needed) and returns its
+    /// id once stored; `None` for an activity version of an empty document.
+    pub async fn save_version(
+        &self,
+        doc: &DocId,
+        reason: VersionReason,
+        label: Option<String>,
+        author: Option<&str>,
+    ) -> Result<Option<i64>, RoomError> {
+        let author: Option<Arc<str>> = author.map(Into::into);
+        self.request(doc, |reply| Command::SaveVersion {
+            reason,
+            label: label.clone(),
+            author: author.clone(),
+            reply,
+        })
+        .await?
+        .map_err(|error| {
+            tracing::warn!(doc = %doc, error = &error as &dyn std::error::Error, "could not keep a version");
+            RoomError::Unavailable
+        })
     }
 
     /// Edits `doc` on the server (loading the room if needed): `edit` runs inside a write
@@ -192,11 +243,14 @@ impl Rooms {
     pub async fn edit(
         &self,
         doc: &DocId,
+        author: &str,
         edit: impl Fn(&mut TransactionMut<'_>) + Send + Sync + 'static,
     ) -> Result<(), RoomError> {
         let edit = ServerEdit(Arc::new(edit));
+        let author: Arc<str> = author.into();
         self.request(doc, |reply| Command::Edit {
             edit: edit.clone(),
+            author: author.clone(),
             reply,
         })
         .await

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use lectern_collab::outbox::{OutboxReceiver, outbox};
 use lectern_collab::protocol::{self, decode_frame};
-use lectern_collab::store::{StoreError, StoredDoc};
+use lectern_collab::store::{Edit, NewVersion, StoreError, StoredDoc};
 use lectern_collab::{
     Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, LocalFanout,
     Membership, MemoryStore, NodeId, RoomConfig, Rooms, Store,
@@ -358,7 +358,12 @@ impl Store for FlakyStore {
     async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
         self.inner.load(doc).await
     }
-    async fn append(&self, doc: &DocId, update: &[u8]) -> Result<i64, StoreError> {
+    async fn append(
+        &self,
+        doc: &DocId,
+        update: &[u8],
+        edits: &[Edit],
+    ) -> Result<i64, StoreError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("disk on fire".into()));
         }
@@ -366,7 +371,10 @@ impl Store for FlakyStore {
             !self.panic_next.swap(false, Ordering::SeqCst),
             "a bug in the room"
         );
-        self.inner.append(doc, update).await
+        self.inner.append(doc, update, edits).await
+    }
+    async fn save_version(&self, doc: &DocId, version: &NewVersion) -> Result<i64, StoreError> {
+        self.inner.save_version(doc, version).await
     }
     async fn compact(&self, doc: &DocId, snapshot: &[u8], seq: i64) -> Result<(), StoreError> {
         self.inner.compact(doc, snapshot, seq).await
@@ -629,11 +637,11 @@ async fn server_edits_are_stored_and_reach_every_member() {
         body.insert(&mut txn, 0, "written by the server");
         txn.encode_update_v1()
     };
-    rooms.apply_update(&doc, update).await.expect("apply");
+    rooms.apply_update(&doc, update, "server").await.expect("apply");
     watcher.receive_until_text("written by the server").await;
     assert_eq!(store.load(&doc).await.expect("load").updates.len(), 1);
 
-    let garbage = rooms.apply_update(&doc, vec![0xff, 0xff, 0x01]).await;
+    let garbage = rooms.apply_update(&doc, vec![0xff, 0xff, 0x01], "server").await;
     assert!(matches!(
         garbage,
         Err(lectern_collab::RoomError::RefusedUpdate(_))
@@ -649,7 +657,7 @@ async fn server_edits_build_on_the_current_state() {
     watcher.insert(0, "typed by a person").await;
     for section in ["intro", "photosynthesis"] {
         rooms
-            .edit(&doc, move |txn| {
+            .edit(&doc, "server", move |txn| {
                 let meta = yrs::WriteTxn::get_or_insert_map(txn, "meta");
                 yrs::Map::insert(&meta, txn, "focus", section);
             })

@@ -21,8 +21,9 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use lectern_collab::store::{StoredDoc, StoredUpdate};
-use lectern_collab::{DocId, Store, StoreError};
+use lectern_collab::{DocId, Edit, NewVersion, Store, StoreError};
 
+use crate::history::{self, Retention};
 use crate::leases::{self, Leases};
 use crate::{Database, DbError};
 
@@ -34,6 +35,8 @@ const COMPACTION_LEASE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct SqlDocumentStore {
     database: Database,
+    /// How long versions and activity are kept.
+    retention: Retention,
 }
 
 /// The stored snapshot of one document, if any.
@@ -43,9 +46,12 @@ struct SnapshotRow {
 }
 
 impl SqlDocumentStore {
-    /// A store on `database` (already migrated).
-    pub fn new(database: Database) -> Self {
-        Self { database }
+    /// A store on `database` (already migrated), keeping history for `retention`.
+    pub fn new(database: Database, retention: Retention) -> Self {
+        Self {
+            database,
+            retention,
+        }
     }
 
     async fn snapshot(&self, doc: &str) -> Result<Option<SnapshotRow>, DbError> {
@@ -118,30 +124,6 @@ impl SqlDocumentStore {
             snapshot: snapshot.map(|row| row.snapshot),
             updates,
         })
-    }
-
-    async fn append_update(&self, doc: &str, update: &[u8]) -> Result<i64, DbError> {
-        let seq =
-            match &self.database {
-                Database::Sqlite(pool) => sqlx::query_scalar(
-                    "INSERT INTO document_updates (doc_id, update_v1) VALUES (?, ?) RETURNING seq",
-                )
-                .bind(doc)
-                .bind(update)
-                .fetch_one(pool)
-                .await?,
-                Database::Postgres(pool) => {
-                    sqlx::query_scalar(
-                        "INSERT INTO document_updates (doc_id, update_v1) VALUES ($1, $2) \
-                     RETURNING seq",
-                    )
-                    .bind(doc)
-                    .bind(update)
-                    .fetch_one(pool)
-                    .await?
-                }
-            };
-        Ok(seq)
     }
 
     /// Compacts `doc` under its lease; skips (Ok) when another node is compacting it.
@@ -304,8 +286,14 @@ impl Store for SqlDocumentStore {
         self.load_doc(doc.as_str()).await.map_err(backend)
     }
 
-    async fn append(&self, doc: &DocId, update: &[u8]) -> Result<i64, StoreError> {
-        self.append_update(doc.as_str(), update)
+    async fn append(&self, doc: &DocId, update: &[u8], edits: &[Edit]) -> Result<i64, StoreError> {
+        history::append(&self.database, doc.as_str(), update, edits)
+            .await
+            .map_err(backend)
+    }
+
+    async fn save_version(&self, doc: &DocId, version: &NewVersion) -> Result<i64, StoreError> {
+        history::save_version(&self.database, doc.as_str(), version, self.retention)
             .await
             .map_err(backend)
     }

@@ -15,6 +15,8 @@
 //!   its heartbeat, cancel requests; readable from every node.
 //! - [`leases`]: [`Leases`], named locks with an expiry, so exactly one node of a cluster
 //!   does a piece of work (compacting a document, ingesting a material).
+//! - [`webhooks`]: [`Webhooks`], classrooms' webhooks and their outbox (the delivery log),
+//!   claimed by one node at a time.
 //! - [`testing`]: helpers that give tests a fresh PostgreSQL database.
 //!
 //! Queries are written out per backend rather than through `sqlx::Any`: the two dialects
@@ -25,10 +27,12 @@ pub mod ai_jobs;
 mod checkpoint;
 pub mod classrooms;
 pub mod documents;
+pub mod history;
 pub mod leases;
 pub mod materials;
 pub mod sessions;
 pub mod testing;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -43,9 +47,11 @@ pub use accounts::Accounts;
 pub use ai_jobs::AiJobs;
 pub use classrooms::Classrooms;
 pub use documents::SqlDocumentStore;
+pub use history::{History, Retention};
 pub use leases::Leases;
 pub use materials::Materials;
 pub use sessions::Sessions;
+pub use webhooks::Webhooks;
 
 /// How long a SQLite connection waits for another writer before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,6 +113,9 @@ pub enum DbError {
     /// A stored AI job status is not one this version knows.
     #[error("unknown AI job value {0:?} in the database")]
     UnknownAiJobValue(String),
+    /// A stored webhook delivery state is not one this version knows.
+    #[error("unknown webhook delivery state {0:?} in the database")]
+    UnknownDeliveryState(String),
     /// A stored embedding is not a whole number of f32s.
     #[error("stored embedding of {0} bytes is not a list of f32s")]
     CorruptEmbedding(usize),
@@ -183,9 +192,9 @@ impl Database {
         Ok(())
     }
 
-    /// The room document store on this database.
-    pub fn document_store(&self) -> Arc<dyn lectern_collab::Store> {
-        Arc::new(SqlDocumentStore::new(self.clone()))
+    /// The room document store on this database, keeping history for `retention`.
+    pub fn document_store(&self, retention: Retention) -> Arc<dyn lectern_collab::Store> {
+        Arc::new(SqlDocumentStore::new(self.clone(), retention))
     }
 
     /// Waits for in-flight queries and closes every connection.

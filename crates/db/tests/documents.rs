@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use lectern_collab::{CollabMetrics, DocId, LocalFanout, NodeId, RoomConfig, Rooms, Store};
-use lectern_db::{Database, DbError, SqlDocumentStore, testing};
+use lectern_db::{Database, DbError, Retention, SqlDocumentStore, testing};
 
 use crate::backends;
 use yrs::updates::decoder::Decode;
@@ -43,7 +43,7 @@ async fn stored_text(store: &SqlDocumentStore, doc: &DocId) -> String {
 async fn unknown_documents_load_empty() {
     let (databases, _dir) = backends().await;
     for database in databases {
-        let store = SqlDocumentStore::new(database.clone());
+        let store = SqlDocumentStore::new(database.clone(), Retention::default());
         let stored = store.load(&doc_id("nothing-here")).await.expect("load");
         assert_eq!(stored.snapshot, None, "{}", database.backend());
         assert!(stored.updates.is_empty(), "{}", database.backend());
@@ -54,19 +54,19 @@ async fn unknown_documents_load_empty() {
 async fn appended_updates_load_in_order_with_increasing_sequence_numbers() {
     let (databases, _dir) = backends().await;
     for database in databases {
-        let store = SqlDocumentStore::new(database.clone());
+        let store = SqlDocumentStore::new(database.clone(), Retention::default());
         let (notes, chat) = (doc_id("class/notes"), doc_id("class/chat"));
         let writer = Doc::new();
         let mut seqs = Vec::new();
         for word in ["one ", "two ", "three "] {
             seqs.push(
                 store
-                    .append(&notes, &edit(&writer, word))
+                    .append(&notes, &edit(&writer, word), &[])
                     .await
                     .expect("append"),
             );
             store
-                .append(&chat, &edit(&Doc::new(), "other document"))
+                .append(&chat, &edit(&Doc::new(), "other document"), &[])
                 .await
                 .expect("append");
         }
@@ -94,15 +94,15 @@ async fn appended_updates_load_in_order_with_increasing_sequence_numbers() {
 async fn compaction_replaces_the_log_prefix_with_a_snapshot() {
     let (databases, _dir) = backends().await;
     for database in databases {
-        let store = SqlDocumentStore::new(database.clone());
+        let store = SqlDocumentStore::new(database.clone(), Retention::default());
         let notes = doc_id("notes");
         let writer = Doc::new();
         store
-            .append(&notes, &edit(&writer, "a"))
+            .append(&notes, &edit(&writer, "a"), &[])
             .await
             .expect("append");
         let through = store
-            .append(&notes, &edit(&writer, "b"))
+            .append(&notes, &edit(&writer, "b"), &[])
             .await
             .expect("append");
         let snapshot = writer
@@ -113,7 +113,7 @@ async fn compaction_replaces_the_log_prefix_with_a_snapshot() {
             .await
             .expect("compact");
         store
-            .append(&notes, &edit(&writer, "c"))
+            .append(&notes, &edit(&writer, "c"), &[])
             .await
             .expect("append");
 
@@ -137,16 +137,16 @@ async fn compaction_replaces_the_log_prefix_with_a_snapshot() {
 async fn compaction_keeps_updates_its_snapshot_did_not_include() {
     let (databases, _dir) = backends().await;
     for database in databases {
-        let store = SqlDocumentStore::new(database.clone());
+        let store = SqlDocumentStore::new(database.clone(), Retention::default());
         let notes = doc_id("shared");
         let node_a = Doc::new();
         let node_b = Doc::new();
         store
-            .append(&notes, &edit(&node_a, "from A;"))
+            .append(&notes, &edit(&node_a, "from A;"), &[])
             .await
             .expect("append");
         let through = store
-            .append(&notes, &edit(&node_b, "from B;"))
+            .append(&notes, &edit(&node_b, "from B;"), &[])
             .await
             .expect("append");
         let a_only = node_a
@@ -174,15 +174,15 @@ async fn reconnecting_reapplies_no_migration_and_keeps_data() {
         let first = Database::connect(&url).await.expect("first connect");
         let notes = doc_id("kept");
         first
-            .document_store()
-            .append(&notes, &edit(&Doc::new(), "still here"))
+            .document_store(Retention::default())
+            .append(&notes, &edit(&Doc::new(), "still here"), &[])
             .await
             .expect("append");
         first.close().await;
         let second = Database::connect(&url).await.expect("second connect");
         second.ping().await.expect("ping");
         assert_eq!(
-            stored_text(&SqlDocumentStore::new(second), &notes).await,
+            stored_text(&SqlDocumentStore::new(second, Retention::default()), &notes).await,
             "still here"
         );
     }
@@ -202,7 +202,7 @@ async fn rooms_reload_what_they_stored() {
     let (databases, _dir) = backends().await;
     for database in databases {
         let rooms = Rooms::new(
-            database.document_store(),
+            database.document_store(Retention::default()),
             Arc::new(LocalFanout::new()),
             NodeId::random(),
             RoomConfig {
@@ -227,7 +227,7 @@ async fn rooms_reload_what_they_stored() {
         }
         membership.leave().await;
         rooms.shutdown().await;
-        let store = SqlDocumentStore::new(database.clone());
+        let store = SqlDocumentStore::new(database.clone(), Retention::default());
         assert_eq!(stored_text(&store, &notes).await, "w1 w2 w3 w4 w5 ");
         let stored = store.load(&notes).await.expect("load");
         assert!(

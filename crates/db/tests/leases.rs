@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use lectern_collab::{DocId, Store};
-use lectern_db::{Database, Leases, SqlDocumentStore};
+use lectern_db::{Database, Leases, Retention, SqlDocumentStore};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
@@ -166,7 +166,7 @@ async fn a_document_another_node_is_compacting_is_skipped_and_loses_nothing() {
     let (databases, _dir) = backends().await;
     for database in databases {
         let backend = database.backend();
-        let store = SqlDocumentStore::new(database.clone());
+        let store = SqlDocumentStore::new(database.clone(), Retention::default());
         let notes = doc_id("leased-notes");
         let writer = Doc::new();
         let body = writer.get_or_insert_text("body");
@@ -178,7 +178,7 @@ async fn a_document_another_node_is_compacting_is_skipped_and_loses_nothing() {
                 body.insert(&mut txn, end, word);
                 txn.encode_update_v1()
             };
-            through = store.append(&notes, &update).await.expect("append");
+            through = store.append(&notes, &update, &[]).await.expect("append");
         }
         let snapshot = writer
             .transact()

@@ -4,10 +4,12 @@
 
 mod ai_jobs;
 mod documents;
+mod history;
 mod identity;
 mod leases;
 mod materials;
 mod sessions;
+mod webhooks;
 
 use lectern_db::{Database, testing};
 

@@ -68,6 +68,7 @@ use crate::auth::{Origin, Principal, now_secs};
 use crate::cluster::{Cluster, ClusterEvent};
 use crate::cluster_store::ClusterStore;
 use crate::config::{AiBackendKind, Config};
+use crate::events::{Event, Events};
 use crate::materials::Library;
 use generator::Generator;
 use guard::{AnswerCache, DailyBudget};
@@ -243,6 +244,8 @@ struct Inner {
     /// Other nodes, told at once when a job is cancelled (they also learn it from the
     /// job's record within a heartbeat). None on a node on its own.
     cluster: Option<Cluster>,
+    /// Where `ai_job.finished` is told.
+    events: Events,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -267,6 +270,8 @@ struct Plan {
 impl AiService {
     /// The service `config` describes, writing through `rooms`; rate limits, budgets and
     /// the answer cache shared through `store`. `shutdown` cancels every job.
+    // Every handle the service holds, given once at start (see `AppState::build`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: &Config,
         rooms: Rooms,
@@ -274,6 +279,7 @@ impl AiService {
         library: Library,
         metrics: AiMetrics,
         store: &ClusterStore,
+        events: Events,
         shutdown: CancellationToken,
     ) -> Self {
         Self::with_generator(
@@ -284,6 +290,7 @@ impl AiService {
             library,
             metrics,
             store,
+            events,
             shutdown,
         )
     }
@@ -299,6 +306,7 @@ impl AiService {
         library: Library,
         metrics: AiMetrics,
         store: &ClusterStore,
+        events: Events,
         shutdown: CancellationToken,
     ) -> Self {
         let limits = AiLimits {
@@ -348,6 +356,7 @@ impl AiService {
             local: Mutex::new(HashMap::new()),
             heartbeat_started: AtomicBool::new(false),
             cluster: store.cluster().cloned(),
+            events,
             tracker: TaskTracker::new(),
             shutdown,
         }))
@@ -563,6 +572,7 @@ impl AiService {
             .await?
         {
             tracing::info!(job_id = %record.id, node = %record.node, "AI job lost its node");
+            self.announce_end(&failed).await;
             return Ok(failed);
         }
         // It changed meanwhile (a heartbeat, its end): read it as it is now.
@@ -594,13 +604,41 @@ impl AiService {
             .records
             .finish(job_id, stored_status(status), error, usage, now())
             .await;
-        if let Err(error) = recorded {
-            // Its heartbeat stops with it, so readers report it interrupted in time.
-            tracing::error!(
-                error = &error as &dyn std::error::Error,
-                "could not record the job's end"
-            );
+        match recorded {
+            Ok(true) => match self.0.records.get(job_id).await {
+                Ok(Some(record)) => self.announce_end(&record).await,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "could not read the ended job for its event"
+                ),
+            },
+            // Another end was recorded first (and announced by whoever recorded it).
+            Ok(false) => {}
+            Err(error) => {
+                // Its heartbeat stops with it, so readers report it interrupted in time.
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "could not record the job's end"
+                );
+            }
         }
+    }
+
+    /// Emits `ai_job.finished` for a job whose end was just recorded.
+    async fn announce_end(&self, record: &AiJobRecord) {
+        self.0
+            .events
+            .emit(Event::AiJobFinished {
+                classroom_id: record.classroom_id.clone(),
+                session_id: record.session_id.clone(),
+                job_id: record.id.clone(),
+                kind: record.kind.clone(),
+                requested_by: record.started_by.clone(),
+                status: record.status.as_str().to_owned(),
+                doc_id: record.doc_id.clone(),
+            })
+            .await;
     }
 
     /// Forgets job `job_id` as running here (its task is over).

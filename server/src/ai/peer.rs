@@ -31,7 +31,7 @@ use yrs::{
     WriteTxn,
 };
 
-use lectern_collab::{ClientReservation, DocId, RoomError, Rooms};
+use lectern_collab::{ClientReservation, DocId, RoomError, Rooms, SERVER_AUTHOR};
 
 use crate::room_effects::LECTERN_MAP;
 
@@ -111,7 +111,7 @@ impl AiPeer {
         let client_key = peer.client_id().to_string();
         let job_key = job_id.to_owned();
         rooms
-            .edit(&peer.lectern, move |txn| {
+            .edit(&peer.lectern, SERVER_AUTHOR, move |txn| {
                 let lectern = txn.get_or_insert_map(LECTERN_MAP);
                 let clients = nested_map(txn, &lectern, AI_CLIENTS);
                 clients.insert(txn, client_key.as_str(), client.clone());
@@ -125,6 +125,11 @@ impl AiPeer {
     /// The replica's client id: the id every item this job creates carries.
     pub fn client_id(&self) -> u64 {
         self.doc.client_id().get()
+    }
+
+    /// Who the job's edits are attributed to in the document's history.
+    pub fn author(&self) -> String {
+        ai_author(&self.job_id)
     }
 
     /// The target document.
@@ -143,7 +148,9 @@ impl AiPeer {
             let result = edit(&mut txn);
             (result, txn.encode_update_v1())
         };
-        self.rooms.apply_update(&self.target, update).await?;
+        self.rooms
+            .apply_update(&self.target, update, &self.author())
+            .await?;
         Ok(result)
     }
 
@@ -171,7 +178,7 @@ impl AiPeer {
     async fn put_entry(&self, value: Any) -> Result<(), RoomError> {
         let job_key = self.job_id.to_string();
         self.rooms
-            .edit(&self.lectern, move |txn| {
+            .edit(&self.lectern, SERVER_AUTHOR, move |txn| {
                 let lectern = txn.get_or_insert_map(LECTERN_MAP);
                 let jobs = nested_map(txn, &lectern, AI_JOBS);
                 jobs.insert(txn, job_key.as_str(), value.clone());
@@ -224,4 +231,9 @@ fn nested_map(txn: &mut TransactionMut<'_>, parent: &yrs::MapRef, key: &str) -> 
         Some(yrs::Out::YMap(map)) => map,
         _ => parent.insert(txn, key, MapPrelim::default()),
     }
+}
+
+/// The author an AI job's edits carry in a document's history: `ai:<job id>`.
+pub fn ai_author(job_id: &str) -> String {
+    format!("ai:{job_id}")
 }

@@ -23,11 +23,11 @@ use lectern_ai::backend::{
 };
 use lectern_ai::quality;
 use lectern_ai::structured::{self, MindmapBuilder, ParseHints, PromptOptions, SourceExcerpt};
-use lectern_collab::{DocId, RoomError};
+use lectern_collab::{DocId, RoomError, VersionReason};
 use lectern_db::ai_jobs::{JobStatus, JobUsage};
 
 use super::guard::{CacheKey, CacheKeyBuilder};
-use super::peer::AiPeer;
+use super::peer::{AiPeer, ai_author};
 use super::queue::Ticket;
 use super::sources::{self, Passage};
 use super::{AiService, Plan, now};
@@ -315,8 +315,21 @@ impl Job {
                     "could not record the job's end in its document"
                 );
             }
+            self.keep_version(VersionReason::AfterAiJob).await;
         }
         metrics.jobs_running.dec();
+    }
+
+    /// Keeps a version of the target document, attributed to the job. History is not
+    /// worth failing a job for: a failure is logged (by `Rooms::save_version`).
+    async fn keep_version(&self, reason: VersionReason) {
+        let author = ai_author(&self.job_id);
+        let _ = self
+            .service
+            .0
+            .rooms
+            .save_version(&self.plan.target, reason, None, Some(&author))
+            .await;
     }
 
     /// Everything up to the end of the stream; returns the peer and sink so `run` can
@@ -411,6 +424,8 @@ impl Job {
                 None => return Outcome::Cancelled,
             }
         };
+        // The document as it was before the job writes, to go back to.
+        self.keep_version(VersionReason::BeforeAiJob).await;
         if let Err(error) = peer.put_status(AiJobStatus::Streaming.as_str(), None).await {
             return Outcome::Failed(JobError::from(error).to_string());
         }
@@ -746,10 +761,12 @@ impl Job {
         let question = self.plan.prompt.clone();
         let author = self.requester.clone();
         let created_at = now();
+        // The question is the user's contribution, not the AI's.
+        let user = crate::credentials::user_tag(&self.requester);
         self.service
             .0
             .rooms
-            .edit(&self.plan.target, move |txn| {
+            .edit(&self.plan.target, &user, move |txn| {
                 let messages = txn.get_or_insert_array(CHAT_MESSAGES);
                 let message: MapPrelim = MapPrelim::from_iter([
                     ("id", In::from(format!("{job_id}-question"))),

@@ -20,6 +20,7 @@ use crate::api::dto::{
 use crate::api::error::ApiError;
 use crate::api::extract::{Account, ApiJson};
 use crate::auth::now_secs;
+use crate::events::Event;
 
 /// Join-code characters: upper-case letters and digits without look-alikes (0/O, 1/I/L),
 /// so a code read off a projector is typed right.
@@ -181,9 +182,24 @@ pub async fn join(
         .by_join_code(&code)
         .await?
         .ok_or(ApiError::InvalidJoinCode)?;
+    // Only a new member is news (joining again changes nothing).
+    let already = classrooms
+        .membership(&classroom.id, &account.id)
+        .await?
+        .is_some();
     let role = classrooms
         .add_member(&classroom.id, &account.id, MemberRole::Student, now())
         .await?;
+    if !already {
+        state
+            .events()
+            .emit(Event::MemberJoined {
+                classroom_id: classroom.id.clone(),
+                user_id: account.id.clone(),
+                role: role.as_str().to_owned(),
+            })
+            .await;
+    }
     Ok(Json(Enrolment { classroom, role }.into()))
 }
 

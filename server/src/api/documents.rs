@@ -95,7 +95,19 @@ pub async fn read(
     Path(doc): Path<String>,
     Query(query): Query<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    let doc = DocId::new(&doc)
+    read_revision(&state, address, &headers, &doc, query, Revision::Current).await
+}
+
+/// `GET /documents/{doc}` of `revision` (the live document or a kept version).
+pub(crate) async fn read_revision(
+    state: &AppState,
+    address: ClientAddress,
+    headers: &HeaderMap,
+    doc: &str,
+    query: ReadQuery,
+    revision: Revision,
+) -> Result<Response, ApiError> {
+    let doc = DocId::new(doc)
         .map_err(|error| ApiError::InvalidRequest(format!("document id: {error}")))?;
     // The request is checked whole before any room is loaded for it.
     let state_vector = match (query.format, &query.sv) {
@@ -107,30 +119,19 @@ pub async fn read(
         }
         (_, None) => None,
     };
-    let credentials = credentials(&state, address, &headers).await?;
-    if credentials.access(&state, &doc).await.is_none() {
+    let credentials = credentials(state, address, headers).await?;
+    if credentials.access(state, &doc).await.is_none() {
         return Err(match credentials {
             Credentials::Anonymous => ApiError::Unauthenticated,
             _ => ApiError::Forbidden,
         });
     }
-    let encoded = state
-        .rooms()
-        .encode_state(&doc)
-        .await
-        .map_err(ApiError::internal)?;
+    let encoded = encoded_state(state, &doc, revision).await?;
     if query.format == Format::Update && state_vector.is_none() {
         // The whole state is what the room encoded: no replica needed.
         return Ok(binary(encoded));
     }
-    let scratch = Doc::new();
-    {
-        let update = Update::decode_v1(&encoded).map_err(ApiError::internal)?;
-        scratch
-            .transact_mut()
-            .apply_update(update)
-            .map_err(ApiError::internal)?;
-    }
+    let scratch = replica(&encoded)?;
     match query.format {
         Format::Update => {
             let state_vector = state_vector.unwrap_or_default();
@@ -161,6 +162,65 @@ pub async fn read(
     }
 }
 
+/// Which state of a document to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Revision {
+    /// What the document holds now (its room's state, the room loaded if need be).
+    Current,
+    /// A kept version, by id (`GET /documents/{doc}/versions`).
+    Version(i64),
+}
+
+/// Document `doc` at `revision` as its JSON roots by name (what `format=json` answers).
+/// The caller has decided access already.
+pub(crate) async fn content_json(
+    state: &AppState,
+    doc: &DocId,
+    revision: Revision,
+) -> Result<Value, ApiError> {
+    let encoded = encoded_state(state, doc, revision).await?;
+    Ok(document_json(&replica(&encoded)?))
+}
+
+/// Document `doc` at `revision` as one Yjs update (v1).
+async fn encoded_state(
+    state: &AppState,
+    doc: &DocId,
+    revision: Revision,
+) -> Result<Vec<u8>, ApiError> {
+    match revision {
+        Revision::Current => state
+            .rooms()
+            .encode_state(doc)
+            .await
+            .map_err(ApiError::internal),
+        Revision::Version(id) => {
+            let (_, snapshot) = lectern_db::History::new(state.database().clone())
+                .version(doc.as_str(), id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            // Stored bytes reach yrs only through the limits, like a room's stored parts.
+            let limits = lectern_collab::UpdateLimits {
+                max_values: usize::MAX,
+                ..state.config().room_config().update_limits
+            };
+            lectern_collab::check_update_v1(&snapshot, &limits).map_err(ApiError::internal)?;
+            Ok(snapshot)
+        }
+    }
+}
+
+/// A scratch replica holding `encoded` (a Yjs update, v1), to read roots from.
+fn replica(encoded: &[u8]) -> Result<Doc, ApiError> {
+    let scratch = Doc::new();
+    let update = Update::decode_v1(encoded).map_err(ApiError::internal)?;
+    scratch
+        .transact_mut()
+        .apply_update(update)
+        .map_err(ApiError::internal)?;
+    Ok(scratch)
+}
+
 /// A Yjs update (v1) as the response body.
 fn binary(update: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/octet-stream")], update).into_response()
@@ -169,7 +229,7 @@ fn binary(update: Vec<u8>) -> Response {
 /// Who calls: the `Authorization: Bearer` token if any (a document token or an access
 /// token), within the API rate limit (per caller; per client address without a token, so
 /// anonymous callers do not share one bucket).
-async fn credentials(
+pub(crate) async fn credentials(
     state: &AppState,
     address: ClientAddress,
     headers: &HeaderMap,

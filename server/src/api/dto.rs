@@ -954,3 +954,234 @@ pub(crate) fn ai_job_request_by_kind() -> utoipa::openapi::OneOf {
         )
         .build()
 }
+
+/// `POST /api/v1/classrooms/{id}/webhooks`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// Where deliveries are POSTed: `http` or `https`, no user name or password, a host
+    /// that is (and resolves to) a public address.
+    pub url: String,
+    /// The events it receives (at least one): `session.started`, `session.ended`,
+    /// `material.ready`, `material.failed`, `ai_job.finished`, `member.joined`,
+    /// `document.updated`, `handout.given`.
+    pub events: Vec<String>,
+}
+
+/// A classroom's webhook.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookResponse {
+    /// Opaque id.
+    pub id: String,
+    /// The classroom whose events it receives.
+    pub classroom_id: String,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// The events it receives.
+    pub events: Vec<String>,
+    /// The account that registered it.
+    pub created_by: String,
+    /// When it was registered, Unix seconds.
+    pub created_at: i64,
+    /// The signing secret (`X-Lectern-Signature`); only in the answer to the
+    /// registration, never again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl From<lectern_db::webhooks::Webhook> for WebhookResponse {
+    fn from(webhook: lectern_db::webhooks::Webhook) -> Self {
+        Self {
+            id: webhook.id,
+            classroom_id: webhook.classroom_id,
+            url: webhook.url,
+            events: webhook.events,
+            created_by: webhook.created_by,
+            created_at: webhook.created_at,
+            secret: None,
+        }
+    }
+}
+
+/// Where a webhook delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookDeliveryState {
+    /// Not delivered yet; retried until delivered or given up.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up (retried for `--webhook-retry-for-secs`, or the webhook was deleted).
+    Failed,
+}
+
+/// One delivery of an event to a webhook, as in its delivery log.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookDeliveryResponse {
+    /// The delivery id (`X-Lectern-Delivery`, and `id` in the body).
+    pub id: String,
+    /// The event name.
+    pub event: String,
+    /// Where it is.
+    pub state: WebhookDeliveryState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The receiver's HTTP status at the last attempt, if it answered.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed (the status and the start of the receiver's answer,
+    /// a timeout, a refused address...).
+    pub last_error: Option<String>,
+    /// When the event happened, Unix seconds.
+    pub created_at: i64,
+    /// While pending: when the next attempt is due, Unix seconds.
+    pub next_attempt_at: Option<i64>,
+    /// When the receiver accepted it, Unix seconds.
+    pub delivered_at: Option<i64>,
+}
+
+impl From<lectern_db::webhooks::Delivery> for WebhookDeliveryResponse {
+    fn from(delivery: lectern_db::webhooks::Delivery) -> Self {
+        use lectern_db::webhooks::DeliveryState;
+        let state = match delivery.state {
+            DeliveryState::Pending => WebhookDeliveryState::Pending,
+            DeliveryState::Delivered => WebhookDeliveryState::Delivered,
+            DeliveryState::Failed => WebhookDeliveryState::Failed,
+        };
+        Self {
+            id: delivery.id,
+            event: delivery.event,
+            state,
+            attempts: delivery.attempts,
+            last_status: delivery.last_status,
+            last_error: delivery.last_error,
+            created_at: delivery.created_at_ms.div_euclid(1000),
+            next_attempt_at: (state == WebhookDeliveryState::Pending)
+                .then(|| delivery.next_attempt_at_ms.div_euclid(1000)),
+            delivered_at: delivery.delivered_at_ms.map(|ms| ms.div_euclid(1000)),
+        }
+    }
+}
+
+/// `POST /documents/{doc}/update` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UpdateAppliedResponse {
+    /// Always `true`: the update is stored and sent to connected clients.
+    pub applied: bool,
+}
+
+/// `POST /documents/{doc}/versions` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRequest {
+    /// A name for the checkpoint (at most 120 characters), e.g. `Before the group work`.
+    #[serde(default, deserialize_with = "text::optional_visible_text")]
+    #[schema(max_length = 120)]
+    pub label: Option<String>,
+}
+
+/// A kept version of a document (its content: `GET .../versions/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionResponse {
+    pub id: i64,
+    pub doc_id: String,
+    /// When it was kept, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Why: `session_started`, `session_ended`, `before_ai_job`, `after_ai_job`,
+    /// `checkpoint`, `activity` (while edited, and when editing stops) or `before_restore`.
+    pub reason: String,
+    /// A checkpoint's name.
+    pub label: Option<String>,
+    /// Who asked for it (`user:<id>`, `ai:<job id>`...), if someone did.
+    pub author: Option<String>,
+    /// Size of the kept state in bytes.
+    pub bytes: i64,
+}
+
+impl From<lectern_db::history::VersionInfo> for VersionResponse {
+    fn from(info: lectern_db::history::VersionInfo) -> Self {
+        Self {
+            id: info.id,
+            doc_id: info.doc_id,
+            created_at_ms: info.created_at_ms,
+            reason: info.reason,
+            label: info.label,
+            author: info.author,
+            bytes: info.bytes,
+        }
+    }
+}
+
+/// `POST .../versions/{v}/restore` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RestoreResponse {
+    /// The version the document was brought back to.
+    pub restored: i64,
+    /// Whether anything changed (false: the document already read as that version).
+    pub changed: bool,
+    /// The version kept just before the restore (restore it to undo this one); none when
+    /// the document was empty.
+    pub before_restore: Option<i64>,
+}
+
+/// One person's contribution to one document of a session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DocumentContribution {
+    pub doc_id: String,
+    /// `notes`, `mindmap`, `chat`, `template`, `fork`.
+    pub kind: Option<String>,
+    /// Characters they typed (UTF-16 code units, as Yjs counts text).
+    pub inserted: i64,
+    /// Characters (and values) they deleted.
+    pub deleted: i64,
+    /// Characters AI jobs they started wrote.
+    pub ai_inserted: i64,
+    /// Their stored edits (a burst of typing stored together counts once).
+    pub edits: i64,
+    /// First and last edit (theirs or their AI jobs'), milliseconds since the Unix epoch.
+    pub first_edit_at_ms: Option<i64>,
+    pub last_edit_at_ms: Option<i64>,
+    /// Distinct minutes in which they edited.
+    pub active_minutes: i64,
+}
+
+/// One person's contribution to a session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ContributionResponse {
+    /// How the history names them: `user:<id>`, or an embedder's token subject.
+    pub author: String,
+    /// Their account, when they have one here.
+    pub user_id: Option<String>,
+    pub display_name: Option<String>,
+    pub inserted: i64,
+    pub deleted: i64,
+    pub ai_inserted: i64,
+    /// `ai_inserted` as a share of everything inserted for them (0 to 1).
+    pub ai_share: f64,
+    pub edits: i64,
+    pub first_edit_at_ms: Option<i64>,
+    pub last_edit_at_ms: Option<i64>,
+    /// Distinct minutes in which they edited any document.
+    pub active_minutes: i64,
+    pub documents: Vec<DocumentContribution>,
+}
+
+/// How much of a document people and AI wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DocumentShareResponse {
+    pub doc_id: String,
+    pub kind: Option<String>,
+    pub human_inserted: i64,
+    pub ai_inserted: i64,
+    /// `ai_inserted` as a share of everything inserted (0 to 1).
+    pub ai_share: f64,
+}
+
+/// `GET /sessions/{id}/contributions`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ContributionsResponse {
+    pub session_id: String,
+    /// Everyone who edited, by `author`.
+    pub people: Vec<ContributionResponse>,
+    /// Each document that was edited.
+    pub documents: Vec<DocumentShareResponse>,
+}

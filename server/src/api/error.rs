@@ -92,11 +92,21 @@ pub enum ErrorCode {
     /// 422: the server's AI model cannot do this kind of job (translation on the embedded
     /// model, which would return the text unchanged); the message says how to fix it.
     AiUnsupported,
+    /// 422: a document update sent over REST is not a valid Yjs update (v1), is over the
+    /// update limits, or writes under a client id the server reserves; the message says
+    /// which.
+    UpdateRefused,
+    /// 409: a document update sent over REST depends on changes the document does not
+    /// have (fetch `format=update&sv=...` and merge first); what could be applied was.
+    UpdateIncomplete,
+    /// 400: a webhook URL's host is, or resolves to, an address the server does not call
+    /// (loopback, private, link-local...) or a `localhost` name; the message says which.
+    WebhookAddressRefused,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 31] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::InvalidToken,
@@ -125,6 +135,9 @@ impl ErrorCode {
         Self::SpeechUnavailable,
         Self::AudioTooLong,
         Self::AiUnsupported,
+        Self::WebhookAddressRefused,
+        Self::UpdateRefused,
+        Self::UpdateIncomplete,
     ];
 
     /// The wire spelling.
@@ -158,6 +171,9 @@ impl ErrorCode {
             Self::SpeechUnavailable => "speech_unavailable",
             Self::AudioTooLong => "audio_too_long",
             Self::AiUnsupported => "ai_unsupported",
+            Self::WebhookAddressRefused => "webhook_address_refused",
+            Self::UpdateRefused => "update_refused",
+            Self::UpdateIncomplete => "update_incomplete",
         }
     }
 }
@@ -262,6 +278,15 @@ pub enum ApiError {
     /// A recording over the duration limit; the message says its length and the limit.
     #[error("{0}")]
     AudioTooLong(String),
+    /// A webhook URL naming an address the server does not call; the message says which.
+    #[error("{0}")]
+    WebhookAddressRefused(String),
+    /// A document update sent over REST was refused; the message says why.
+    #[error("{0}")]
+    UpdateRefused(String),
+    /// A document update sent over REST depends on changes the document lacks.
+    #[error("the update depends on changes the document does not have; fetch what you lack (format=update&sv=...) and merge first")]
+    UpdateIncomplete,
     /// A server-side failure; logged, never described to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -313,7 +338,25 @@ impl ApiError {
                 ErrorCode::SpeechUnavailable,
             ),
             Self::AudioTooLong(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::AudioTooLong),
+            Self::WebhookAddressRefused(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::WebhookAddressRefused)
+            }
+            Self::UpdateRefused(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::UpdateRefused),
+            Self::UpdateIncomplete => (StatusCode::CONFLICT, ErrorCode::UpdateIncomplete),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        }
+    }
+}
+
+impl From<lectern_collab::UpdateRefused> for ApiError {
+    fn from(refused: lectern_collab::UpdateRefused) -> Self {
+        use lectern_collab::UpdateRefused;
+        match refused {
+            UpdateRefused::DocumentTooLarge => Self::PayloadTooLarge,
+            UpdateRefused::MissingDependencies => Self::UpdateIncomplete,
+            UpdateRefused::Invalid | UpdateRefused::ReservedClientId => {
+                Self::UpdateRefused(refused.to_string())
+            }
         }
     }
 }

@@ -9,7 +9,9 @@
 //!   characters in names), and how upload file names are cleaned.
 //! - `rate_limit.rs`: per-user token buckets (in Redis for a cluster).
 //! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`, `ai.rs`,
-//!   `speech.rs` (speech input for the chat): the handlers.
+//!   `speech.rs` (speech input for the chat), `documents.rs` (a document's content),
+//!   `export.rs` (documents and sessions as Markdown, DOCX, PDF), `webhooks.rs` (a
+//!   classroom's webhooks and their delivery logs): the handlers.
 //! - this file: the router and the OpenAPI document (`GET /api/v1/openapi.json`).
 //!
 //! See `docs/api.md` for the auth model, lifetimes, limits and error codes.
@@ -19,14 +21,17 @@ pub mod ai;
 pub mod classrooms;
 pub mod doc_tokens;
 pub(crate) mod documents;
+pub(crate) mod history;
 pub mod dto;
 pub mod error;
+pub(crate) mod export;
 pub mod extract;
 pub mod materials;
 pub mod rate_limit;
 pub mod sessions;
 pub(crate) mod speech;
 pub(crate) mod text;
+pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
@@ -95,6 +100,25 @@ pub fn router() -> Router<AppState> {
         )
         .route("/classrooms/{id}/search", post(materials::search))
         .route("/documents/{doc}", get(documents::read))
+        .route("/documents/{doc}/update", post(history::apply_update))
+        .route(
+            "/documents/{doc}/versions",
+            get(history::list_versions).post(history::checkpoint),
+        )
+        .route(
+            "/documents/{doc}/versions/{version}",
+            get(history::read_version),
+        )
+        .route(
+            "/documents/{doc}/versions/{version}/restore",
+            post(history::restore),
+        )
+        .route(
+            "/sessions/{id}/contributions",
+            get(history::contributions),
+        )
+        .route("/documents/{doc}/export", get(export::export_document))
+        .route("/sessions/{id}/export", get(export::export_session))
         .route(
             "/materials/{id}",
             get(materials::get).delete(materials::delete),
@@ -105,6 +129,18 @@ pub fn router() -> Router<AppState> {
         .route("/ai/jobs/{id}", get(ai::get_job))
         .route("/ai/jobs/{id}/cancel", post(ai::cancel_job))
         .route("/sessions/{id}/chat/speech", post(speech::post_chat_speech))
+        .route(
+            "/classrooms/{id}/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/classrooms/{id}/webhooks/{webhook_id}",
+            delete(webhooks::delete),
+        )
+        .route(
+            "/classrooms/{id}/webhooks/{webhook_id}/deliveries",
+            get(webhooks::deliveries),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(extract::checked_path))
@@ -192,10 +228,22 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         materials::delete,
         materials::search,
         documents::read,
+        history::apply_update,
+        history::list_versions,
+        history::checkpoint,
+        history::read_version,
+        history::restore,
+        history::contributions,
+        export::export_document,
+        export::export_session,
         ai::create_job,
         ai::get_job,
         ai::cancel_job,
         speech::post_chat_speech,
+        webhooks::create,
+        webhooks::list,
+        webhooks::delete,
+        webhooks::deliveries,
     ),
     components(schemas(dto::ErrorBody, dto::ErrorDetail, ErrorCode)),
     servers((url = "/", description = "This server")),
@@ -209,6 +257,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         (name = "embedding", description = "Document tokens for embedders"),
         (name = "materials", description = "Course material: upload, ingestion, search"),
         (name = "ai", description = "Live AI jobs streaming into session documents"),
+        (name = "webhooks", description = "Classroom events POSTed to other systems"),
     )
 )]
 pub struct ApiDoc;

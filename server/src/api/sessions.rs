@@ -19,6 +19,7 @@ use lectern_db::classrooms::MemberRole;
 use lectern_db::sessions::{
     DocKind, DocumentEntry, Handout, NewSession, Session, SessionState, SessionUpdate,
 };
+use lectern_collab::VersionReason;
 use lectern_db::{Classrooms, Sessions};
 
 use crate::AppState;
@@ -28,8 +29,10 @@ use crate::api::dto::{
     SessionSummaryResponse,
 };
 use crate::api::error::ApiError;
+use crate::api::history;
 use crate::api::extract::{Account, ApiJson};
 use crate::auth::now_secs;
+use crate::events::Event;
 
 /// Longest focus `section`, in characters.
 const MAX_SECTION_CHARS: usize = 200;
@@ -167,11 +170,24 @@ pub async fn start(
         started_by: account.id.clone(),
         started_at: now(),
     };
-    let (session, _documents) = Sessions::new(state.database().clone()).start(&new).await?;
+    let (session, documents) = Sessions::new(state.database().clone()).start(&new).await?;
+    let doc_ids: Vec<String> = documents
+        .into_iter()
+        .map(|document| document.doc_id)
+        .collect();
+    history::keep_versions(&state, &doc_ids, VersionReason::SessionStarted).await;
     state
         .room_effects()
         .state_changed(&session.id, session.state)
         .await?;
+    state
+        .events()
+        .emit(Event::SessionStarted {
+            classroom_id: session.classroom_id.clone(),
+            session_id: session.id.clone(),
+            started_by: session.started_by.clone(),
+        })
+        .await;
     let view = view(&state, session, &account, role).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -271,9 +287,17 @@ async fn transition(
             effects.state_changed(id, session.state).await?;
         }
         SessionState::Ended => {
+            history::keep_versions(state, &doc_ids, VersionReason::SessionEnded).await;
             // Written while the sockets are still open, so they receive it before 4410.
             effects.state_changed(id, session.state).await?;
             effects.session_ended(doc_ids).await?;
+            state
+                .events()
+                .emit(Event::SessionEnded {
+                    classroom_id: session.classroom_id.clone(),
+                    session_id: session.id.clone(),
+                })
+                .await;
         }
     }
     view(state, session, account, role).await
@@ -446,6 +470,26 @@ pub async fn hand_out(
                 .room_effects()
                 .handed_out(&id, &template, now())
                 .await?;
+            if !created.is_empty() {
+                // The copies this call made (a repeated handout names only the new ones).
+                let copies = forks
+                    .iter()
+                    .filter(|fork| created.contains(&fork.doc_id))
+                    .filter_map(|fork| {
+                        let owner = fork.owner_user_id.clone()?;
+                        Some((owner, fork.doc_id.clone()))
+                    })
+                    .collect();
+                state
+                    .events()
+                    .emit(Event::HandedOut {
+                        classroom_id: session.classroom_id.clone(),
+                        session_id: id.clone(),
+                        doc_id: template.clone(),
+                        copies,
+                    })
+                    .await;
+            }
             forks
         }
         Handout::Ended => return Err(ApiError::SessionEnded),

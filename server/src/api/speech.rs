@@ -528,9 +528,11 @@ async fn post_message(
     let author = author.to_owned();
     let text = text.to_owned();
     let created_at = i64::try_from(now_secs()).unwrap_or(i64::MAX);
+    // What someone said is their contribution.
+    let user = crate::credentials::user_tag(&author);
     state
         .rooms()
-        .edit(chat, move |txn| {
+        .edit(chat, &user, move |txn| {
             let messages = txn.get_or_insert_array(CHAT_MESSAGES);
             let message: MapPrelim = MapPrelim::from_iter([
                 ("id", In::from(id.as_str())),

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use lectern_collab::{DocId, Rooms};
+use lectern_collab::{DocId, Rooms, SERVER_AUTHOR};
 use lectern_db::materials::Material;
 use yrs::{Any, Map, WriteTxn};
 
@@ -113,7 +113,7 @@ impl MaterialsFeed {
                 return;
             }
         };
-        if let Err(error) = self.rooms.edit(&doc, edit).await {
+        if let Err(error) = self.rooms.edit(&doc, SERVER_AUTHOR, edit).await {
             tracing::warn!(
                 error = &error as &dyn std::error::Error,
                 %doc,

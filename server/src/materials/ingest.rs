@@ -21,6 +21,7 @@ use tracing::Instrument as _;
 
 use super::{Admission, IngestJob, Library, library_format};
 use crate::auth::now_secs;
+use crate::events::Event;
 
 /// Passages embedded per model call; also how often progress is reported.
 const EMBED_BATCH: usize = 32;
@@ -233,7 +234,10 @@ async fn ingest(library: &Library, job: IngestJob) {
                 )
                 .await;
             match updated {
-                Ok(true) => publish(library, &material_id).await,
+                Ok(true) => {
+                    publish(library, &material_id).await;
+                    announce_failure(library, &material_id, reason).await;
+                }
                 Ok(false) => {}
                 Err(error) => tracing::error!(
                     error = &error as &dyn std::error::Error,
@@ -365,7 +369,41 @@ async fn steps(library: &Library, job: IngestJob) -> Result<(), IngestError> {
     library.searchable_changed(&material.classroom_id);
     publish(library, &material.id).await;
     tracing::info!(chunks = total, "material ready");
+    library
+        .0
+        .events
+        .emit(Event::MaterialReady {
+            classroom_id: material.classroom_id,
+            material_id: material.id,
+            file_name: material.file_name,
+            uploaded_by: material.uploaded_by,
+        })
+        .await;
     Ok(())
+}
+
+/// Emits `material.failed` for a material whose failure was just recorded.
+async fn announce_failure(library: &Library, material_id: &str, reason: String) {
+    match library.0.materials.get(material_id).await {
+        Ok(Some(material)) => {
+            library
+                .0
+                .events
+                .emit(Event::MaterialFailed {
+                    classroom_id: material.classroom_id,
+                    material_id: material.id,
+                    file_name: material.file_name,
+                    uploaded_by: material.uploaded_by,
+                    reason,
+                })
+                .await;
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "could not read the failed material for its event"
+        ),
+    }
 }
 
 /// After a restart the extracted text is gone: read the stored file again.

@@ -49,6 +49,7 @@ pub use feed::MaterialsFeed;
 pub use model::EmbeddingModel;
 
 use crate::cluster::{Cluster, ClusterEvent};
+use crate::events::Events;
 use sandbox::{Sandbox, SandboxConfig, SandboxError};
 use search::SearchIndexes;
 
@@ -194,6 +195,8 @@ struct Inner {
     pending: Mutex<HashSet<String>>,
     /// Other nodes, told when a classroom's searchable materials change.
     cluster: Cluster,
+    /// Where `material.ready` and `material.failed` are told.
+    events: Events,
 }
 
 impl Library {
@@ -211,6 +214,7 @@ impl Library {
         limits: LibraryLimits,
         metrics: metrics::MaterialsMetrics,
         cluster: Cluster,
+        events: Events,
         shutdown: CancellationToken,
     ) -> Result<Self, DbError> {
         let materials = Materials::new(database.clone());
@@ -226,6 +230,7 @@ impl Library {
             limits,
             metrics,
             cluster,
+            events,
             leases: Leases::new(database),
             node: uuid::Uuid::new_v4().to_string(),
             pending: Mutex::new(HashSet::new()),

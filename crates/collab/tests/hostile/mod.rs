@@ -342,12 +342,12 @@ async fn a_poisoned_stored_document_fails_to_open_and_others_open() {
     let store = Arc::new(MemoryStore::new());
     let poisoned = DocId::new("poisoned").expect("doc id");
     store
-        .append(&poisoned, &update_with_text_of("before the poison"))
+        .append(&poisoned, &update_with_text_of("before the poison"), &[])
         .await
         .expect("append");
     // Stored before the limits existed: decoding it would abort the server.
     store
-        .append(&poisoned, &nested_any_update(100_000))
+        .append(&poisoned, &nested_any_update(100_000), &[])
         .await
         .expect("append");
     let (rooms, metrics) = rooms_with(store.clone(), config());
@@ -364,7 +364,7 @@ async fn a_poisoned_stored_document_fails_to_open_and_others_open() {
     healthy.insert(0, "fine").await;
     assert!(
         rooms
-            .apply_update(&poisoned, update_with_text_of("x"))
+            .apply_update(&poisoned, update_with_text_of("x"), "server")
             .await
             .is_err()
     );
@@ -883,6 +883,7 @@ async fn a_stored_type_chain_over_the_limit_fails_to_open() {
         .append(
             &deep,
             &type_chain_update(lectern_collab::DEFAULT_MAX_TYPE_DEPTH + 1),
+            &[],
         )
         .await
         .expect("append");
