@@ -10,9 +10,10 @@
 
 import { LecternError } from './errors.js'
 import type {
-  AiJob, AiJobRequest, AuthSession, Chunk, Classroom, DocToken, DocTokenRequest, DocumentInfo,
-  Focus, Handout, LiveSession, LoginRequest, Material, Member, RegisterRequest, SearchRequest,
-  SearchResult, SessionSummary, SpeechResult, User
+  AiJob, AiJobRequest, AuthSession, Chunk, Classroom, Contributions, DocToken, DocTokenRequest,
+  DocumentInfo, DocumentVersion, Focus, Handout, LiveSession, LoginRequest, Material, Member,
+  RegisterRequest, RestoreResult, SearchRequest, SearchResult, SessionSummary, SpeechResult,
+  UpdateApplied, User
 } from './types.js'
 
 /** The tokens of a signed-in user, as the client keeps (and lets you persist) them. */
@@ -325,6 +326,52 @@ export class LecternClient {
     return new Uint8Array(await response.arrayBuffer())
   }
 
+  /** `POST /documents/{doc}/update`: applies a Yjs update (v1, e.g. `Y.encodeStateAsUpdate(doc,
+   * serverStateVector)`) through the document's room, so connected clients see it at once.
+   * Write access needed. Refused with `update_refused` (not a valid update, over the limits),
+   * `update_incomplete` (it builds on changes the server lacks: fetch `getDocumentUpdate`
+   * with your state vector and merge first) or `payload_too_large`. */
+  async postDocumentUpdate (docId: string, update: Uint8Array): Promise<UpdateApplied> {
+    const response = await this.#send('POST', `/documents/${enc(docId)}/update`,
+      { auth: true, body: new Blob([update.slice()]), headers: { 'content-type': 'application/octet-stream' } })
+    return await response.json() as UpdateApplied
+  }
+
+  // ---- history ----
+
+  /** `GET /documents/{doc}/versions`: the versions kept, newest first. Read access needed. */
+  listVersions (docId: string): Promise<DocumentVersion[]> {
+    return this.#request('GET', `/documents/${enc(docId)}/versions`)
+  }
+
+  /** `POST /documents/{doc}/versions` (faculty): keeps the document as it is now. */
+  checkpoint (docId: string, label?: string): Promise<DocumentVersion> {
+    return this.#request('POST', `/documents/${enc(docId)}/versions`, { body: label === undefined ? {} : { label } })
+  }
+
+  /** `GET /documents/{doc}/versions/{v}`: the document as it was, its roots as JSON. */
+  getVersion (docId: string, versionId: number): Promise<Record<string, unknown>> {
+    return this.#request('GET', `/documents/${enc(docId)}/versions/${versionId}`)
+  }
+
+  /** `POST /documents/{doc}/versions/{v}/restore` (faculty): brings the document back to a
+   * version as a new edit every connected client follows; undo it by restoring
+   * `before_restore`. */
+  restoreVersion (docId: string, versionId: number): Promise<RestoreResult> {
+    return this.#request('POST', `/documents/${enc(docId)}/versions/${versionId}/restore`, { body: {} })
+  }
+
+  /** `GET /sessions/{id}/contributions` (faculty): who wrote what in the session. */
+  getContributions (sessionId: string): Promise<Contributions> {
+    return this.#request('GET', `/sessions/${enc(sessionId)}/contributions`)
+  }
+
+  /** The same report as CSV, one row per person and document. */
+  async getContributionsCsv (sessionId: string): Promise<string> {
+    const response = await this.#send('GET', `/sessions/${enc(sessionId)}/contributions?format=csv`, { auth: true })
+    return await response.text()
+  }
+
   // ---- materials ----
 
   /**
@@ -438,7 +485,7 @@ export class LecternClient {
       const init: RequestInit = { method, headers: { ...headers } }
       const hdrs = init.headers as Record<string, string>
       if (token !== undefined) hdrs.authorization = `Bearer ${token}`
-      if (body instanceof FormData) {
+      if (body instanceof FormData || body instanceof Blob) {
         init.body = body
       } else if (body !== undefined) {
         hdrs['content-type'] = 'application/json'

@@ -36,7 +36,10 @@ export const ERROR_CODES = [
   'internal',
   'ai_unavailable',
   'server_busy',
-  'speech_unavailable'
+  'speech_unavailable',
+  'update_refused',
+  'update_incomplete',
+  'webhook_address_refused'
 ] as const
 
 /** A stable, machine-readable error code: branch on this, never on the message. */

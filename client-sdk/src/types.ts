@@ -317,6 +317,80 @@ export interface SpeechResult {
   ai_error: ErrorDetail | null
 }
 
+/** `POST /documents/{doc}/update`: the update is stored and sent to connected clients. */
+export interface UpdateApplied {
+  applied: boolean
+}
+
+/** A kept version of a document (`listVersions`); its content: `getVersion`. */
+export interface DocumentVersion {
+  id: number
+  doc_id: string
+  /** When it was kept, milliseconds since the Unix epoch. */
+  created_at_ms: number
+  /** `session_started`, `session_ended`, `before_ai_job`, `after_ai_job`, `checkpoint`,
+   * `activity` (while edited, and when editing stops) or `before_restore`. */
+  reason: string
+  /** A checkpoint's name. */
+  label: string | null
+  /** Who asked for it (`user:<id>`, `ai:<job id>`...), if someone did. */
+  author: string | null
+  /** Size of the kept state in bytes. */
+  bytes: number
+}
+
+/** `restoreVersion`: what the restore did. */
+export interface RestoreResult {
+  /** The version the document was brought back to. */
+  restored: number
+  /** Whether anything changed. */
+  changed: boolean
+  /** The version kept just before the restore: restore it to undo this one. */
+  before_restore: number | null
+}
+
+/** One person's contribution to one document of a session. */
+export interface DocumentContribution {
+  doc_id: string
+  kind: string | null
+  /** Characters typed (UTF-16 code units, as Yjs counts text). */
+  inserted: number
+  deleted: number
+  /** Characters AI jobs they started wrote. */
+  ai_inserted: number
+  edits: number
+  first_edit_at_ms: number | null
+  last_edit_at_ms: number | null
+  active_minutes: number
+}
+
+/** One person's contribution to a session (`getContributions`). */
+export interface PersonContribution extends Omit<DocumentContribution, 'doc_id' | 'kind'> {
+  /** How the history names them: `user:<id>`, or an embedder's token subject. */
+  author: string
+  user_id: string | null
+  display_name: string | null
+  /** `ai_inserted` as a share of everything inserted for them (0 to 1). */
+  ai_share: number
+  documents: DocumentContribution[]
+}
+
+/** How much of a document people and AI wrote. */
+export interface DocumentShare {
+  doc_id: string
+  kind: string | null
+  human_inserted: number
+  ai_inserted: number
+  ai_share: number
+}
+
+/** `GET /sessions/{id}/contributions` (faculty). */
+export interface Contributions {
+  session_id: string
+  people: PersonContribution[]
+  documents: DocumentShare[]
+}
+
 /** The error body: `{"error": {"code", "message"}}`. */
 export interface ErrorBody {
   error: ErrorDetail
@@ -370,6 +444,13 @@ export const WIRE_SCHEMAS = {
   SearchResult: { schema: 'SearchResponse', properties: fields<SearchResult>()('hits') },
   AiJob: { schema: 'AiJobResponse', properties: fields<AiJob>()('job_id', 'kind', 'session_id', 'doc_id', 'status', 'error', 'cached', 'prompt_tokens', 'completion_tokens', 'started_by', 'created_at', 'finished_at', 'queue_position') },
   SpeechResult: { schema: 'SpeechResponse', properties: fields<SpeechResult>()('text', 'doc_id', 'message_id', 'job', 'ai_error') },
+  UpdateApplied: { schema: 'UpdateAppliedResponse', properties: fields<UpdateApplied>()('applied') },
+  DocumentVersion: { schema: 'VersionResponse', properties: fields<DocumentVersion>()('id', 'doc_id', 'created_at_ms', 'reason', 'label', 'author', 'bytes') },
+  RestoreResult: { schema: 'RestoreResponse', properties: fields<RestoreResult>()('restored', 'changed', 'before_restore') },
+  DocumentContribution: { schema: 'DocumentContribution', properties: fields<DocumentContribution>()('doc_id', 'kind', 'inserted', 'deleted', 'ai_inserted', 'edits', 'first_edit_at_ms', 'last_edit_at_ms', 'active_minutes') },
+  PersonContribution: { schema: 'ContributionResponse', properties: fields<PersonContribution>()('author', 'user_id', 'display_name', 'inserted', 'deleted', 'ai_inserted', 'ai_share', 'edits', 'first_edit_at_ms', 'last_edit_at_ms', 'active_minutes', 'documents') },
+  DocumentShare: { schema: 'DocumentShareResponse', properties: fields<DocumentShare>()('doc_id', 'kind', 'human_inserted', 'ai_inserted', 'ai_share') },
+  Contributions: { schema: 'ContributionsResponse', properties: fields<Contributions>()('session_id', 'people', 'documents') },
   ErrorBody: { schema: 'ErrorBody', properties: fields<ErrorBody>()('error') },
   ErrorDetail: { schema: 'ErrorDetail', properties: fields<ErrorDetail>()('code', 'message') }
 } as const

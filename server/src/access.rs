@@ -15,6 +15,9 @@
 //! | materials feed (`classroom/{id}/materials`) | read | — | read | none |
 //! | not registered | none | — | none | none |
 //!
+//! A user's inbox (`user/{id}/inbox`, see `notifications`) belongs to no classroom: its
+//! user reads it, nobody else opens it (admins included), and nobody writes it.
+//!
 //! Accounts with the server-wide `admin` role write everywhere except in a session's
 //! `lectern` document, which they read like everyone: it holds what only the server may say
 //! (the follow-the-teacher focus, AI job statuses and which Yjs client ids are AI jobs), so
@@ -69,6 +72,12 @@ pub enum DocFacts {
     /// The classroom's materials feed: upload and ingestion progress, written only by the
     /// server (see `materials::feed`).
     MaterialsFeed,
+    /// A user's notification inbox (`user/{id}/inbox`), written only by the server. Not a
+    /// classroom document: membership plays no part.
+    Inbox {
+        /// The user whose inbox it is.
+        owner_user_id: String,
+    },
 }
 
 impl DocFacts {
@@ -108,6 +117,11 @@ pub struct Caller<'a> {
 
 /// The access `caller` has to a document with `facts`; `None` means it may not open it.
 pub fn decide(facts: &DocFacts, caller: &Caller<'_>) -> Option<Access> {
+    // Before the admin rule: what someone is notified of is theirs alone, and an edit
+    // from any socket would forge what the server tells them.
+    if let DocFacts::Inbox { owner_user_id } = facts {
+        return (owner_user_id == caller.user_id).then_some(Access::Read);
+    }
     if caller.role == Role::Admin {
         return Some(match facts {
             // Not even an admin's socket may speak for the server (see the module docs).
@@ -140,6 +154,7 @@ pub fn decide(facts: &DocFacts, caller: &Caller<'_>) -> Option<Access> {
             }
         }
         (MemberRole::Student, DocFacts::Template) => Some(Access::Read),
+        (_, DocFacts::Inbox { .. }) => None, // decided above
     }
 }
 
@@ -155,6 +170,19 @@ pub async fn resolve(
 ) -> Result<Option<Access>, AccessError> {
     if principal.origin == Origin::External {
         return Ok(None);
+    }
+    if let Some(owner) = crate::notifications::inbox::owner_of(doc_id) {
+        let facts = DocFacts::Inbox {
+            owner_user_id: owner.to_owned(),
+        };
+        return Ok(decide(
+            &facts,
+            &Caller {
+                user_id: &principal.subject,
+                role: principal.role,
+                membership: None,
+            },
+        ));
     }
     let admin = principal.role == Role::Admin;
     let (facts, classroom_id) = match crate::materials::feed::classroom_of(doc_id) {
@@ -204,6 +232,11 @@ mod tests {
             DocFacts::MaterialsFeed,
             DocFacts::SessionLectern,
         ];
+        for owner in ["me", "someone-else"] {
+            facts.push(DocFacts::Inbox {
+                owner_user_id: owner.into(),
+            });
+        }
         for state in STATES {
             facts.push(DocFacts::Session { state });
             for owner in ["me", "someone-else"] {
@@ -220,6 +253,9 @@ mod tests {
     /// module docs per arm.
     fn expected(facts: &DocFacts, role: Role, membership: Option<MemberRole>) -> Option<Access> {
         use Access::{Read, Write};
+        if let DocFacts::Inbox { owner_user_id } = facts {
+            return (owner_user_id == "me").then_some(Read);
+        }
         if role == Role::Admin {
             return Some(if *facts == DocFacts::SessionLectern {
                 Read
@@ -239,6 +275,7 @@ mod tests {
             DocFacts::Fork { state, .. } if *state == SessionState::Ended => Some(Read),
             DocFacts::Fork { .. } => Some(Write),
             DocFacts::Template => Some(Read),
+            DocFacts::Inbox { .. } => unreachable!("decided above"),
         }
     }
 
@@ -262,7 +299,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 12 * 3 * 3);
+        assert_eq!(checked, 14 * 3 * 3);
     }
 
     fn student(membership: Option<MemberRole>) -> Caller<'static> {

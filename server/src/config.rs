@@ -750,6 +750,23 @@ pub struct Config {
     )]
     pub cors_origins: Vec<CorsOrigin>,
 
+    /// SMTP relay for notification email (session starts and handouts, to students who
+    /// have not turned email off): `smtp://[user:password@]host[:port]` (plain, for a relay
+    /// on the local network), `smtp://...?tls=required` (STARTTLS, usually port 587) or
+    /// `smtps://...` (TLS, usually port 465). Unset (the default): no email; the in-app
+    /// inbox works either way. Needs --smtp-from.
+    #[arg(
+        long,
+        env = "LECTERN_SMTP_URL",
+        hide_env_values = true,
+        requires = "smtp_from"
+    )]
+    pub smtp_url: Option<Secret>,
+
+    /// The `From` of notification email, e.g. `Lectern <lectern@school.example>`.
+    #[arg(long, env = "LECTERN_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+
     /// Let webhooks go to loopback, private, link-local, CGNAT and unique-local addresses
     /// (and `localhost`). Off by default, so faculty cannot make the server call into its
     /// own network; turn on for tests and on-premise receivers.
@@ -772,7 +789,11 @@ pub struct Config {
     pub webhook_backoff_ms: u64,
 
     /// The longest wait between webhook delivery attempts, in milliseconds.
-    #[arg(long, env = "LECTERN_WEBHOOK_BACKOFF_MAX_MS", default_value_t = 3_600_000)]
+    #[arg(
+        long,
+        env = "LECTERN_WEBHOOK_BACKOFF_MAX_MS",
+        default_value_t = 3_600_000
+    )]
     pub webhook_backoff_max_ms: u64,
 
     /// `document.updated` is sent once a document has had no update for this long, in
@@ -781,7 +802,11 @@ pub struct Config {
     pub webhook_debounce_ms: u64,
 
     /// ...and at most this often while updates keep coming, in milliseconds.
-    #[arg(long, env = "LECTERN_WEBHOOK_DEBOUNCE_MAX_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "LECTERN_WEBHOOK_DEBOUNCE_MAX_MS",
+        default_value_t = 10_000
+    )]
     pub webhook_debounce_max_ms: u64,
 }
 

@@ -80,6 +80,14 @@ impl Credentials {
 
     /// What these credentials allow on `doc`; `None` if it may not be opened.
     pub async fn access(&self, state: &AppState, doc: &DocId) -> Option<Access> {
+        // A user's inbox opens only for that user's own sign-in (decided in `access`):
+        // never through anonymous access, a document token or an external token, whatever
+        // they grant elsewhere.
+        if crate::notifications::inbox::owner_of(doc.as_str()).is_some()
+            && !matches!(self, Self::User(principal) if principal.origin == Origin::Local)
+        {
+            return None;
+        }
         let access = self.granted(state, doc).await?;
         // Whatever a token grants, a session's server-owned document is never writable
         // from a socket (anonymous write access, full document tokens and external tokens'
@@ -137,10 +145,13 @@ impl Credentials {
     }
 }
 
-/// Whether `doc` names a session's server-owned document (`session/{id}/lectern`): the
-/// whole name space is reserved, registered or not, so no grant can open one for writing.
+/// Whether `doc` names a server-owned document (a session's `session/{id}/lectern`, a
+/// user's `user/{id}/inbox`): the whole name space is reserved, registered or not, so no
+/// grant can open one for writing.
 pub(crate) fn is_server_owned(doc: &str) -> bool {
-    doc.strip_prefix("session/")
+    crate::notifications::inbox::owner_of(doc).is_some()
+        || doc
+            .strip_prefix("session/")
         .and_then(|rest| rest.split_once('/'))
         .is_some_and(|(session, kind)| {
             !session.is_empty() && kind == lectern_db::sessions::DocKind::Lectern.as_str()
@@ -199,6 +210,8 @@ mod tests {
         assert!(!is_server_owned("session/abc/lectern/more"));
         assert!(!is_server_owned("lectern"));
         assert!(!is_server_owned("classroom/abc/lectern"));
+        assert!(is_server_owned("user/abc/inbox"));
+        assert!(!is_server_owned("user/abc/notes"));
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - `ai/`: live AI jobs streaming into session documents (see `docs/ai.md`).
 //! - `webhooks/`: classroom events POSTed to registered URLs from a durable outbox
 //!   (signed, retried, SSRF-guarded), and the debounced `document.updated`.
+//! - `notifications/`: each user's live inbox document (`user/{id}/inbox`) and optional
+//!   email, from the same events.
 //! - `web.rs`: the web app embedded from `web/dist` and served at `/`, and CORS
 //!   (`--cors-origins`).
 //! - this file: [`AppState`], the router ([`app`]) and the serve loop with graceful
@@ -39,6 +41,7 @@ mod events;
 pub mod lazy_model;
 pub mod materials;
 pub mod metrics;
+mod notifications;
 pub mod room_effects;
 pub mod transport;
 mod web;
@@ -87,6 +90,7 @@ struct Inner {
     cluster: cluster::Cluster,
     events: events::Events,
     webhooks: webhooks::WebhookService,
+    notifications: notifications::NotificationService,
 }
 
 impl AppState {
@@ -125,7 +129,13 @@ impl AppState {
         let room_effects = RoomEffects::new(rooms.clone(), database.clone(), cluster.clone());
         let shutdown = CancellationToken::new();
         // Webhooks and notifications register their sinks here.
-        let events = events::Events::new(vec![webhooks.sink()]);
+        let notifications = notifications::NotificationService::start(
+            rooms.clone(),
+            database.clone(),
+            notifications::email::EmailSettings::from_config(&config)?,
+        )
+        .context("starting notifications")?;
+        let events = events::Events::new(vec![webhooks.sink(), notifications.sink()]);
         webhooks
             .start(
                 document_notes,
@@ -166,6 +176,7 @@ impl AppState {
             cluster,
             events,
             webhooks,
+            notifications,
             authenticator,
             rate_limits,
             room_effects,
@@ -290,6 +301,11 @@ impl AppState {
         &self.0.events
     }
 
+    /// Notifications: inboxes and email.
+    pub(crate) fn notifications(&self) -> &notifications::NotificationService {
+        &self.0.notifications
+    }
+
     /// Webhooks: the outbox sink, delivery and its settings.
     pub(crate) fn webhooks(&self) -> &webhooks::WebhookService {
         &self.0.webhooks
@@ -325,6 +341,7 @@ impl AppState {
         // After the rooms: their last appends are announced (`document.updated`) and
         // written to the outbox before the database closes.
         self.0.webhooks.shutdown().await;
+        self.0.notifications.shutdown().await;
         self.0.database.close().await;
         self.0.cluster.close();
     }

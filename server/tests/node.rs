@@ -17,7 +17,7 @@ async fn stock_yjs_clients_from_npm() {
     let mut command = Command::new("node");
     command
         .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
-        .args(["collab.test.mjs", "classroom.test.mjs"])
+        .args(["collab.test.mjs", "classroom.test.mjs", "history.test.mjs"])
         .current_dir(&suite)
         .env("LECTERN_BIN", env!("CARGO_BIN_EXE_lectern"));
     if let Some(url) = postgres {

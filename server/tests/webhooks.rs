@@ -131,7 +131,10 @@ impl Receiver {
         };
         match tokio::time::timeout(DEADLINE, wait).await {
             Ok(received) => received,
-            Err(_) => panic!("timed out waiting for {what}; received {:#?}", self.received()),
+            Err(_) => panic!(
+                "timed out waiting for {what}; received {:#?}",
+                self.received()
+            ),
         }
     }
 
@@ -232,7 +235,11 @@ struct Class {
 async fn class(api: &Api) -> Class {
     let teacher = api.register("teacher@example.edu", "faculty").await;
     let (status, body) = api
-        .post("/classrooms", Some(&teacher.access), json!({"name": "Physics"}))
+        .post(
+            "/classrooms",
+            Some(&teacher.access),
+            json!({"name": "Physics"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{} {body}", api.backend);
     let student = api.register("student@example.edu", "student").await;
@@ -382,7 +389,9 @@ async fn classroom_events_reach_the_receiver_signed() {
         let notes = format!("session/{session_id}/notes");
         edit_burst(&api, &notes, &class.student.access, 5).await;
         let updated = receiver
-            .delivered("document.updated", |body| body["data"]["doc_id"] == json!(notes))
+            .delivered("document.updated", |body| {
+                body["data"]["doc_id"] == json!(notes)
+            })
             .await;
         verify(&updated, &secret);
 
@@ -404,7 +413,9 @@ async fn classroom_events_reach_the_receiver_signed() {
         assert_eq!(count("session.started"), 1, "{backend}");
         let notes_updates = received
             .iter()
-            .filter(|r| r.event() == "document.updated" && r.json()["data"]["doc_id"] == json!(notes))
+            .filter(|r| {
+                r.event() == "document.updated" && r.json()["data"]["doc_id"] == json!(notes)
+            })
             .count();
         assert_eq!(notes_updates, 1, "{backend}: {received:#?}");
         // Every delivery has its own id.
@@ -478,7 +489,11 @@ async fn failing_receivers_are_retried_and_finally_given_up_on() {
         }
         let log = deliveries(&api, &class, &flaky_hook).await;
         assert_eq!(
-            (&log[0]["state"], &log[0]["attempts"], &log[0]["last_status"]),
+            (
+                &log[0]["state"],
+                &log[0]["attempts"],
+                &log[0]["last_status"]
+            ),
             (&json!("delivered"), &json!(3), &json!(204)),
             "{backend}: {log:#?}"
         );
@@ -493,11 +508,9 @@ async fn failing_receivers_are_retried_and_finally_given_up_on() {
                 }
                 // Look again after the next attempt (or a moment, should the last attempt
                 // have come between reading the log and here).
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    dead.inner.changed.notified(),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), dead.inner.changed.notified())
+                        .await;
             }
         };
         let log = tokio::time::timeout(DEADLINE, wait)
@@ -705,5 +718,44 @@ async fn deleted_webhooks_get_nothing_more() {
         "{:#?}",
         receiver.received()
     );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_finished_ai_job_is_announced() {
+    let model = crate::ai::fake_model(crate::ai::say("unused")).await;
+    let api = crate::ai::openai_server(&model, quick).await;
+    let class = crate::ai::class(&api).await;
+    let receiver = Receiver::start(0).await;
+    let (status, body) = api
+        .post(
+            &format!("/classrooms/{}/webhooks", class.id),
+            Some(&class.teacher.access),
+            json!({"url": receiver.url(), "events": ["ai_job.finished"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let secret = body["secret"].as_str().expect("secret").to_owned();
+    // A question about empty notes fails at once, without the model.
+    let job = crate::ai::start_ok(
+        &api,
+        &class,
+        &class.student.access,
+        json!({"kind": "qa", "prompt": "Where do cells come from?"}),
+    )
+    .await;
+    let job_id = job["job_id"].as_str().expect("id").to_owned();
+    let finished = receiver
+        .delivered("ai_job.finished", |body| {
+            body["data"]["job_id"] == json!(job_id)
+        })
+        .await;
+    verify(&finished, &secret);
+    let data = &finished.json()["data"];
+    assert_eq!(data["status"], "failed", "{data}");
+    assert_eq!(data["kind"], "qa", "{data}");
+    assert_eq!(data["session_id"], json!(class.session), "{data}");
+    assert_eq!(data["requested_by"], json!(class.student.user_id), "{data}");
+    assert_eq!(data["doc_id"], job["doc_id"], "{data}");
     api.stop().await;
 }

@@ -17,6 +17,8 @@
 //!   does a piece of work (compacting a document, ingesting a material).
 //! - [`webhooks`]: [`Webhooks`], classrooms' webhooks and their outbox (the delivery log),
 //!   claimed by one node at a time.
+//! - [`notifications`]: [`Notifications`], each user's notification settings (email on or
+//!   off) and the students of a class who get email.
 //! - [`testing`]: helpers that give tests a fresh PostgreSQL database.
 //!
 //! Queries are written out per backend rather than through `sqlx::Any`: the two dialects
@@ -30,6 +32,7 @@ pub mod documents;
 pub mod history;
 pub mod leases;
 pub mod materials;
+pub mod notifications;
 pub mod sessions;
 pub mod testing;
 pub mod webhooks;
@@ -50,6 +53,7 @@ pub use documents::SqlDocumentStore;
 pub use history::{History, Retention};
 pub use leases::Leases;
 pub use materials::Materials;
+pub use notifications::Notifications;
 pub use sessions::Sessions;
 pub use webhooks::Webhooks;
 

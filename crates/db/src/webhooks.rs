@@ -661,26 +661,25 @@ impl Webhooks {
     /// How long until the next pending delivery is due (zero if one is due now, counting
     /// a claimed row as due when its claim expires); `None` when nothing is pending.
     pub async fn next_due_in(&self) -> Result<Option<Duration>, DbError> {
-        let delay: Option<i64> = match &self.database {
-            Database::Sqlite(pool) => {
-                sqlx::query_scalar(concat!(
-                    "SELECT MIN(MAX(next_attempt_at_ms, COALESCE(claimed_until_ms, 0))) - ",
-                    sqlite_now_ms!(),
-                    " FROM webhook_deliveries WHERE state = 'pending'"
-                ))
-                .fetch_one(pool)
-                .await?
-            }
-            Database::Postgres(pool) => {
-                sqlx::query_scalar(concat!(
+        let delay: Option<i64> =
+            match &self.database {
+                Database::Sqlite(pool) => {
+                    sqlx::query_scalar(concat!(
+                        "SELECT MIN(MAX(next_attempt_at_ms, COALESCE(claimed_until_ms, 0))) - ",
+                        sqlite_now_ms!(),
+                        " FROM webhook_deliveries WHERE state = 'pending'"
+                    ))
+                    .fetch_one(pool)
+                    .await?
+                }
+                Database::Postgres(pool) => sqlx::query_scalar(concat!(
                     "SELECT MIN(GREATEST(next_attempt_at_ms, COALESCE(claimed_until_ms, 0))) - ",
                     postgres_now_ms!(),
                     " FROM webhook_deliveries WHERE state = 'pending'"
                 ))
                 .fetch_one(pool)
-                .await?
-            }
-        };
+                .await?,
+            };
         Ok(delay.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
     }
 

@@ -8,6 +8,7 @@ mod history;
 mod identity;
 mod leases;
 mod materials;
+mod notifications;
 mod sessions;
 mod webhooks;
 

@@ -99,7 +99,10 @@ async fn webhooks_are_stored_listed_capped_and_deleted() {
             .collect();
         assert_eq!(listed, ["w1", "w2"], "{backend}");
 
-        webhooks.enqueue(&[delivery("d1", "w1")]).await.expect("enqueue");
+        webhooks
+            .enqueue(&[delivery("d1", "w1")])
+            .await
+            .expect("enqueue");
         assert!(
             webhooks
                 .deactivate("c1", "w1", "deleted")
@@ -144,8 +147,15 @@ async fn a_claimed_delivery_goes_to_one_holder_until_its_claim_expires() {
         let backend = database.backend();
         classroom(&database).await;
         let webhooks = Webhooks::new(database);
-        webhooks.create(&webhook("w1", &["x"]), 20).await.expect("w1");
-        assert_eq!(webhooks.next_due_in().await.expect("due"), None, "{backend}");
+        webhooks
+            .create(&webhook("w1", &["x"]), 20)
+            .await
+            .expect("w1");
+        assert_eq!(
+            webhooks.next_due_in().await.expect("due"),
+            None,
+            "{backend}"
+        );
         webhooks
             .enqueue(&[delivery("d1", "w1"), delivery("d2", "w1")])
             .await
@@ -199,7 +209,10 @@ async fn a_claimed_delivery_goes_to_one_holder_until_its_claim_expires() {
         };
         assert_eq!(taken.len(), 1, "{backend}");
         assert!(
-            !webhooks.delivered(&taken[0].id, "dying", 200).await.expect("late"),
+            !webhooks
+                .delivered(&taken[0].id, "dying", 200)
+                .await
+                .expect("late"),
             "the old holder's result is refused ({backend})"
         );
 
@@ -220,10 +233,11 @@ async fn concurrent_claimers_share_the_rows_without_overlap() {
         let backend = database.backend();
         classroom(&database).await;
         let webhooks = Webhooks::new(database);
-        webhooks.create(&webhook("w1", &["x"]), 20).await.expect("w1");
-        let rows: Vec<NewDelivery> = (0..40)
-            .map(|n| delivery(&format!("d{n}"), "w1"))
-            .collect();
+        webhooks
+            .create(&webhook("w1", &["x"]), 20)
+            .await
+            .expect("w1");
+        let rows: Vec<NewDelivery> = (0..40).map(|n| delivery(&format!("d{n}"), "w1")).collect();
         webhooks.enqueue(&rows).await.expect("enqueue");
         let claimers = (0..8).map(|n| {
             let webhooks = webhooks.clone();
@@ -261,8 +275,14 @@ async fn failed_attempts_are_retried_until_the_retry_window_closes() {
         let backend = database.backend();
         classroom(&database).await;
         let webhooks = Webhooks::new(database);
-        webhooks.create(&webhook("w1", &["x"]), 20).await.expect("w1");
-        webhooks.enqueue(&[delivery("d1", "w1")]).await.expect("enqueue");
+        webhooks
+            .create(&webhook("w1", &["x"]), 20)
+            .await
+            .expect("w1");
+        webhooks
+            .enqueue(&[delivery("d1", "w1")])
+            .await
+            .expect("enqueue");
 
         let claimed = webhooks.claim("a", 1, LONG).await.expect("claim");
         let state = webhooks
@@ -272,7 +292,13 @@ async fn failed_attempts_are_retried_until_the_retry_window_closes() {
         assert_eq!(state, Some(DeliveryState::Pending), "{backend}");
         assert_eq!(claimed.len(), 1);
         // Not due for a minute: nothing to claim, and the wait says so.
-        assert!(webhooks.claim("a", 1, LONG).await.expect("claim").is_empty());
+        assert!(
+            webhooks
+                .claim("a", 1, LONG)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
         let due = webhooks.next_due_in().await.expect("due").expect("pending");
         assert!(
             due > Duration::from_secs(50) && due <= LONG,
@@ -286,7 +312,10 @@ async fn failed_attempts_are_retried_until_the_retry_window_closes() {
         );
 
         // A retry that would fall outside the window fails the delivery instead.
-        webhooks.enqueue(&[delivery("d2", "w1")]).await.expect("enqueue");
+        webhooks
+            .enqueue(&[delivery("d2", "w1")])
+            .await
+            .expect("enqueue");
         assert_eq!(webhooks.claim("b", 1, LONG).await.expect("claim").len(), 1);
         let state = webhooks
             .attempt_failed("d2", "b", None, "timed out", LONG, Duration::from_secs(1))
@@ -303,7 +332,10 @@ async fn failed_attempts_are_retried_until_the_retry_window_closes() {
         );
 
         // Giving up at once (the webhook went away meanwhile).
-        webhooks.enqueue(&[delivery("d3", "w1")]).await.expect("enqueue");
+        webhooks
+            .enqueue(&[delivery("d3", "w1")])
+            .await
+            .expect("enqueue");
         assert_eq!(webhooks.claim("c", 1, LONG).await.expect("claim").len(), 1);
         assert!(webhooks.give_up("d3", "c", "gone").await.expect("give up"));
         let row = &webhooks.deliveries("w1", 1, None).await.expect("log")[0];
@@ -320,11 +352,20 @@ async fn the_log_pages_newest_first() {
         let backend = database.backend();
         classroom(&database).await;
         let webhooks = Webhooks::new(database);
-        webhooks.create(&webhook("w1", &["x"]), 20).await.expect("w1");
-        webhooks.create(&webhook("w2", &["x"]), 20).await.expect("w2");
+        webhooks
+            .create(&webhook("w1", &["x"]), 20)
+            .await
+            .expect("w1");
+        webhooks
+            .create(&webhook("w2", &["x"]), 20)
+            .await
+            .expect("w2");
         for n in 0..5 {
             webhooks
-                .enqueue(&[delivery(&format!("d{n}"), "w1"), delivery(&format!("o{n}"), "w2")])
+                .enqueue(&[
+                    delivery(&format!("d{n}"), "w1"),
+                    delivery(&format!("o{n}"), "w2"),
+                ])
                 .await
                 .expect("enqueue");
         }
@@ -333,19 +374,15 @@ async fn the_log_pages_newest_first() {
         };
         let first = ids(webhooks.deliveries("w1", 2, None).await.expect("page 1"));
         assert_eq!(first, ["d4", "d3"], "{backend}");
-        let second = ids(
-            webhooks
-                .deliveries("w1", 2, Some("d3"))
-                .await
-                .expect("page 2"),
-        );
+        let second = ids(webhooks
+            .deliveries("w1", 2, Some("d3"))
+            .await
+            .expect("page 2"));
         assert_eq!(second, ["d2", "d1"], "{backend}");
-        let last = ids(
-            webhooks
-                .deliveries("w1", 2, Some("d1"))
-                .await
-                .expect("page 3"),
-        );
+        let last = ids(webhooks
+            .deliveries("w1", 2, Some("d1"))
+            .await
+            .expect("page 3"));
         assert_eq!(last, ["d0"], "{backend}");
         assert!(
             webhooks

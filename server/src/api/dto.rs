@@ -1185,3 +1185,25 @@ pub struct ContributionsResponse {
     /// Each document that was edited.
     pub documents: Vec<DocumentShareResponse>,
 }
+
+/// `GET`/`PUT /api/v1/me/notifications`: how the caller is notified besides the inbox.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// Whether session starts and handouts are also emailed (default `true`; only when the
+    /// server has an SMTP relay configured).
+    pub email: bool,
+}
+
+/// `POST /api/v1/me/inbox/read`: which inbox items to mark read, by id, or all of them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarkInboxReadRequest {
+    /// Item ids (the `id` of entries in `user/{id}/inbox`); unknown ids are ignored. At
+    /// most 200.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+    /// `true` to mark every item read (instead of `ids`).
+    #[serde(default)]
+    pub all: Option<bool>,
+}

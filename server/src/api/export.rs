@@ -351,7 +351,7 @@ fn answers(asked: Option<bool>, teaches: bool, has_answers: bool) -> Result<bool
     match asked {
         Some(true) if !teaches && has_answers => Err(ApiError::Forbidden),
         Some(asked) => Ok(asked && teaches),
-        None => Ok(teaches),
+        None => Ok(true),
     }
 }
 

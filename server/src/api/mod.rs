@@ -11,7 +11,8 @@
 //! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`, `ai.rs`,
 //!   `speech.rs` (speech input for the chat), `documents.rs` (a document's content),
 //!   `export.rs` (documents and sessions as Markdown, DOCX, PDF), `webhooks.rs` (a
-//!   classroom's webhooks and their delivery logs): the handlers.
+//!   classroom's webhooks and their delivery logs), `notifications.rs` (marking the inbox
+//!   read, the email opt-out): the handlers.
 //! - this file: the router and the OpenAPI document (`GET /api/v1/openapi.json`).
 //!
 //! See `docs/api.md` for the auth model, lifetimes, limits and error codes.
@@ -27,6 +28,7 @@ pub mod error;
 pub(crate) mod export;
 pub mod extract;
 pub mod materials;
+pub(crate) mod notifications;
 pub mod rate_limit;
 pub mod sessions;
 pub(crate) mod speech;
@@ -62,6 +64,11 @@ pub fn router() -> Router<AppState> {
         .route("/auth/refresh", post(accounts::refresh))
         .route("/auth/logout", post(accounts::logout))
         .route("/me", get(accounts::me))
+        .route(
+            "/me/notifications",
+            get(notifications::get_settings).put(notifications::set_settings),
+        )
+        .route("/me/inbox/read", post(notifications::mark_inbox_read))
         .route("/admin/users", post(accounts::create_user))
         .route("/doc-tokens", post(doc_tokens::create))
         .route(
@@ -201,6 +208,9 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         accounts::refresh,
         accounts::logout,
         accounts::me,
+        notifications::mark_inbox_read,
+        notifications::get_settings,
+        notifications::set_settings,
         accounts::create_user,
         doc_tokens::create,
         classrooms::create,
@@ -258,6 +268,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         (name = "materials", description = "Course material: upload, ingestion, search"),
         (name = "ai", description = "Live AI jobs streaming into session documents"),
         (name = "webhooks", description = "Classroom events POSTed to other systems"),
+        (name = "notifications", description = "The caller's inbox and email settings"),
     )
 )]
 pub struct ApiDoc;

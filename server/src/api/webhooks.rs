@@ -17,9 +17,7 @@ use lectern_db::webhooks::Webhook;
 use lectern_db::{Classrooms, Webhooks};
 
 use crate::AppState;
-use crate::api::dto::{
-    CreateWebhookRequest, ErrorBody, WebhookDeliveryResponse, WebhookResponse,
-};
+use crate::api::dto::{CreateWebhookRequest, ErrorBody, WebhookDeliveryResponse, WebhookResponse};
 use crate::api::error::ApiError;
 use crate::api::extract::{Account, ApiJson};
 use crate::auth::now_secs;
@@ -244,7 +242,8 @@ pub async fn deliveries(
     Path((classroom_id, webhook_id)): Path<(String, String)>,
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<WebhookDeliveryResponse>>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
+    let Query(query) =
+        query.map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
     require_faculty(&state, &classroom_id, &account).await?;
     webhook_of(&state, &classroom_id, &webhook_id).await?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
@@ -260,10 +259,18 @@ mod tests {
 
     #[test]
     fn events_are_checked_deduplicated_and_ordered() {
-        let names = |list: &[&str]| list.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        let names = |list: &[&str]| {
+            list.iter()
+                .map(|name| (*name).to_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            parse_events(&names(&["member.joined", "session.started", "member.joined"]))
-                .expect("valid"),
+            parse_events(&names(&[
+                "member.joined",
+                "session.started",
+                "member.joined"
+            ]))
+            .expect("valid"),
             names(&["session.started", "member.joined"])
         );
         assert!(matches!(

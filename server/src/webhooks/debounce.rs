@@ -66,12 +66,7 @@ impl Store for NotingStore {
         self.inner.load(doc).await
     }
 
-    async fn append(
-        &self,
-        doc: &DocId,
-        update: &[u8],
-        edits: &[Edit],
-    ) -> Result<i64, StoreError> {
+    async fn append(&self, doc: &DocId, update: &[u8], edits: &[Edit]) -> Result<i64, StoreError> {
         let seq = self.inner.append(doc, update, edits).await?;
         match self.notes.try_send(doc.clone()) {
             Ok(()) => {}

@@ -110,12 +110,16 @@ impl WebhookSettings {
             retry_for: Duration::from_secs(config.webhook_retry_for_secs),
             backoff: Duration::from_millis(config.webhook_backoff_ms.max(1)),
             backoff_max: Duration::from_millis(
-                config.webhook_backoff_max_ms.max(config.webhook_backoff_ms.max(1)),
+                config
+                    .webhook_backoff_max_ms
+                    .max(config.webhook_backoff_ms.max(1)),
             ),
             debounce: Debounce {
                 quiet: Duration::from_millis(config.webhook_debounce_ms),
                 max_wait: Duration::from_millis(
-                    config.webhook_debounce_max_ms.max(config.webhook_debounce_ms),
+                    config
+                        .webhook_debounce_max_ms
+                        .max(config.webhook_debounce_ms),
                 ),
             },
         }
@@ -205,7 +209,11 @@ struct Inner {
 }
 
 impl WebhookService {
-    pub(crate) fn new(database: Database, settings: WebhookSettings, metrics: WebhookMetrics) -> Self {
+    pub(crate) fn new(
+        database: Database,
+        settings: WebhookSettings,
+        metrics: WebhookMetrics,
+    ) -> Self {
         Self(Arc::new(Inner {
             settings,
             webhooks: Webhooks::new(database),
@@ -509,7 +517,12 @@ enum AttemptError {
 }
 
 /// Sends one claimed delivery and records the outcome.
-async fn deliver(service: WebhookService, client: reqwest::Client, holder: String, delivery: Delivery) {
+async fn deliver(
+    service: WebhookService,
+    client: reqwest::Client,
+    holder: String,
+    delivery: Delivery,
+) {
     let inner = &service.0;
     let webhook = match inner.webhooks.get(&delivery.webhook_id).await {
         Ok(Some(webhook)) if webhook.active => webhook,

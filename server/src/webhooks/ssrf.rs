@@ -119,7 +119,8 @@ fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
     // stacks), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`).
     let segments = ip.segments();
     let octets = ip.octets();
-    let embedded = |at: usize| Ipv4Addr::new(octets[at], octets[at + 1], octets[at + 2], octets[at + 3]);
+    let embedded =
+        |at: usize| Ipv4Addr::new(octets[at], octets[at + 1], octets[at + 2], octets[at + 3]);
     if let Some(v4) = ip.to_ipv4_mapped() {
         return classify_v4(v4);
     }
@@ -164,7 +165,9 @@ pub(crate) enum UrlError {
         class: AddressClass,
     },
     /// A `localhost` name.
-    #[error("{0} is this machine; webhooks go to public addresses only (an operator can allow private ones with --webhooks-allow-private)")]
+    #[error(
+        "{0} is this machine; webhooks go to public addresses only (an operator can allow private ones with --webhooks-allow-private)"
+    )]
     LocalName(String),
     /// The name does not resolve (now).
     #[error("{host} cannot be resolved: {reason}")]
@@ -200,9 +203,12 @@ impl Guard {
     /// Checks everything about `url` that needs no DNS: scheme, credentials, and the host
     /// when it is an address or a `localhost` name. Returns the parsed URL.
     pub(crate) fn check_url(&self, url: &str) -> Result<Url, UrlError> {
-        let parsed = Url::parse(url).map_err(|error| UrlError::Invalid(format!("url is not a valid URL: {error}")))?;
+        let parsed = Url::parse(url)
+            .map_err(|error| UrlError::Invalid(format!("url is not a valid URL: {error}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(UrlError::Invalid("url must start with http:// or https://".into()));
+            return Err(UrlError::Invalid(
+                "url must start with http:// or https://".into(),
+            ));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(UrlError::Invalid(
@@ -250,8 +256,14 @@ enum UrlHost<'a> {
 /// `2130706433`) to dotted form, and writes IPv6 in brackets.
 fn host_of(url: &Url) -> Option<UrlHost<'_>> {
     let host = url.host_str()?;
-    if let Some(inner) = host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
-        return inner.parse::<Ipv6Addr>().ok().map(|v6| UrlHost::Ip(IpAddr::V6(v6)));
+    if let Some(inner) = host
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+    {
+        return inner
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(|v6| UrlHost::Ip(IpAddr::V6(v6)));
     }
     if let Ok(v4) = host.parse::<Ipv4Addr>() {
         return Some(UrlHost::Ip(IpAddr::V4(v4)));
@@ -424,7 +436,11 @@ mod tests {
                 strict.check_url(url)
             );
         }
-        for url in ["http://localhost/", "http://LOCALHOST./x", "http://a.b.localhost/"] {
+        for url in [
+            "http://localhost/",
+            "http://LOCALHOST./x",
+            "http://a.b.localhost/",
+        ] {
             assert!(
                 matches!(strict.check_url(url), Err(UrlError::LocalName(_))),
                 "{url}"
@@ -461,7 +477,11 @@ mod tests {
         ] {
             assert!(open.check_url(url).is_ok(), "{url}");
         }
-        for url in ["http://0.0.0.0/", "http://224.0.0.1/", "http://255.255.255.255/"] {
+        for url in [
+            "http://0.0.0.0/",
+            "http://224.0.0.1/",
+            "http://255.255.255.255/",
+        ] {
             assert!(
                 matches!(open.check_url(url), Err(UrlError::Refused { .. })),
                 "{url}"
