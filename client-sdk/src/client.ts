@@ -372,6 +372,24 @@ export class LecternClient {
     return await response.text()
   }
 
+  // ---- export ----
+
+  /** `GET /documents/{doc}/export`: the document as a file (`md`, `docx` or `pdf`); with
+   * `answers` (faculty) quizzes and exams keep their answer keys. */
+  async exportDocument (docId: string, format: ExportFormat, { answers }: { answers?: boolean } = {}): Promise<Blob> {
+    const query = answers === undefined ? '' : `&answers=${answers}`
+    const response = await this.#send('GET', `/documents/${enc(docId)}/export?format=${format}${query}`, { auth: true })
+    return await response.blob()
+  }
+
+  /** `GET /sessions/{id}/export`: every document of the session the caller may read, as
+   * files of `format` in one zip. */
+  async exportSession (sessionId: string, format: ExportFormat, { answers }: { answers?: boolean } = {}): Promise<Blob> {
+    const query = answers === undefined ? '' : `&answers=${answers}`
+    const response = await this.#send('GET', `/sessions/${enc(sessionId)}/export?format=${format}${query}`, { auth: true })
+    return await response.blob()
+  }
+
   // ---- materials ----
 
   /**
@@ -512,6 +530,9 @@ export class LecternClient {
     return response
   }
 }
+
+/** The file formats documents export to. */
+export type ExportFormat = 'md' | 'docx' | 'pdf'
 
 /** Options of {@link LecternClient.uploadMaterial}. */
 export interface UploadOptions {

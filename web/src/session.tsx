@@ -3,7 +3,9 @@
  * the AI panel (ai.tsx), which starts the other job kinds and shows every job's status, the
  * mind map and the documents AI jobs made (structured.tsx), and the student's handed-out
  * copies (handouts.tsx). Faculty lock, unlock and end the session
- * and hand the notes out; a locked session's notes are read-only for students.
+ * and hand the notes out; a locked session's notes are read-only for students. Below,
+ * "After class" (history.tsx): downloads, and for faculty the notes' versions and who
+ * contributed what.
  *
  * The session's state and its handouts are pushed by the server into the session's
  * `lectern` document (`sessionState`, `onHandouts`): the page asks for the session again
@@ -20,6 +22,7 @@ import type * as Y from 'yjs'
 import { AiPanel } from './ai.js'
 import { Chat } from './chat.js'
 import { HandOutButton, Handouts } from './handouts.js'
+import { AfterClass } from './history.js'
 import { client, describeError } from './lectern.js'
 import { Notes } from './notes.js'
 import { SessionSocket, useNewSessionSocket } from './socket.js'
@@ -173,6 +176,7 @@ export function SessionPage ({ id, user }: { id: string, user: User }) {
                 : undefined}
             />
           )}
+          <AfterClass session={session} faculty={faculty} />
           <ErrorLine error={error} />
         </main>
       </SetViewing.Provider>
