@@ -94,5 +94,18 @@ if ! cmp -s "$SPEECH_REQUIREMENTS" "$SPEECH_VENV/requirements.txt"; then
   cp "$SPEECH_REQUIREMENTS" "$SPEECH_VENV/requirements.txt"
 fi
 
+# A real SMTP server (aiosmtpd) for the notification email tests
+# (server/tests/notifications.rs; under CI=true they fail when it is missing). Pinned,
+# wheels only; rebuilt when the pins change, like the speech venv (~3 s cold).
+SMTP_VENV=.cache/smtp-venv
+SMTP_REQUIREMENTS=server/tests/smtp_requirements.txt
+if ! cmp -s "$SMTP_REQUIREMENTS" "$SMTP_VENV/requirements.txt"; then
+  rm -rf "$SMTP_VENV"
+  python3 -m venv "$SMTP_VENV"
+  "$SMTP_VENV/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: \
+    -r "$SMTP_REQUIREMENTS"
+  cp "$SMTP_REQUIREMENTS" "$SMTP_VENV/requirements.txt"
+fi
+
 LECTERN_BIN="${CARGO_TARGET_DIR:-target}/debug/lectern" scripts/check-deploy.sh
 cargo nextest run --workspace --locked --profile ci

@@ -12,8 +12,8 @@ import { LecternError } from './errors.js'
 import type {
   AiJob, AiJobRequest, AuthSession, Chunk, Classroom, Contributions, DocToken, DocTokenRequest,
   DocumentInfo, DocumentVersion, Focus, Handout, LiveSession, LoginRequest, Material, Member,
-  RegisterRequest, RestoreResult, SearchRequest, SearchResult, SessionSummary, SpeechResult,
-  UpdateApplied, User
+  NotificationSettings, RegisterRequest, RestoreResult, SearchRequest, SearchResult, SessionSummary, SpeechResult,
+  UpdateApplied, User, CreateWebhookRequest, Webhook, WebhookDelivery
 } from './types.js'
 
 /** The tokens of a signed-in user, as the client keeps (and lets you persist) them. */
@@ -201,6 +201,25 @@ export class LecternClient {
     return this.#request('GET', '/me')
   }
 
+  // ---- notifications ----
+
+  /** `POST /me/inbox/read`: marks items of your inbox (`inboxDocId(userId)`) read, by id,
+   * or all of them. The server applies it to the document (you cannot write it). */
+  markInboxRead (ids: string[] | 'all'): Promise<void> {
+    const body = ids === 'all' ? { all: true } : { ids }
+    return this.#request('POST', '/me/inbox/read', { body })
+  }
+
+  /** `GET /me/notifications`: your notification settings. */
+  getNotificationSettings (): Promise<NotificationSettings> {
+    return this.#request('GET', '/me/notifications')
+  }
+
+  /** `PUT /me/notifications`: turns email for session starts and handouts off (or on). */
+  setNotificationSettings (settings: NotificationSettings): Promise<NotificationSettings> {
+    return this.#request('PUT', '/me/notifications', { body: settings })
+  }
+
   /** `POST /doc-tokens`: a token for one document. For an embedder's backend: needs the
    * server API key, not a user login. */
   createDocToken (apiKey: string, body: DocTokenRequest): Promise<DocToken> {
@@ -370,6 +389,35 @@ export class LecternClient {
   async getContributionsCsv (sessionId: string): Promise<string> {
     const response = await this.#send('GET', `/sessions/${enc(sessionId)}/contributions?format=csv`, { auth: true })
     return await response.text()
+  }
+
+  // ---- webhooks ----
+
+  /** `POST /classrooms/{id}/webhooks` (faculty): the answer carries the signing `secret`,
+   * shown this once. */
+  createWebhook (classroomId: string, request: CreateWebhookRequest): Promise<Webhook> {
+    return this.#request('POST', `/classrooms/${enc(classroomId)}/webhooks`, { body: request })
+  }
+
+  /** `GET /classrooms/{id}/webhooks` (faculty): oldest first, without secrets. */
+  listWebhooks (classroomId: string): Promise<Webhook[]> {
+    return this.#request('GET', `/classrooms/${enc(classroomId)}/webhooks`)
+  }
+
+  /** `DELETE /classrooms/{id}/webhooks/{w}` (faculty). */
+  async deleteWebhook (classroomId: string, webhookId: string): Promise<void> {
+    await this.#request('DELETE', `/classrooms/${enc(classroomId)}/webhooks/${enc(webhookId)}`)
+  }
+
+  /** `GET /classrooms/{id}/webhooks/{w}/deliveries` (faculty): newest first; page with
+   * `before` (the last id of the previous page). */
+  listWebhookDeliveries (classroomId: string, webhookId: string,
+    { limit, before }: { limit?: number, before?: string } = {}): Promise<WebhookDelivery[]> {
+    const query = new URLSearchParams()
+    if (limit !== undefined) query.set('limit', String(limit))
+    if (before !== undefined) query.set('before', before)
+    const suffix = query.size > 0 ? `?${query.toString()}` : ''
+    return this.#request('GET', `/classrooms/${enc(classroomId)}/webhooks/${enc(webhookId)}/deliveries${suffix}`)
   }
 
   // ---- export ----

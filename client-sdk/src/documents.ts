@@ -1,6 +1,6 @@
 /**
- * Typed readers of the documents the server writes (docs/api.md "Course material",
- * docs/ai.md "Document shapes"): the materials feed, the chat, the session lectern
+ * Typed readers of the documents the server writes (docs/api.md "Course material" and
+ * "Notifications", docs/ai.md "Document shapes"): the materials feed, the user's inbox, the chat, the session lectern
  * document, the mind map and the AI-made templates; and `watchJob`.
  *
  * They read a `Y.Doc` you already sync (usually with `openDocument`); they never write.
@@ -14,8 +14,8 @@
 import * as Y from 'yjs'
 
 import type { LecternClient } from './client.js'
-import type { AiJob, AiJobKind, AiJobStatus, Focus, Material, MaterialFormat, MaterialStatus, SessionState } from './types.js'
-import { SESSION_STATES, isFinalJobStatus } from './types.js'
+import type { AiJob, AiJobKind, AiJobStatus, Focus, InboxKind, Material, MaterialFormat, MaterialStatus, SessionState } from './types.js'
+import { INBOX_KINDS, SESSION_STATES, isFinalJobStatus } from './types.js'
 
 // ---- the classroom materials feed ----
 
@@ -78,6 +78,86 @@ export function materialsFeed (doc: Y.Doc): MaterialsFeed {
       return material !== undefined && predicate(material) ? material : undefined
     }, callback => subscribe(() => callback()), `material ${id}`, options)
   return { map, list, get, subscribe, waitFor }
+}
+
+// ---- the user's inbox ----
+
+/** One notification in a user's inbox document (docs/api.md "Notifications"). */
+export interface InboxItem {
+  id: string
+  kind: InboxKind
+  title: string
+  body?: string
+  classroom_id: string
+  session_id?: string
+  /** The document it is about: a handout's own copy, an AI job's document. */
+  doc_id?: string
+  /** Unix milliseconds. */
+  created_at: number
+  read: boolean
+}
+
+/** A typed view of an inbox document (`user/{id}/inbox`). */
+export interface Inbox {
+  /** The underlying root array. */
+  readonly array: Y.Array<unknown>
+  /** Every item, oldest first (the server keeps the newest 200). Entries that are not
+   * well-formed items (or of a kind this SDK does not know) are skipped. */
+  list (): InboxItem[]
+  /** How many items are not read. */
+  unreadCount (): number
+  /** Calls `listener` with every item after each change (read marks included); returns the
+   * unsubscribe function. */
+  subscribe (listener: (items: InboxItem[]) => void): () => void
+}
+
+/** The id of user `userId`'s inbox document: open it (read-only, and only its user may)
+ * to see notifications live (see {@link inbox}); mark items read with
+ * `client.markInboxRead`. */
+export function inboxDocId (userId: string): string {
+  return `user/${userId}/inbox`
+}
+
+/** Reads an inbox document's root array `items` into typed objects. */
+export function inbox (doc: Y.Doc): Inbox {
+  const array = doc.getArray<unknown>('items')
+  const list = (): InboxItem[] => array.toArray().flatMap(value => {
+    const item = readInboxItem(value)
+    return item === undefined ? [] : [item]
+  })
+  const unreadCount = (): number => list().filter(item => !item.read).length
+  const subscribe = (listener: (items: InboxItem[]) => void): () => void => {
+    const observer = (): void => listener(list())
+    array.observeDeep(observer)
+    return () => array.unobserveDeep(observer)
+  }
+  return { array, list, unreadCount, subscribe }
+}
+
+function readInboxItem (value: unknown): InboxItem | undefined {
+  const get = fields(value)
+  if (get === null) return undefined
+  const id = get('id')
+  const kind = get('kind')
+  const title = get('title')
+  const classroomId = get('classroom_id')
+  if (typeof id !== 'string' || typeof title !== 'string' || typeof classroomId !== 'string' ||
+      !(INBOX_KINDS as readonly unknown[]).includes(kind)) {
+    return undefined
+  }
+  const item: InboxItem = {
+    id,
+    kind: kind as InboxKind,
+    title,
+    classroom_id: classroomId,
+    created_at: count(get('created_at'), 0),
+    read: get('read') === true
+  }
+  for (const key of ['body', 'session_id', 'doc_id'] as const) {
+    const optional = get(key)
+    if (typeof optional === 'string') item[key] = optional
+  }
+  return item
 }
 
 // ---- the session chat ----

@@ -317,6 +317,52 @@ export interface SpeechResult {
   ai_error: ErrorDetail | null
 }
 
+/** The events a webhook can receive (docs/api.md, "Webhooks"). */
+export const WEBHOOK_EVENTS = [
+  'session.started', 'session.ended', 'material.ready', 'material.failed',
+  'ai_job.finished', 'member.joined', 'document.updated', 'handout.given'
+] as const
+export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number]
+
+/** `POST /classrooms/{id}/webhooks` body. */
+export interface CreateWebhookRequest {
+  /** Where deliveries are POSTed: `http` or `https`, a public address. */
+  url: string
+  /** At least one. */
+  events: WebhookEvent[]
+}
+
+/** A classroom's webhook. */
+export interface Webhook {
+  id: string
+  classroom_id: string
+  url: string
+  events: string[]
+  created_by: string
+  /** Unix seconds. */
+  created_at: number
+  /** The signing secret (`X-Lectern-Signature`): only in the answer to the registration. */
+  secret?: string
+}
+
+export const WEBHOOK_DELIVERY_STATES = ['pending', 'delivered', 'failed'] as const
+export type WebhookDeliveryState = (typeof WEBHOOK_DELIVERY_STATES)[number]
+
+/** One delivery in a webhook's log. */
+export interface WebhookDelivery {
+  id: string
+  event: string
+  state: WebhookDeliveryState
+  attempts: number
+  /** The receiver's HTTP status at the last attempt. */
+  last_status: number | null
+  last_error: string | null
+  /** Unix seconds. */
+  created_at: number
+  next_attempt_at: number | null
+  delivered_at: number | null
+}
+
 /** `POST /documents/{doc}/update`: the update is stored and sent to connected clients. */
 export interface UpdateApplied {
   applied: boolean
@@ -402,6 +448,26 @@ export interface ErrorDetail {
   message: string
 }
 
+// ---- notifications ----
+
+/** `GET`/`PUT /me/notifications`: how you are notified besides the inbox. */
+export interface NotificationSettings {
+  /** Whether session starts and handouts are also emailed (default `true`; only when the
+   * server has an SMTP relay configured). */
+  email: boolean
+}
+
+/** `POST /me/inbox/read`: `ids`, or `all: true`. */
+export interface MarkInboxReadRequest {
+  /** Inbox item ids (at most 200); unknown ids are ignored. */
+  ids?: string[]
+  all?: boolean
+}
+
+/** What an inbox item is about (docs/api.md "Notifications"). */
+export const INBOX_KINDS = ['session_started', 'material_ready', 'material_failed', 'ai_job_finished', 'handout'] as const
+export type InboxKind = (typeof INBOX_KINDS)[number]
+
 // ---- the table the contract test checks ----
 
 /** `true` when `K` lists every key of `T` (extra keys are refused by `K`'s bound). */
@@ -444,6 +510,9 @@ export const WIRE_SCHEMAS = {
   SearchResult: { schema: 'SearchResponse', properties: fields<SearchResult>()('hits') },
   AiJob: { schema: 'AiJobResponse', properties: fields<AiJob>()('job_id', 'kind', 'session_id', 'doc_id', 'status', 'error', 'cached', 'prompt_tokens', 'completion_tokens', 'started_by', 'created_at', 'finished_at', 'queue_position') },
   SpeechResult: { schema: 'SpeechResponse', properties: fields<SpeechResult>()('text', 'doc_id', 'message_id', 'job', 'ai_error') },
+  CreateWebhookRequest: { schema: 'CreateWebhookRequest', properties: fields<CreateWebhookRequest>()('url', 'events') },
+  Webhook: { schema: 'WebhookResponse', properties: fields<Webhook>()('id', 'classroom_id', 'url', 'events', 'created_by', 'created_at', 'secret') },
+  WebhookDelivery: { schema: 'WebhookDeliveryResponse', properties: fields<WebhookDelivery>()('id', 'event', 'state', 'attempts', 'last_status', 'last_error', 'created_at', 'next_attempt_at', 'delivered_at') },
   UpdateApplied: { schema: 'UpdateAppliedResponse', properties: fields<UpdateApplied>()('applied') },
   DocumentVersion: { schema: 'VersionResponse', properties: fields<DocumentVersion>()('id', 'doc_id', 'created_at_ms', 'reason', 'label', 'author', 'bytes') },
   RestoreResult: { schema: 'RestoreResponse', properties: fields<RestoreResult>()('restored', 'changed', 'before_restore') },
@@ -451,6 +520,8 @@ export const WIRE_SCHEMAS = {
   PersonContribution: { schema: 'ContributionResponse', properties: fields<PersonContribution>()('author', 'user_id', 'display_name', 'inserted', 'deleted', 'ai_inserted', 'ai_share', 'edits', 'first_edit_at_ms', 'last_edit_at_ms', 'active_minutes', 'documents') },
   DocumentShare: { schema: 'DocumentShareResponse', properties: fields<DocumentShare>()('doc_id', 'kind', 'human_inserted', 'ai_inserted', 'ai_share') },
   Contributions: { schema: 'ContributionsResponse', properties: fields<Contributions>()('session_id', 'people', 'documents') },
+  NotificationSettings: { schema: 'NotificationSettings', properties: fields<NotificationSettings>()('email') },
+  MarkInboxReadRequest: { schema: 'MarkInboxReadRequest', properties: fields<MarkInboxReadRequest>()('ids', 'all') },
   ErrorBody: { schema: 'ErrorBody', properties: fields<ErrorBody>()('error') },
   ErrorDetail: { schema: 'ErrorDetail', properties: fields<ErrorDetail>()('code', 'message') }
 } as const
@@ -467,5 +538,6 @@ export const WIRE_ENUMS = {
   MaterialFormat: MATERIAL_FORMATS,
   MaterialStatus: MATERIAL_STATUSES,
   AiJobKind: AI_JOB_KINDS,
-  AiJobStatus: AI_JOB_STATUSES
+  AiJobStatus: AI_JOB_STATUSES,
+  WebhookDeliveryState: WEBHOOK_DELIVERY_STATES
 } as const

@@ -152,10 +152,10 @@ pub(crate) fn is_server_owned(doc: &str) -> bool {
     crate::notifications::inbox::owner_of(doc).is_some()
         || doc
             .strip_prefix("session/")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(session, kind)| {
-            !session.is_empty() && kind == lectern_db::sessions::DocKind::Lectern.as_str()
-        })
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(session, kind)| {
+                !session.is_empty() && kind == lectern_db::sessions::DocKind::Lectern.as_str()
+            })
 }
 
 /// The room user tag of account `user_id`.

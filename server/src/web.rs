@@ -280,8 +280,10 @@ const CORS_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 const CORS_REQUEST_HEADERS: &str = "authorization, content-type";
 
 /// Response headers a page may read besides the simple ones: when to retry after 429 or
-/// 503, and a downloaded material's file name.
-const CORS_EXPOSED_HEADERS: &str = "retry-after, content-disposition";
+/// 503, a download's file name, and what an export could not show (characters no font
+/// has) or left out (over its size budget).
+const CORS_EXPOSED_HEADERS: &str =
+    "retry-after, content-disposition, x-lectern-missing-glyphs, x-lectern-export-truncated";
 
 /// How long a browser may reuse a preflight answer, in seconds.
 const CORS_MAX_AGE: &str = "3600";

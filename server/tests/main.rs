@@ -20,6 +20,7 @@ mod hostile_ws;
 mod http;
 mod materials;
 mod node;
+mod notifications;
 mod sessions;
 mod speech;
 mod support;

@@ -38,6 +38,8 @@ fn quick(config: &mut Config) {
     // machine.
     config.webhook_debounce_ms = 700;
     config.webhook_debounce_max_ms = 5_000;
+    // The tests read delivery logs until they settle; the REST limit is not what they check.
+    config.rate_limit_burst = 10_000;
 }
 
 /// One request the receiver got.
@@ -279,6 +281,24 @@ async fn deliveries(api: &Api, class: &Class, webhook: &str) -> Vec<Value> {
     body.as_array().expect("a list").clone()
 }
 
+/// The webhook's delivery log once no delivery in it is pending: the receiver answers
+/// before the server records the outcome, so the log can lag what the receiver saw by a
+/// moment.
+async fn settled_log(api: &Api, class: &Class, webhook: &str) -> Vec<Value> {
+    let wait = async {
+        loop {
+            let log = deliveries(api, class, webhook).await;
+            if log.iter().all(|row| row["state"] != "pending") {
+                return log;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, wait)
+        .await
+        .expect("deliveries settle")
+}
+
 /// Sends `count` edits of `doc_id` at once, then waits until the room applied them (it
 /// answers a sync step 1 after handling everything sent before it).
 async fn edit_burst(api: &Api, doc_id: &str, token: &str, count: usize) {
@@ -428,7 +448,7 @@ async fn classroom_events_reach_the_receiver_signed() {
         assert_eq!(ids.len(), received.len(), "{backend}");
 
         // The log shows them delivered, newest first; listing never shows the secret.
-        let log = deliveries(&api, &class, &webhook).await;
+        let log = settled_log(&api, &class, &webhook).await;
         assert_eq!(log.len(), received.len(), "{backend}: {log:#?}");
         assert_eq!(log[0]["event"], "session.ended", "{backend}");
         assert!(
@@ -487,7 +507,7 @@ async fn failing_receivers_are_retried_and_finally_given_up_on() {
                 "{backend}"
             );
         }
-        let log = deliveries(&api, &class, &flaky_hook).await;
+        let log = settled_log(&api, &class, &flaky_hook).await;
         assert_eq!(
             (
                 &log[0]["state"],
@@ -757,5 +777,52 @@ async fn a_finished_ai_job_is_announced() {
     assert_eq!(data["session_id"], json!(class.session), "{data}");
     assert_eq!(data["requested_by"], json!(class.student.user_id), "{data}");
     assert_eq!(data["doc_id"], job["doc_id"], "{data}");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn an_ingested_material_is_announced() {
+    let api = crate::api::sqlite(quick).await;
+    let class = crate::materials::class(&api).await;
+    let receiver = Receiver::start(0).await;
+    let (status, body) = api
+        .post(
+            &format!("/classrooms/{}/webhooks", class.id),
+            Some(&class.teacher.access),
+            json!({"url": receiver.url(), "events": ["material.ready", "material.failed"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let secret = body["secret"].as_str().expect("secret").to_owned();
+    let (status, material) = crate::materials::upload(
+        &api,
+        &class.id,
+        &class.teacher.access,
+        "notes.md",
+        b"# Cells\n\nNew cells arise only from existing cells.\n".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{material}");
+    let material_id = material["id"].as_str().expect("id").to_owned();
+    let ready = receiver
+        .delivered("material.ready", |body| {
+            body["data"]["material_id"] == json!(material_id)
+        })
+        .await;
+    verify(&ready, &secret);
+    assert_eq!(
+        ready.json()["data"],
+        json!({
+            "material_id": material_id,
+            "file_name": "notes.md",
+            "uploaded_by": class.teacher.user_id,
+        })
+    );
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| r.event() == "material.ready")
+    );
     api.stop().await;
 }

@@ -131,8 +131,8 @@ mod tests {
         match update {
             Some(update) => {
                 live.transact_mut()
-                    .apply_update(Update::decode_v1(&update).unwrap())
-                    .unwrap();
+                    .apply_update(Update::decode_v1(&update).expect("decodes"))
+                    .expect("test value");
                 true
             }
             None => false,
@@ -168,8 +168,8 @@ mod tests {
         let client = Doc::with_client_id(2);
         client
             .transact_mut()
-            .apply_update(Update::decode_v1(&state(&doc)).unwrap())
-            .unwrap();
+            .apply_update(Update::decode_v1(&state(&doc)).expect("decodes"))
+            .expect("test value");
         let before = doc.transact().state_vector();
         assert!(restore(&doc, &version));
         let restoring = doc
@@ -177,8 +177,8 @@ mod tests {
             .encode_state_as_update_v1(&client.transact().state_vector());
         client
             .transact_mut()
-            .apply_update(Update::decode_v1(&restoring).unwrap())
-            .unwrap();
+            .apply_update(Update::decode_v1(&restoring).expect("decodes"))
+            .expect("test value");
         assert_eq!(text(&client, "content"), "one two three");
         assert_ne!(
             before,
@@ -211,7 +211,7 @@ mod tests {
         let txn = doc.transact();
         let json = messages.to_json(&txn);
         assert_eq!(
-            serde_json::to_value(json).unwrap(),
+            serde_json::to_value(json).expect("test value"),
             serde_json::json!([{ "role": "user", "text": "What is ATP?" }])
         );
         let later = txn.get_map("made_later").expect("the root stays");

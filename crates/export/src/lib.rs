@@ -30,9 +30,12 @@ mod pdf;
 
 pub use model::{Document, Kind};
 
-/// How many characters of text an export renders by default. Documents are bounded by the
-/// server already; this bounds the work one export can cost (typst lays out about 300,000
-/// characters in a few seconds on one core — see the crate's tests for the measurement).
+/// How many characters of text an export renders by default: about 100 dense pages, more
+/// than a class's notes, while bounding what one export costs. Documents are bounded by the
+/// server already; this bounds the work. Measured on this 2-core machine (2026-12-03),
+/// 300,000 characters of mixed Latin, Arabic, Chinese and Devanagari paragraphs: PDF 0.84 s
+/// in a release build (26 s unoptimised), DOCX 52 ms, Markdown 5 ms; loading the fonts
+/// once, 0.45 s.
 pub const DEFAULT_BUDGET: usize = 300_000;
 
 /// The output format.

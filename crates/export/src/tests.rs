@@ -391,24 +391,3 @@ fn junk_exports_without_panicking() {
         }
     }
 }
-
-#[test]
-fn tmp_timing() {
-    let started = std::time::Instant::now();
-    crate::prepare_fonts();
-    eprintln!("TIMING fonts: {:?}", started.elapsed());
-    let para = "The mitochondrion is the powerhouse of the cell, and **ATP** is made there by respiration. الخلية هي وحدة الحياة. 细胞是生命的基本单位。 कोशिका जीवन की इकाई है।\n\n";
-    for n in [50_000usize, 300_000] {
-        let text = para.repeat(n / para.chars().count());
-        let doc = Document::from_json(&json!({"content": text}));
-        for format in [Format::Markdown, Format::Docx, Format::Pdf] {
-            let started = std::time::Instant::now();
-            let out = export(&doc, format, &Options::default()).expect("export");
-            eprintln!(
-                "TIMING {n} {format:?}: {:?}, {} bytes",
-                started.elapsed(),
-                out.bytes.len()
-            );
-        }
-    }
-}

@@ -62,6 +62,9 @@ const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub struct ExportQuery {
     /// `md`, `docx` or `pdf`.
     format: ExportFormat,
+    /// A kept version to export instead of the live document (`GET .../versions`).
+    #[serde(default)]
+    version: Option<i64>,
     /// With answers (see the module docs); by default for faculty only.
     answers: Option<bool>,
 }
@@ -91,6 +94,7 @@ impl From<ExportFormat> for Format {
     params(
         ("doc" = String, Path, description = "Document id, percent-encoded as one segment (`/` as `%2F`)"),
         ("format" = String, Query, description = "`md`, `docx` or `pdf`"),
+        ("version" = Option<i64>, Query, description = "A kept version's id: export the document as it was (`GET /documents/{doc}/versions`)"),
         ("answers" = Option<bool>, Query, description = "With answers, explanations and answer keys (faculty, admins, tokens that may write the document); by default for faculty only"),
     ),
     responses(
@@ -122,7 +126,8 @@ pub async fn export_document(
         .document(doc.as_str())
         .await?;
     let teaches = may_see_answers(&state, &credentials, access, entry.as_ref()).await?;
-    let roots = documents::content_json(&state, &doc, Revision::Current).await?;
+    let revision = query.version.map_or(Revision::Current, Revision::Version);
+    let roots = documents::content_json(&state, &doc, revision).await?;
     let document = Document::from_json(&roots);
     let answers = answers(query.answers, teaches, document.has_answers())?;
     let format = Format::from(query.format);
@@ -176,6 +181,11 @@ pub async fn export_session(
     query: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = checked(query)?;
+    if query.version.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "version names one document's version: export that document".into(),
+        ));
+    }
     let sessions = Sessions::new(state.database().clone());
     let session = sessions.get(&id).await?.ok_or(ApiError::NotFound)?;
     let membership = Classrooms::new(state.database().clone())
@@ -351,7 +361,7 @@ fn answers(asked: Option<bool>, teaches: bool, has_answers: bool) -> Result<bool
     match asked {
         Some(true) if !teaches && has_answers => Err(ApiError::Forbidden),
         Some(asked) => Ok(asked && teaches),
-        None => Ok(true),
+        None => Ok(teaches),
     }
 }
 

@@ -45,9 +45,7 @@ pub async fn mark_inbox_read(
         (None, Some(true)) => Selection::All,
         (Some(ids), None | Some(false)) => {
             if ids.len() > MAX_IDS {
-                return Err(ApiError::InvalidRequest(format!(
-                    "ids: at most {MAX_IDS}"
-                )));
+                return Err(ApiError::InvalidRequest(format!("ids: at most {MAX_IDS}")));
             }
             if ids.iter().any(|id| id.chars().count() > MAX_ID_CHARS) {
                 return Err(ApiError::InvalidRequest(format!(

@@ -6,8 +6,8 @@
 //! builders (mailboxes, subject), which encode what they are given, so a classroom or
 //! display name can never add a header of its own.
 
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,11 @@ impl Email {
         address: &str,
     ) -> Option<Self> {
         let address: Address = address.parse().ok()?;
+        // The API refuses control characters in names already; this keeps the typed
+        // builders from ever seeing one (lettre panics formatting a display name with a
+        // line break rather than encoding it).
+        let classroom = &one_line(classroom);
+        let display_name = &one_line(display_name);
         let (subject, what) = match topic {
             Topic::SessionStarted => (
                 format!("{classroom}: a live session has started"),
@@ -81,6 +86,13 @@ impl Email {
             .header(ContentType::TEXT_PLAIN)
             .body(self.body.clone())
     }
+}
+
+/// `text` with every control character (line breaks included) as a space.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Where email goes from (the configuration).
@@ -173,10 +185,9 @@ async fn send_queued(
         };
         match sent {
             Ok(_) => tracing::debug!(subject = %email.subject, "email sent"),
-            Err(error) => tracing::warn!(
-                error = &error as &dyn std::error::Error,
-                "email not sent"
-            ),
+            Err(error) => {
+                tracing::warn!(error = &error as &dyn std::error::Error, "email not sent")
+            }
         }
     }
     queue.close();
@@ -203,8 +214,8 @@ mod tests {
             "eve@example.edu",
         )
         .expect("email");
-        let text = String::from_utf8(email.message(&from).expect("message").formatted())
-            .expect("utf-8");
+        let text =
+            String::from_utf8(email.message(&from).expect("message").formatted()).expect("utf-8");
         let headers = text.split("\r\n\r\n").next().expect("headers");
         assert!(
             !headers

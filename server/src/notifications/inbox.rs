@@ -205,7 +205,7 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use yrs::types::ToJson;
-    use yrs::{Doc, Transact};
+    use yrs::{Doc, ReadTxn, Transact};
 
     #[test]
     fn inbox_ids_round_trip_and_nothing_else_parses_as_one() {
@@ -214,7 +214,10 @@ mod tests {
         assert_eq!(owner_of("user/a/b/inbox"), None);
         assert_eq!(owner_of("user/a/inbox/x"), None);
         assert_eq!(owner_of("classroom/c/materials"), None);
-        assert!(inbox_doc("a/b").is_err(), "a slash would name someone else's");
+        assert!(
+            inbox_doc("a/b").is_err(),
+            "a slash would name someone else's"
+        );
     }
 
     fn item(title: &str) -> Item {
@@ -249,7 +252,7 @@ mod tests {
         assert_eq!(
             items[0],
             serde_json::json!({"id": "5", "kind": "handout", "title": "5", "classroom_id": "c",
-                "session_id": "s", "doc_id": "d", "created_at": 1.0, "read": false})
+                "session_id": "s", "doc_id": "d", "created_at": 1, "read": false})
         );
     }
 
