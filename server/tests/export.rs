@@ -14,7 +14,8 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Any, Doc, GetString, Map, StateVector, Text, Transact, Update, WriteTxn};
 
-use crate::api::{Api, Session, code, servers};
+use crate::api::{Api, code, servers};
+use crate::sessions::{Class, class, start};
 use crate::support::{Client, connect};
 
 const API_KEY: &str = "embedder-secret-key-of-at-least-32-bytes";
@@ -35,61 +36,6 @@ fn quiz_json() -> Value {
         {"prompt": "Which organelle makes ATP?", "options": ["Nucleus", "Mitochondrion"],
          "answer": 1, "explanation": "Mitochondria run cellular respiration.", "marks": 1}
     ]})
-}
-
-/// A classroom with its faculty, two students and an outsider.
-struct Class {
-    id: String,
-    teacher: Session,
-    alice: Session,
-    bob: Session,
-    mallory: Session,
-}
-
-async fn class(api: &Api) -> Class {
-    let teacher = api.register("teacher@example.edu", "faculty").await;
-    let (status, body) = api
-        .post(
-            "/classrooms",
-            Some(&teacher.access),
-            json!({"name": "Biology"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{} {body}", api.backend);
-    let id = body["id"].as_str().expect("id").to_owned();
-    let join_code = body["join_code"].as_str().expect("code").to_owned();
-    let alice = api.register("alice@example.edu", "student").await;
-    let bob = api.register("bob@example.edu", "student").await;
-    let mallory = api.register("mallory@example.edu", "student").await;
-    for student in [&alice, &bob] {
-        let (status, body) = api
-            .post(
-                "/classrooms/join",
-                Some(&student.access),
-                json!({"join_code": join_code}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{} {body}", api.backend);
-    }
-    Class {
-        id,
-        teacher,
-        alice,
-        bob,
-        mallory,
-    }
-}
-
-async fn start(api: &Api, class: &Class) -> String {
-    let (status, body) = api
-        .post(
-            &format!("/classrooms/{}/sessions", class.id),
-            Some(&class.teacher.access),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{} {body}", api.backend);
-    body["id"].as_str().expect("session id").to_owned()
 }
 
 /// A template with a quiz in it, written by the teacher; returns its id.

@@ -16,15 +16,15 @@ use crate::api::{Api, Session, code, servers};
 use crate::support::{Client, connect};
 
 /// A classroom with its faculty, two enrolled students and one outsider.
-struct Class {
-    id: String,
-    teacher: Session,
-    alice: Session,
-    bob: Session,
-    mallory: Session,
+pub(crate) struct Class {
+    pub(crate) id: String,
+    pub(crate) teacher: Session,
+    pub(crate) alice: Session,
+    pub(crate) bob: Session,
+    pub(crate) mallory: Session,
 }
 
-async fn class(api: &Api) -> Class {
+pub(crate) async fn class(api: &Api) -> Class {
     let teacher = api.register("teacher@example.edu", "faculty").await;
     let (status, body) = api
         .post(
@@ -59,7 +59,7 @@ async fn class(api: &Api) -> Class {
 }
 
 /// Starts a session as the class's teacher; returns its id.
-async fn start(api: &Api, class: &Class) -> String {
+pub(crate) async fn start(api: &Api, class: &Class) -> String {
     let (status, body) = api
         .post(
             &format!("/classrooms/{}/sessions", class.id),
