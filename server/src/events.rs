@@ -124,7 +124,11 @@ impl Events {
 
     /// Tells every sink, in order.
     pub(crate) async fn emit(&self, event: Event) {
-        tracing::debug!(event = event.name(), classroom = event.classroom_id(), "event");
+        tracing::debug!(
+            event = event.name(),
+            classroom = event.classroom_id(),
+            "event"
+        );
         for sink in self.sinks.iter() {
             sink.record(&event).await;
         }

@@ -10,9 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lectern_collab::{
-    Access, AccessChange, CloseReason, DocId, RoomError, Rooms, SERVER_AUTHOR,
-};
+use lectern_collab::{Access, AccessChange, CloseReason, DocId, RoomError, Rooms, SERVER_AUTHOR};
 use lectern_db::sessions::{DocKind, SessionState, session_doc_id};
 use lectern_db::{Accounts, Database, DbError};
 use yrs::{Any, Map, MapPrelim, MapRef, TransactionMut, WriteTxn};

@@ -228,7 +228,8 @@ async fn a_poisoned_stored_document_fails_to_open_and_others_open() {
     Server::start(data.path(), "write").await.kill().await;
     let url = format!("sqlite://{}", data.path().join("lectern.db").display());
     let database = lectern_db::Database::connect(&url).await.expect("database");
-    let store = lectern_db::documents::SqlDocumentStore::new(database, lectern_db::Retention::default());
+    let store =
+        lectern_db::documents::SqlDocumentStore::new(database, lectern_db::Retention::default());
     let poisoned = DocId::new("poisoned").expect("doc id");
     store
         .append(&poisoned, &nested_any_update(50_000), &[])

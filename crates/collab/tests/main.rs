@@ -358,12 +358,7 @@ impl Store for FlakyStore {
     async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
         self.inner.load(doc).await
     }
-    async fn append(
-        &self,
-        doc: &DocId,
-        update: &[u8],
-        edits: &[Edit],
-    ) -> Result<i64, StoreError> {
+    async fn append(&self, doc: &DocId, update: &[u8], edits: &[Edit]) -> Result<i64, StoreError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("disk on fire".into()));
         }
@@ -637,11 +632,16 @@ async fn server_edits_are_stored_and_reach_every_member() {
         body.insert(&mut txn, 0, "written by the server");
         txn.encode_update_v1()
     };
-    rooms.apply_update(&doc, update, "server").await.expect("apply");
+    rooms
+        .apply_update(&doc, update, "server")
+        .await
+        .expect("apply");
     watcher.receive_until_text("written by the server").await;
     assert_eq!(store.load(&doc).await.expect("load").updates.len(), 1);
 
-    let garbage = rooms.apply_update(&doc, vec![0xff, 0xff, 0x01], "server").await;
+    let garbage = rooms
+        .apply_update(&doc, vec![0xff, 0xff, 0x01], "server")
+        .await;
     assert!(matches!(
         garbage,
         Err(lectern_collab::RoomError::RefusedUpdate(_))

@@ -285,7 +285,9 @@ pub enum ApiError {
     #[error("{0}")]
     UpdateRefused(String),
     /// A document update sent over REST depends on changes the document lacks.
-    #[error("the update depends on changes the document does not have; fetch what you lack (format=update&sv=...) and merge first")]
+    #[error(
+        "the update depends on changes the document does not have; fetch what you lack (format=update&sv=...) and merge first"
+    )]
     UpdateIncomplete,
     /// A server-side failure; logged, never described to the client.
     #[error("internal error")]

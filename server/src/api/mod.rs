@@ -22,11 +22,11 @@ pub mod ai;
 pub mod classrooms;
 pub mod doc_tokens;
 pub(crate) mod documents;
-pub(crate) mod history;
 pub mod dto;
 pub mod error;
 pub(crate) mod export;
 pub mod extract;
+pub(crate) mod history;
 pub mod materials;
 pub(crate) mod notifications;
 pub mod rate_limit;
@@ -120,10 +120,7 @@ pub fn router() -> Router<AppState> {
             "/documents/{doc}/versions/{version}/restore",
             post(history::restore),
         )
-        .route(
-            "/sessions/{id}/contributions",
-            get(history::contributions),
-        )
+        .route("/sessions/{id}/contributions", get(history::contributions))
         .route("/documents/{doc}/export", get(export::export_document))
         .route("/sessions/{id}/export", get(export::export_session))
         .route(

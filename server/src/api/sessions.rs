@@ -15,11 +15,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
+use lectern_collab::VersionReason;
 use lectern_db::classrooms::MemberRole;
 use lectern_db::sessions::{
     DocKind, DocumentEntry, Handout, NewSession, Session, SessionState, SessionUpdate,
 };
-use lectern_collab::VersionReason;
 use lectern_db::{Classrooms, Sessions};
 
 use crate::AppState;
@@ -29,8 +29,8 @@ use crate::api::dto::{
     SessionSummaryResponse,
 };
 use crate::api::error::ApiError;
-use crate::api::history;
 use crate::api::extract::{Account, ApiJson};
+use crate::api::history;
 use crate::auth::now_secs;
 use crate::events::Event;
 
