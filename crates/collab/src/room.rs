@@ -32,7 +32,7 @@ use crate::limits::{self, LimitError, UpdateLimits};
 use crate::outbox::{Outbox, Route, SendError};
 use crate::protocol::{self, ClientMessage};
 use crate::rate::TokenBucket;
-use crate::store::{Edit, NewVersion, StoredDoc, VersionReason};
+use crate::store::{Edit, NewVersion, SERVER_AUTHOR, StoredDoc, VersionReason};
 use crate::type_depth::{Checked, TypeDepths};
 use crate::{
     Access, AccessChange, CloseReason, CollabMetrics, DocId, Fanout, Guest, JoinError, RoomConfig,
@@ -899,7 +899,11 @@ impl Room {
             update: Bytes::from(diff),
         });
         self.start_compaction_if_needed();
-        self.keep_activity_version();
+        // Documents only the server writes (session state, inboxes, progress feeds) are
+        // nobody's work to go back to: no activity versions for them.
+        if edits.iter().any(|edit| &*edit.author != SERVER_AUTHOR) {
+            self.keep_activity_version();
+        }
         Ok(())
     }
 

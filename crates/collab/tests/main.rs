@@ -710,3 +710,53 @@ async fn a_panicking_room_closes_its_clients_and_the_next_join_reloads_it() {
     let mut again = Client::join(&rooms, "panics").await;
     again.receive_until_text("saved ").await;
 }
+
+#[tokio::test]
+async fn activity_versions_are_kept_for_members_edits_not_for_the_servers_own() {
+    let store = Arc::new(MemoryStore::new());
+    let config = RoomConfig {
+        // Every edit is "a while" after the last version.
+        version_interval: Some(Duration::ZERO),
+        ..config()
+    };
+    let (rooms, _) = rooms_with(store.clone(), config);
+    let doc = DocId::new("history").expect("doc id");
+    // What only the server writes (session state, an inbox) is nobody's work.
+    rooms
+        .edit(&doc, lectern_collab::SERVER_AUTHOR, |txn| {
+            use yrs::{Map as _, WriteTxn as _};
+            txn.get_or_insert_map("state").insert(txn, "phase", "live");
+        })
+        .await
+        .expect("server edit");
+    let writer = Client::join(&rooms, "history").await;
+    writer.insert(0, "typed by a member").await;
+    // The member's version holds their text (versions are written in the background).
+    let has_text = |snapshot: &[u8]| {
+        let copy = Doc::new();
+        copy.transact_mut()
+            .apply_update(Update::decode_v1(snapshot).expect("decodes"))
+            .expect("applies");
+        let text = copy.get_or_insert_text("body").get_string(&copy.transact());
+        text == "typed by a member"
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !store
+        .versions(&doc)
+        .iter()
+        .any(|version| has_text(&version.snapshot))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no activity version kept"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let versions = store.versions(&doc);
+    assert_eq!(
+        versions.len(),
+        1,
+        "one for the member's edit, none for the server's"
+    );
+    assert_eq!(versions[0].reason, lectern_collab::VersionReason::Activity);
+}
