@@ -17,6 +17,7 @@
 //! - `materials/`: course material: uploads into object storage, background ingestion
 //!   (extract, chunk, embed), semantic search, and progress in each classroom's feed.
 //! - `ai/`: live AI jobs streaming into session documents (see `docs/ai.md`).
+//! - `events.rs`: what happened in a classroom, told to the sinks below.
 //! - `webhooks/`: classroom events POSTed to registered URLs from a durable outbox
 //!   (signed, retried, SSRF-guarded), and the debounced `document.updated`.
 //! - `notifications/`: each user's live inbox document (`user/{id}/inbox`) and optional

@@ -10,6 +10,7 @@
 //! - `rate_limit.rs`: per-user token buckets (in Redis for a cluster).
 //! - `accounts.rs`, `classrooms.rs`, `sessions.rs`, `doc_tokens.rs`, `materials.rs`, `ai.rs`,
 //!   `speech.rs` (speech input for the chat), `documents.rs` (a document's content),
+//!   `history.rs` (updates over REST, versions, restores, contributions),
 //!   `export.rs` (documents and sessions as Markdown, DOCX, PDF), `webhooks.rs` (a
 //!   classroom's webhooks and their delivery logs), `notifications.rs` (marking the inbox
 //!   read, the email opt-out): the handlers.
