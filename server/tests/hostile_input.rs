@@ -61,6 +61,8 @@ impl Fixture {
             .replace("{classroom}", &self.class.id)
             .replace("{session}", &self.session_id)
             .replace("{template}", &self.template_doc_id)
+            // A document id as one path segment (`/documents/{doc}/...`).
+            .replace("{template_path}", &self.template_doc_id.replace('/', "%2F"))
     }
 }
 
@@ -125,6 +127,18 @@ fn json_cases() -> Vec<(&'static str, &'static str, Value)> {
             "/sessions/{session}/ai/jobs",
             json!({"kind": "translate", "prompt": "why?", "material_ids": ["a-material"], "language": "French", "source_doc_id": "{template}"}),
         ),
+        (
+            "post",
+            "/classrooms/{classroom}/webhooks",
+            json!({"url": "http://93.184.216.34/hook", "events": ["session.started"]}),
+        ),
+        (
+            "post",
+            "/documents/{template_path}/versions",
+            json!({"label": "before the lab"}),
+        ),
+        ("post", "/me/inbox/read", json!({"ids": ["an-item"]})),
+        ("put", "/me/notifications", json!({"email": true})),
     ]
 }
 
