@@ -8,19 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio_tungstenite::tungstenite::Message;
 use yrs::types::ToJson;
-use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
-use yrs::{Array, Doc, MapPrelim, ReadTxn, StateVector, Transact, Update, WriteTxn};
+use yrs::{Array, Doc, MapPrelim, ReadTxn, Transact, WriteTxn};
 
 use crate::ai::Watcher;
 use crate::api::{Api, Session, code, servers, sqlite};
-use crate::support::{Client, close_code, connect};
+use crate::sessions::RawDoc;
+use crate::support::close_code;
 
 /// A classroom named "Optics 101" with its teacher and two students.
 struct Class {
@@ -126,68 +123,6 @@ async fn hand_out(api: &Api, class: &Class, session: &str) -> Vec<(String, Strin
         .collect()
 }
 
-/// A raw y-sync socket on one document.
-struct RawDoc {
-    socket: Client,
-}
-
-impl RawDoc {
-    async fn open(api: &Api, doc_id: &str, token: Option<&str>) -> Self {
-        let query = token
-            .map(|token| format!("?token={token}"))
-            .unwrap_or_default();
-        let socket = connect(&api.server().ws(&format!("/ws/{doc_id}{query}"))).await;
-        Self { socket }
-    }
-
-    /// Sends `edit` (made on an empty replica) as a document update.
-    async fn send_edit(&mut self, edit: impl FnOnce(&mut yrs::TransactionMut<'_>)) {
-        let doc = Doc::new();
-        let update = {
-            let mut txn = doc.transact_mut();
-            edit(&mut txn);
-            txn.encode_update_v1()
-        };
-        let message = yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(update));
-        self.socket
-            .send(Message::Binary(message.encode_v1().into()))
-            .await
-            .expect("send update");
-    }
-
-    /// The room's state, asked for after everything sent before (the room handles a
-    /// socket's messages in order).
-    async fn state(&mut self) -> Doc {
-        let step1 =
-            yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep1(StateVector::default()));
-        self.socket
-            .send(Message::Binary(step1.encode_v1().into()))
-            .await
-            .expect("send step 1");
-        let read = async {
-            while let Some(message) = self.socket.next().await {
-                let bytes = match message.expect("socket") {
-                    Message::Binary(bytes) => bytes,
-                    Message::Close(frame) => panic!("closed: {frame:?}"),
-                    _ => continue,
-                };
-                if let Ok(yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep2(update))) =
-                    yrs::sync::Message::decode_v1(&bytes)
-                {
-                    let doc = Doc::new();
-                    let update = Update::decode_v1(&update).expect("update");
-                    doc.transact_mut().apply_update(update).expect("apply");
-                    return doc;
-                }
-            }
-            panic!("the socket closed before the state came");
-        };
-        tokio::time::timeout(Duration::from_secs(10), read)
-            .await
-            .expect("state within 10 s")
-    }
-}
-
 #[tokio::test]
 async fn a_students_inbox_shows_session_starts_and_handouts_live_and_marks_read() {
     for api in servers(|_| {}).await {
@@ -215,13 +150,13 @@ async fn a_students_inbox_shows_session_starts_and_handouts_live_and_marks_read(
         // Everything is written before the start is answered: the teacher who started it
         // has nothing, Bob has his own entry.
         let mut teachers =
-            RawDoc::open(&api, &inbox(&class.teacher), Some(&class.teacher.access)).await;
+            RawDoc::open_with(&api, &inbox(&class.teacher), Some(&class.teacher.access)).await;
         assert_eq!(
             items(&teachers.state().await),
             Vec::<Value>::new(),
             "{backend}"
         );
-        let mut bobs = RawDoc::open(&api, &inbox(&class.bob), Some(&class.bob.access)).await;
+        let mut bobs = RawDoc::open_with(&api, &inbox(&class.bob), Some(&class.bob.access)).await;
         let bobs_items = items(&bobs.state().await);
         assert_eq!(bobs_items.len(), 1, "{backend}: {bobs_items:?}");
         assert_ne!(
@@ -316,14 +251,14 @@ async fn an_inbox_opens_only_for_its_user_and_no_socket_or_request_writes_it() {
             ("bob", Some(class.bob.access.clone())),
             ("the teacher", Some(class.teacher.access.clone())),
         ] {
-            let mut socket = RawDoc::open(&api, &alices_inbox, token.as_deref()).await;
+            let mut socket = RawDoc::open_with(&api, &alices_inbox, token.as_deref()).await;
             assert_eq!(
                 close_code(&mut socket.socket).await,
                 Some(4403),
                 "{backend}: {who} may not open Alice's inbox"
             );
         }
-        let mut anonymous = RawDoc::open(&api, &alices_inbox, None).await;
+        let mut anonymous = RawDoc::open_with(&api, &alices_inbox, None).await;
         assert_eq!(
             close_code(&mut anonymous.socket).await,
             Some(4401),
@@ -337,7 +272,7 @@ async fn an_inbox_opens_only_for_its_user_and_no_socket_or_request_writes_it() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{backend} {minted}");
-        let mut embedded = RawDoc::open(&api, &alices_inbox, minted["token"].as_str()).await;
+        let mut embedded = RawDoc::open_with(&api, &alices_inbox, minted["token"].as_str()).await;
         assert_eq!(
             close_code(&mut embedded.socket).await,
             Some(4403),
@@ -345,7 +280,7 @@ async fn an_inbox_opens_only_for_its_user_and_no_socket_or_request_writes_it() {
         );
 
         // Alice reads hers but cannot write it: her update is refused, the socket stays.
-        let mut alices = RawDoc::open(&api, &alices_inbox, Some(&class.alice.access)).await;
+        let mut alices = RawDoc::open_with(&api, &alices_inbox, Some(&class.alice.access)).await;
         alices
             .send_edit(|txn| {
                 let items = txn.get_or_insert_array("items");

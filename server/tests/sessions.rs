@@ -555,18 +555,26 @@ async fn focus_round_trips_to_members() {
 }
 
 /// A bare y-sync client on one document: sends updates, and reads the room's whole state.
-struct RawDoc {
-    socket: Client,
+pub(crate) struct RawDoc {
+    pub(crate) socket: Client,
 }
 
 impl RawDoc {
     async fn open(api: &Api, doc_id: &str, token: &str) -> Self {
-        let socket = connect(&api.server().ws(&format!("/ws/{doc_id}?token={token}"))).await;
+        Self::open_with(api, doc_id, Some(token)).await
+    }
+
+    /// Opens `doc_id` with `token`, or without one.
+    pub(crate) async fn open_with(api: &Api, doc_id: &str, token: Option<&str>) -> Self {
+        let query = token
+            .map(|token| format!("?token={token}"))
+            .unwrap_or_default();
+        let socket = connect(&api.server().ws(&format!("/ws/{doc_id}{query}"))).await;
         Self { socket }
     }
 
     /// Sends `edit` (made on an empty replica) as a document update.
-    async fn send_edit(&mut self, edit: impl FnOnce(&mut yrs::TransactionMut<'_>)) {
+    pub(crate) async fn send_edit(&mut self, edit: impl FnOnce(&mut yrs::TransactionMut<'_>)) {
         let doc = Doc::new();
         let update = {
             let mut txn = doc.transact_mut();
@@ -582,7 +590,7 @@ impl RawDoc {
 
     /// The room's whole state, asked for with a sync step 1 on this socket. The room handles
     /// a socket's messages in order, so everything sent before has been applied or refused.
-    async fn state(&mut self) -> Doc {
+    pub(crate) async fn state(&mut self) -> Doc {
         let step1 =
             yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep1(StateVector::default()));
         self.socket
